@@ -1,0 +1,1 @@
+"""Command-line interface: ``filterscope <command>``; a thin layer over the library."""

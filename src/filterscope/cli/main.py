@@ -1,0 +1,53 @@
+"""Entry point of the ``filterscope`` command.
+
+Each command lives in its own module with two functions: ``add_parser(subparsers)``
+declares its options, and ``run(args)`` unpacks them into plain arguments for a
+library function. Errors the user can fix (:class:`~filterscope.errors.FilterscopeError`)
+become one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import FilterscopeError
+
+# command name -> module (imported lazily so `filterscope --help` stays fast)
+COMMANDS = {
+    "demo": "filterscope.cli.demo",
+    "denoise": "filterscope.cli.denoise",
+    "models": "filterscope.cli.models",
+    "train": "filterscope.cli.train",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="filterscope",
+        description="Blind image denoising you can look inside.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name, module_name in COMMANDS.items():
+        importlib.import_module(module_name).add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.run(args)
+    except FilterscopeError as exc:
+        print(f"filterscope: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("filterscope: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Exceptions that the command line turns into a one-line message and exit code 2."""
+
+
+class FilterscopeError(Exception):
+    """Base class for errors caused by what the user asked for (bad file, bad option).
+
+    The message is a single line meant for the user; the CLI prints it as
+    ``filterscope: error: <message>`` and exits with status 2.
+    """
+
+
+class InputError(FilterscopeError, ValueError):
+    """An input file or argument that cannot be used (missing, corrupt, wrong shape...)."""
+
+
+class CheckpointError(FilterscopeError, ValueError):
+    """A checkpoint that cannot be loaded safely or does not match any known architecture."""

@@ -1,0 +1,190 @@
+"""Saving and loading model weights without running code from the file.
+
+Two formats are read:
+
+- **filterscope's own**: ``NAME.safetensors`` (the weights) beside ``NAME.json``
+  (the model card: architecture, constructor options, bias, channels, training σ
+  range, data, recipe, measured metrics). A plain-dict ``.pt`` with keys ``arch``,
+  ``config`` and ``state_dict`` (what the trainer writes) is read too.
+- **published**: the checkpoints of Mohan et al. (ICLR 2020); see
+  :mod:`filterscope.models.published`.
+
+Pickled files are opened with ``torch.load(weights_only=True)`` and an allow-list
+holding only ``argparse.Namespace`` (which the published files contain); any other
+object in a pickle is refused with a :class:`~filterscope.errors.CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+from .base import CNNDenoiser
+from .published import build_published_model, is_published_checkpoint
+from .registry import create_model, list_models
+
+CARD_FORMAT = "filterscope-model-card/1"
+SAFE_GLOBALS = [argparse.Namespace]
+
+
+def card_path(weights_path: str | Path) -> Path:
+    """The JSON model card that belongs to a ``.safetensors`` file."""
+    return Path(weights_path).with_suffix(".json")
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_model(
+    model: CNNDenoiser,
+    path: str | Path,
+    *,
+    card: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model`` as ``path`` (``.safetensors``) plus its JSON model card.
+
+    Parameters
+    ----------
+    model : CNNDenoiser
+        A registered architecture.
+    path : str or Path
+        Must end in ``.safetensors``; the card goes to the same name with ``.json``.
+    card : dict, keyword-only
+        Extra card fields (``training``, ``metrics``, ``description``...). ``arch``,
+        ``config``, ``bias`` and ``in_channels`` are filled in from the model.
+    overwrite : bool, keyword-only
+        Refuse to replace existing files unless True.
+    """
+    from safetensors.torch import save
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: model files end in .safetensors")
+    meta_path = card_path(path)
+    for target in (path, meta_path):
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    full_card = {
+        "format": CARD_FORMAT,
+        "arch": model.arch,
+        "bias": model.bias,
+        "in_channels": model.in_channels,
+        "config": model.config,
+        **(card or {}),
+    }
+    _atomic_write_bytes(path, save(state))
+    _atomic_write_bytes(meta_path, (json.dumps(full_card, indent=2) + "\n").encode())
+    return path
+
+
+def _build(arch: Any, config: Any, state: dict[str, torch.Tensor], source: Path) -> CNNDenoiser:
+    if arch not in list_models():
+        raise CheckpointError(f"{source}: unknown architecture {arch!r} in checkpoint")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{source}: checkpoint config is not a mapping")
+    try:
+        model = create_model(arch, **config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: cannot build {arch} from its config ({exc})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{source}: weights do not fit {arch} ({first})") from None
+    return model.eval()
+
+
+def _load_safetensors(path: Path) -> CNNDenoiser:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    meta_path = card_path(path)
+    if not meta_path.exists():
+        raise CheckpointError(f"{path}: model card {meta_path.name} is missing beside it")
+    try:
+        card = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{meta_path}: not a readable model card ({exc})") from None
+    try:
+        state = load_file(path)
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    model = _build(card.get("arch"), card.get("config"), state, path)
+    model.card = card
+    return model
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if "GLOBAL" in str(exc) or "global" in str(exc) or "Unsupported" in str(exc):
+            raise CheckpointError(
+                f"{path}: refused: the file holds Python objects that could run code; "
+                "only plain tensors and dicts are accepted"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({detail})") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
+
+
+def load_checkpoint(path: str | os.PathLike) -> CNNDenoiser:
+    """Load any checkpoint filterscope understands, without unpickling arbitrary objects.
+
+    Parameters
+    ----------
+    path : str or path-like
+        ``.safetensors`` with its ``.json`` card, a filterscope ``.pt`` dict, or a
+        published checkpoint of Mohan et al. (ICLR 2020).
+
+    Returns
+    -------
+    CNNDenoiser
+        In eval mode on the CPU, with a ``card`` attribute (dict) describing it.
+
+    Raises
+    ------
+    CheckpointError
+        Missing or unreadable file, unknown architecture, weights that do not fit, or a
+        pickle referencing anything outside the allow-list.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path)
+    if path.suffix == ".json" and path.with_suffix(".safetensors").exists():
+        return _load_safetensors(path.with_suffix(".safetensors"))
+    obj = _torch_load(path)
+    if is_published_checkpoint(obj):
+        return build_published_model(obj, path)
+    if isinstance(obj, dict) and {"arch", "config", "state_dict"} <= set(obj):
+        model = _build(obj["arch"], obj["config"], obj["state_dict"], path)
+        model.card = {k: v for k, v in obj.items() if k != "state_dict" and k != "optimizer"}
+        return model
+    raise CheckpointError(f"{path}: not a checkpoint of a known layout")

@@ -1,0 +1,60 @@
+"""Models shipped with filterscope, and resolving ``--model NAME_OR_PATH``.
+
+Shipped weights live in ``filterscope/weights/`` as ``NAME.safetensors`` with a
+``NAME.json`` model card beside them. They were trained by filterscope's own
+trainer; each card records the recipe and the measured scores.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+from ..errors import CheckpointError
+from .base import CNNDenoiser
+from .checkpoints import load_checkpoint
+
+#: Default shipped model per channel count, used when no ``--model`` is given.
+DEFAULT_MODELS = {1: "bf-dncnn-gray"}
+
+
+def weights_dir() -> Path:
+    """Folder holding the shipped ``.safetensors`` files and their cards."""
+    return Path(str(resources.files("filterscope") / "weights"))
+
+
+def list_shipped() -> dict[str, dict]:
+    """Shipped model names mapped to their model cards."""
+    shipped = {}
+    for card_file in sorted(weights_dir().glob("*.json")):
+        if card_file.with_suffix(".safetensors").exists():
+            shipped[card_file.stem] = json.loads(card_file.read_text())
+    return shipped
+
+
+def default_model_name(channels: int = 1) -> str:
+    """Name of the shipped model used by default for images with ``channels`` channels.
+
+    Falls back to the gray model (run per channel) when no color model ships.
+    """
+    return DEFAULT_MODELS.get(channels, DEFAULT_MODELS[1])
+
+
+def load_model(name_or_path: str | Path) -> CNNDenoiser:
+    """Load a shipped model by name, or any checkpoint by path.
+
+    Raises
+    ------
+    CheckpointError
+        When ``name_or_path`` is neither a shipped name nor a loadable file.
+    """
+    text = str(name_or_path)
+    shipped = weights_dir() / f"{text}.safetensors"
+    if "/" not in text and "\\" not in text and shipped.exists():
+        return load_checkpoint(shipped)
+    path = Path(text)
+    if path.exists():
+        return load_checkpoint(path)
+    names = ", ".join(list_shipped()) or "none"
+    raise CheckpointError(f"{text}: neither a shipped model ({names}) nor an existing file")
