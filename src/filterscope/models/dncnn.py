@@ -61,6 +61,6 @@ class DnCNN(CNNDenoiser):
     def forward(self, y: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
         self._check_input(y)
         h = F.relu(self.first_layer(y))
-        for conv, norm in zip(self.hidden_layer_list, self.bn_layer_list):
+        for conv, norm in zip(self.hidden_layer_list, self.bn_layer_list, strict=True):
             h = F.relu(norm(conv(h)))
         return y - self.last_layer(h)
