@@ -122,6 +122,12 @@ def _read_with_pillow(path: Path) -> np.ndarray:
 
     try:
         with Image.open(path) as img:
+            if img.format == "PNG" and img.mode == "RGB" and _png_bit_depth(path) == 16:
+                # Pillow would silently reduce 16-bit RGB PNGs to 8 bits.
+                raise InputError(
+                    f"{path}: 16-bit RGB PNG is not supported (it would lose precision); "
+                    "convert it to a 16-bit TIFF"
+                )
             img.load()
             mode = img.mode
             if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
@@ -148,8 +154,17 @@ def _read_with_pillow(path: Path) -> np.ndarray:
         raise
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image file (format not recognised)") from None
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{path}: {_first_line(exc)}") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{path}: truncated or corrupt image ({_first_line(exc)})") from None
+
+
+def _png_bit_depth(path: Path) -> int:
+    """Bits per sample from a PNG's IHDR chunk (which always comes first)."""
+    with open(path, "rb") as handle:
+        header = handle.read(26)
+    return header[24] if len(header) == 26 and header[12:16] == b"IHDR" else 0
 
 
 def _first_line(exc: BaseException) -> str:
@@ -165,6 +180,67 @@ def _quantize(image: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "float32":
         return image.astype(np.float32)
     raise ValueError(f"unknown dtype {dtype!r}")
+
+
+def check_output_path(
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    dtype: str = "uint8",
+    channels: int = 1,
+) -> str:
+    """Check that an image can be written to ``path``, before any work is done.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination; the format follows the suffix.
+    overwrite : bool, keyword-only
+        Whether an existing file may be replaced.
+    dtype : {"uint8", "uint16", "float32"}, keyword-only
+        Requested storage type.
+    channels : int, keyword-only
+        1 (gray) or 3 (RGB).
+
+    Returns
+    -------
+    str
+        The storage type the format allows: ``float32`` is kept only for TIFF (it becomes
+        ``uint16`` for PNG), ``uint16`` only for PNG and TIFF; everything else is ``uint8``.
+
+    Raises
+    ------
+    InputError
+        Existing file without ``overwrite``, a directory, a missing folder, an unknown
+        format, or 16-bit RGB to a format other than TIFF.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; give an output file name")
+    if path.exists() and not overwrite:
+        raise InputError(f"{path}: already exists (use --force to overwrite)")
+    if not path.parent.is_dir():
+        raise InputError(f"{path.parent}: output folder does not exist")
+    if suffix not in IMAGE_SUFFIXES:
+        raise InputError(f"{path}: unknown output format {suffix!r}; use .png, .tif or .jpg")
+    if dtype not in ("uint8", "uint16", "float32"):
+        raise ValueError(f"unknown dtype {dtype!r}")
+    if suffix in (".jpg", ".jpeg"):
+        dtype = "uint8"
+    if dtype == "float32" and suffix not in _TIFF_SUFFIXES:
+        dtype = "uint16" if suffix == ".png" else "uint8"
+    if dtype == "uint16" and suffix not in (".png", *_TIFF_SUFFIXES):
+        dtype = "uint8"
+    if dtype == "uint16" and channels == 3 and suffix not in _TIFF_SUFFIXES:
+        raise InputError(f"{path}: 16-bit RGB needs TIFF output (.tif)")
+    return dtype
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_image(
@@ -195,23 +271,17 @@ def write_image(
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory; give an output file name")
-    if path.exists() and not overwrite:
-        raise InputError(f"{path}: already exists (use --force to overwrite)")
-    if not path.parent.exists():
-        raise InputError(f"{path.parent}: output folder does not exist")
-    if suffix not in IMAGE_SUFFIXES:
-        raise InputError(f"{path}: unknown output format {suffix!r}; use .png, .tif or .jpg")
-    if suffix in (".jpg", ".jpeg") and dtype != "uint8":
-        dtype = "uint8"
-    if dtype == "float32" and suffix not in _TIFF_SUFFIXES:
-        dtype = "uint16" if suffix == ".png" else "uint8"
+    image = np.asarray(image)
+    channels = image.shape[2] if image.ndim == 3 else 1
+    dtype = check_output_path(path, overwrite=overwrite, dtype=dtype, channels=channels)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     data = _quantize(np.asarray(image), dtype)
 
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
+    except OSError as exc:  # read-only or full folder: a user error, not a crash
+        raise InputError(f"{path}: cannot write ({_first_line(exc)})") from None
     os.close(fd)
     try:
         if suffix in _TIFF_SUFFIXES:
@@ -221,18 +291,19 @@ def write_image(
         else:
             from PIL import Image
 
-            if data.dtype == np.uint16:
-                if data.ndim == 3:
-                    raise InputError(f"{path}: 16-bit RGB needs TIFF output (.tif)")
-                img = Image.fromarray(data.astype(np.uint16), mode="I;16")
-            else:
-                img = Image.fromarray(data)
+            # A 2-D uint16 array becomes mode "I;16" (16-bit gray); Pillow 13 no longer
+            # accepts the mode argument here.
+            img = Image.fromarray(data)
             options = {"quality": 95} if suffix in (".jpg", ".jpeg") else {}
             img.save(tmp_name, **options)
+        # mkstemp creates the file readable by its owner only; give it the usual mode.
+        os.chmod(tmp_name, 0o666 & ~_current_umask())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
+        if isinstance(exc, OSError):
+            raise InputError(f"{path}: cannot write ({_first_line(exc)})") from None
         raise
     return path
 

@@ -65,8 +65,9 @@ def ssim(
     b, c, h, w = x.shape
     stacked = torch.stack([x_hat, x, x_hat * x_hat, x * x, x_hat * x], dim=2)
     stacked = stacked.reshape(b * c * 5, 1, h, w)
-    window = torch.full((1, 1, win_size, win_size), 1.0 / win_size**2, dtype=torch.float64)
-    means = F.conv2d(stacked, window).reshape(b, c, 5, h - win_size + 1, w - win_size + 1)
+    # A uniform window is a box average: avg_pool2d is much faster than conv2d here.
+    means = F.avg_pool2d(stacked, win_size, stride=1)
+    means = means.reshape(b, c, 5, h - win_size + 1, w - win_size + 1)
     mu_a, mu_b, m_aa, m_bb, m_ab = means.unbind(2)
     n = win_size * win_size
     correction = n / (n - 1.0)

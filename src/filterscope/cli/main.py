@@ -16,6 +16,7 @@ from ..errors import FilterscopeError
 
 # command name -> module (imported lazily so `filterscope --help` stays fast)
 COMMANDS = {
+    "analyze": "filterscope.cli.analyze",
     "demo": "filterscope.cli.demo",
     "denoise": "filterscope.cli.denoise",
     "models": "filterscope.cli.models",

@@ -21,7 +21,6 @@ import json
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; model files are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -146,7 +146,7 @@ def _torch_load(path: Path) -> Any:
                 "only plain tensors and dicts are accepted"
             ) from None
         raise CheckpointError(f"{path}: not a readable checkpoint ({detail})") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+    except Exception as exc:  # torch raises struct.error, RuntimeError... on junk files
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
 

@@ -52,6 +52,11 @@ class DnCNN(CNNDenoiser):
         )
         self.last_layer = conv3x3(hidden, in_channels, bias=bias)
         orthogonal_init(self)
+        with torch.no_grad():
+            # Start near the identity map x_hat = y. A bias-free network has no constant to
+            # absorb Adam's first, sign-like updates of the last layer, and at full scale
+            # they throw the output far off and stall short training runs.
+            self.last_layer.weight.mul_(0.1)
 
     @property
     def receptive_radius(self) -> int:

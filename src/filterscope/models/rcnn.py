@@ -48,6 +48,7 @@ class RecurrentCNN(CNNDenoiser):
             max_stages=max_stages,
             hidden=hidden,
             num_hidden=num_hidden,
+            seed=seed,
         )
         if max_stages < 1:
             raise ValueError(f"max_stages must be at least 1, got {max_stages}")

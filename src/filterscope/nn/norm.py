@@ -58,7 +58,7 @@ class BFBatchNorm2d(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.num_features:
             raise ValueError(f"expected (B, {self.num_features}, H, W), got {tuple(x.shape)}")
         if self.training:
-            var = x.transpose(0, 1).reshape(self.num_features, -1).var(dim=1, unbiased=True)
+            var = x.var(dim=(0, 2, 3), unbiased=True)
             with torch.no_grad():
                 self.running_var.mul_(1 - self.momentum).add_(self.momentum * var.detach())
                 self.num_batches_tracked.add_(1)

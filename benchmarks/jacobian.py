@@ -1,0 +1,254 @@
+"""Speed and accuracy of the Jacobian analysis (filterscope.analysis).
+
+Run from the repository root on an otherwise idle machine::
+
+    python benchmarks/jacobian.py                # full run (~4-6 min on 2 cores)
+    python benchmarks/jacobian.py --quick        # smoke run: tiny random model, seconds
+
+Cases:
+
+1. **Dense patch Jacobian**: the 1600×1600 Jacobian of a 40×40 noisy BSD68 patch
+   (σ = 50) through the published BF-DnCNN [0, 100], in float32 with receptive-field
+   crops (:func:`~filterscope.analysis.dense_jacobian`); against float64 (relative
+   Frobenius error), against a plain batched ``vmap(vjp)`` on the whole patch, and
+   against the published notebook's loop (one forward + backward per row), timed on
+   ``--naive-rows`` rows and extrapolated to all rows. Target: < 20 s, 1e-5 relative.
+2. **Matrix-free accuracy** on a 64×64 crop: probe estimate of ``d`` (64 probes)
+   against the exact ``Σ s_i²``, and the top-10 singular values by block Krylov
+   against the dense SVD. Targets: 5% and 1%.
+3. **Matrix-free speed**: ``d`` of a 256×256 image to ±5% (``rtol=0.05``). Target < 60 s.
+
+Results: ``benchmarks/results/jacobian.json`` (``jacobian_quick.json`` for --quick)
+and a markdown table. Peak resident memory is recorded; timings on a loaded machine
+are meaningless, so the load average is recorded too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import filterscope  # noqa: E402
+from _common import print_table, write_results  # noqa: E402
+from filterscope.analysis import (  # noqa: E402
+    dense_jacobian,
+    estimate_effective_dim,
+    top_singular_triplets,
+)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+CHECKPOINT = SHARED / "reference/bias_free_denoising/pretrained/dncnn/bias_free/0-100.pt"
+IMAGE = SHARED / "data/BSD68"
+
+
+def load_model(quick: bool, checkpoint: Path) -> tuple[torch.nn.Module, str]:
+    if quick or not checkpoint.exists():
+        torch.manual_seed(0)
+        model = filterscope.create_model("dncnn", bias=False, num_layers=4, hidden=8).eval()
+        return model, "random tiny DnCNN (4 layers, 8 channels)"
+    return filterscope.load_checkpoint(checkpoint), str(checkpoint)
+
+
+def load_image() -> torch.Tensor:
+    files = sorted(IMAGE.glob("*.png")) if IMAGE.exists() else []
+    if files:
+        from filterscope.io import read_image, to_tensor
+
+        return to_tensor(read_image(files[0])[0])
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(1, 1, 321, 481, generator=g)
+
+
+def crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return x[:, :, top : top + size, left : left + size].contiguous()
+
+
+def naive_rows(model: torch.nn.Module, y: torch.Tensor, rows: int) -> float:
+    """Seconds per row of the published notebook's loop: forward + backward per pixel."""
+    n = y.numel()
+    picks = torch.linspace(0, n - 1, rows).long().tolist()
+    start = time.perf_counter()
+    for i in picks:
+        inp = y.clone().requires_grad_(True)
+        out = model(inp)
+        (grad,) = torch.autograd.grad(out.reshape(-1)[i], inp)
+    del grad
+    return (time.perf_counter() - start) / rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny model and sizes (smoke run)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--checkpoint", type=Path, default=CHECKPOINT)
+    parser.add_argument("--naive-rows", type=int, default=16)
+    parser.add_argument("--skip-plain", action="store_true", help="skip the plain vmap(vjp) run")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    patch, small, large = (12, 24, 48) if args.quick else (40, 64, 256)
+    model, model_name = load_model(args.quick, args.checkpoint)
+    image = load_image()
+    noise = torch.Generator().manual_seed(0)
+    sigma = 50 / 255
+
+    def noisy(size: int) -> torch.Tensor:
+        x = crop(image, size)
+        return x + sigma * torch.randn(x.shape, generator=noise)
+
+    rows, payload = (
+        [],
+        {
+            "model": model_name,
+            "threads": args.threads,
+            "quick": args.quick,
+            "load_average": os.getloadavg(),
+            "machine": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+        },
+    )
+
+    # 1. dense patch Jacobian
+    y = noisy(patch)
+    dense_jacobian(model, y[..., :8, :8])  # warm-up
+    start = time.perf_counter()
+    j32 = dense_jacobian(model, y, dtype=torch.float32)
+    t32 = time.perf_counter() - start
+    start = time.perf_counter()
+    j64 = dense_jacobian(model, y, dtype=torch.float64)
+    t64 = time.perf_counter() - start
+    rel = float((j32.double() - j64).norm() / j64.norm())
+    plain = None
+    if not args.skip_plain:
+        start = time.perf_counter()
+        jp = dense_jacobian(model, y, radius=None, dtype=torch.float32)
+        plain = time.perf_counter() - start
+        assert float((jp - j32).abs().max()) < 1e-4
+        del jp
+    per_row = naive_rows(model, y, args.naive_rows)
+    naive_total = per_row * y.numel()
+    n = y.numel()
+    dense = {
+        "patch": patch,
+        "n": n,
+        "float32_seconds": t32,
+        "float64_seconds": t64,
+        "relative_error_float32_vs_float64": rel,
+        "plain_vmap_vjp_seconds": plain,
+        "naive_loop_rows_timed": args.naive_rows,
+        "naive_loop_seconds_extrapolated": naive_total,
+        "speedup_vs_naive": naive_total / t32,
+        "speedup_vs_plain_vmap": None if plain is None else plain / t32,
+        "target_seconds": 20.0,
+        "target_relative_error": 1e-5,
+        "passed": t32 < 20.0 and rel < 1e-5,
+    }
+    payload["dense_patch_jacobian"] = dense
+    rows.append(
+        {
+            "case": f"dense J {patch}x{patch} float32",
+            "seconds": t32,
+            "value": rel,
+            "target": "< 20 s, rel < 1e-5",
+            "passed": dense["passed"],
+        }
+    )
+    rows.append({"case": "  float64 reference", "seconds": t64})
+    rows.append({"case": "  plain vmap(vjp), no crops", "seconds": plain})
+    rows.append(
+        {
+            "case": f"  naive loop (from {args.naive_rows} rows)",
+            "seconds": naive_total,
+            "value": naive_total / t32,
+            "target": "ratio",
+        }
+    )
+    del j32, j64
+
+    # 2. matrix-free accuracy against the dense SVD
+    y = noisy(small)
+    start = time.perf_counter()
+    jac = dense_jacobian(model, y, dtype=torch.float32)
+    t_dense = time.perf_counter() - start
+    s = torch.linalg.svdvals(jac.double())
+    del jac
+    exact = float(s.pow(2).sum())
+    est = estimate_effective_dim(model, y, probes=64, batch=8, seed=1)
+    d_err = abs(est["effective_dim"] - exact) / exact
+    start = time.perf_counter()
+    _, s_top, _ = top_singular_triplets(model, y, 10, oversample=10, power_iters=6, seed=1)
+    t_top = time.perf_counter() - start
+    top_err = float(((s_top - s[:10]).abs() / s[:10]).max())
+    payload["matrix_free_accuracy"] = {
+        "size": small,
+        "dense_jacobian_seconds": t_dense,
+        "exact_effective_dim": exact,
+        "probe_estimate": est["effective_dim"],
+        "probe_interval": est["interval"],
+        "probes": est["probes"],
+        "probe_relative_error": d_err,
+        "probe_seconds": est["seconds"],
+        "top10_exact": s[:10].tolist(),
+        "top10_krylov": s_top.tolist(),
+        "top10_max_relative_error": top_err,
+        "top10_seconds": t_top,
+        "passed": d_err < 0.05 and top_err < 0.01,
+    }
+    rows.append(
+        {
+            "case": f"probe d, {small}x{small}, 64 probes",
+            "seconds": est["seconds"],
+            "value": d_err,
+            "target": "< 0.05",
+            "passed": d_err < 0.05,
+        }
+    )
+    rows.append(
+        {
+            "case": "top-10 singular values (Krylov)",
+            "seconds": t_top,
+            "value": top_err,
+            "target": "< 0.01",
+            "passed": top_err < 0.01,
+        }
+    )
+
+    # 3. matrix-free speed on a large image
+    y = noisy(large)
+    est = estimate_effective_dim(model, y, probes=64, batch=4, rtol=0.05, seed=2)
+    half = (est["interval"][1] - est["interval"][0]) / 2 / est["effective_dim"]
+    passed = est["seconds"] < 60 and half <= 0.05
+    payload["matrix_free_large"] = {
+        "size": large,
+        **{k: v for k, v in est.items() if k != "samples"},
+        "relative_half_width": half,
+        "passed": passed,
+    }
+    rows.append(
+        {
+            "case": f"probe d, {large}x{large}, rtol 0.05",
+            "seconds": est["seconds"],
+            "value": half,
+            "target": "< 60 s, ±5%",
+            "passed": passed,
+        }
+    )
+
+    payload["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    path = write_results("jacobian_quick" if args.quick else "jacobian", payload)
+    print_table(rows, ["case", "seconds", "value", "target", "passed"])
+    print(f"peak RSS {payload['peak_rss_mib']:.0f} MiB; wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,336 @@
+"""Noise-level sweeps: every denoiser on every image at every σ, with reproducible noise.
+
+The protocol is that of the published metrics of Mohan et al. (ICLR 2020;
+``published_metrics.json``), with the noise fixed by a seed:
+
+- one noise draw per (image, σ), seeded from ``(seed, image index, σ)``, so every
+  model sees the same noisy image and a rerun (or a sweep over a subset of σ) draws
+  the same noise;
+- the noisy image goes into the network **unclipped**;
+- PSNR/SSIM from :mod:`filterscope.metrics`: estimate clipped to [0, 1], data range 1,
+  SSIM with scikit-image's defaults (7×7 uniform window);
+- input quality (``psnr_in``/``ssim_in``) is measured on the noisy image clipped to
+  [0, 1], as the published ``psnr - psnr_delta`` implies (about 10.3 dB at σ = 100,
+  not the 8.1 dB of unclipped noise);
+- reported values are means over the images of per-image values.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..io import list_images, read_image, to_tensor
+from ..metrics import psnr, ssim
+from ..noise import NOISE_KINDS, add_noise
+
+ImageList = Sequence[tuple[str, torch.Tensor]]
+DenoiserLike = Callable[..., torch.Tensor]
+
+
+def noise_seed(seed: int, image_index: int, sigma_255: float) -> int:
+    """Seed of the noise added to image ``image_index`` at noise level ``sigma_255``.
+
+    Derived with :class:`numpy.random.SeedSequence` from ``(seed, image_index,
+    round(1000 * sigma_255))``, so nearby σ values and consecutive images get
+    independent streams, and the value does not depend on which other images or σ
+    are in the sweep.
+
+    Returns
+    -------
+    int
+        A 63-bit seed for :meth:`torch.Generator.manual_seed`.
+    """
+    if seed < 0 or image_index < 0 or sigma_255 < 0:
+        raise ValueError("seed, image index and sigma must be non-negative")
+    entropy = [int(seed), int(image_index), int(round(1000 * float(sigma_255)))]
+    state = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0]
+    return int(state) & ((1 << 63) - 1)
+
+
+def load_image_folder(
+    folder: str | os.PathLike, *, limit: int | None = None
+) -> list[tuple[str, torch.Tensor]]:
+    """Read the images of a folder (sorted by name) as ``(name, (1, C, H, W) tensor)`` pairs.
+
+    Parameters
+    ----------
+    folder : str or path-like
+        Folder of image files (PNG, TIFF, JPEG...).
+    limit : int, keyword-only
+        Read only the first ``limit`` images.
+
+    Returns
+    -------
+    list of (str, Tensor)
+        File names and float32 tensors in [0, 1].
+    """
+    paths = list_images(folder)
+    if limit is not None:
+        paths = paths[:limit]
+    return [(path.name, to_tensor(read_image(path)[0])) for path in paths]
+
+
+def _module_device(denoiser: Any) -> torch.device:
+    if isinstance(denoiser, nn.Module):
+        for tensor in denoiser.parameters():
+            return tensor.device
+    return torch.device("cpu")
+
+
+def _prepare(denoiser: DenoiserLike, precision: str | None) -> DenoiserLike:
+    if isinstance(denoiser, nn.Module):
+        denoiser.eval()
+        if precision is not None and getattr(denoiser, "precision", None) != precision:
+            # Imported here: reduced-precision inference is an optional part of the library.
+            from ..models.fast import optimize_for_inference
+
+            denoiser = optimize_for_inference(denoiser, precision=precision)
+    return denoiser
+
+
+def _run(denoiser: DenoiserLike, y: torch.Tensor, sigma: float) -> torch.Tensor:
+    device = _module_device(denoiser)
+    y = y.to(device)
+    # Blind models ignore σ; plain callables may not accept it, so pass it only to
+    # methods that declare they need it.
+    if getattr(denoiser, "blind", True):
+        x_hat = denoiser(y)
+    else:
+        x_hat = denoiser(y, sigma)
+    if x_hat.shape != y.shape:
+        raise ValueError(f"denoiser returned shape {tuple(x_hat.shape)} for {tuple(y.shape)}")
+    return x_hat.detach().to("cpu", torch.float32)
+
+
+def _check_images(images: ImageList | str | os.PathLike) -> list[tuple[str, torch.Tensor]]:
+    if isinstance(images, (str, os.PathLike)):
+        images = load_image_folder(images)
+    checked = []
+    for entry in images:
+        name, image = entry
+        if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[0] != 1:
+            raise ValueError(f"image {name!r}: expected a (1, C, H, W) tensor")
+        checked.append((str(name), image.detach().to("cpu", torch.float32)))
+    if not checked:
+        raise ValueError("no images to evaluate")
+    return checked
+
+
+def _batches(images: list[tuple[str, torch.Tensor]], batch_size: int) -> list[list[int]]:
+    """Indices of consecutive images of the same shape, at most ``batch_size`` per group."""
+    groups: list[list[int]] = []
+    for index, (_, image) in enumerate(images):
+        if (
+            groups
+            and len(groups[-1]) < batch_size
+            and images[groups[-1][0]][1].shape == image.shape
+        ):
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return groups
+
+
+def evaluate(
+    denoisers: Mapping[str, DenoiserLike],
+    images: ImageList | str | os.PathLike,
+    sigmas_255: Sequence[float],
+    *,
+    noise: str = "gaussian",
+    seed: int = 0,
+    batch_size: int = 1,
+    precision: str | None = None,
+    progress: bool = True,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Mean PSNR/SSIM of each denoiser at each noise level, with per-image values.
+
+    Parameters
+    ----------
+    denoisers : mapping of str to callable
+        Display name → denoiser. A denoiser maps a ``(B, C, H, W)`` float32 noisy batch
+        (nominally in [0, 1], not clipped) to an estimate of the same shape, e.g. a
+        :class:`~filterscope.models.Denoiser`. Modules are put in eval mode and run on
+        the device of their parameters; non-blind ones (``blind = False``) also get σ
+        on the image scale as second argument.
+    images : sequence of (str, Tensor) or path
+        ``(name, (1, C, H, W) float32 tensor in [0, 1])`` pairs, or a folder of image
+        files (read in name order).
+    sigmas_255 : sequence of float
+        Noise standard deviations on the 0–255 scale (``25`` means σ = 25/255).
+    noise : {"gaussian", "uniform"}, keyword-only
+        Noise distribution (uniform noise of the same standard deviation).
+    seed : int, keyword-only
+        Base seed; the noise of image ``i`` at ``σ`` is fixed by :func:`noise_seed`.
+    batch_size : int, keyword-only
+        Images of the same shape (consecutive in ``images``) run through a model
+        together, up to this many at a time. The results do not depend on it beyond
+        float round-off.
+    precision : {"float32", "bfloat16"} or None, keyword-only
+        When given, every ``nn.Module`` denoiser is first converted with
+        :func:`filterscope.models.fast.optimize_for_inference` at this precision.
+        None runs the denoisers as given.
+    progress : bool, keyword-only
+        Show a tqdm progress bar on stderr over all (model, image, σ) evaluations.
+    on_result : callable, keyword-only
+        Called with each result entry (one model at one σ, see below) as soon as it is
+        complete, e.g. to save partial results.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable::
+
+            {"protocol": {...},
+             "results": [{"model": name, "noise": "gaussian", "sigma": 25.0,
+                          "psnr_in": ..., "ssim_in": ..., "psnr": ..., "ssim": ...,
+                          "seconds": ..., "per_image": [{"image": name, "psnr": ...,
+                          "ssim": ..., "psnr_in": ..., "ssim_in": ...}, ...]}, ...]}
+
+        ``results`` is ordered by model (in the order of ``denoisers``), then σ (in
+        the order of ``sigmas_255``). ``sigma`` is on the 0–255 scale; PSNR in dB;
+        ``psnr``/``ssim`` are means over the images; ``seconds`` is the time spent
+        in the denoiser.
+
+    Notes
+    -----
+    The noisy images of one σ are generated once and shared by all models. The
+    models run under :func:`torch.inference_mode`.
+    """
+    from tqdm.auto import tqdm
+
+    if noise not in NOISE_KINDS:
+        raise ValueError(f"unknown noise kind {noise!r}; choose from {sorted(NOISE_KINDS)}")
+    if not denoisers:
+        raise ValueError("no denoisers to evaluate")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    sigmas = [float(s) for s in sigmas_255]
+    if not sigmas or min(sigmas) < 0:
+        raise ValueError(f"need at least one non-negative sigma, got {list(sigmas_255)}")
+    image_list = _check_images(images)
+    models = {str(name): _prepare(d, precision) for name, d in denoisers.items()}
+    groups = _batches(image_list, batch_size)
+
+    # entries[model][sigma index] accumulates per-image results
+    entries = {
+        name: [
+            {
+                "model": name,
+                "noise": noise,
+                "sigma": sigma,
+                "seconds": 0.0,
+                "per_image": [None] * len(image_list),
+            }
+            for sigma in sigmas
+        ]
+        for name in models
+    }
+    total = len(models) * len(image_list) * len(sigmas)
+    bar = tqdm(total=total, desc="evaluate", unit="img", file=sys.stderr, disable=not progress)
+    try:
+        with torch.inference_mode():
+            for s_index, sigma_255 in enumerate(sigmas):
+                sigma = sigma_255 / 255.0
+                for group in groups:
+                    x = torch.cat([image_list[i][1] for i in group])
+                    y = torch.cat(
+                        [
+                            add_noise(
+                                image_list[i][1],
+                                sigma,
+                                kind=noise,
+                                generator=noise_seed(seed, i, sigma_255),
+                            )
+                            for i in group
+                        ]
+                    )
+                    # Input quality on the clipped noisy image (the published deltas).
+                    psnr_in = psnr(y, x).tolist()
+                    ssim_in = ssim(y, x).tolist()
+                    for name, model in models.items():
+                        start = time.perf_counter()
+                        x_hat = _run(model, y, sigma)
+                        entry = entries[name][s_index]
+                        entry["seconds"] += time.perf_counter() - start
+                        values = zip(psnr(x_hat, x).tolist(), ssim(x_hat, x).tolist(), strict=True)
+                        for k, (i, (p, s)) in enumerate(zip(group, values, strict=True)):
+                            entry["per_image"][i] = {
+                                "image": image_list[i][0],
+                                "psnr": p,
+                                "ssim": s,
+                                "psnr_in": psnr_in[k],
+                                "ssim_in": ssim_in[k],
+                            }
+                        bar.update(len(group))
+                for name in models:
+                    entry = _summarise(entries[name][s_index])
+                    if on_result is not None:
+                        on_result(entry)
+    finally:
+        bar.close()
+
+    results = [entry for name in models for entry in entries[name]]
+    return {"protocol": _protocol(image_list, sigmas, noise, seed, precision), "results": results}
+
+
+def _summarise(entry: dict[str, Any]) -> dict[str, Any]:
+    per_image = entry["per_image"]
+    for key in ("psnr_in", "ssim_in", "psnr", "ssim"):
+        entry[key] = float(np.mean([item[key] for item in per_image]))
+    # Key order of the documented JSON shape: summary first, per-image list last.
+    ordered = {k: entry[k] for k in ("model", "noise", "sigma", "psnr_in", "ssim_in", "psnr")}
+    ordered.update(ssim=entry["ssim"], seconds=entry["seconds"], per_image=per_image)
+    entry.clear()
+    entry.update(ordered)
+    return entry
+
+
+def _protocol(
+    images: list[tuple[str, torch.Tensor]],
+    sigmas: list[float],
+    noise: str,
+    seed: int,
+    precision: str | None,
+) -> dict[str, Any]:
+    from .. import __version__
+
+    return {
+        "noise": noise,
+        "sigmas_255": sigmas,
+        "seed": seed,
+        "noise_seed": "numpy SeedSequence([seed, image index, round(1000 * sigma_255)])",
+        "num_images": len(images),
+        "images": [name for name, _ in images],
+        "noisy_input_clipped": False,
+        "metrics": (
+            "PSNR/SSIM of the estimate clipped to [0, 1], data range 1; SSIM 7x7 uniform "
+            "window (scikit-image defaults); psnr_in/ssim_in on the noisy image clipped to "
+            "[0, 1]; means over images of per-image values"
+        ),
+        "precision": precision,
+        "filterscope_version": __version__,
+        "torch_version": torch.__version__,
+    }
+
+
+def results_table(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (model, σ) without the per-image lists, for printing.
+
+    Parameters
+    ----------
+    result : dict
+        What :func:`evaluate` returned.
+    """
+    return [{k: v for k, v in entry.items() if k != "per_image"} for entry in result["results"]]
+
+
+__all__ = ["evaluate", "load_image_folder", "noise_seed", "results_table"]

@@ -1,0 +1,280 @@
+"""Denoising with a non-local filter and twicing: the NTK of a CNN, or NLM (one code path).
+
+:func:`filter_basis` computes the filter of one noisy image (NTK or NLM; Nyström or the
+full matrix), :func:`denoise` adds the stopping rule and twicing, and
+:class:`NonLocalFilterDenoiser` wraps both as a :class:`filterscope.models.base.Denoiser`
+for the evaluation and analysis code. :class:`FixedFilter` is the linear map ``H_t``
+obtained once the filter has been computed from ``y`` and ``t`` chosen: its Jacobian is
+the matrix itself (the analysis view of Mohan et al.; ``H_t`` is symmetric for NTK filters).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from ..errors import InputError
+from ..models.base import Denoiser
+from .kernels import CNNKernel, ColumnEngine, as_image, kernel_matrix_spec
+from .nlm import NLM_H_FACTOR, NLMAffinity
+from .nystrom import FilterBasis, matrix_basis, nystrom_basis, sample_columns
+from .twicing import select_steps, twicing, twicing_gains
+
+METHODS = ("ntk", "nlm")
+DEFAULT_COLUMNS = 0.02
+DEFAULT_RANK = 512
+
+
+def _check_fraction(columns: float) -> None:
+    if not isinstance(columns, (int, float)) or math.isnan(columns) or not 0 < columns <= 1:
+        raise InputError(f"column fraction must be in (0, 1], got {columns}")
+
+
+def filter_basis(
+    y: torch.Tensor,
+    *,
+    method: str = "ntk",
+    depth: int = 2,
+    kernel_size: int = 11,
+    output_kernel: int | None = 1,
+    padding: str = "circular",
+    input: str = "image",
+    kind: str = "ntk",
+    sigma: float | None = None,
+    h: float | None = None,
+    normalize: str | None = None,
+    columns: float | None = DEFAULT_COLUMNS,
+    rank: int | None = DEFAULT_RANK,
+    seed: int = 0,
+    memory_budget: int = 512 * 2**20,
+) -> FilterBasis:
+    """The non-local filter of one noisy image, as a :class:`FilterBasis`.
+
+    Parameters
+    ----------
+    y : Tensor, shape (C, H, W), (1, C, H, W) or (H, W)
+        Noisy image, image scale.
+    method : {"ntk", "nlm"}, keyword-only
+        The CNN's neural tangent kernel (equations 11–16) or the NLM affinity (equation 4).
+    depth, kernel_size, output_kernel, padding, input, kind : keyword-only
+        Architecture of the NTK (see :class:`filterscope.ntk.kernels.CNNKernel`);
+        ``kernel_size`` is the patch size for NLM.
+    sigma : float, keyword-only
+        Noise level (image scale); NLM's default bandwidth is ``h = σ/2``.
+    h : float, keyword-only
+        NLM bandwidth (overrides ``sigma``).
+    normalize : {"max", "row", "sinkhorn", "none"} or None, keyword-only
+        Default: ``"max"`` for the NTK (``η = 1/λ_max``), ``"row"`` for NLM.
+    columns : float or None, keyword-only
+        Fraction of pixels used as Nyström columns, in (0, 1]; None: the full matrix
+        (small images only).
+    rank : int or None, keyword-only
+        Eigenpairs kept from the Nyström core (None: all above round-off).
+    seed : int, keyword-only
+        Seed of the column positions.
+    memory_budget : int, keyword-only
+        Bytes per streamed block.
+
+    Returns
+    -------
+    FilterBasis
+    """
+    if method not in METHODS:
+        raise InputError(f"method must be one of {METHODS}, got {method!r}")
+    x = as_image(y)
+    _, hh, ww = x.shape
+    if method == "ntk":
+        spec = CNNKernel(depth, kernel_size, output_kernel, padding, kind, input)
+        spec.check_image(hh, ww)
+        source = ColumnEngine(x, spec)
+        normalize = normalize or "max"
+    else:
+        if h is None:
+            if sigma is None or not sigma > 0:
+                raise InputError("NLM needs a positive noise level sigma (or a bandwidth h)")
+            h = NLM_H_FACTOR * sigma
+        source = NLMAffinity(x, h, patch_size=kernel_size, padding=padding)
+        normalize = normalize or "row"
+    start = time.perf_counter()
+    if columns is None:
+        if method == "ntk":
+            matrix = kernel_matrix_spec(x, spec)
+        else:
+            matrix = source.matrix()
+        basis = matrix_basis(matrix, (hh, ww), normalize=normalize, rank=rank)
+    else:
+        _check_fraction(columns)
+        cols = sample_columns(hh * ww, columns, generator=seed)
+        basis = nystrom_basis(
+            source, cols, normalize=normalize, rank=rank, memory_budget=memory_budget
+        )
+    basis.info.update(method=method, normalize=normalize, seconds=time.perf_counter() - start)
+    return basis
+
+
+def denoise(
+    y: torch.Tensor,
+    *,
+    sigma: float | None = None,
+    clean: torch.Tensor | None = None,
+    stop: str | float = "sure",
+    **filter_options,
+) -> tuple[torch.Tensor, dict]:
+    """Denoise one image with a non-local filter and twicing (equations 5–6).
+
+    Parameters
+    ----------
+    y : Tensor, shape (C, H, W) or (1, C, H, W)
+        Noisy image, image scale.
+    sigma : float, keyword-only
+        Noise level on the image scale (needed by SURE and by NLM).
+    clean : Tensor, keyword-only
+        Clean image, for ``stop="oracle"``.
+    stop : {"sure", "sure-trace", "oracle"} or float, keyword-only
+        Stopping rule, or a fixed number of twicing steps ``t`` (1: plain filtering
+        ``z = W y``). ``"sure"`` is the Monte-Carlo SURE, which recomputes the filter once
+        for a perturbed image (about twice the cost).
+    **filter_options
+        Passed to :func:`filter_basis`.
+
+    Returns
+    -------
+    x_hat : Tensor, shape (C, H, W), float64, not clipped
+    info : dict
+        ``t``, ``stop``, ``rank``, ``columns``, timings.
+    """
+    start = time.perf_counter()
+    x = as_image(y)
+    if sigma is not None and (math.isnan(sigma) or sigma <= 0):
+        raise InputError(f"sigma must be positive, got {sigma}")
+    if stop in ("sure", "sure-trace") and sigma is None:
+        raise InputError("SURE stopping needs the noise level sigma (--sigma)")
+    if stop == "oracle" and clean is None:
+        raise InputError("oracle stopping needs the clean image (--clean)")
+
+    def build(image):
+        return filter_basis(image, sigma=sigma, **filter_options)
+
+    basis = build(x)
+    t, info = select_steps(
+        basis,
+        x,
+        stop=stop,
+        sigma=sigma,
+        clean=None if clean is None else as_image(clean),
+        rebuild=build,
+    )
+    x_hat = twicing(basis, x, t)
+    info.update(
+        rank=basis.rank,
+        columns=basis.info.get("columns"),
+        method=basis.info.get("method"),
+        basis_seconds=basis.info.get("seconds"),
+        seconds=time.perf_counter() - start,
+    )
+    return x_hat, info
+
+
+class FixedFilter(Denoiser):
+    """The linear map ``H_t = I - (I - W)^t`` of a filter computed once (``W`` held fixed).
+
+    ``forward(y)`` applies ``H_t`` to every channel of a ``(B, C, H, W)`` batch; it is
+    differentiable, and its Jacobian is :meth:`matrix` (per channel).
+    """
+
+    blind = True
+
+    def __init__(self, basis: FilterBasis, t: float):
+        super().__init__()
+        self.basis = basis
+        self.t = float(t)
+        self.gains = twicing_gains(basis.eigvals, self.t)
+
+    def matrix(self) -> torch.Tensor:
+        """``H_t`` as a ``d × d`` float64 matrix (small images)."""
+        b = self.basis
+        h = (b.eigvecs * self.gains) @ b.eigvecs.T
+        if b.left is not None:
+            h = b.left[:, None] * h * b.right[None, :]
+        return h
+
+    def forward(self, y: torch.Tensor, sigma=None) -> torch.Tensor:
+        b = self.basis
+        bsz, c, hh, ww = y.shape
+        flat = y.to(torch.float64).reshape(bsz * c, hh * ww).T
+        if b.right is not None:
+            flat = b.right[:, None] * flat
+        z = b.eigvecs @ (self.gains[:, None] * (b.eigvecs.T @ flat))
+        if b.left is not None:
+            z = b.left[:, None] * z
+        return z.T.reshape(bsz, c, hh, ww).to(y.dtype)
+
+
+class NonLocalFilterDenoiser(Denoiser):
+    """NTK or NLM non-local filtering with twicing, as a :class:`Denoiser`.
+
+    Each image of the batch gets its own filter (computed from the image itself) and its
+    own ``t``. ``blind`` is False for SURE stopping and for NLM (both need ``sigma``).
+
+    Parameters
+    ----------
+    stop : {"sure", "sure-trace"} or float, keyword-only
+        Oracle stopping needs the clean image: use :func:`denoise` directly.
+    **filter_options
+        Passed to :func:`filter_basis` (``method``, ``depth``, ``kernel_size``,
+        ``columns``...).
+
+    Attributes
+    ----------
+    last_info : list of dict
+        What :func:`denoise` reported for each image of the last batch.
+    """
+
+    def __init__(self, *, stop: str | float = "sure", **filter_options):
+        super().__init__()
+        if stop == "oracle":
+            raise InputError("oracle stopping needs the clean image; call ntk.denoise()")
+        self.stop = stop
+        self.filter_options = filter_options
+        method = filter_options.get("method", "ntk")
+        self.blind = not (isinstance(stop, str) or method == "nlm")
+        self.last_info: list[dict] = []
+
+    def fixed_filter(self, y: torch.Tensor, sigma: float | None = None) -> FixedFilter:
+        """The filter and ``t`` this denoiser would use for one image, frozen."""
+        x = as_image(y)
+        basis = filter_basis(x, sigma=sigma, **self.filter_options)
+        t, _ = select_steps(
+            basis,
+            x,
+            stop=self.stop,
+            sigma=sigma,
+            rebuild=lambda img: filter_basis(img, sigma=sigma, **self.filter_options),
+        )
+        return FixedFilter(basis, t)
+
+    def forward(self, y: torch.Tensor, sigma=None) -> torch.Tensor:
+        if not self.blind:
+            sigma = self.require_sigma(sigma)
+        outs, self.last_info = [], []
+        for b in range(y.shape[0]):
+            s = sigma
+            if isinstance(s, torch.Tensor):
+                s = float(s.reshape(-1)[b] if s.numel() > 1 else s)
+            x_hat, info = denoise(y[b], sigma=s, stop=self.stop, **self.filter_options)
+            outs.append(x_hat.to(y.dtype))
+            self.last_info.append(info)
+        return torch.stack(outs)
+
+
+def ntk_denoiser(**options) -> NonLocalFilterDenoiser:
+    """:class:`NonLocalFilterDenoiser` with the NTK filter (defaults: Table 1's setting)."""
+    return NonLocalFilterDenoiser(method="ntk", **options)
+
+
+def nlm_denoiser(**options) -> NonLocalFilterDenoiser:
+    """:class:`NonLocalFilterDenoiser` with the NLM affinity of equation 4."""
+    options.setdefault("kernel_size", 7)
+    return NonLocalFilterDenoiser(method="nlm", **options)

@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny models and images, fast enough for every test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import filterscope
+
+
+def make_tiny_dncnn(in_channels: int = 1, seed: int = 0) -> torch.nn.Module:
+    """A random 4-layer, 8-channel bias-free DnCNN in eval mode (receptive radius 4)."""
+    torch.manual_seed(seed)
+    model = filterscope.create_model(
+        "dncnn", bias=False, in_channels=in_channels, num_layers=4, hidden=8
+    )
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_model_path(tmp_path: Path) -> Path:
+    """Path of a tiny random gray bias-free DnCNN saved as safetensors + JSON card."""
+    path = tmp_path / "m.safetensors"
+    card = {
+        "description": "tiny random test model",
+        "training": {"sigma_range_255": [0.0, 55.0]},
+        "metrics": {"validation": {"val_psnr_25": 20.0}},
+    }
+    filterscope.save_model(make_tiny_dncnn(1), path, card=card)
+    return path
+
+
+@pytest.fixture
+def tiny_color_model_path(tmp_path: Path) -> Path:
+    """Path of a tiny random RGB bias-free DnCNN saved as safetensors + JSON card."""
+    path = tmp_path / "m_rgb.safetensors"
+    filterscope.save_model(
+        make_tiny_dncnn(3), path, card={"training": {"sigma_range_255": [0, 55]}}
+    )
+    return path

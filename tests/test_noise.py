@@ -1,0 +1,91 @@
+"""Noise models: reproducibility by seed, standard deviation, σ sampling."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from filterscope.noise import add_noise, gaussian_noise, sample_sigmas, uniform_noise
+
+BIG = (4, 1, 200, 250)  # 200k samples: the std estimate is within ~0.5% at 3 standard errors
+
+
+@pytest.mark.parametrize("draw", [gaussian_noise, uniform_noise])
+def test_noise_is_reproducible_by_seed(draw):
+    a = draw((2, 1, 37, 31), 0.1, generator=5)
+    b = draw((2, 1, 37, 31), 0.1, generator=5)
+    c = draw((2, 1, 37, 31), 0.1, generator=6)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.equal(draw((2, 1, 37, 31), 0.1, generator=g1), a)
+    # A generator object advances, so a second draw from it is new noise.
+    assert torch.equal(draw((2, 1, 37, 31), 0.1, generator=g2), a)
+    assert not torch.equal(draw((2, 1, 37, 31), 0.1, generator=g2), a)
+
+
+@pytest.mark.parametrize("draw", [gaussian_noise, uniform_noise])
+@pytest.mark.parametrize("sigma", [25 / 255, 0.5])
+def test_noise_has_the_requested_std(draw, sigma):
+    noise = draw(BIG, sigma, generator=0, dtype=torch.float64)
+    assert noise.shape == BIG
+    assert noise.dtype == torch.float64
+    assert abs(float(noise.std()) / sigma - 1) < 0.01
+    assert abs(float(noise.mean())) < 0.01 * sigma
+
+
+def test_uniform_noise_is_bounded_by_sqrt3_sigma():
+    sigma = 0.2
+    noise = uniform_noise(BIG, sigma, generator=1, dtype=torch.float64)
+    half_width = sigma * math.sqrt(3.0)
+    assert float(noise.abs().max()) <= half_width
+    assert float(noise.abs().max()) > 0.99 * half_width
+
+
+def test_per_image_sigma_tensor():
+    sigmas = torch.tensor([0.05, 0.4]).view(2, 1, 1, 1)
+    noise = gaussian_noise((2, 1, 200, 200), sigmas, generator=3, dtype=torch.float64)
+    for i, s in enumerate((0.05, 0.4)):
+        assert abs(float(noise[i].std()) / s - 1) < 0.02
+
+
+def test_add_noise_does_not_clip_and_keeps_dtype():
+    x = torch.full((1, 1, 64, 64), 0.95)
+    y = add_noise(x, 0.3, generator=0)
+    assert y.dtype == x.dtype and y.shape == x.shape
+    assert float(y.max()) > 1.0 and float(y.min()) < 0.0
+    # The same seed gives the same noise as drawing it alone.
+    assert torch.allclose(y - x, gaussian_noise(tuple(x.shape), 0.3, generator=0), atol=1e-6)
+
+
+def test_add_noise_uniform_kind_and_unknown_kind():
+    x = torch.zeros(1, 1, 100, 100, dtype=torch.float64)
+    y = add_noise(x, 0.1, kind="uniform", generator=0)
+    assert float(y.abs().max()) <= 0.1 * math.sqrt(3.0)
+    with pytest.raises(ValueError, match="unknown noise kind"):
+        add_noise(x, 0.1, kind="poisson")
+
+
+def test_sample_sigmas_range_and_shape():
+    sigmas = sample_sigmas(1000, (0.0, 55 / 255), generator=torch.Generator().manual_seed(0))
+    assert sigmas.shape == (1000, 1, 1, 1)
+    assert float(sigmas.min()) >= 0.0 and float(sigmas.max()) <= 55 / 255
+    # Uniform on the range: the mean is near the midpoint and both ends are reached.
+    assert abs(float(sigmas.mean()) - 27.5 / 255) < 0.02 * 55 / 255
+    assert float(sigmas.min()) < 0.02 * 55 / 255 and float(sigmas.max()) > 0.98 * 55 / 255
+
+
+def test_sample_sigmas_is_reproducible_and_degenerate_range():
+    a = sample_sigmas(8, (0.1, 0.2), generator=torch.Generator().manual_seed(4))
+    b = sample_sigmas(8, (0.1, 0.2), generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a, b)
+    fixed = sample_sigmas(3, (0.1, 0.1))
+    assert torch.allclose(fixed, torch.full((3, 1, 1, 1), 0.1))
+
+
+@pytest.mark.parametrize("bad", [(-0.1, 0.2), (0.3, 0.2)])
+def test_sample_sigmas_rejects_bad_ranges(bad):
+    with pytest.raises(ValueError, match="sigma_range"):
+        sample_sigmas(4, bad)

@@ -1,0 +1,307 @@
+"""Neural-tangent filters: closed form, empirical NTK, Nyström, twicing, SURE, CLI."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from filterscope.cli import main as cli_main
+from filterscope.errors import InputError
+from filterscope.io import write_image
+from filterscope.ntk import (
+    CNNKernel,
+    ColumnEngine,
+    FixedFilter,
+    NLMAffinity,
+    affinity,
+    denoise,
+    empirical_nngp,
+    empirical_ntk,
+    filter_basis,
+    kernel_columns,
+    kernel_matrix,
+    matrix_basis,
+    mse_estimate,
+    nystrom_basis,
+    oracle_mse,
+    relative_frobenius_error,
+    sample_columns,
+    select_steps,
+    sure,
+    twicing,
+    twicing_iterations,
+)
+from filterscope.ntk.kernels import image_patches
+
+
+def _image(c=1, h=8, w=8, seed=0, centred=False):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(c, h, w, generator=g, dtype=torch.float64)
+    return x - 0.5 if centred else x
+
+
+ARCHS = [
+    dict(depth=2, kernel_size=3, output_kernel=1),
+    dict(depth=2, kernel_size=3, output_kernel=None, padding="zero"),
+    dict(depth=3, kernel_size=3, output_kernel=None),
+    dict(depth=3, kernel_size=3, output_kernel=1, padding="zero", kind="nngp"),
+    dict(depth=2, kernel_size=3, output_kernel=None, input="noise"),
+]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_kernel_symmetric_psd_and_columns_match(arch, channels):
+    x = _image(channels, 8, 9)
+    k = kernel_matrix(x, **arch)
+    assert torch.allclose(k, k.T, atol=0)
+    ev = torch.linalg.eigvalsh(k)
+    assert ev.min() > -1e-10 * ev.max()
+    cols = torch.tensor([0, 7, 40, 71])
+    c = kernel_columns(x, cols, **arch)
+    assert torch.allclose(c, k[:, cols], rtol=0, atol=1e-8 * float(k.abs().max()))
+
+
+def test_equation_16_one_hidden_layer():
+    x = _image(1, 12, 12)
+    p = image_patches(x, 5)
+    i, j = 7, 100
+    a, b = p[i], p[j]
+    phi = torch.arccos(a @ b / (a.norm() * b.norm()))
+    k16 = a.norm() * b.norm() / math.pi * (torch.sin(phi) + (math.pi - phi) * torch.cos(phi))
+    # σ_w² / (C r²) times equation 16
+    assert affinity(x, i, j, kernel_size=5) == pytest.approx(float(k16) * 2 / 25, rel=1e-12)
+    assert affinity(x, (0, 7), (8, 4), kernel_size=5) == pytest.approx(float(k16) * 2 / 25)
+
+
+def test_noise_input_has_equation_17_structure():
+    k = kernel_matrix(_image(1, 8, 8), depth=3, kernel_size=3, output_kernel=None, input="noise")
+    diag = torch.diagonal(k)
+    off = k[~torch.eye(64, dtype=torch.bool)]
+    assert torch.allclose(diag, diag[0].expand_as(diag))
+    assert torch.allclose(off, off[0].expand_as(off))
+    assert 0 < off[0] < diag[0]
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [dict(depth=2, output_kernel=1), dict(depth=3, output_kernel=None, padding="zero")],
+)
+def test_empirical_ntk_converges_to_closed_form(arch):
+    x = _image(1, 6, 6, centred=True)
+    k = kernel_matrix(x, kernel_size=3, **arch)
+    errors = []
+    for width in (16, 256):
+        runs = [empirical_ntk(x, width=width, kernel_size=3, generator=s, **arch) for s in range(2)]
+        errors.append(np.mean([relative_frobenius_error(e, k) for e in runs]))
+    # c^(-1/2): 16x the width -> about 4x smaller; demand at least 2x
+    assert errors[1] < errors[0] / 2
+    assert errors[1] < 0.2
+
+
+def test_empirical_nngp_matches():
+    x = _image(3, 6, 6, centred=True)
+    k = kernel_matrix(x, kernel_size=3, depth=2, output_kernel=None, kind="nngp")
+    e = empirical_nngp(x, width=2048, kernel_size=3, depth=2, output_kernel=None)
+    assert relative_frobenius_error(e, k) < 0.1
+
+
+@pytest.mark.slow
+def test_empirical_ntk_4096_channels_within_5_percent():
+    x = _image(1, 16, 16, centred=True)
+    k = kernel_matrix(x, depth=2, kernel_size=3, output_kernel=1)
+    e = empirical_ntk(x, width=4096, depth=2, kernel_size=3, output_kernel=1)
+    assert relative_frobenius_error(e, k) < 0.05
+
+
+def test_nystrom_with_all_columns_equals_full_matrix():
+    x = _image(3, 8, 8)
+    spec = CNNKernel(depth=2, kernel_size=3, output_kernel=1)
+    k = kernel_matrix(x, depth=2, kernel_size=3, output_kernel=1)
+    basis = nystrom_basis(ColumnEngine(x, spec), torch.arange(64), rcond=1e-13)
+    approx = basis.matrix() / basis.scale
+    assert torch.allclose(approx, k, atol=1e-7 * float(k.abs().max()))
+    full = matrix_basis(k, (8, 8))
+    assert torch.allclose(full.matrix() / full.scale, k, atol=1e-10 * float(k.abs().max()))
+    # a non-pairwise kernel goes through the column-streaming path
+    spec3 = CNNKernel(depth=3, kernel_size=3, output_kernel=None)
+    k3 = kernel_matrix(x, depth=3, kernel_size=3, output_kernel=None)
+    b3 = nystrom_basis(ColumnEngine(x, spec3), torch.arange(64), rcond=1e-13, memory_budget=1)
+    assert torch.allclose(b3.matrix() / b3.scale, k3, atol=1e-7 * float(k3.abs().max()))
+
+
+def test_sample_columns():
+    cols = sample_columns(1000, 0.02, generator=3)
+    assert cols.numel() == 20 and len(set(cols.tolist())) == 20
+    assert torch.equal(sample_columns(10, 1.0), torch.arange(10))
+    for bad in (0.0, -0.1, 1.5, float("nan")):
+        with pytest.raises(InputError):
+            sample_columns(100, bad)
+
+
+@pytest.mark.parametrize("normalize", ["max", "row", "sinkhorn"])
+def test_twicing_eigenbasis_equals_iteration(normalize):
+    x = _image(3, 8, 8)
+    y = x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=x.dtype)
+    if normalize == "max":
+        w = kernel_matrix(y, depth=2, kernel_size=3)
+    else:
+        w = NLMAffinity(y, 0.2, patch_size=3).matrix()
+    basis = matrix_basis(w, (8, 8), normalize=normalize)
+    filt = basis.matrix()
+    if normalize == "row":
+        assert torch.allclose(filt.sum(1), torch.ones(64, dtype=torch.float64))
+    if normalize == "sinkhorn":
+        assert torch.allclose(filt.sum(1), torch.ones(64, dtype=torch.float64), atol=1e-8)
+        assert torch.allclose(filt, filt.T, atol=1e-12)
+    for steps in (1, 2, 5):
+        assert torch.allclose(twicing(basis, y, steps), twicing_iterations(filt, y, steps))
+
+
+def test_sure_and_equation_7_on_a_fixed_filter():
+    """With W independent of the noise, SURE and eq. 7 are unbiased for the true MSE."""
+    x = _image(1, 8, 8)
+    basis = matrix_basis(kernel_matrix(x, depth=2, kernel_size=3), (8, 8))
+    sigma, t = 0.1, [3.0, 30.0]
+    gen = torch.Generator().manual_seed(2)
+    trials = 400
+    true = torch.zeros(2, dtype=torch.float64)
+    est = torch.zeros(2, dtype=torch.float64)
+    for _ in range(trials):
+        y = x + sigma * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+        true += oracle_mse(basis, y, x, t) / trials
+        est += sure(basis, y, t, sigma=sigma) / trials
+    eq7 = mse_estimate(basis, x, t, sigma=sigma)["mse"]
+    assert torch.allclose(eq7, true, rtol=0.05)
+    assert torch.allclose(est, true, rtol=0.05)
+
+
+def test_oracle_and_sure_stopping_denoise():
+    x = torch.linspace(0, 1, 16, dtype=torch.float64).repeat(3, 16, 1)
+    x[:, 4:10, 5:12] = 0.2
+    y = x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(4), dtype=x.dtype)
+    noisy_mse = float((y - x).pow(2).mean())
+    for stop in ("oracle", "sure"):
+        x_hat, info = denoise(y, sigma=0.1, clean=x, stop=stop, kernel_size=3, columns=0.5)
+        assert float((x_hat - x).pow(2).mean()) < 0.5 * noisy_mse, stop
+        assert info["t"] > 0
+    t, info = select_steps(filter_basis(y, kernel_size=3, columns=0.5), y, stop=4.0)
+    assert t == 4.0
+
+
+def test_fixed_filter_jacobian_is_the_matrix():
+    y = _image(1, 8, 8)
+    basis = filter_basis(y, kernel_size=3, columns=None)
+    fixed = FixedFilter(basis, 7.5)
+    jac = torch.autograd.functional.jacobian(lambda v: fixed(v), y[None])
+    jac = jac.reshape(64, 64)
+    h = fixed.matrix()
+    assert torch.allclose(jac, h, atol=1e-12)
+    assert torch.allclose(h, h.T, atol=1e-12)
+
+
+def test_nlm_through_the_same_path():
+    x = torch.linspace(0, 1, 12, dtype=torch.float64).repeat(1, 12, 1)
+    y = x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(5), dtype=x.dtype)
+    for normalize in ("row", "sinkhorn"):
+        for stop in (1.0, "oracle"):
+            x_hat, _ = denoise(
+                y,
+                sigma=0.1,
+                clean=x,
+                stop=stop,
+                method="nlm",
+                kernel_size=3,
+                normalize=normalize,
+                columns=None,
+            )
+            assert float((x_hat - x).pow(2).mean()) < float((y - x).pow(2).mean())
+
+
+def test_bad_inputs_raise_input_error():
+    x = _image(1, 8, 8)
+    with pytest.raises(InputError):
+        kernel_matrix(x, depth=1)
+    with pytest.raises(InputError):
+        kernel_matrix(x, kernel_size=11)  # image smaller than the kernel
+    with pytest.raises(InputError):
+        kernel_matrix(x, kernel_size=4)
+    with pytest.raises(InputError):
+        denoise(x, sigma=None, stop="sure", kernel_size=3)
+    with pytest.raises(InputError):
+        denoise(x, sigma=-1.0, stop="sure", kernel_size=3)
+    with pytest.raises(InputError):
+        denoise(x, sigma=0.1, stop="sure", kernel_size=3, columns=1.5)
+    with pytest.raises(InputError):
+        kernel_matrix(_image(1, 65, 65), kernel_size=3)
+
+
+@pytest.fixture
+def main(monkeypatch):
+    """The CLI entry point with the ``ntk`` command registered."""
+    monkeypatch.setitem(cli_main.COMMANDS, "ntk", "filterscope.cli.ntk")
+    return cli_main.main
+
+
+def _write(path, image):
+    write_image(path, image.permute(1, 2, 0).numpy(), overwrite=True)
+    return str(path)
+
+
+def test_cli_matrix_denoise_eigenimages(tmp_path, main):
+    x = _image(3, 12, 12)
+    src = _write(tmp_path / "in.png", x)
+    out = tmp_path / "m.npy"
+    assert main(["ntk", "matrix", src, "--depth", "2", "--kernel", "3", "-o", str(out)]) == 0
+    m = np.load(out)
+    assert m.shape == (144, 144) and np.allclose(m, m.T)
+    den = tmp_path / "d.png"
+    report = tmp_path / "r.json"
+    argv = ["ntk", "denoise", src, "--sigma", "25", "--kernel", "3", "--columns", "0.5"]
+    assert main([*argv, "-o", str(den), "--json", str(report), "--clean", src]) == 0
+    assert den.exists() and report.exists()
+    eig = tmp_path / "e.npy"
+    assert (
+        main(
+            [
+                "ntk",
+                "eigenimages",
+                src,
+                "--kernel",
+                "3",
+                "-n",
+                "4",
+                "--columns",
+                "0.5",
+                "-o",
+                str(eig),
+            ]
+        )
+        == 0
+    )
+    assert np.load(eig).shape == (4, 12, 12)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--sigma", "0"],
+        ["--sigma", "-5"],
+        [],  # SURE without sigma
+        ["--sigma", "25", "--columns", "0"],
+        ["--sigma", "25", "--columns", "2"],
+        ["--sigma", "25", "--depth", "1"],
+        ["--sigma", "25", "--kernel", "31"],
+    ],
+)
+def test_cli_bad_input_exit_2(tmp_path, capsys, main, extra):
+    src = _write(tmp_path / "in.png", _image(1, 12, 12))
+    argv = ["ntk", "denoise", src, "--kernel", "3", "-o", str(tmp_path / "o.png")]
+    if "--kernel" in extra:
+        argv = ["ntk", "denoise", src, "-o", str(tmp_path / "o.png")]
+    assert main([*argv, *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("filterscope: error:")
