@@ -9,6 +9,9 @@ import torch
 
 import filterscope
 
+# The tests run tiny tensors, for which extra threads cost more than they bring.
+torch.set_num_threads(1)
+
 
 def make_tiny_dncnn(in_channels: int = 1, seed: int = 0) -> torch.nn.Module:
     """A random 4-layer, 8-channel bias-free DnCNN in eval mode (receptive radius 4)."""

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.machinery
-import sys
-import types
-
 import numpy as np
 import pytest
 import torch
@@ -17,7 +13,6 @@ from filterscope.inference import (
     default_precision,
     denoise_file,
     denoise_tensor,
-    fast_inference_available,
     prepare_model,
     tile_grid,
 )
@@ -147,13 +142,11 @@ def test_unknown_precision_is_refused():
         prepare_model(make_tiny_dncnn(1), precision="float16")
 
 
-def test_without_fast_module_float32_is_plain_and_bfloat16_refused(monkeypatch):
-    monkeypatch.setattr(inference, "fast_inference_available", lambda: False)
-    model = make_tiny_dncnn(1)
+def test_default_precision_follows_native_bfloat16_support(monkeypatch):
+    monkeypatch.setattr(inference, "bfloat16_supported", lambda: False)
     assert default_precision() == "float32"
-    assert prepare_model(model, precision="float32") is model
-    with pytest.raises(InputError, match="float32"):
-        prepare_model(model, precision="bfloat16")
+    monkeypatch.setattr(inference, "bfloat16_supported", lambda: True)
+    assert default_precision() == "bfloat16"
 
 
 def test_precision_is_passed_to_optimize_for_inference(monkeypatch):
@@ -163,11 +156,8 @@ def test_precision_is_passed_to_optimize_for_inference(monkeypatch):
         calls.append(precision)
         return model
 
-    fake = types.ModuleType("filterscope.models.fast")
-    fake.__spec__ = importlib.machinery.ModuleSpec("filterscope.models.fast", None)
-    fake.optimize_for_inference = optimize_for_inference
-    monkeypatch.setitem(sys.modules, "filterscope.models.fast", fake)
-    assert default_precision() == "bfloat16"
+    monkeypatch.setattr(inference, "optimize_for_inference", optimize_for_inference)
+    monkeypatch.setattr(inference, "bfloat16_supported", lambda: True)
     model = make_tiny_dncnn(1)
     assert prepare_model(model) is model
     prepare_model(model, precision="float32")
@@ -213,11 +203,12 @@ def test_denoise_file_float_output_is_not_clipped(tmp_path, tiny_model_path):
     np.testing.assert_allclose(out[:, :, 0], ref[0, 0].numpy(), atol=1e-6)
 
 
-@pytest.mark.skipif(not fast_inference_available(), reason="filterscope.models.fast missing")
 def test_denoise_file_default_precision_is_close_to_float32(tmp_path, tiny_model_path):
     image = np.random.default_rng(0).random((20, 20, 1), dtype=np.float32)
     write_image(tmp_path / "in.tif", image, dtype="float32")
-    result = denoise_file(tmp_path / "in.tif", tmp_path / "out.tif", model=tiny_model_path)
+    result = denoise_file(
+        tmp_path / "in.tif", tmp_path / "out.tif", model=tiny_model_path, precision="bfloat16"
+    )
     assert result["precision"] == "bfloat16"
     ref = whole(make_tiny_dncnn(1), torch.from_numpy(image).permute(2, 0, 1)[None])
     np.testing.assert_allclose(read_image(tmp_path / "out.tif")[0][:, :, 0], ref[0, 0], atol=0.02)

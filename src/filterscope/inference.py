@@ -9,7 +9,6 @@ to float round-off, while memory stays bounded by a few tile-sized activations.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import time
@@ -22,6 +21,7 @@ from torch import nn
 
 from .errors import CheckpointError, FilterscopeError, InputError
 from .io import check_output_path, read_image, to_tensor, write_image
+from .models.fast import optimize_for_inference
 
 #: Input pixels (summed over the tiles of one batch) per model call: with 64 hidden
 #: channels in float32 one activation is then 256 MiB, so a few live ones fit in 1–2 GiB.
@@ -33,17 +33,20 @@ DEFAULT_OVERLAP = 32
 PRECISIONS = ("float32", "bfloat16")
 
 
-def fast_inference_available() -> bool:
-    """True when :mod:`filterscope.models.fast` (reduced-precision inference) is installed."""
+def bfloat16_supported() -> bool:
+    """True when bfloat16 arithmetic is native here (a CUDA GPU, or a CPU whose oneDNN
+    build reports bfloat16 support); elsewhere bfloat16 is emulated and slower."""
+    if torch.cuda.is_available():
+        return True
     try:
-        return importlib.util.find_spec("filterscope.models.fast") is not None
-    except (ImportError, ValueError):
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
         return False
 
 
 def default_precision() -> str:
-    """``"bfloat16"`` when fast inference is available, else ``"float32"``."""
-    return "bfloat16" if fast_inference_available() else "float32"
+    """``"bfloat16"`` where it is native (see :func:`bfloat16_supported`), else ``"float32"``."""
+    return "bfloat16" if bfloat16_supported() else "float32"
 
 
 def prepare_model(model: nn.Module, *, precision: str | None = None) -> nn.Module:
@@ -60,27 +63,18 @@ def prepare_model(model: nn.Module, *, precision: str | None = None) -> nn.Modul
     Returns
     -------
     nn.Module
-        ``model`` itself for float32 when :mod:`filterscope.models.fast` is absent,
-        otherwise what ``optimize_for_inference`` returns.
+        What :func:`filterscope.models.fast.optimize_for_inference` returns: a copy with
+        norms folded into convolutions, channels-last, at ``precision``.
 
     Raises
     ------
     InputError
-        Unknown precision, or bfloat16 without :mod:`filterscope.models.fast`.
+        Unknown precision.
     """
     if precision is None:
         precision = default_precision()
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if not fast_inference_available():
-        if precision != "float32":
-            raise InputError(
-                f"precision {precision} needs filterscope.models.fast, which is not installed; "
-                "use float32"
-            )
-        return model
-    from .models.fast import optimize_for_inference
-
     return optimize_for_inference(model, precision=precision)
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from ..inference import PRECISIONS, denoise_file, fast_inference_available
+from ..inference import PRECISIONS, default_precision, denoise_file
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    precision_default = "bfloat16" if fast_inference_available() else "float32"
+    precision_default = default_precision()
     parser = subparsers.add_parser(
         "denoise",
         help="denoise an image file (blind: no noise level needed)",

@@ -20,6 +20,7 @@ COMMANDS = {
     "demo": "filterscope.cli.demo",
     "denoise": "filterscope.cli.denoise",
     "models": "filterscope.cli.models",
+    "ntk": "filterscope.cli.ntk",
     "train": "filterscope.cli.train",
 }
 

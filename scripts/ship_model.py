@@ -1,0 +1,78 @@
+"""Copy a finished training run into the shipped model zoo, with its model card.
+
+    python scripts/ship_model.py runs/bf-dncnn-gray bf-dncnn-gray \
+        --recipe recipes/cpu-bf-dncnn-gray.toml \
+        --bsd68 benchmarks/results/bsd68_published.json
+
+The card of the run (architecture, recipe, validation scores) is kept and extended
+with the recipe file, the command that reproduces the run, and — when given — the
+model's BSD68 scores read from a ``benchmarks/bsd68_published.py`` result file.
+Existing shipped files are replaced only with ``--force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from filterscope.models.checkpoints import card_path, load_checkpoint, save_model
+from filterscope.models.zoo import weights_dir
+
+
+def bsd68_scores(result_file: Path, label: str) -> dict | None:
+    """Per-σ BSD68 PSNR/SSIM of ``label`` from a bsd68_published result file."""
+    payload = json.loads(result_file.read_text())
+    rows = [r for r in payload["results"] if r["model"] == label]
+    if not rows:
+        return None
+    return {
+        "data": "BSD68 (68 images), Gaussian noise, fixed seed per (image, sigma)",
+        "benchmark": "benchmarks/bsd68_published.py",
+        "precision": payload["protocol"].get("precision"),
+        "per_sigma": [
+            {
+                "sigma": r["sigma"],
+                "psnr": round(r["psnr"], 4),
+                "ssim": round(r["ssim"], 5),
+                "psnr_in": round(r["psnr_in"], 4),
+            }
+            for r in rows
+        ],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help="training run folder (holds model.safetensors)")
+    parser.add_argument("name", help="shipped model name, e.g. bf-dncnn-gray")
+    parser.add_argument("--recipe", required=True, help="recipe file the run used")
+    parser.add_argument("--bsd68", type=Path, help="bsd68_published.json holding this model")
+    parser.add_argument("--force", action="store_true", help="replace an existing shipped model")
+    args = parser.parse_args(argv)
+
+    model = load_checkpoint(args.run_dir / "model.safetensors")
+    card = dict(model.card)
+    for key in ("format", "arch", "bias", "in_channels", "config"):
+        card.pop(key, None)
+    card["name"] = args.name
+    card["training"]["recipe_file"] = args.recipe
+    card["training"]["command"] = f"filterscope train --recipe {args.recipe} --out RUN_DIR"
+    log = args.run_dir / "log.csv"
+    if log.exists():
+        last = log.read_text().strip().splitlines()[-1].split(",")
+        card["training"]["seconds"] = float(last[3])
+    if args.bsd68:
+        scores = bsd68_scores(args.bsd68, args.name)
+        if scores is None:
+            sys.exit(f"{args.bsd68}: no results for model {args.name!r}")
+        card.setdefault("metrics", {})["bsd68"] = scores
+    target = weights_dir() / f"{args.name}.safetensors"
+    save_model(model, target, card=card, overwrite=args.force)
+    print(f"shipped {target} and {card_path(target).name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
