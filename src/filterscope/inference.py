@@ -21,6 +21,7 @@ from torch import nn
 
 from .errors import CheckpointError, FilterscopeError, InputError
 from .io import check_output_path, read_image, to_tensor, write_image
+from .models.base import module_device
 from .models.fast import optimize_for_inference
 
 #: Input pixels (summed over the tiles of one batch) per model call: with 64 hidden
@@ -124,14 +125,6 @@ def tile_grid(
     return tiles
 
 
-def _module_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
 def _validate_options(tile: int, overlap: int) -> None:
     if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
         raise InputError(f"tile must be a positive number of pixels, got {tile!r}")
@@ -174,7 +167,7 @@ def _run_tiled(
         dtype=torch.float32,
         device=y.device,
     )
-    device = _module_device(model)
+    device = module_device(model)
     tiles = tile_grid(height, width, tile=tile, overlap=overlap)
     # Tiles of one padded shape can share a batch (interior tiles all have the same shape).
     groups: dict[tuple[int, int], list] = {}

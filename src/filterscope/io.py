@@ -8,13 +8,13 @@ stored, so that a result can be written back in the input's mode and bit depth.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ._files import atomic_write
 from .errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm")
@@ -237,12 +237,6 @@ def check_output_path(
     return dtype
 
 
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def write_image(
     path: str | os.PathLike,
     image: np.ndarray,
@@ -278,12 +272,7 @@ def write_image(
         image = image[:, :, 0]
     data = _quantize(np.asarray(image), dtype)
 
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
-    except OSError as exc:  # read-only or full folder: a user error, not a crash
-        raise InputError(f"{path}: cannot write ({_first_line(exc)})") from None
-    os.close(fd)
-    try:
+    def write(tmp_name: str) -> None:
         if suffix in _TIFF_SUFFIXES:
             import tifffile
 
@@ -293,18 +282,13 @@ def write_image(
 
             # A 2-D uint16 array becomes mode "I;16" (16-bit gray); Pillow 13 no longer
             # accepts the mode argument here.
-            img = Image.fromarray(data)
             options = {"quality": 95} if suffix in (".jpg", ".jpeg") else {}
-            img.save(tmp_name, **options)
-        # mkstemp creates the file readable by its owner only; give it the usual mode.
-        os.chmod(tmp_name, 0o666 & ~_current_umask())
-        os.replace(tmp_name, path)
-    except BaseException as exc:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        if isinstance(exc, OSError):
-            raise InputError(f"{path}: cannot write ({_first_line(exc)})") from None
-        raise
+            Image.fromarray(data).save(tmp_name, **options)
+
+    try:
+        atomic_write(path, write, suffix=suffix)
+    except OSError as exc:  # read-only or full folder: a user error, not a crash
+        raise InputError(f"{path}: cannot write ({_first_line(exc)})") from None
     return path
 
 

@@ -29,6 +29,7 @@ from torch import nn
 
 from ..io import list_images, read_image, to_tensor
 from ..metrics import psnr, ssim
+from ..models.base import module_device
 from ..noise import NOISE_KINDS, add_noise
 
 ImageList = Sequence[tuple[str, torch.Tensor]]
@@ -78,13 +79,6 @@ def load_image_folder(
     return [(path.name, to_tensor(read_image(path)[0])) for path in paths]
 
 
-def _module_device(denoiser: Any) -> torch.device:
-    if isinstance(denoiser, nn.Module):
-        for tensor in denoiser.parameters():
-            return tensor.device
-    return torch.device("cpu")
-
-
 def _prepare(denoiser: DenoiserLike, precision: str | None) -> DenoiserLike:
     if isinstance(denoiser, nn.Module):
         denoiser.eval()
@@ -97,7 +91,7 @@ def _prepare(denoiser: DenoiserLike, precision: str | None) -> DenoiserLike:
 
 
 def _run(denoiser: DenoiserLike, y: torch.Tensor, sigma: float) -> torch.Tensor:
-    device = _module_device(denoiser)
+    device = module_device(denoiser)
     y = y.to(device)
     # Blind models ignore σ; plain callables may not accept it, so pass it only to
     # methods that declare they need it.

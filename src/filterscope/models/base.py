@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
+
+
+def module_device(denoiser: object) -> torch.device:
+    """Device of a module's first parameter or buffer; CPU for plain callables."""
+    if isinstance(denoiser, nn.Module):
+        for tensor in itertools.chain(denoiser.parameters(), denoiser.buffers()):
+            return tensor.device
+    return torch.device("cpu")
 
 
 class Denoiser(nn.Module):

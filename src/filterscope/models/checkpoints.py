@@ -20,12 +20,12 @@ import argparse
 import json
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .._files import atomic_write
 from ..errors import CheckpointError
 from .base import CNNDenoiser
 from .published import build_published_model, is_published_checkpoint
@@ -40,17 +40,8 @@ def card_path(weights_path: str | Path) -> Path:
     return Path(weights_path).with_suffix(".json")
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; model files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def save_model(
@@ -92,8 +83,8 @@ def save_model(
         "config": model.config,
         **(card or {}),
     }
-    _atomic_write_bytes(path, save(state))
-    _atomic_write_bytes(meta_path, (json.dumps(full_card, indent=2) + "\n").encode())
+    _write_bytes(path, save(state))
+    _write_bytes(meta_path, (json.dumps(full_card, indent=2) + "\n").encode())
     return path
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .._files import atomic_write
 from ..errors import CheckpointError, InputError
 from ..metrics import psnr
 from ..models import create_model
@@ -33,18 +32,6 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     passed = sum(step >= round(m * config.steps) for m in config.lr_milestones)
     warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
     return config.lr * config.lr_gamma**passed * warmup
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix="tmp-", suffix=".pt", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @torch.inference_mode()
@@ -168,7 +155,7 @@ def train(
         }
         if hasattr(model, "stage_generator"):
             state["stage_generator"] = model.stage_generator.get_state()
-        _atomic_torch_save(state, checkpoint_path)
+        atomic_write(checkpoint_path, lambda tmp: torch.save(state, tmp), suffix=".pt")
 
     log_path = out_dir / LOG_NAME
     log_columns = ["step", "loss", "lr", "seconds", "pixels_per_s"] + [
