@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,10 @@ import torch
 from PIL import Image
 
 from filterscope import load_checkpoint
+from filterscope.blur import gaussian_blur
 from filterscope.errors import CheckpointError, InputError
 from filterscope.training import PatchSampler, TrainConfig, load_recipe, train
-from filterscope.training.trainer import learning_rate
+from filterscope.training.trainer import learning_rate, make_batch
 
 
 def _image_folder(folder: Path, count: int = 3, size: tuple[int, int] = (41, 37)) -> Path:
@@ -69,7 +71,7 @@ def test_train_writes_model_card_and_loadable_weights(tmp_path):
     assert model.card["training"]["sigma_range_255"] == [0.0, 55.0]
     assert "val_psnr_25" in model.card["metrics"]["validation"]
     log = (tmp_path / "run" / "log.csv").read_text().splitlines()
-    assert log[0].startswith("step,loss,lr")
+    assert log[0].startswith("step,epoch,loss,lr")
 
 
 def test_resume_continues_exactly_where_a_killed_run_stopped(tmp_path):
@@ -147,5 +149,150 @@ def test_corrupt_training_image_is_reported_and_skipped(tmp_path, capsys):
     data = _image_folder(tmp_path / "data")
     (data / "broken.png").write_bytes(b"not a png at all")
     sampler = PatchSampler(data, patch_size=16, channels=1, scales=(1.0,))
-    assert len(sampler.images) == 3
+    assert len(sampler.entries) == 3
+    assert [Path(p).name for p in sampler.skipped] == ["broken.png"]
     assert "broken.png" in capsys.readouterr().err
+
+
+def test_bounded_cache_gives_the_same_patches_as_a_full_one(tmp_path):
+    data = _image_folder(tmp_path / "data", count=4)
+    full = PatchSampler(data, patch_size=16, channels=1)
+    # Room for about one scaled image: the others are read again from disk when drawn.
+    small = PatchSampler(data, patch_size=16, channels=1, cache_mb=41 * 37 * 4 / 2**20)
+    assert small.cached_megabytes <= 41 * 37 * 4 / 2**20
+    for seed in range(3):
+        a = full.sample(7, torch.Generator().manual_seed(seed))
+        b = small.sample(7, torch.Generator().manual_seed(seed))
+        assert torch.equal(a, b)
+    assert small.cached_megabytes <= 41 * 37 * 4 / 2**20
+
+
+def test_shards_split_the_images_between_processes(tmp_path):
+    data = _image_folder(tmp_path / "data", count=5)
+    shards = [
+        PatchSampler(data, patch_size=16, channels=1, shard=(rank, 2)).files for rank in (0, 1)
+    ]
+    assert [p.name for p in shards[0]] == ["img0.png", "img2.png", "img4.png"]
+    assert [p.name for p in shards[1]] == ["img1.png", "img3.png"]
+
+
+def test_make_batch_blurs_before_the_noise_and_keeps_the_clean_target(tmp_path):
+    data = _image_folder(tmp_path / "data")
+    sampler = PatchSampler(data, patch_size=16, channels=1)
+    config = _tiny_config(data, sigma_range=[0.0, 0.0], blur_range=[2.0, 2.0])
+    noisy, clean = make_batch(
+        sampler, config, 3, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+    )
+    assert torch.equal(clean, sampler.sample(3, torch.Generator().manual_seed(0)))
+    torch.testing.assert_close(noisy, gaussian_blur(clean, 2.0))
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "uniform"])
+def test_make_batch_draws_the_asked_noise_at_a_fixed_sigma(tmp_path, noise):
+    data = _image_folder(tmp_path / "data")
+    sampler = PatchSampler(data, patch_size=16, channels=1)
+    config = _tiny_config(data, sigma_range=[25.0, 25.0], noise=noise)
+    noisy, clean = make_batch(
+        sampler, config, 64, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+    )
+    residual = noisy - clean
+    # 16384 samples: the standard deviation is within 2% of 25/255 with high probability.
+    assert float(residual.std()) == pytest.approx(25 / 255, rel=0.02)
+    bound = float(residual.abs().max())
+    if noise == "uniform":
+        assert bound <= 25 / 255 * 3**0.5 + 1e-6
+    else:
+        assert bound > 25 / 255 * 3**0.5
+
+
+def test_epochs_set_the_run_length_and_milestones():
+    config = TrainConfig(
+        epochs=70, epoch_patches=1000, batch_size=128, lr_milestones=[50 / 70, 60 / 70]
+    )
+    assert config.steps_per_epoch() == 8
+    assert config.total_steps() == 547  # ceil(70 * 1000 / 128)
+    assert learning_rate(config, 390) == pytest.approx(1e-3)
+    assert learning_rate(config, 391) == pytest.approx(5e-4)  # epoch 50 = step 390.7
+
+
+def test_plateau_schedule_and_keep_best(tmp_path):
+    data = _image_folder(tmp_path / "data")
+    config = _tiny_config(
+        data, steps=8, val_every=2, lr_schedule="plateau", lr_gamma=0.25, keep_best=True
+    )
+    assert learning_rate(config, 3, plateau_scale=0.25) == pytest.approx(2.5e-4)
+    result = train(config, tmp_path / "run", progress=False)
+    card = load_checkpoint(tmp_path / "run" / "model.safetensors").card
+    assert card["training"]["weights_kept"] == "best validation"
+    assert card["training"]["best_step"] == result["best"]["step"]
+    log = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    validations = [r for r in log if r["val_psnr_25"]]
+    assert len(validations) == 4
+    # The learning rate falls by lr_gamma after each validation that scored lower.
+    expected = 1e-3
+    for before, after in zip(validations[:-1], validations[1:], strict=True):
+        if float(after["val_psnr_25"]) < float(before["val_psnr_25"]):
+            expected *= 0.25
+    assert float(validations[-1]["lr"]) in (pytest.approx(expected), pytest.approx(expected * 4))
+    best_scores = [float(r["val_psnr_25"]) for r in validations]
+    assert card["metrics"]["best_validation_mean_psnr"] == pytest.approx(max(best_scores))
+
+
+def test_resolved_recipe_reruns_the_same_configuration(tmp_path):
+    data = _image_folder(tmp_path / "data")
+    config = _tiny_config(data, steps=2, sigma_range=[5.0, 15.0])
+    train(config, tmp_path / "run", progress=False)
+    assert load_recipe(tmp_path / "run" / "recipe.toml") == config
+
+
+def test_cli_overrides_and_resume_without_recipe(tmp_path, capsys):
+    from filterscope.cli.main import main
+
+    data = _image_folder(tmp_path / "data")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        f'arch = "dncnn"\narch_options = {{num_layers = 3, hidden = 4}}\ndata_dir = "{data}"\n'
+        f'val_dir = "{data}"\nval_images = 1\npatch_size = 16\nbatch_size = 2\nsteps = 2\n'
+        "tensorboard = false\n"
+    )
+    run = tmp_path / "run"
+    args = ["train", "--recipe", str(recipe), "--out", str(run), "--no-progress"]
+    assert main(args + ["--sigma-range", "0", "10", "--set", "val_sigmas=[10.0]"]) == 0
+    saved = load_recipe(run / "recipe.toml")
+    assert saved.sigma_range == [0.0, 10.0] and saved.val_sigmas == [10.0]
+    assert main(["train", "--out", str(run), "--resume", "--steps", "3", "--no-progress"]) == 0
+    assert load_checkpoint(run / "model.safetensors").card["training"]["steps"] == 3
+    capsys.readouterr()
+    assert main(args + ["--set", "steps=many"]) == 2
+    assert "steps" in capsys.readouterr().err
+    assert main(args + ["--set", "nonsense"]) == 2
+
+
+def test_resume_with_another_number_of_processes_is_refused(tmp_path):
+    data = _image_folder(tmp_path / "data")
+    config = _tiny_config(data, steps=2)
+    train(config, tmp_path / "run", progress=False)
+    path = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    state["generators"] = state["generators"] * 2
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="2 processes"):
+        train(_tiny_config(data, steps=4), tmp_path / "run", resume=True, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("steps = 2.5", "steps"),
+        ('bias = "no"', "bias"),
+        ("blur_range = [3.0, 1.0]", "blur_range"),
+        ('lr_schedule = "cosine"', "lr_schedule"),
+        ("epochs = 5", "epoch_patches"),
+        ("sigma_range = [1.0]", "sigma_range"),
+    ],
+)
+def test_recipe_wrong_types_are_named(tmp_path, text, key):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(text + "\n")
+    with pytest.raises(InputError, match=key):
+        load_recipe(recipe)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 
+from ..errors import InputError
 from ..training import load_recipe, train
+from ..training.config import parse_assignments
+from ..training.trainer import RECIPE_NAME
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -12,9 +16,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "train",
         help="train a denoiser from a TOML recipe (see recipes/)",
         description="Train a denoiser. Options given here override the recipe; the "
-        "resolved recipe is saved as OUT/config.json. Noise levels use the 0-255 scale.",
+        "resolved recipe is saved as RUN_DIR/recipe.toml. Noise levels use the 0-255 "
+        "scale. Under `torchrun --nproc_per_node=N` the same command trains with "
+        "DistributedDataParallel (gloo on CPU, NCCL on GPU).",
     )
-    parser.add_argument("--recipe", required=True, help="TOML recipe file")
+    parser.add_argument(
+        "--recipe",
+        default=None,
+        help="TOML recipe file (with --resume, defaults to the run's own recipe.toml)",
+    )
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
     parser.add_argument("--arch", default=None, help="architecture (dncnn, rcnn, unet, sdensenet)")
     bias = parser.add_mutually_exclusive_group()
@@ -32,10 +42,35 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar=("LO", "HI"),
         help="training noise range, 0-255 scale",
     )
+    parser.add_argument("--noise", choices=("gaussian", "uniform"), default=None)
+    parser.add_argument(
+        "--blur-range",
+        nargs=2,
+        type=float,
+        default=None,
+        metavar=("LO", "HI"),
+        help="Gaussian blur width (pixels) drawn per patch before the noise",
+    )
     parser.add_argument("--steps", type=int, default=None, help="number of optimizer steps")
-    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument(
+        "--epochs", type=float, default=None, help="run length in epochs (needs epoch_patches)"
+    )
+    parser.add_argument("--batch-size", type=int, default=None, help="global batch size")
+    parser.add_argument("--patch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None, help="initial learning rate")
     parser.add_argument("--data-dir", default=None, help="folder of training images")
+    parser.add_argument("--val-dir", default=None, help="folder of validation images")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (0 = default)")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any recipe key (TOML value), e.g. --set lr_schedule=plateau; repeatable",
+    )
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in RUN_DIR where it stopped"
     )
@@ -45,18 +80,38 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_recipe(
-        args.recipe,
+    named = dict(
         arch=args.arch,
         bias=args.bias,
         sigma_range=list(args.sigma_range) if args.sigma_range else None,
+        noise=args.noise,
+        blur_range=list(args.blur_range) if args.blur_range else None,
         steps=args.steps,
+        epochs=args.epochs,
         batch_size=args.batch_size,
+        patch_size=args.patch_size,
+        lr=args.lr,
         data_dir=args.data_dir,
+        val_dir=args.val_dir,
+        device=args.device,
+        threads=args.threads,
         seed=args.seed,
     )
+    overrides = parse_assignments(args.assignments)
+    overrides.update({key: value for key, value in named.items() if value is not None})
+    recipe = args.recipe
+    if recipe is None:
+        if not args.resume:
+            raise InputError("--recipe: a recipe file is needed (see recipes/)")
+        recipe = os.path.join(args.out, RECIPE_NAME)
+    config = load_recipe(recipe, **overrides)
     result = train(config, args.out, resume=args.resume, progress=not args.no_progress)
-    scores = ", ".join(f"{k} {v:.2f}" for k, v in result["validation"].items() if k != "step")
-    print(f"trained {result['step']} steps in {result['seconds']:.0f} s; {scores}")
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    scores = ", ".join(f"{k} {v:.2f}" for k, v in result["validation"].items())
+    print(
+        f"trained {result['step']} steps in {result['seconds']:.0f} s "
+        f"({result['pixels_per_s']:.0f} training pixels/s); {scores}"
+    )
     print(f"model written to {args.out}/model.safetensors (card: model.json)")
     return 0

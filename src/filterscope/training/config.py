@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,28 +31,49 @@ class TrainConfig:
         The model: a registered architecture name, bias (False = bias-free), 1 or 3
         channels, extra constructor options (e.g. ``{"num_layers": 20}``).
     data_dir : str
-        Folder of training images.
+        Folder of training images. Unreadable images are reported and skipped.
     patch_size : int
-        Side of the square training patches (50 for DnCNN in the paper).
+        Side of the square training patches (paper: 50 for DnCNN, 128 for the others).
     scales : list of float
         Down-scaling factors applied to whole images before patches are cut.
+    cache_mb : float
+        Memory budget for decoded, down-scaled training images; beyond it images are
+        read again from disk when drawn, so memory stays bounded as the data grows.
     sigma_range : list of two floats
-        Noise standard deviation drawn uniformly per patch from this range (0–255 scale).
+        Noise standard deviation drawn uniformly per patch from this range (0–255 scale;
+        equal ends = a fixed σ).
     noise : str
-        ``"gaussian"`` or ``"uniform"``.
-    batch_size, steps, lr, lr_milestones, lr_gamma, warmup_steps
-        Adam with learning rate ``lr`` multiplied by ``lr_gamma`` at each milestone,
-        given as fractions of ``steps``; the rate ramps up linearly over the first
-        ``warmup_steps`` steps.
-    val_dir, val_images, val_sigmas
+        ``"gaussian"`` or ``"uniform"`` (same standard deviation).
+    blur_range : list of two floats
+        Width (standard deviation, pixels) of a Gaussian blur applied to each clean patch
+        before the noise, drawn uniformly per patch; ``[0, 0]`` = no blur (restoration
+        experiment of the paper: ``[0, 4]``).
+    batch_size, steps, epochs, epoch_patches
+        ``batch_size`` patches per optimizer step (the global batch, split over
+        processes under ``torchrun``). The run lasts ``steps`` steps, or, when ``epochs``
+        > 0, ``ceil(epochs * epoch_patches / batch_size)`` steps (an epoch being
+        ``epoch_patches`` patches: 541,600 for DnCNN in the paper).
+    lr, lr_schedule, lr_milestones, lr_gamma, warmup_steps
+        Adam with learning rate ``lr``, ramped up linearly over ``warmup_steps``.
+        ``"milestones"``: multiplied by ``lr_gamma`` at each milestone (fractions of the
+        run). ``"plateau"``: multiplied by ``lr_gamma`` whenever the mean validation
+        PSNR drops from one validation to the next (the paper's recipe for UNet, RCNN
+        and SDenseNet).
+    keep_best : bool
+        The saved model is the one with the best mean validation PSNR, not the last.
+    val_dir, val_images, val_sigmas, val_every
         Validation images (the first ``val_images`` of the folder, 0 = all) scored by
-        PSNR at each σ of ``val_sigmas`` every ``val_every`` steps.
+        PSNR at each σ of ``val_sigmas`` every ``val_every`` steps (0 = once per epoch).
     checkpoint_every : int
         Steps between resumable checkpoints.
     seed : int
         Seeds the weights, the patch order and the noise.
     threads : int
         Torch intra-op threads (0 = leave torch's default).
+    device : str
+        ``"auto"`` (a GPU when there is one), ``"cpu"`` or ``"cuda"``.
+    tensorboard : bool
+        Also log to TensorBoard (``RUN_DIR/tensorboard``) when it is installed.
     """
 
     arch: str = "dncnn"
@@ -60,14 +83,20 @@ class TrainConfig:
     data_dir: str = "../shared/data/BSD400"
     patch_size: int = 50
     scales: list[float] = field(default_factory=lambda: [1.0, 0.9, 0.8, 0.7])
+    cache_mb: float = 1024.0
     sigma_range: list[float] = field(default_factory=lambda: [0.0, 55.0])
     noise: str = "gaussian"
+    blur_range: list[float] = field(default_factory=lambda: [0.0, 0.0])
     batch_size: int = 32
     steps: int = 1000
+    epochs: float = 0.0
+    epoch_patches: int = 0
     lr: float = 1e-3
+    lr_schedule: str = "milestones"
     lr_milestones: list[float] = field(default_factory=lambda: [0.7, 0.85])
     lr_gamma: float = 0.5
     warmup_steps: int = 0
+    keep_best: bool = False
     val_dir: str = "../shared/data/Set12"
     val_images: int = 4
     val_sigmas: list[float] = field(default_factory=lambda: [25.0, 50.0])
@@ -75,6 +104,23 @@ class TrainConfig:
     checkpoint_every: int = 50
     seed: int = 0
     threads: int = 0
+    device: str = "auto"
+    tensorboard: bool = True
+
+    def total_steps(self) -> int:
+        """Number of optimizer steps of the whole run."""
+        if self.epochs > 0:
+            return max(1, math.ceil(self.epochs * self.epoch_patches / self.batch_size))
+        return self.steps
+
+    def steps_per_epoch(self) -> int:
+        """Steps of one epoch (the whole run when no epoch size is given)."""
+        if self.epoch_patches > 0:
+            return max(1, math.ceil(self.epoch_patches / self.batch_size))
+        return self.total_steps()
+
+    def validation_interval(self) -> int:
+        return self.val_every if self.val_every > 0 else self.steps_per_epoch()
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first impossible value."""
@@ -82,14 +128,40 @@ class TrainConfig:
             raise InputError(f"arch: unknown architecture {self.arch!r}")
         if self.in_channels not in (1, 3):
             raise InputError(f"in_channels: must be 1 or 3, got {self.in_channels}")
+        if len(self.sigma_range) != 2:
+            raise InputError(f"sigma_range: need two values [lo, hi], got {self.sigma_range}")
         lo, hi = self.sigma_range
         if lo < 0 or hi < lo:
             raise InputError(f"sigma_range: need 0 <= lo <= hi, got {self.sigma_range}")
         if self.noise not in ("gaussian", "uniform"):
             raise InputError(f"noise: must be gaussian or uniform, got {self.noise!r}")
-        for name in ("patch_size", "batch_size", "steps", "checkpoint_every", "val_every"):
+        if len(self.blur_range) != 2 or not 0 <= self.blur_range[0] <= self.blur_range[1]:
+            raise InputError(f"blur_range: need 0 <= lo <= hi, got {self.blur_range}")
+        for name in ("patch_size", "batch_size", "steps", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name}: must be a positive integer")
+        if self.val_every < 0:
+            raise InputError("val_every: must be a positive integer (0 = once per epoch)")
+        if self.epochs < 0:
+            raise InputError(f"epochs: must be non-negative, got {self.epochs}")
+        if self.epochs > 0 and self.epoch_patches < 1:
+            raise InputError("epoch_patches: needed (> 0) when epochs is given")
+        if self.val_every == 0 and self.epoch_patches < 1:
+            raise InputError("val_every: 0 means once per epoch, which needs epoch_patches")
+        if self.lr_schedule not in ("milestones", "plateau"):
+            raise InputError(
+                f"lr_schedule: must be milestones or plateau, got {self.lr_schedule!r}"
+            )
+        if not 0 < self.lr_gamma <= 1:
+            raise InputError(f"lr_gamma: must be in (0, 1], got {self.lr_gamma}")
+        if self.cache_mb < 0:
+            raise InputError(f"cache_mb: must be non-negative, got {self.cache_mb}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise InputError(f"device: must be auto, cpu or cuda, got {self.device!r}")
+        if self.threads < 0:
+            raise InputError(f"threads: must be non-negative, got {self.threads}")
+        if (self.lr_schedule == "plateau" or self.keep_best) and not self.val_sigmas:
+            raise InputError("val_sigmas: plateau schedule and keep_best need validation")
         if self.warmup_steps < 0:
             raise InputError("warmup_steps: must be non-negative")
         if self.lr <= 0:
@@ -105,15 +177,58 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def _check_type(key: str, value: Any, default: Any, source: str) -> Any:
+    """``value`` converted to the type of the field's default, or a one-line error."""
+    expected = type(default)
+    if expected is bool:
+        if not isinstance(value, bool):
+            raise InputError(f"{source}: {key} must be true or false, got {value!r}")
+        return value
+    if expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if expected is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if expected is str and isinstance(value, str):
+        return value
+    if expected is dict and isinstance(value, dict):
+        return value
+    if expected is list and isinstance(value, list):
+        numbers = [v for v in value if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(numbers) == len(value):
+            return [float(v) for v in value]
+    raise InputError(f"{source}: {key} must be a {expected.__name__}, got {value!r}")
+
+
 def config_from_dict(values: dict[str, Any], *, source: str = "recipe") -> TrainConfig:
-    """Build a :class:`TrainConfig`, refusing unknown keys by name."""
+    """Build a :class:`TrainConfig`, refusing unknown keys and wrong types by name."""
+    defaults = TrainConfig()
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    for key in values:
+    checked = {}
+    for key, value in values.items():
         if key not in known:
             raise InputError(f"{source}: unknown key {key!r}")
-    config = TrainConfig(**values)
+        checked[key] = _check_type(key, value, getattr(defaults, key), source)
+    config = TrainConfig(**checked)
     config.validate()
     return config
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, Any]:
+    """``["steps=200", "sigma_range=[0, 10]"]`` -> ``{"steps": 200, ...}`` (TOML values).
+
+    A value that is not valid TOML is taken as a string (``arch=unet``).
+    """
+    values: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InputError(f"--set: expected KEY=VALUE, got {item!r}")
+        try:
+            values[key] = tomllib.loads(f"value = {text.strip()}")["value"]
+        except tomllib.TOMLDecodeError:
+            values[key] = text.strip()
+    return values
 
 
 def load_recipe(path: str | Path, **overrides: Any) -> TrainConfig:
@@ -127,3 +242,24 @@ def load_recipe(path: str | Path, **overrides: Any) -> TrainConfig:
         raise InputError(f"{path}: not valid TOML ({exc})") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
     return config_from_dict(values, source=str(path))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def recipe_text(config: TrainConfig) -> str:
+    """The resolved recipe as TOML: ``filterscope train --recipe`` on it reruns the run."""
+    lines = ["# Resolved recipe written by filterscope train (recipe file + command line)."]
+    lines += [f"{key} = {_toml_value(value)}" for key, value in config.to_dict().items()]
+    return "\n".join(lines) + "\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -29,20 +30,34 @@ def _rescale(image: np.ndarray, scale: float) -> np.ndarray:
 class PatchSampler:
     """Draws batches of clean training patches, reproducibly from a generator.
 
-    Every image of ``folder`` is loaded once at each scale in ``scales`` (a few MB for
-    BSD400); patches are cut on the fly, so memory does not grow with the number of
-    patches drawn. Each patch gets one of the 8 flips/rotations at random.
+    Every image is decoded once when the sampler is built (so an unreadable file is
+    reported and skipped at the start, not an hour into training) and down-scaled by
+    each factor of ``scales``. The scaled images are kept in memory up to ``cache_mb``
+    megabytes; beyond that they are read again from disk when drawn (least recently
+    used first out), so memory stays bounded however large the data folder is.
+    Patches are cut on the fly: nothing grows with the number of patches drawn. Each
+    patch gets one of the 8 flips/rotations at random.
 
     Parameters
     ----------
     folder : str or Path
         Training images. Unreadable files are reported on stderr and skipped.
-    patch_size : int
+    patch_size : int, keyword-only
         Side of the square patches.
-    channels : int
+    channels : int, keyword-only
         1 (gray; RGB files are converted by luminance) or 3 (gray files are refused).
-    scales : sequence of float
+    scales : sequence of float, keyword-only
         Down-scaling factors.
+    cache_mb : float, keyword-only
+        Memory budget (MB) of the decoded, scaled images kept in memory.
+    shard : (int, int), keyword-only
+        ``(rank, world_size)``: use only the images ``rank, rank + world_size, ...``
+        (sorted by name), so each training process reads its own share.
+
+    Notes
+    -----
+    Images are drawn in proportion to their area (like cutting patches on a grid), then
+    a crop position uniformly, then the flip/rotation.
     """
 
     def __init__(
@@ -52,30 +67,74 @@ class PatchSampler:
         patch_size: int,
         channels: int,
         scales: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7),
+        cache_mb: float = 1024.0,
+        shard: tuple[int, int] = (0, 1),
     ):
         self.patch_size = patch_size
-        self.images: list[torch.Tensor] = []
+        self.channels = channels
+        self.scales = tuple(scales)
+        self.cache_bytes = int(cache_mb * 2**20)
+        rank, world_size = shard
         files = list_images(folder)
         if not files:
             raise InputError(f"{folder}: no images found")
+        files = files[rank::world_size]
+        if not files:
+            raise InputError(f"{folder}: fewer images than training processes ({world_size})")
+        self.files: list[Path] = []
+        # One entry per (file, scale) large enough for a patch: (file index, scale, C, h, w)
+        self.entries: list[tuple[int, float, int, int, int]] = []
+        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._cached_bytes = 0
+        self.skipped: list[str] = []
         for path in files:
             try:
-                image, _ = read_image(path)
+                image = self._decode(path)
             except InputError as exc:
+                self.skipped.append(str(path))
                 print(f"filterscope: skipping {exc}", file=sys.stderr)
                 continue
-            image = _match_channels(image, channels, path)
-            for scale in scales:
+            file_index = len(self.files)
+            self.files.append(path)
+            for scale in self.scales:
                 scaled = _rescale(image, scale)
                 if min(scaled.shape[:2]) >= patch_size:
-                    self.images.append(to_tensor(scaled)[0])
-        if not self.images:
+                    tensor = to_tensor(scaled)[0]
+                    self.entries.append((file_index, scale, *tensor.shape))
+                    self._remember(len(self.entries) - 1, tensor)
+        if not self.entries:
             raise InputError(f"patch_size: {patch_size} is larger than every image in {folder}")
-        sizes = torch.tensor(
-            [img.shape[1] * img.shape[2] for img in self.images], dtype=torch.float
-        )
-        # Pick images in proportion to their area, like cutting patches on a grid.
+        sizes = torch.tensor([h * w for *_, h, w in self.entries], dtype=torch.float)
         self._weights = sizes / sizes.sum()
+
+    def _decode(self, path: Path) -> np.ndarray:
+        image, _ = read_image(path)
+        return _match_channels(image, self.channels, path)
+
+    def _remember(self, entry: int, image: torch.Tensor) -> None:
+        size = image.numel() * image.element_size()
+        if size > self.cache_bytes:
+            return
+        while self._cached_bytes + size > self.cache_bytes and self._cache:
+            _, evicted = self._cache.popitem(last=False)
+            self._cached_bytes -= evicted.numel() * evicted.element_size()
+        self._cache[entry] = image
+        self._cached_bytes += size
+
+    def _image(self, entry: int) -> torch.Tensor:
+        cached = self._cache.get(entry)
+        if cached is not None:
+            self._cache.move_to_end(entry)
+            return cached
+        file_index, scale, *_ = self.entries[entry]
+        image = to_tensor(_rescale(self._decode(self.files[file_index]), scale))[0]
+        self._remember(entry, image)
+        return image
+
+    @property
+    def cached_megabytes(self) -> float:
+        """Memory held by decoded images now (MB)."""
+        return self._cached_bytes / 2**20
 
     def sample(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """A ``(batch_size, C, patch_size, patch_size)`` float32 batch in [0, 1]."""
@@ -85,11 +144,11 @@ class PatchSampler:
         )
         patches = []
         for index in indices.tolist():
-            image = self.images[index]
-            top = int(torch.randint(0, image.shape[1] - p + 1, (1,), generator=generator))
-            left = int(torch.randint(0, image.shape[2] - p + 1, (1,), generator=generator))
-            patch = image[:, top : top + p, left : left + p]
+            _, _, _, height, width = self.entries[index]
+            top = int(torch.randint(0, height - p + 1, (1,), generator=generator))
+            left = int(torch.randint(0, width - p + 1, (1,), generator=generator))
             mode = int(torch.randint(0, 8, (1,), generator=generator))
+            patch = self._image(index)[:, top : top + p, left : left + p]
             patch = torch.rot90(patch, mode % 4, dims=(1, 2))
             if mode >= 4:
                 patch = patch.flip(2)
