@@ -18,6 +18,7 @@ from ..errors import FilterscopeError
 COMMANDS = {
     "analyze": "filterscope.cli.analyze",
     "demo": "filterscope.cli.demo",
+    "evaluate": "filterscope.cli.evaluate",
     "denoise": "filterscope.cli.denoise",
     "models": "filterscope.cli.models",
     "ntk": "filterscope.cli.ntk",

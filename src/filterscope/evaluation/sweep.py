@@ -13,6 +13,10 @@ The protocol is that of the published metrics of Mohan et al. (ICLR 2020;
   [0, 1], as the published ``psnr - psnr_delta`` implies (about 10.3 dB at σ = 100,
   not the 8.1 dB of unclipped noise);
 - reported values are means over the images of per-image values.
+
+For the restoration experiment (Mohan et al. 2020, Fig. 20) a sweep can also blur the
+clean image with a Gaussian of ``blur`` pixels before adding the noise; the
+reference of PSNR/SSIM stays the clean, unblurred image.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..blur import gaussian_blur
 from ..io import list_images, read_image, to_tensor
 from ..metrics import psnr, ssim
 from ..models.base import module_device
@@ -79,10 +84,21 @@ def load_image_folder(
     return [(path.name, to_tensor(read_image(path)[0])) for path in paths]
 
 
+def _has_parameters(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters())
+
+
 def _prepare(denoiser: DenoiserLike, precision: str | None) -> DenoiserLike:
     if isinstance(denoiser, nn.Module):
         denoiser.eval()
-        if precision is not None and getattr(denoiser, "precision", None) != precision:
+        # Only networks are converted: a module without weights (BM3D, NLM...) has no
+        # arithmetic to speed up, and the wrapper would hide a non-blind module's σ.
+        if (
+            precision is not None
+            and getattr(denoiser, "precision", None) != precision
+            and _has_parameters(denoiser)
+            and getattr(denoiser, "blind", True)
+        ):
             # Imported here: reduced-precision inference is an optional part of the library.
             from ..models.fast import optimize_for_inference
 
@@ -102,6 +118,19 @@ def _run(denoiser: DenoiserLike, y: torch.Tensor, sigma: float) -> torch.Tensor:
     if x_hat.shape != y.shape:
         raise ValueError(f"denoiser returned shape {tuple(x_hat.shape)} for {tuple(y.shape)}")
     return x_hat.detach().to("cpu", torch.float32)
+
+
+def sigma_source(denoiser: DenoiserLike) -> str:
+    """Where a denoiser's noise level comes from: ``"blind"``, ``"true"`` or ``"estimated"``.
+
+    A denoiser may say so itself with a ``sigma_source`` attribute (the classical
+    baselines in estimate mode say ``"estimated"``); otherwise non-blind denoisers
+    (``blind = False``) get the true σ of the sweep and blind ones need none.
+    """
+    declared = getattr(denoiser, "sigma_source", None)
+    if declared is not None:
+        return str(declared)
+    return "blind" if getattr(denoiser, "blind", True) else "true"
 
 
 def _check_images(images: ImageList | str | os.PathLike) -> list[tuple[str, torch.Tensor]]:
@@ -139,6 +168,7 @@ def evaluate(
     sigmas_255: Sequence[float],
     *,
     noise: str = "gaussian",
+    blur: float = 0.0,
     seed: int = 0,
     batch_size: int = 1,
     precision: str | None = None,
@@ -162,6 +192,12 @@ def evaluate(
         Noise standard deviations on the 0–255 scale (``25`` means σ = 25/255).
     noise : {"gaussian", "uniform"}, keyword-only
         Noise distribution (uniform noise of the same standard deviation).
+    blur : float, keyword-only
+        Standard deviation in pixels of a Gaussian blur applied to the clean image
+        before the noise is added (:func:`filterscope.blur.gaussian_blur`); 0 (the
+        default) adds noise only. PSNR/SSIM are always measured against the clean,
+        unblurred image. The noise draw does not depend on ``blur``, so sweeps at
+        different blur levels share their noise.
     seed : int, keyword-only
         Base seed; the noise of image ``i`` at ``σ`` is fixed by :func:`noise_seed`.
     batch_size : int, keyword-only
@@ -169,9 +205,10 @@ def evaluate(
         together, up to this many at a time. The results do not depend on it beyond
         float round-off.
     precision : {"float32", "bfloat16"} or None, keyword-only
-        When given, every ``nn.Module`` denoiser is first converted with
-        :func:`filterscope.models.fast.optimize_for_inference` at this precision.
-        None runs the denoisers as given.
+        When given, every blind ``nn.Module`` denoiser with parameters (a network) is
+        first converted with :func:`filterscope.models.fast.optimize_for_inference` at
+        this precision; other denoisers (BM3D, NLM...) run as they are. None runs all
+        denoisers as given.
     progress : bool, keyword-only
         Show a tqdm progress bar on stderr over all (model, image, σ) evaluations.
     on_result : callable, keyword-only
@@ -184,7 +221,8 @@ def evaluate(
         JSON-serialisable::
 
             {"protocol": {...},
-             "results": [{"model": name, "noise": "gaussian", "sigma": 25.0,
+             "results": [{"model": name, "noise": "gaussian", "blur": 0.0,
+                          "sigma": 25.0, "sigma_source": "blind",
                           "psnr_in": ..., "ssim_in": ..., "psnr": ..., "ssim": ...,
                           "seconds": ..., "per_image": [{"image": name, "psnr": ...,
                           "ssim": ..., "psnr_in": ..., "ssim_in": ...}, ...]}, ...]}
@@ -192,7 +230,10 @@ def evaluate(
         ``results`` is ordered by model (in the order of ``denoisers``), then σ (in
         the order of ``sigmas_255``). ``sigma`` is on the 0–255 scale; PSNR in dB;
         ``psnr``/``ssim`` are means over the images; ``seconds`` is the time spent
-        in the denoiser.
+        in the denoiser. ``sigma_source`` is :func:`sigma_source` of the denoiser.
+        Denoisers that estimate σ and expose the estimates of their last call as
+        ``last_sigma_estimates`` (image scale, one per image) get a per-image
+        ``"sigma_estimated"`` (0–255 scale).
 
     Notes
     -----
@@ -210,8 +251,12 @@ def evaluate(
     sigmas = [float(s) for s in sigmas_255]
     if not sigmas or min(sigmas) < 0:
         raise ValueError(f"need at least one non-negative sigma, got {list(sigmas_255)}")
+    blur = float(blur)
+    if not blur >= 0 or not np.isfinite(blur):
+        raise ValueError(f"blur width must be a non-negative number of pixels, got {blur}")
     image_list = _check_images(images)
-    models = {str(name): _prepare(d, precision) for name, d in denoisers.items()}
+    originals = {str(name): d for name, d in denoisers.items()}
+    models = {name: _prepare(d, precision) for name, d in originals.items()}
     groups = _batches(image_list, batch_size)
 
     # entries[model][sigma index] accumulates per-image results
@@ -220,7 +265,9 @@ def evaluate(
             {
                 "model": name,
                 "noise": noise,
+                "blur": blur,
                 "sigma": sigma,
+                "sigma_source": sigma_source(originals[name]),
                 "seconds": 0.0,
                 "per_image": [None] * len(image_list),
             }
@@ -236,15 +283,18 @@ def evaluate(
                 sigma = sigma_255 / 255.0
                 for group in groups:
                     x = torch.cat([image_list[i][1] for i in group])
+                    # Zero blur skips the convolution, so plain denoising sweeps see
+                    # exactly the noisy images they always did.
+                    degraded = x if blur == 0 else gaussian_blur(x, blur)
                     y = torch.cat(
                         [
                             add_noise(
-                                image_list[i][1],
+                                degraded[k : k + 1],
                                 sigma,
                                 kind=noise,
                                 generator=noise_seed(seed, i, sigma_255),
                             )
-                            for i in group
+                            for k, i in enumerate(group)
                         ]
                     )
                     # Input quality on the clipped noisy image (the published deltas).
@@ -255,6 +305,7 @@ def evaluate(
                         x_hat = _run(model, y, sigma)
                         entry = entries[name][s_index]
                         entry["seconds"] += time.perf_counter() - start
+                        estimates = getattr(model, "last_sigma_estimates", None)
                         values = zip(psnr(x_hat, x).tolist(), ssim(x_hat, x).tolist(), strict=True)
                         for k, (i, (p, s)) in enumerate(zip(group, values, strict=True)):
                             entry["per_image"][i] = {
@@ -264,6 +315,10 @@ def evaluate(
                                 "psnr_in": psnr_in[k],
                                 "ssim_in": ssim_in[k],
                             }
+                            if estimates is not None:
+                                entry["per_image"][i]["sigma_estimated"] = 255.0 * float(
+                                    estimates[k]
+                                )
                         bar.update(len(group))
                 for name in models:
                     entry = _summarise(entries[name][s_index])
@@ -273,7 +328,8 @@ def evaluate(
         bar.close()
 
     results = [entry for name in models for entry in entries[name]]
-    return {"protocol": _protocol(image_list, sigmas, noise, seed, precision), "results": results}
+    protocol = _protocol(image_list, sigmas, noise, blur, seed, precision)
+    return {"protocol": protocol, "results": results}
 
 
 def _summarise(entry: dict[str, Any]) -> dict[str, Any]:
@@ -281,7 +337,8 @@ def _summarise(entry: dict[str, Any]) -> dict[str, Any]:
     for key in ("psnr_in", "ssim_in", "psnr", "ssim"):
         entry[key] = float(np.mean([item[key] for item in per_image]))
     # Key order of the documented JSON shape: summary first, per-image list last.
-    ordered = {k: entry[k] for k in ("model", "noise", "sigma", "psnr_in", "ssim_in", "psnr")}
+    keys = ("model", "noise", "blur", "sigma", "sigma_source", "psnr_in", "ssim_in", "psnr")
+    ordered = {k: entry[k] for k in keys}
     ordered.update(ssim=entry["ssim"], seconds=entry["seconds"], per_image=per_image)
     entry.clear()
     entry.update(ordered)
@@ -292,13 +349,15 @@ def _protocol(
     images: list[tuple[str, torch.Tensor]],
     sigmas: list[float],
     noise: str,
+    blur: float,
     seed: int,
     precision: str | None,
 ) -> dict[str, Any]:
     from .. import __version__
 
-    return {
+    protocol = {
         "noise": noise,
+        "blur": blur,
         "sigmas_255": sigmas,
         "seed": seed,
         "noise_seed": "numpy SeedSequence([seed, image index, round(1000 * sigma_255)])",
@@ -314,6 +373,13 @@ def _protocol(
         "filterscope_version": __version__,
         "torch_version": torch.__version__,
     }
+    if blur > 0:
+        protocol["blur_note"] = (
+            "clean image blurred with a Gaussian of this standard deviation in pixels "
+            "(reflected borders) before the noise is added; metrics against the clean, "
+            "unblurred image"
+        )
+    return protocol
 
 
 def results_table(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -327,4 +393,4 @@ def results_table(result: dict[str, Any]) -> list[dict[str, Any]]:
     return [{k: v for k, v in entry.items() if k != "per_image"} for entry in result["results"]]
 
 
-__all__ = ["evaluate", "load_image_folder", "noise_seed", "results_table"]
+__all__ = ["evaluate", "load_image_folder", "noise_seed", "results_table", "sigma_source"]

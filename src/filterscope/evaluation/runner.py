@@ -1,0 +1,300 @@
+"""``filterscope evaluate`` as a library function: models × noise levels on a folder.
+
+:func:`evaluate_models` checks everything it was given before any model runs (noise
+kind, blur, σ list, output files, data folder, models, image channels), then runs
+:func:`~filterscope.evaluation.evaluate` and writes JSON, CSV and figure atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .._files import atomic_write
+from ..errors import InputError
+from ..io import list_images, read_image, to_tensor
+from ..noise import NOISE_KINDS
+from .specs import ModelSpec, resolve_model
+from .sweep import evaluate, results_table
+
+#: The published protocol's noise levels (0–255 scale), the default of the command.
+DEFAULT_SIGMAS_255 = tuple(float(s) for s in range(10, 101, 10))
+PRECISIONS = ("float32", "bfloat16")
+CSV_COLUMNS = (
+    "model",
+    "noise",
+    "blur",
+    "sigma",
+    "sigma_source",
+    "psnr_in",
+    "ssim_in",
+    "psnr",
+    "ssim",
+    "seconds",
+    "num_images",
+)
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
+def check_options(
+    sigmas_255: Sequence[float], *, noise: str, blur: float, seed: int, batch_size: int
+) -> list[float]:
+    """The σ list as floats, after checking every option; InputError for the first bad one."""
+    if noise not in NOISE_KINDS:
+        raise InputError(f"unknown noise kind {noise!r}; choose from {', '.join(NOISE_KINDS)}")
+    if not (isinstance(blur, (int, float)) and math.isfinite(blur) and blur >= 0):
+        raise InputError(f"blur width must be a number of pixels >= 0, got {blur}")
+    sigmas = [float(s) for s in sigmas_255]
+    if not sigmas:
+        raise InputError("no noise level given")
+    for sigma in sigmas:
+        if not (math.isfinite(sigma) and sigma >= 0):
+            raise InputError(f"noise levels must be finite and >= 0 (0-255 scale), got {sigma:g}")
+    if seed < 0:
+        raise InputError(f"seed must be >= 0, got {seed}")
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, got {batch_size}")
+    return sigmas
+
+
+def check_output_paths(outputs: dict[str, str | os.PathLike | None], *, overwrite: bool) -> None:
+    """Refuse output files that cannot or may not be written, before any work.
+
+    Parameters
+    ----------
+    outputs : dict
+        Option name (for messages, e.g. ``"--json"``) → path, or None when not asked for.
+    overwrite : bool, keyword-only
+        Whether existing files may be replaced.
+    """
+    seen: dict[Path, str] = {}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        path = Path(path)
+        resolved = path.resolve()
+        if resolved in seen:
+            raise InputError(f"{path}: given to both {seen[resolved]} and {option}")
+        seen[resolved] = option
+        if path.is_dir():
+            raise InputError(f"{path}: is a directory; give a file name for {option}")
+        if path.exists() and not overwrite:
+            raise InputError(f"{path}: already exists (use --force to overwrite)")
+        if not path.parent.is_dir():
+            raise InputError(f"{path.parent}: output folder does not exist ({option})")
+    plot = outputs.get("--plot")
+    if plot is not None:
+        if Path(plot).suffix.lower() not in PLOT_SUFFIXES:
+            raise InputError(f"{plot}: unknown figure format; use {', '.join(PLOT_SUFFIXES)}")
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise InputError(
+                "--plot needs matplotlib; install it with `pip install filterscope[plot]`"
+            )
+
+
+def load_folder(folder: str | os.PathLike, *, limit: int | None = None) -> list[tuple[str, Any]]:
+    """Images of ``folder`` as ``(name, (1, C, H, W) tensor)``; InputError if none or mixed."""
+    paths = list_images(folder)
+    if limit is not None:
+        paths = paths[:limit]
+    if not paths:
+        raise InputError(f"{folder}: no image files in this folder")
+    images = [(path.name, to_tensor(read_image(path)[0])) for path in paths]
+    channels = {image.shape[1] for _, image in images}
+    if len(channels) > 1:
+        gray = next(name for name, image in images if image.shape[1] == 1)
+        color = next(name for name, image in images if image.shape[1] == 3)
+        raise InputError(
+            f"{folder}: mixes gray ({gray}) and colour ({color}) images; use one kind per folder"
+        )
+    return images
+
+
+def _check_channels(specs: Sequence[ModelSpec], channels: int, folder: str | os.PathLike) -> None:
+    kinds = {1: "gray", 3: "RGB"}
+    for spec in specs:
+        expected = spec.in_channels
+        if expected is not None and expected != channels:
+            raise InputError(
+                f"{spec.name} takes {kinds.get(expected, expected)} images but {folder} holds "
+                f"{kinds.get(channels, channels)} images; use a model for that kind of image"
+            )
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The (model, σ) summary as an aligned text table (σ on the 0–255 scale)."""
+    rows = results_table(result)
+    width = max([len("model"), *(len(r["model"]) for r in rows)])
+    header = (
+        f"{'model':<{width}}  {'sigma':>6}  {'psnr_in':>8}  {'ssim_in':>7}  "
+        f"{'psnr':>8}  {'ssim':>6}  {'seconds':>8}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(
+            f"{r['model']:<{width}}  {r['sigma']:>6g}  {r['psnr_in']:>8.3f}  {r['ssim_in']:>7.4f}  "
+            f"{r['psnr']:>8.3f}  {r['ssim']:>6.4f}  {r['seconds']:>8.1f}"
+        )
+    return "\n".join(lines)
+
+
+def csv_text(result: dict[str, Any]) -> str:
+    """One CSV row per (model, σ) with the summary columns (per-image values: see JSON)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for entry in result["results"]:
+        writer.writerow({**entry, "num_images": len(entry["per_image"])})
+    return buffer.getvalue()
+
+
+def _write_text(path: str | os.PathLike, text: str) -> Path:
+    try:
+        return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+def write_outputs(
+    result: dict[str, Any],
+    *,
+    json_path: str | os.PathLike | None = None,
+    csv_path: str | os.PathLike | None = None,
+    plot_path: str | os.PathLike | None = None,
+) -> list[Path]:
+    """Write the requested files atomically; returns the paths written."""
+    written = []
+    if json_path is not None:
+        written.append(_write_text(json_path, json.dumps(result, indent=2) + "\n"))
+    if csv_path is not None:
+        written.append(_write_text(csv_path, csv_text(result)))
+    if plot_path is not None:
+        from ..plotting.generalization import plot_generalization
+
+        suffix = Path(plot_path).suffix
+        written.append(
+            atomic_write(plot_path, lambda tmp: plot_generalization(result, tmp), suffix=suffix)
+        )
+    return written
+
+
+def evaluate_models(
+    models: Sequence[str],
+    data: str | os.PathLike,
+    sigmas_255: Sequence[float] = DEFAULT_SIGMAS_255,
+    *,
+    noise: str = "gaussian",
+    blur: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 1,
+    precision: str | None = "float32",
+    limit: int | None = None,
+    json_path: str | os.PathLike | None = None,
+    csv_path: str | os.PathLike | None = None,
+    plot_path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate models given by name, path or baseline spec on a folder of clean images.
+
+    Parameters
+    ----------
+    models : sequence of str
+        Specs as :func:`~filterscope.evaluation.specs.resolve_model` reads them: shipped
+        names, checkpoint paths, ``bm3d``/``nlm`` (true σ) or ``bm3d:estimate``/
+        ``nlm:estimate``. Each is named in the results exactly as given.
+    data : str or path-like
+        Folder of clean test images, all gray or all RGB.
+    sigmas_255 : sequence of float
+        Noise levels on the 0–255 scale (default 10, 20, …, 100).
+    noise : {"gaussian", "uniform"}, keyword-only
+        Noise distribution, of standard deviation σ either way.
+    blur : float, keyword-only
+        Gaussian blur of the clean image (pixels) before the noise; 0 for none.
+    seed : int, keyword-only
+        Base seed of the noise; every model sees the same noisy images.
+    batch_size : int, keyword-only
+        Images of one shape per network pass.
+    precision : {"float32", "bfloat16"} or None, keyword-only
+        Arithmetic of the networks (:func:`filterscope.models.fast.optimize_for_inference`);
+        float32 (the default) reproduces the published numbers. Baselines run in float64.
+    limit : int, keyword-only
+        Use only the first ``limit`` images (in name order).
+    json_path, csv_path, plot_path : path, keyword-only
+        Files to write: the full result (with per-image values), the summary table,
+        and the generalization figure
+        (:func:`filterscope.plotting.generalization.plot_generalization`).
+    overwrite : bool, keyword-only
+        Replace existing output files (otherwise they are refused before any work).
+    progress : bool, keyword-only
+        Progress bar on stderr across the whole sweep.
+
+    Returns
+    -------
+    dict
+        ``{"protocol": {..., "data": folder}, "models": {name: description},
+        "results": [...]}`` — the shape of :func:`~filterscope.evaluation.evaluate`
+        plus a ``models`` section (kind, σ source, architecture, bias, training range).
+
+    Raises
+    ------
+    InputError, CheckpointError
+        Any bad option, output path, folder, image or model, before any model runs.
+    """
+    sigmas = check_options(sigmas_255, noise=noise, blur=blur, seed=seed, batch_size=batch_size)
+    if precision is not None and precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if limit is not None and limit < 1:
+        raise InputError(f"image limit must be at least 1, got {limit}")
+    check_output_paths(
+        {"--json": json_path, "--csv": csv_path, "--plot": plot_path}, overwrite=overwrite
+    )
+    if isinstance(models, str):
+        models = [models]
+    if not models:
+        raise InputError("no model given (--model)")
+    duplicates = sorted({m for m in models if list(models).count(m) > 1})
+    if duplicates:
+        raise InputError(f"model {duplicates[0]} is given twice")
+    images = load_folder(data, limit=limit)
+    specs = [resolve_model(str(m)) for m in models]
+    _check_channels(specs, images[0][1].shape[1], data)
+
+    result = evaluate(
+        {spec.name: spec.denoiser for spec in specs},
+        images,
+        sigmas,
+        noise=noise,
+        blur=blur,
+        seed=seed,
+        batch_size=batch_size,
+        precision=precision,
+        progress=progress,
+    )
+    payload = {
+        "protocol": {**result["protocol"], "data": str(data)},
+        "models": {spec.name: spec.info for spec in specs},
+        "results": result["results"],
+    }
+    write_outputs(payload, json_path=json_path, csv_path=csv_path, plot_path=plot_path)
+    return payload
+
+
+__all__ = [
+    "DEFAULT_SIGMAS_255",
+    "check_options",
+    "check_output_paths",
+    "csv_text",
+    "evaluate_models",
+    "format_table",
+    "load_folder",
+    "write_outputs",
+]
