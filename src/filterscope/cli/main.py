@@ -19,6 +19,7 @@ COMMANDS = {
     "analyze": "filterscope.cli.analyze",
     "demo": "filterscope.cli.demo",
     "evaluate": "filterscope.cli.evaluate",
+    "experiment": "filterscope.cli.experiment",
     "denoise": "filterscope.cli.denoise",
     "models": "filterscope.cli.models",
     "ntk": "filterscope.cli.ntk",
