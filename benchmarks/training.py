@@ -171,8 +171,7 @@ def run_numeric(case: dict) -> dict:
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events)
     top = [
-        {"op": e.key, "share": e.self_cpu_time_total / total, "calls": e.count}
-        for e in events[:6]
+        {"op": e.key, "share": e.self_cpu_time_total / total, "calls": e.count} for e in events[:6]
     ]
     return {"seconds_per_step": seconds, "pixels_per_s": clean.numel() / seconds, "top_ops": top}
 

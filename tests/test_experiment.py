@@ -53,3 +53,33 @@ def test_experiment_with_missing_data_fails_in_one_line(tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nowhere" in err
+
+
+def test_restoration_grid_json_figure_and_delta(tmp_path, tiny_model_path, capsys):
+    import filterscope
+
+    torch = __import__("torch")
+    torch.manual_seed(1)
+    bias_model = filterscope.create_model("dncnn", bias=True, num_layers=4, hidden=8).eval()
+    bias_path = tmp_path / "bias.safetensors"
+    card = {"training": {"sigma_range_255": [0, 55], "blur_range": [0, 4]}}
+    filterscope.save_model(bias_model, bias_path, card=card)
+    test = _images(tmp_path / "test", 1, size=(37, 31))
+    out = tmp_path / "out"
+    args = ["experiment", "restoration", "--bias-model", str(bias_path)]
+    args += ["--bias-free-model", str(tiny_model_path), "--test-dir", str(test)]
+    args += ["--out", str(out), "--sigmas", "10,60", "--blurs", "0,2", "--no-progress"]
+    assert main(args) == 0
+    assert "PSNR(bias-free) - PSNR(bias)" in capsys.readouterr().out
+    grid = json.loads((out / "restoration.json").read_text())
+    assert np.array(grid["delta_psnr"]).shape == (2, 2)
+    np.testing.assert_allclose(
+        np.array(grid["delta_psnr"]),
+        np.array(grid["psnr"]["bias_free"]) - np.array(grid["psnr"]["bias"]),
+    )
+    # Blur lowers the input PSNR at a fixed noise level.
+    assert grid["psnr_in"][1][0] < grid["psnr_in"][0][0]
+    assert (out / "restoration.png").stat().st_size > 0
+    assert main(args) == 2  # results exist: refused without --force
+    assert main(args + ["--force", "--slice-blur", "3"]) == 2  # not a grid row
+    assert "slice" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import InputError
 from ..experiments.generalization import OUTPUT_NAMES, run_generalization_experiment
 
 
@@ -39,7 +40,62 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     gen.add_argument("--force", action="store_true", help="replace earlier results in --out")
     gen.add_argument("--no-progress", action="store_true")
     gen.set_defaults(run=run)
+
+    rest = experiments.add_parser(
+        "restoration",
+        help="bias vs bias-free DnCNN on a grid of blur x noise levels (Figure 20)",
+        description="Evaluate a DnCNN with bias and its bias-free twin, both trained on "
+        "blur + noise (filterscope train --recipe recipes/cpu-restoration-dncnn.toml "
+        "[--bias]), on a grid of Gaussian blur widths x noise levels; write the PSNR "
+        "grid (JSON) and Figure 20 of Mohan et al. (ICLR 2020): the difference in PSNR "
+        "as a heat map with the training region outlined, and the slice at one blur.",
+    )
+    rest.add_argument("--bias-model", required=True, metavar="M", help="network with bias")
+    rest.add_argument("--bias-free-model", required=True, metavar="M", help="bias-free network")
+    rest.add_argument("--test-dir", default="../shared/data/BSD68", help="test images")
+    rest.add_argument("--out", default="experiment_restoration", help="output folder")
+    rest.add_argument("--sigmas", default=None, metavar="LIST", help="noise levels, 0-255")
+    rest.add_argument("--blurs", default=None, metavar="LIST", help="blur widths, pixels")
+    rest.add_argument("--slice-blur", type=float, default=2.0, help="blur of the right panel")
+    rest.add_argument("--test-images", type=int, default=None, help="use the first N images")
+    rest.add_argument("--force", action="store_true", help="replace earlier results in --out")
+    rest.add_argument("--no-progress", action="store_true")
+    rest.set_defaults(run=run_restoration)
     return parser
+
+
+def _numbers(text: str | None, default, what: str) -> tuple[float, ...]:
+    if text is None:
+        return tuple(default)
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"--{what}: expected numbers separated by commas, got {text!r}") from None
+
+
+def run_restoration(args: argparse.Namespace) -> int:
+    from ..experiments.restoration import (
+        DEFAULT_BLURS,
+        DEFAULT_SIGMAS,
+        format_grid,
+        run_restoration_experiment,
+    )
+
+    grid = run_restoration_experiment(
+        args.bias_model,
+        args.bias_free_model,
+        args.test_dir,
+        args.out,
+        sigmas_255=_numbers(args.sigmas, DEFAULT_SIGMAS, "sigmas"),
+        blurs=_numbers(args.blurs, DEFAULT_BLURS, "blurs"),
+        test_images=args.test_images,
+        slice_blur=args.slice_blur,
+        overwrite=args.force,
+        progress=not args.no_progress,
+    )
+    print(format_grid(grid))
+    print(f"written: {args.out}/restoration.json, {args.out}/restoration.png")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
