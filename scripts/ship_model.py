@@ -2,7 +2,8 @@
 
     python scripts/ship_model.py runs/bf-dncnn-gray bf-dncnn-gray \
         --recipe recipes/cpu-bf-dncnn-gray.toml \
-        --bsd68 benchmarks/results/bsd68_published.json
+        --bsd68 benchmarks/results/bsd68_published.json   # gray models
+        [--zoo benchmarks/results/zoo.json]                # color models
 
 The card of the run (architecture, recipe, validation scores) is kept and extended
 with the recipe file, the command that reproduces the run, and — when given — the
@@ -13,6 +14,7 @@ Existing shipped files are replaced only with ``--force``.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
@@ -43,12 +45,36 @@ def bsd68_scores(result_file: Path, label: str) -> dict | None:
     }
 
 
+def zoo_scores(result_file: Path, name: str) -> dict | None:
+    """Per-(set, σ) PSNR/SSIM of ``name`` from a ``benchmarks/zoo.py`` result file."""
+    payload = json.loads(result_file.read_text())
+    rows = [r for r in payload["color"]["results"] if r["model"] == name]
+    if not rows:
+        return None
+    return {
+        "benchmark": "benchmarks/zoo.py",
+        "protocol": "Gaussian noise, fixed seed per (image, sigma), estimate clipped, range 1",
+        "per_set_sigma": [
+            {
+                "data": r["dataset"],
+                "images": r["num_images"],
+                "sigma": r["sigma"],
+                "psnr": round(r["psnr"], 4),
+                "ssim": round(r["ssim"], 5),
+                "psnr_in": round(r["psnr_in"], 4),
+            }
+            for r in rows
+        ],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="training run folder (holds model.safetensors)")
     parser.add_argument("name", help="shipped model name, e.g. bf-dncnn-gray")
     parser.add_argument("--recipe", required=True, help="recipe file the run used")
     parser.add_argument("--bsd68", type=Path, help="bsd68_published.json holding this model")
+    parser.add_argument("--zoo", type=Path, help="zoo.json (color test sets) holding this model")
     parser.add_argument("--force", action="store_true", help="replace an existing shipped model")
     args = parser.parse_args(argv)
 
@@ -61,13 +87,20 @@ def main(argv: list[str] | None = None) -> int:
     card["training"]["command"] = f"filterscope train --recipe {args.recipe} --out RUN_DIR"
     log = args.run_dir / "log.csv"
     if log.exists():
-        last = log.read_text().strip().splitlines()[-1].split(",")
-        card["training"]["seconds"] = float(last[3])
+        with log.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        if rows:
+            card["training"]["seconds"] = float(rows[-1]["seconds"])
     if args.bsd68:
         scores = bsd68_scores(args.bsd68, args.name)
         if scores is None:
             sys.exit(f"{args.bsd68}: no results for model {args.name!r}")
         card.setdefault("metrics", {})["bsd68"] = scores
+    if args.zoo:
+        scores = zoo_scores(args.zoo, args.name)
+        if scores is None:
+            sys.exit(f"{args.zoo}: no results for model {args.name!r}")
+        card.setdefault("metrics", {})["color_test_sets"] = scores
     target = weights_dir() / f"{args.name}.safetensors"
     save_model(model, target, card=card, overwrite=args.force)
     print(f"shipped {target} and {card_path(target).name}")

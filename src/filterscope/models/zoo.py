@@ -15,8 +15,9 @@ from ..errors import CheckpointError
 from .base import CNNDenoiser
 from .checkpoints import load_checkpoint
 
-#: Default shipped model per channel count, used when no ``--model`` is given.
-DEFAULT_MODELS = {1: "bf-dncnn-gray"}
+#: Default shipped model per channel count, used when no ``--model`` is given: the
+#: best shipped model for that kind of image (their cards hold the scores).
+DEFAULT_MODELS = {1: "bf-dncnn-gray", 3: "bf-dncnn-color"}
 
 
 def weights_dir() -> Path:
@@ -36,9 +37,12 @@ def list_shipped() -> dict[str, dict]:
 def default_model_name(channels: int = 1) -> str:
     """Name of the shipped model used by default for images with ``channels`` channels.
 
-    Falls back to the gray model (run per channel) when no color model ships.
+    Falls back to the gray model (run per channel) when no color model is installed.
     """
-    return DEFAULT_MODELS.get(channels, DEFAULT_MODELS[1])
+    name = DEFAULT_MODELS.get(channels, DEFAULT_MODELS[1])
+    if not (weights_dir() / f"{name}.safetensors").exists():
+        return DEFAULT_MODELS[1]
+    return name
 
 
 def load_model(name_or_path: str | Path) -> CNNDenoiser:
