@@ -296,3 +296,24 @@ def test_recipe_wrong_types_are_named(tmp_path, text, key):
     recipe.write_text(text + "\n")
     with pytest.raises(InputError, match=key):
         load_recipe(recipe)
+
+
+def test_prefetching_does_not_change_the_batches(tmp_path):
+    data = _image_folder(tmp_path / "data")
+    train(_tiny_config(data, prefetch_batches=0), tmp_path / "plain", progress=False)
+    train(_tiny_config(data, prefetch_batches=3), tmp_path / "ahead", progress=False)
+    plain = load_checkpoint(tmp_path / "plain" / "model.safetensors").state_dict()
+    ahead = load_checkpoint(tmp_path / "ahead" / "model.safetensors").state_dict()
+    for key in plain:
+        assert torch.equal(plain[key], ahead[key]), key
+
+
+def test_prefetcher_hands_on_errors_of_the_batch_maker():
+    from filterscope.training.prefetch import BatchPrefetcher
+
+    def broken():
+        raise InputError("unreadable image")
+
+    with BatchPrefetcher(broken, {}, depth=2) as prefetcher:
+        with pytest.raises(InputError, match="unreadable"):
+            prefetcher.next()

@@ -39,6 +39,9 @@ class TrainConfig:
     cache_mb : float
         Memory budget for decoded, down-scaled training images; beyond it images are
         read again from disk when drawn, so memory stays bounded as the data grows.
+    prefetch_batches : int
+        Batches prepared ahead by a background thread (0 = none); the stream of batches
+        is the same either way.
     sigma_range : list of two floats
         Noise standard deviation drawn uniformly per patch from this range (0–255 scale;
         equal ends = a fixed σ).
@@ -84,6 +87,7 @@ class TrainConfig:
     patch_size: int = 50
     scales: list[float] = field(default_factory=lambda: [1.0, 0.9, 0.8, 0.7])
     cache_mb: float = 1024.0
+    prefetch_batches: int = 2
     sigma_range: list[float] = field(default_factory=lambda: [0.0, 55.0])
     noise: str = "gaussian"
     blur_range: list[float] = field(default_factory=lambda: [0.0, 0.0])
@@ -154,6 +158,8 @@ class TrainConfig:
             )
         if not 0 < self.lr_gamma <= 1:
             raise InputError(f"lr_gamma: must be in (0, 1], got {self.lr_gamma}")
+        if self.prefetch_batches < 0:
+            raise InputError(f"prefetch_batches: must be >= 0, got {self.prefetch_batches}")
         if self.cache_mb < 0:
             raise InputError(f"cache_mb: must be non-negative, got {self.cache_mb}")
         if self.device not in ("auto", "cpu", "cuda"):

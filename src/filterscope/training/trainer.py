@@ -38,6 +38,7 @@ from .distributed import (
     unsynchronize_batch_norm,
     wrap_distributed,
 )
+from .prefetch import BatchPrefetcher
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.safetensors"
@@ -174,10 +175,9 @@ class _Logger:
 
 
 def _gather_generator_states(
-    patch_generator: torch.Generator, noise_generator: torch.Generator, ctx: DistributedContext
+    mine: dict[str, torch.Tensor], ctx: DistributedContext
 ) -> list[dict[str, torch.Tensor]]:
     """Every process's generator states (rank order), for an exact resume."""
-    mine = {"patch": patch_generator.get_state(), "noise": noise_generator.get_state()}
     if not ctx.distributed:
         return [mine]
     gathered: list[Any] = [None] * ctx.world_size
@@ -327,8 +327,11 @@ def train(
         (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     logger = _Logger(out_dir, config, resume=resume, enabled=ctx.is_main)
 
+    # Generator states after the last batch the model consumed (the prefetcher runs ahead).
+    consumed = {"patch": patch_generator.get_state(), "noise": noise_generator.get_state()}
+
     def save_checkpoint() -> None:
-        generators = _gather_generator_states(patch_generator, noise_generator, ctx)
+        generators = _gather_generator_states(consumed, ctx)
         if not ctx.is_main:
             return
         payload = {
@@ -365,53 +368,63 @@ def train(
     pixels = 0
     loss_value = float("nan")
     scores: dict[str, float] = {}
-    while step < total_steps:
-        lr = learning_rate(config, step, plateau_scale)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        step_start = time.perf_counter()
-        noisy, clean = make_batch(sampler, config, local_batch, patch_generator, noise_generator)
-        noisy, clean = noisy.to(ctx.device), clean.to(ctx.device)
-        local_loss = training_step(training_model, optimizer, noisy, clean)
-        train_seconds += time.perf_counter() - step_start
-        loss_value = average_over_processes(local_loss, ctx)
-        step += 1
-        pixels += config.batch_size * config.patch_size**2
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.2e}", lr=f"{lr:.1e}")
+    prefetcher = BatchPrefetcher(
+        lambda: make_batch(sampler, config, local_batch, patch_generator, noise_generator),
+        {"patch": patch_generator, "noise": noise_generator},
+        depth=config.prefetch_batches,
+        pin_memory=ctx.device.type == "cuda",
+    )
+    try:
+        while step < total_steps:
+            lr = learning_rate(config, step, plateau_scale)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            step_start = time.perf_counter()
+            noisy, clean, consumed = prefetcher.next()
+            noisy = noisy.to(ctx.device, non_blocking=True)
+            clean = clean.to(ctx.device, non_blocking=True)
+            local_loss = training_step(training_model, optimizer, noisy, clean)
+            train_seconds += time.perf_counter() - step_start
+            loss_value = average_over_processes(local_loss, ctx)
+            step += 1
+            pixels += config.batch_size * config.patch_size**2
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.2e}", lr=f"{lr:.1e}")
 
-        row: dict[str, Any] = {}
-        validated = step % val_interval == 0 or step == total_steps
-        if validated:
-            if ctx.is_main and val_images:
-                row.update(validate(model, val_images, config.val_sigmas, device=ctx.device))
-                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()))
-            scores = broadcast_object(row, ctx)
-            score = _mean_score(scores)
-            if scores and config.lr_schedule == "plateau" and history:
-                if score < _mean_score(history[-1]):
-                    plateau_scale *= config.lr_gamma
-            if scores and score > best["score"]:
-                best = {"score": score, "step": step, "state_dict": None}
-                if config.keep_best and ctx.is_main:
-                    best["state_dict"] = copy.deepcopy(model.state_dict())
-            if scores:
-                history.append({"step": step, **scores})
-        elapsed = time.perf_counter() - start
-        row.update(
-            step=step,
-            epoch=round(step / steps_per_epoch, 4),
-            loss=loss_value,
-            lr=lr,
-            seconds=round(elapsed, 2),
-            pixels_per_s=round(pixels / max(train_seconds, 1e-9)),
-        )
-        if step % 10 == 0 or validated:
-            logger.log(row)
-        if step % config.checkpoint_every == 0 or step == total_steps:
-            save_checkpoint()
-        if callback is not None:
-            callback(step, loss_value)
+            row: dict[str, Any] = {}
+            validated = step % val_interval == 0 or step == total_steps
+            if validated:
+                if ctx.is_main and val_images:
+                    row.update(validate(model, val_images, config.val_sigmas, device=ctx.device))
+                    bar.write(f"step {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()))
+                scores = broadcast_object(row, ctx)
+                score = _mean_score(scores)
+                if scores and config.lr_schedule == "plateau" and history:
+                    if score < _mean_score(history[-1]):
+                        plateau_scale *= config.lr_gamma
+                if scores and score > best["score"]:
+                    best = {"score": score, "step": step, "state_dict": None}
+                    if config.keep_best and ctx.is_main:
+                        best["state_dict"] = copy.deepcopy(model.state_dict())
+                if scores:
+                    history.append({"step": step, **scores})
+            elapsed = time.perf_counter() - start
+            row.update(
+                step=step,
+                epoch=round(step / steps_per_epoch, 4),
+                loss=loss_value,
+                lr=lr,
+                seconds=round(elapsed, 2),
+                pixels_per_s=round(pixels / max(train_seconds, 1e-9)),
+            )
+            if step % 10 == 0 or validated:
+                logger.log(row)
+            if step % config.checkpoint_every == 0 or step == total_steps:
+                save_checkpoint()
+            if callback is not None:
+                callback(step, loss_value)
+    finally:
+        prefetcher.close()
     bar.close()
     logger.close()
 
