@@ -21,6 +21,7 @@ COMMANDS = {
     "evaluate": "filterscope.cli.evaluate",
     "experiment": "filterscope.cli.experiment",
     "denoise": "filterscope.cli.denoise",
+    "dip": "filterscope.cli.dip",
     "models": "filterscope.cli.models",
     "ntk": "filterscope.cli.ntk",
     "train": "filterscope.cli.train",

@@ -1,0 +1,172 @@
+"""``filterscope dip INPUT -o OUTPUT``: denoise one image by fitting a network to it alone.
+
+The deep image prior (noise at the input, Adam) and its gradient-descent / image-input
+variants of Tachella et al. (CVPR 2021, Table 1). σ is on the 0–255 scale on the command
+line and in the JSON report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from ..errors import InputError
+
+ARCHS = ("vanilla", "unet", "autoencoder")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "dip",
+        help="denoise one image by training a network on it alone (deep image prior)",
+        description=(
+            "Fit a vanilla CNN, U-Net or autoencoder to one noisy image, from fixed noise "
+            "or from the image itself, with Adam or plain gradient descent, and keep the "
+            "best iterate (oracle with --clean, SURE with --sigma, or the last one)."
+        ),
+    )
+    parser.add_argument("input", metavar="INPUT", help="noisy image file")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="output image")
+    parser.add_argument("--arch", choices=ARCHS, default="autoencoder")
+    parser.add_argument(
+        "--input",
+        choices=("noise", "image"),
+        default="noise",
+        dest="net_input",
+        help="network input: fixed i.i.d. noise (the DIP) or the noisy image (default noise)",
+    )
+    parser.add_argument("--optimizer", choices=("adam", "gd"), default="adam")
+    parser.add_argument("--iters", type=int, default=3000, metavar="N", help="steps (3000)")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        metavar="LR",
+        help="Adam: learning rate (default 3e-4 vanilla, 2e-3 unet/autoencoder); gd: "
+        "width-free rate, the step is LR/width (default: the largest stable step from the "
+        "NTK at initialisation)",
+    )
+    parser.add_argument("--width", type=int, default=128, metavar="C", help="channels (128)")
+    parser.add_argument(
+        "--sigma", type=float, default=None, help="noise std on the 0-255 scale (for SURE)"
+    )
+    parser.add_argument("--clean", default=None, metavar="CLEAN", help="clean image (PSNR)")
+    parser.add_argument(
+        "--stop",
+        choices=("sure", "oracle", "none"),
+        default=None,
+        help="which iterate to keep (default: oracle with --clean, else sure with --sigma, "
+        "else none = the last)",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        metavar="N",
+        help="end when the stopping criterion has not improved for N steps",
+    )
+    parser.add_argument("--parameterization", choices=("standard", "ntk"), default="standard")
+    parser.add_argument(
+        "--weight-log",
+        type=int,
+        default=0,
+        metavar="K",
+        help="record the weight change every K steps in the JSON report",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights and input noise")
+    parser.add_argument("--device", default=None, help="torch device (default cpu)")
+    parser.add_argument("--json", default=None, metavar="OUT", help="write a JSON report")
+    parser.add_argument("--force", action="store_true", help="overwrite OUTPUT and the report")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _check_options(args: argparse.Namespace) -> str:
+    """Every check that needs no file, so bad options fail before any work."""
+    if args.iters <= 0:
+        raise InputError(f"--iters must be a positive number of steps, got {args.iters}")
+    if args.width <= 0:
+        raise InputError(f"--width must be a positive number of channels, got {args.width}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise InputError(f"--lr must be positive, got {args.lr}")
+    if args.sigma is not None and not (math.isfinite(args.sigma) and args.sigma > 0):
+        raise InputError(f"--sigma must be positive (0-255 scale), got {args.sigma}")
+    if args.patience is not None and args.patience <= 0:
+        raise InputError(f"--patience must be positive, got {args.patience}")
+    if args.weight_log < 0:
+        raise InputError(f"--weight-log must be >= 0, got {args.weight_log}")
+    stop = args.stop or ("oracle" if args.clean else "sure" if args.sigma else "none")
+    if stop == "sure" and args.sigma is None:
+        raise InputError("--stop sure needs the noise level --sigma")
+    if stop == "oracle" and args.clean is None:
+        raise InputError("--stop oracle needs the clean image --clean")
+    if args.json:
+        report = Path(args.json)
+        if report.exists() and not args.force:
+            raise InputError(f"{report}: already exists (use --force to overwrite)")
+        if not report.parent.is_dir():
+            raise InputError(f"{report.parent}: output folder does not exist")
+    return stop
+
+
+def run(args: argparse.Namespace) -> int:
+    from .._files import atomic_write
+    from ..dip import fit_single_image
+    from ..io import check_output_path, read_image, to_tensor, write_image
+
+    stop = _check_options(args)
+    check_output_path(args.output, overwrite=args.force)
+    noisy, info = read_image(args.input)
+    dtype = check_output_path(
+        args.output, overwrite=args.force, dtype=info.dtype, channels=noisy.shape[2]
+    )
+    clean = None
+    if args.clean:
+        clean, _ = read_image(args.clean)
+        if clean.shape != noisy.shape:
+            raise InputError(
+                f"{args.clean}: {clean.shape[1]}x{clean.shape[0]}x{clean.shape[2]} differs "
+                f"from the input's {noisy.shape[1]}x{noisy.shape[0]}x{noisy.shape[2]}"
+            )
+    sigma = None if args.sigma is None else args.sigma / 255.0
+    result = fit_single_image(
+        to_tensor(noisy),
+        arch=args.arch,
+        input=args.net_input,
+        optimizer=args.optimizer,
+        iters=args.iters,
+        lr=args.lr,
+        width=args.width,
+        sigma=sigma,
+        clean=None if clean is None else to_tensor(clean),
+        stop=stop,
+        patience=args.patience,
+        seed=args.seed,
+        parameterization=args.parameterization,
+        weight_log_every=args.weight_log,
+        device=args.device,
+        progress=True,
+    )
+    write_image(
+        args.output, result.x_hat.permute(1, 2, 0).numpy(), dtype=dtype, overwrite=args.force
+    )
+    if args.json:
+        report = {"input": str(args.input), "output": str(args.output), **result.to_dict()}
+        text = json.dumps(report, indent=2) + "\n"
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text), suffix=".json")
+    if result.config["diverged_at"] is not None:
+        print(
+            f"note: training diverged at iteration {result.config['diverged_at']} "
+            "(try a smaller --lr or a wider network); the last finite iterate was kept"
+        )
+    psnr = result.choices.get("psnr")
+    psnr_text = f", PSNR {psnr:.2f} dB" if psnr is not None else ""
+    timing = result.timing
+    print(
+        f"wrote {args.output} ({args.arch}, {args.net_input} input, {args.optimizer}; "
+        f"iteration {result.iteration} of {timing['iterations']} kept by {stop}{psnr_text}; "
+        f"{timing['iterations_per_s']:.1f} it/s, {timing['total_s']:.1f} s)"
+    )
+    return 0
