@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from ..errors import FilterscopeError
@@ -51,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("filterscope: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`filterscope models | head`): not an error.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stdout must stay usable at exit
+        return 0
     return int(result or 0)
 
 
