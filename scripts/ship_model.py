@@ -91,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
             rows = list(csv.DictReader(handle))
         if rows:
             card["training"]["seconds"] = float(rows[-1]["seconds"])
+        # The training log stays in the repository: learning curves are evidence.
+        logs = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "training_logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        (logs / f"{args.name}.csv").write_text(log.read_text())
+        card["training"]["log"] = f"benchmarks/results/training_logs/{args.name}.csv"
     if args.bsd68:
         scores = bsd68_scores(args.bsd68, args.name)
         if scores is None:
