@@ -37,6 +37,8 @@ def test_experiment_trains_both_networks_and_writes_table_json_and_figure(tmp_pa
     }
     assert sorted({entry["sigma"] for entry in result["results"]}) == list(range(10, 101, 10))
     assert (out / "generalization.png").stat().st_size > 0
+    summary = json.loads((out / "generalization_summary.json").read_text())
+    assert set(summary["gap_db_bias_free_minus_bias"]) == {f"{s}" for s in range(10, 101, 10)}
     card = json.loads((out / "bias-free" / "model.json").read_text())
     assert card["training"]["sigma_range_255"] == [0.0, 10.0]
 

@@ -36,7 +36,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     gen.add_argument("--val-dir", default="../shared/data/Set12", help="validation images")
     gen.add_argument("--test-images", type=int, default=None, help="use the first N test images")
     gen.add_argument("--steps", type=int, default=None, help="training steps per network")
-    gen.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    gen.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: 1 with --quick, so the run is reproducible bit for bit "
+        "on a CPU; 0 = torch's default)",
+    )
     gen.add_argument("--force", action="store_true", help="replace earlier results in --out")
     gen.add_argument("--no-progress", action="store_true")
     gen.set_defaults(run=run)
@@ -108,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         val_dir=args.val_dir,
         test_images=args.test_images,
         steps=args.steps,
-        threads=args.threads,
+        threads=(1 if args.quick else 0) if args.threads is None else args.threads,
         overwrite=args.force,
         progress=not args.no_progress,
     )
