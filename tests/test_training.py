@@ -317,3 +317,13 @@ def test_prefetcher_hands_on_errors_of_the_batch_maker():
     with BatchPrefetcher(broken, {}, depth=2) as prefetcher:
         with pytest.raises(InputError, match="unreadable"):
             prefetcher.next()
+
+
+def test_bfloat16_autocast_training_keeps_float32_weights(tmp_path):
+    data = _image_folder(tmp_path / "data")
+    result = train(_tiny_config(data, precision="bfloat16"), tmp_path / "run", progress=False)
+    assert np.isfinite(result["loss"])
+    state = load_checkpoint(tmp_path / "run" / "model.safetensors").state_dict()
+    assert all(v.dtype in (torch.float32, torch.int64) for v in state.values())
+    with pytest.raises(InputError, match="precision"):
+        _tiny_config(data, precision="float16").validate()

@@ -61,6 +61,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--data-dir", default=None, help="folder of training images")
     parser.add_argument("--val-dir", default=None, help="folder of validation images")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    parser.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        default=None,
+        help="bfloat16: forward pass under bfloat16 autocast (float32 weights and optimizer)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (0 = default)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
@@ -94,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         val_dir=args.val_dir,
         device=args.device,
+        precision=args.precision,
         threads=args.threads,
         seed=args.seed,
     )

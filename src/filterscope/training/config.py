@@ -75,6 +75,10 @@ class TrainConfig:
         Torch intra-op threads (0 = leave torch's default).
     device : str
         ``"auto"`` (a GPU when there is one), ``"cpu"`` or ``"cuda"``.
+    precision : str
+        ``"float32"``, or ``"bfloat16"``: the forward pass under bfloat16 autocast
+        (weights, gradients, optimizer state and loss stay float32); 1.7× faster per
+        step on this project's AVX512-BF16 CPU (``benchmarks/training.py``).
     tensorboard : bool
         Also log to TensorBoard (``RUN_DIR/tensorboard``) when it is installed.
     """
@@ -109,6 +113,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0
     device: str = "auto"
+    precision: str = "float32"
     tensorboard: bool = True
 
     def total_steps(self) -> int:
@@ -162,6 +167,8 @@ class TrainConfig:
             raise InputError(f"prefetch_batches: must be >= 0, got {self.prefetch_batches}")
         if self.cache_mb < 0:
             raise InputError(f"cache_mb: must be non-negative, got {self.cache_mb}")
+        if self.precision not in ("float32", "bfloat16"):
+            raise InputError(f"precision: must be float32 or bfloat16, got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"device: must be auto, cpu or cuda, got {self.device!r}")
         if self.threads < 0:

@@ -93,9 +93,17 @@ def training_step(
     optimizer: torch.optim.Optimizer,
     noisy: torch.Tensor,
     clean: torch.Tensor,
+    *,
+    precision: str = "float32",
 ) -> float:
-    """One Adam step on the mean squared error; returns this process's loss."""
-    loss = F.mse_loss(model(noisy), clean)
+    """One Adam step on the mean squared error; returns this process's loss.
+
+    ``precision="bfloat16"`` runs the forward pass under bfloat16 autocast; the loss,
+    the weights, their gradients and the optimizer state stay float32.
+    """
+    with torch.autocast(noisy.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+        estimate = model(noisy)
+    loss = F.mse_loss(estimate.float(), clean)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -383,7 +391,9 @@ def train(
             noisy, clean, consumed = prefetcher.next()
             noisy = noisy.to(ctx.device, non_blocking=True)
             clean = clean.to(ctx.device, non_blocking=True)
-            local_loss = training_step(training_model, optimizer, noisy, clean)
+            local_loss = training_step(
+                training_model, optimizer, noisy, clean, precision=config.precision
+            )
             train_seconds += time.perf_counter() - step_start
             loss_value = average_over_processes(local_loss, ctx)
             step += 1
