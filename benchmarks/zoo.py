@@ -13,8 +13,9 @@ BF-DnCNN [0, 55] (target: within 0.3 dB at every σ = 10, …, 100).
 
 Color: the shipped color model (``bf-dncnn-color``, RGB bias-free DnCNN trained on
 CBSD432 with σ ∈ [0, 55]) and non-local means (scikit-image, given the true σ) on
-CBSD68, Kodak24 and McMaster at σ = 15, 25, 50 (the usual color benchmark levels). Same protocol as ``filterscope evaluate`` (noise
-fixed per image and σ by the seed, estimate clipped, data range 1). BM3D is left out:
+CBSD68, Kodak24 and McMaster at σ = 15, 25, 50 (the usual color benchmark levels).
+Same protocol as ``filterscope evaluate`` (noise fixed per image and σ by the seed,
+estimate clipped, data range 1). BM3D is left out:
 about 15 s per color image on one core here, hours for the three sets; run
 ``filterscope evaluate --model bm3d ...`` for it. Finished (set, model, σ) results are
 cached in ``benchmarks/results/zoo.partial.json``; results go to
