@@ -52,8 +52,10 @@ def main() -> int:
         if gray:
             gap = gray["max_gap_db"]
     rows = []
+    seconds_by_model = {}
     for path in sorted(LOGS.glob("*.csv")):
         validations, last = read_log(path)
+        seconds_by_model[path.stem] = float(last["seconds"])
         weights = RESULTS_DIR.parent.parent / "src/filterscope/weights"
         card = json.loads((weights / f"{path.stem}.json").read_text())
         batch = int(card["training"]["recipe"]["batch_size"])
@@ -72,7 +74,7 @@ def main() -> int:
     gray = [r for r in rows if r["model"] == "bf-dncnn-gray"]
     if gap is not None and gray:
         n0 = gray[-1]["patches"]
-        seconds = float(read_log(LOGS / "bf-dncnn-gray.csv")[1]["seconds"])
+        seconds = seconds_by_model["bf-dncnn-gray"]
         factor = (PUBLISHED_PATCHES / n0) ** ((gap - TARGET_DB) / gap) if gap > TARGET_DB else 1.0
         prediction = {
             "patches_seen": n0,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import CheckpointError, FilterscopeError, InputError
+from .errors import CheckpointError, InputError
 from .io import check_output_path, read_image, to_tensor, write_image
 from .models.base import module_device
 from .models.fast import optimize_for_inference
@@ -296,17 +296,7 @@ def _load_model(name_or_path: str | os.PathLike | None, channels: int) -> nn.Mod
                 f"no model given and the default model {name_or_path!r} is not installed; "
                 "pass a model name or checkpoint path (--model)"
             )
-    try:
-        return zoo.load_model(name_or_path)
-    except FilterscopeError:
-        raise
-    except Exception as exc:
-        # The parsers behind a checkpoint file (pickle, zip, safetensors) raise many
-        # exception types on damaged or hostile files; all mean "cannot use this file".
-        detail = (str(exc).strip().splitlines() or [""])[0]
-        raise CheckpointError(
-            f"{name_or_path}: not a readable checkpoint ({type(exc).__name__}: {detail})"
-        ) from None
+    return zoo.load_model(name_or_path)
 
 
 def denoise_file(

@@ -60,7 +60,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     rest.add_argument("--bias-free-model", required=True, metavar="M", help="bias-free network")
     rest.add_argument("--test-dir", default="../shared/data/BSD68", help="test images")
     rest.add_argument("--out", default="experiment_restoration", help="output folder")
-    rest.add_argument("--sigmas", default=None, metavar="LIST", help="noise levels, 0-255")
+    rest.add_argument(
+        "--sigmas", default=None, metavar="LIST", help="noise levels, 0-255: 10,30,50 or 10:100:10"
+    )
     rest.add_argument("--blurs", default=None, metavar="LIST", help="blur widths, pixels")
     rest.add_argument("--slice-blur", type=float, default=2.0, help="blur of the right panel")
     rest.add_argument("--test-images", type=int, default=None, help="use the first N images")
@@ -70,13 +72,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def _numbers(text: str | None, default, what: str) -> tuple[float, ...]:
+def _blur_widths(text: str | None, default) -> tuple[float, ...]:
     if text is None:
         return tuple(default)
     try:
         return tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise InputError(f"--{what}: expected numbers separated by commas, got {text!r}") from None
+        raise InputError(f"--blurs: expected numbers separated by commas, got {text!r}") from None
 
 
 def run_restoration(args: argparse.Namespace) -> int:
@@ -86,14 +88,15 @@ def run_restoration(args: argparse.Namespace) -> int:
         format_grid,
         run_restoration_experiment,
     )
+    from .analyze import parse_sigmas
 
     grid = run_restoration_experiment(
         args.bias_model,
         args.bias_free_model,
         args.test_dir,
         args.out,
-        sigmas_255=_numbers(args.sigmas, DEFAULT_SIGMAS, "sigmas"),
-        blurs=_numbers(args.blurs, DEFAULT_BLURS, "blurs"),
+        sigmas_255=DEFAULT_SIGMAS if args.sigmas is None else parse_sigmas(args.sigmas),
+        blurs=_blur_widths(args.blurs, DEFAULT_BLURS),
         test_images=args.test_images,
         slice_blur=args.slice_blur,
         overwrite=args.force,

@@ -44,6 +44,7 @@ from torch import nn
 from ..errors import InputError
 from ..metrics import psnr
 from ..models.base import Denoiser
+from ..ntk.kernels import as_image
 from .networks import ARCHITECTURES, PARAMETERIZATIONS, build_network
 from .weights import WeightTracker
 
@@ -256,27 +257,13 @@ class FitResult:
 
 
 def _as_image(noisy) -> torch.Tensor:
-    if isinstance(noisy, np.ndarray):
-        arr = noisy
-        if arr.ndim == 3 and arr.shape[2] in (1, 3) and arr.shape[0] > 3:
-            arr = arr.transpose(2, 0, 1)  # (H, W, C) as read_image returns it
-        noisy = torch.from_numpy(np.ascontiguousarray(arr))
-    if not isinstance(noisy, torch.Tensor):
+    """:func:`filterscope.ntk.kernels.as_image`, refusing non-images and 1-pixel sides."""
+    if not isinstance(noisy, (torch.Tensor, np.ndarray)):
         raise InputError(f"expected an image tensor or array, got {type(noisy).__name__}")
-    t = noisy.detach()
-    if t.dim() == 4:
-        if t.shape[0] != 1:
-            raise InputError(f"expected a single image, got a batch of {t.shape[0]}")
-        t = t[0]
-    if t.dim() == 2:
-        t = t[None]
-    if t.dim() != 3 or t.shape[0] not in (1, 3):
-        raise InputError(f"expected a gray or RGB image (C, H, W), got shape {tuple(t.shape)}")
+    t = as_image(noisy)
     if min(t.shape[1:]) < 2:
         raise InputError(f"image is {t.shape[2]}x{t.shape[1]} pixels; each side needs at least 2")
-    if not torch.isfinite(t).all():
-        raise InputError("image contains NaN or Inf values")
-    return t.to("cpu", torch.float64)
+    return t
 
 
 def _positive_int(name: str, value, *, minimum: int = 1) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import CheckpointError, FilterscopeError, InputError
+from ..errors import InputError
 from .baselines import BASELINES, create_baseline
 
 #: ``:suffix`` of a baseline spec -> where its σ comes from.
@@ -152,17 +152,7 @@ def resolve_model(spec: str) -> ModelSpec:
             f"{text}: unknown model; give a shipped model ({shipped}), a baseline "
             f"({', '.join(BASELINES)}, optionally :estimate) or an existing checkpoint file"
         )
-    try:
-        model = zoo.load_model(text)
-    except FilterscopeError:
-        raise
-    except Exception as exc:
-        # The parsers behind a checkpoint file (pickle, zip, safetensors) raise many
-        # exception types on damaged or hostile files; all mean "cannot use this file".
-        detail = (str(exc).strip().splitlines() or [""])[0]
-        raise CheckpointError(
-            f"{text}: not a readable checkpoint ({type(exc).__name__}: {detail})"
-        ) from None
+    model = zoo.load_model(text)
     return ModelSpec(text, model.eval(), _network_info(text, model))
 
 

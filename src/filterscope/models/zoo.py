@@ -11,7 +11,7 @@ import json
 from importlib import resources
 from pathlib import Path
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, FilterscopeError
 from .base import CNNDenoiser
 from .checkpoints import load_checkpoint
 
@@ -45,20 +45,36 @@ def default_model_name(channels: int = 1) -> str:
     return name
 
 
+def _load_file(path: Path, name: str) -> CNNDenoiser:
+    """:func:`load_checkpoint`, with every failure of the file turned into a CheckpointError."""
+    try:
+        return load_checkpoint(path)
+    except FilterscopeError:
+        raise
+    except Exception as exc:
+        # The parsers behind a checkpoint file (pickle, zip, safetensors) raise many
+        # exception types on damaged or hostile files; all mean "cannot use this file".
+        detail = (str(exc).strip().splitlines() or [""])[0]
+        raise CheckpointError(
+            f"{name}: not a readable checkpoint ({type(exc).__name__}: {detail})"
+        ) from None
+
+
 def load_model(name_or_path: str | Path) -> CNNDenoiser:
     """Load a shipped model by name, or any checkpoint by path.
 
     Raises
     ------
     CheckpointError
-        When ``name_or_path`` is neither a shipped name nor a loadable file.
+        When ``name_or_path`` is neither a shipped name nor a loadable file (damaged
+        or hostile files included, whatever their parser raises).
     """
     text = str(name_or_path)
     shipped = weights_dir() / f"{text}.safetensors"
     if "/" not in text and "\\" not in text and shipped.exists():
-        return load_checkpoint(shipped)
+        return _load_file(shipped, text)
     path = Path(text)
     if path.exists():
-        return load_checkpoint(path)
+        return _load_file(path, text)
     names = ", ".join(list_shipped()) or "none"
     raise CheckpointError(f"{text}: neither a shipped model ({names}) nor an existing file")

@@ -54,11 +54,15 @@ class BFBatchNorm2d(nn.Module):
             factor = factor * self.weight
         return factor
 
+    def _batch_variance(self, x: torch.Tensor) -> torch.Tensor:
+        """Unbiased per-channel variance over batch and space (training mode)."""
+        return x.var(dim=(0, 2, 3), unbiased=True)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.num_features:
             raise ValueError(f"expected (B, {self.num_features}, H, W), got {tuple(x.shape)}")
         if self.training:
-            var = x.var(dim=(0, 2, 3), unbiased=True)
+            var = self._batch_variance(x)
             with torch.no_grad():
                 self.running_var.mul_(1 - self.momentum).add_(self.momentum * var.detach())
                 self.num_batches_tracked.add_(1)

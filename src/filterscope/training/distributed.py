@@ -103,18 +103,11 @@ def _global_mean_and_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, i
 class SyncBFBatchNorm2d(BFBatchNorm2d):
     """:class:`~filterscope.nn.BFBatchNorm2d` whose training statistics span all processes."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
-            return super().forward(x)
+    def _batch_variance(self, x: torch.Tensor) -> torch.Tensor:
+        if not (dist.is_initialized() and dist.get_world_size() > 1):
+            return super()._batch_variance(x)
         _, var_biased, total = _global_mean_and_var(x)
-        var = var_biased * total / max(total - 1, 1)  # unbiased, as the local layer
-        with torch.no_grad():
-            self.running_var.mul_(1 - self.momentum).add_(self.momentum * var.detach())
-            self.num_batches_tracked.add_(1)
-        factor = 1.0 / (var.sqrt() + self.eps)
-        if self.weight is not None:
-            factor = factor * self.weight
-        return x * factor.view(1, -1, 1, 1).to(x.dtype)
+        return var_biased * total / max(total - 1, 1)  # unbiased, as the local layer
 
 
 class SyncBatchNorm2dCPU(nn.BatchNorm2d):
