@@ -25,7 +25,7 @@ def test_experiment_trains_both_networks_and_writes_table_json_and_figure(tmp_pa
     out = tmp_path / "out"
     args = ["experiment", "generalization", "--quick", "--out", str(out), "--steps", "2"]
     args += ["--data-dir", str(data), "--test-dir", str(test), "--val-dir", str(test)]
-    args += ["--threads", "1", "--no-progress"]
+    args += ["--threads", "1", "--no-progress", "--baselines", "nlm"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "PSNR(bias-free) - PSNR(bias)" in printed
@@ -34,6 +34,7 @@ def test_experiment_trains_both_networks_and_writes_table_json_and_figure(tmp_pa
     assert models == {
         str(out / "bias" / "model.safetensors"),
         str(out / "bias-free" / "model.safetensors"),
+        "nlm",
     }
     assert sorted({entry["sigma"] for entry in result["results"]}) == list(range(10, 101, 10))
     assert (out / "generalization.png").stat().st_size > 0
@@ -47,6 +48,15 @@ def test_experiment_trains_both_networks_and_writes_table_json_and_figure(tmp_pa
     assert main(args) == 2
     assert "--force" in capsys.readouterr().err
     assert (out / "generalization.json").read_bytes() == before
+
+
+def test_experiment_with_unknown_baseline_fails_before_training(tmp_path, capsys):
+    out = tmp_path / "o"
+    args = ["experiment", "generalization", "--quick", "--out", str(out), "--baselines", "nlm,bm4d"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bm4d" in err
+    assert not out.exists()
 
 
 def test_experiment_with_missing_data_fails_in_one_line(tmp_path, capsys):
