@@ -74,6 +74,33 @@ def test_decomposition_vs_sigma_fields():
         assert r["noise_norm"] == pytest.approx(r["sigma"], rel=0.2)
 
 
+def test_decomposition_whole_images_of_different_sizes():
+    # A list of (C, H, W) images of different sizes: each is one network input; the
+    # norms are the per-image RMS values of the parts, averaged, and the first image's
+    # parts come back for figures.
+    model = tiny(True)
+    images = [image(13, 17, seed=1)[0], image(11, 9, seed=2)[0]]
+    rows, examples = decomposition_vs_sigma(
+        model, images, [20 / 255, 60 / 255], seed=5, return_examples=True, per_image=True
+    )
+    assert len(examples) == 2 and examples[0].y.shape == (1, 1, 13, 17)
+    generator = torch.Generator().manual_seed(5)
+    noise = [torch.randn(im.shape, generator=generator, dtype=torch.float64) for im in images]
+    for row, sigma in zip(rows, (20 / 255, 60 / 255), strict=True):
+        expected = []
+        for im, n in zip(images, noise, strict=True):
+            dec = first_order_decomposition(model, (im + sigma * n)[None])
+            expected.append(255 * float(dec.bias.norm()) / im.numel() ** 0.5)
+        assert row["per_image"]["bias_norm"] == pytest.approx(expected, rel=1e-10)
+        assert row["bias_norm"] == pytest.approx(sum(expected) / 2, rel=1e-10)
+        assert row["images"] == 2
+        assert row["noise_norm"] == pytest.approx(255 * sigma, rel=0.35)
+    # the example at the second sigma is the first image with the second sigma's noise
+    assert torch.allclose(examples[1].y[0], images[0] + 60 / 255 * noise[0], atol=1e-12)
+    with pytest.raises(InputError, match="C, H, W"):
+        decomposition_vs_sigma(model, [image(5, 5)], [0.1])
+
+
 @pytest.mark.parametrize("bias", [False, True])
 def test_crop_rows_equal_full_jacobian(bias):
     model, y = tiny(bias), image(16, 13)

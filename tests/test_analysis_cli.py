@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import filterscope
 from filterscope.cli import main as cli_main
@@ -40,15 +41,40 @@ def test_parse_sigmas():
         parse_sigmas("a,b")
 
 
+DECOMPOSITION_FIELDS = {"sigma", "noise_norm", "residual_norm", "linear_norm", "bias_norm"}
+
+
 def test_decomposition(cli, tiny_model_path, clean_image, tmp_path):
     out = tmp_path / "dec.json"
     args = ["analyze", "decomposition", "--model", str(tiny_model_path), "--data"]
     args += [str(clean_image.parent), "--sigmas", "10,50", "--patch", "12", "--patches", "3"]
     assert cli(args + ["--json", str(out)]) == 0
-    results = _read(out)["results"]
+    data = _read(out)
+    results = data["results"]
+    assert data["mode"] == "patches" and data["patch"] == 12
     assert [r["sigma"] for r in results] == [10, 50]
-    assert {"noise_norm", "residual_norm", "linear_norm", "bias_norm"} <= set(results[0])
+    assert all(DECOMPOSITION_FIELDS <= set(r) for r in results)
+    assert all(r["images"] == 3 for r in results)
     assert results[1]["bias_norm"] < 1e-9
+
+
+def test_decomposition_whole_images_and_plot(cli, tiny_model_path, clean_image, tmp_path):
+    pytest.importorskip("matplotlib")
+    # a second, smaller image: whole images of different sizes are each one input
+    filterscope.write_image(clean_image.parent / "b.png", np.full((9, 14, 1), 0.5, np.float32))
+    out = tmp_path / "whole.json"
+    args = ["analyze", "decomposition", "--model", str(tiny_model_path), "--data"]
+    args += [str(clean_image.parent), "--sigmas", "10,30,50", "--patch", "0", "--plot"]
+    assert cli(args + ["--json", str(out)]) == 0
+    data = _read(out)
+    assert data["mode"] == "whole images" and data["patch"] is None
+    assert data["images"] == ["b.png", "clean.png"]
+    assert all(DECOMPOSITION_FIELDS <= set(r) and r["images"] == 2 for r in data["results"])
+    assert all(r["bias_norm"] < 1e-9 for r in data["results"])  # bias-free model
+    # norms average the per-image RMS values, so the noise norm is close to sigma
+    assert data["results"][2]["noise_norm"] == pytest.approx(50, rel=0.2)
+    for name in ("whole.png", "whole_parts.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_filters(cli, tiny_model_path, clean_image, tmp_path):
@@ -58,25 +84,36 @@ def test_filters(cli, tiny_model_path, clean_image, tmp_path):
     filters = _read(out)["filters"]
     assert [f["pixel"] for f in filters] == [[3, 4], [36, 30]]
     assert all(isinstance(f["sum"], float) and "extent_99" in f for f in filters)
+    # the filter is the weight window; its entries add up to the reported sum
+    assert all(np.isclose(np.sum(f["filter"]), f["sum"], rtol=0, atol=1e-9) for f in filters)
 
 
 def test_spectrum_and_dimension(cli, tiny_model_path, clean_image, tmp_path):
+    pytest.importorskip("matplotlib")
     out = tmp_path / "s.json"
     args = ["analyze", "spectrum", "--model", str(tiny_model_path), "--image", str(clean_image)]
-    args += ["--sigmas", "10,50", "--patch", "10", "--at", "13,5", "--json", str(out)]
+    args += ["--sigmas", "10,50", "--patch", "10", "--at", "13,5", "--json", str(out), "--plot"]
     assert cli(args) == 0
     data = _read(out)
     assert [r["sigma"] for r in data["results"]] == [10, 50]
+    for r in data["results"]:
+        assert {"sigma", "singular_values", "effective_dim", "clean_energy_fraction"} <= set(r)
+        assert {"cosines", "signal_dim"} <= set(r)
     assert len(data["results"][0]["singular_values"]) == 100
     assert 0 <= data["results"][0]["clean_energy_fraction"] <= 1 + 1e-9
     assert data["nesting"][0]["reference_sigma"] == 10
+    assert {"sigma", "reference_sigma", "fraction"} <= set(data["nesting"][0])
+    for name in ("s.png", "s_subspaces.png", "s_vectors.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     out = tmp_path / "d.json"
     args = ["analyze", "dimension", "--model", str(tiny_model_path), "--image", str(clean_image)]
-    assert cli(args + ["--sigma", "50", "--probes", "4", "--json", str(out)]) == 0
+    assert cli(args + ["--sigma", "50", "--probes", "4", "--json", str(out), "--plot"]) == 0
     data = _read(out)
+    assert {"sigma", "effective_dim", "interval", "probes"} <= set(data)
     assert data["sigma"] == 50 and data["probes"] == 4
     lo, hi = data["interval"]
     assert lo <= data["effective_dim"] <= hi
+    assert (tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_plot(cli, tiny_model_path, clean_image, tmp_path):
@@ -91,9 +128,12 @@ def test_plot(cli, tiny_model_path, clean_image, tmp_path):
     "extra, message",
     [
         (["filters", "--sigma", "50", "--pixels", "37,3"], "outside"),
+        (["filters", "--sigma", "50", "--pixels", "3,-1"], "outside"),
         (["spectrum", "--patch", "40"], "larger than"),
         (["spectrum", "--patch", "20", "--max-gib", "0.0001"], "matrix-free"),
+        (["spectrum", "--patch", "10", "--at", "30,3"], "does not fit"),
         (["filters", "--sigma", "50", "--pixels", "3"], "X,Y"),
+        (["dimension", "--sigma", "50", "--probes", "1"], "at least 2"),
     ],
 )
 def test_bad_input_exit_2(cli, tiny_model_path, clean_image, tmp_path, capsys, extra, message):
@@ -101,3 +141,49 @@ def test_bad_input_exit_2(cli, tiny_model_path, clean_image, tmp_path, capsys, e
     assert cli(args + extra[1:] + ["--json", str(tmp_path / "x.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message", [(["--patch", "40"], "larger than"), (["--patch", "-1"], ">= 1")]
+)
+def test_decomposition_bad_patch_exit_2(
+    cli, tiny_model_path, clean_image, tmp_path, capsys, extra, message
+):
+    args = ["analyze", "decomposition", "--model", str(tiny_model_path)]
+    args += ["--data", str(clean_image.parent), "--json", str(tmp_path / "x.json")]
+    assert cli(args + extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+class _NumpyDenoiser(torch.nn.Module):
+    """Halves the image through numpy: runs, but torch cannot differentiate it."""
+
+    in_channels = 1
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(y.detach().cpu().numpy() * 0.5)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["filters", "--image", "IMG", "--sigma", "50", "--pixels", "3,4"],
+        ["spectrum", "--image", "IMG", "--patch", "8"],
+        ["dimension", "--image", "IMG", "--sigma", "50", "--probes", "2"],
+        ["decomposition", "--data", "DIR", "--patch", "8", "--patches", "2"],
+    ],
+)
+def test_not_differentiable_model_exit_2(cli, monkeypatch, clean_image, tmp_path, capsys, extra):
+    from filterscope.cli import analyze
+
+    monkeypatch.setattr(analyze, "_load", lambda model, channels: _NumpyDenoiser())
+    extra = [
+        str(clean_image) if e == "IMG" else str(clean_image.parent) if e == "DIR" else e
+        for e in extra
+    ]
+    assert cli(["analyze", *extra, "--json", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not differentiable" in err[0]
+    assert not (tmp_path / "x.json").exists()

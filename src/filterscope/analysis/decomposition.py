@@ -142,15 +142,27 @@ def random_patches(
     return torch.stack(out)
 
 
+def _noisy_images(x: Sequence[torch.Tensor], sigma: float, seed: int) -> list[torch.Tensor]:
+    """``x_k + σ·n_k`` with standard normals ``n_k`` drawn in order from one generator
+    seeded with ``seed`` (the same ``n_k`` for every σ)."""
+    generator = torch.Generator().manual_seed(int(seed))
+    return [
+        image + sigma * torch.randn(image.shape, generator=generator, dtype=image.dtype)
+        for image in x
+    ]
+
+
 def decomposition_vs_sigma(
     denoiser: nn.Module | Function,
-    x: torch.Tensor,
+    x: torch.Tensor | Sequence[torch.Tensor],
     sigmas: Sequence[float],
     *,
     seed: int = 0,
     batch: int = 64,
     dtype: torch.dtype = torch.float64,
-) -> list[dict[str, float]]:
+    return_examples: bool = False,
+    per_image: bool = False,
+) -> list[dict[str, float]] | tuple[list[dict[str, float]], list[Decomposition]]:
     """Mean norms of noise, residual, linear part and net bias as a function of σ
     (Figures 1 and 8 of Mohan et al. 2020).
 
@@ -158,56 +170,109 @@ def decomposition_vs_sigma(
     ----------
     denoiser : nn.Module or callable
         Differentiable denoiser (images of a batch processed independently).
-    x : Tensor, shape (B, C, H, W)
-        Clean images or patches in [0, 1] (the paper: 100 patches of 20×20); each is
-        denoised as a whole image.
+    x : Tensor of shape (B, C, H, W), or sequence of Tensor each (C, H, W)
+        Clean images in [0, 1], each denoised as a whole network input. A tensor holds
+        equal-sized patches (Figure 1: 100 patches of 20×20), processed ``batch`` at a
+        time; a sequence holds full-size images, possibly of different sizes (Figure 8:
+        the 68 images of BSD68), processed one at a time.
     sigmas : sequence of float
         Noise levels on the image scale (50/255...).
     seed : int, keyword-only
-        Noise for σ is ``σ · n`` with the same standard normal ``n`` for every σ.
+        Noise for σ is ``σ · n`` with the same standard normal ``n`` for every σ
+        (tensor input: ``add_noise(x, σ, generator=seed)``; sequence input: one
+        generator seeded with ``seed`` draws ``n`` for the images in order).
     batch : int, keyword-only
-        Images per pass.
+        Patches per pass (tensor input).
     dtype : torch.dtype, keyword-only
-        Arithmetic.
+        Arithmetic. float64 makes ``b_y`` of a bias-free network ~1e-15; float32 is
+        about twice as fast on CPU and enough for networks with bias.
+    return_examples : bool, keyword-only
+        Also return the :class:`Decomposition` of the first image (or patch) at each
+        σ, for figures like Figures 9 and 10 (no extra computation).
+    per_image : bool, keyword-only
+        Also list each image's norms (``per_image`` entry of each result: a dict of
+        lists ``noise_norm``, ``residual_norm``, ``linear_norm``, ``bias_norm``,
+        ``bias_mean``), e.g. for bootstrap intervals.
 
     Returns
     -------
-    list of dict, one per σ
+    results : list of dict, one per σ
         ``sigma`` (0–255 scale), ``noise_norm``, ``residual_norm``, ``linear_norm``,
-        ``bias_norm`` (each the mean over images of ``255·‖·‖₂/√(C·H·W)``, so
-        ``noise_norm ≈ sigma``), ``residual_linear_norm`` (``‖(I - A_y)y‖``) and
-        ``images``.
+        ``bias_norm`` (each the mean over images of the per-image RMS on the 0–255
+        scale, ``255·‖v‖₂/√(C·H·W)``, so ``noise_norm ≈ sigma``; for equal-sized
+        images this is the mean ``‖v‖₂`` of the paper up to the constant factor
+        ``255/√(C·H·W)``), ``bias_norm_median``, ``bias_mean`` (mean over images of the
+        signed spatial mean of ``b_y``, 0–255: the part of the bias that is a constant
+        offset), ``residual_linear_norm`` (``‖(I - A_y)y‖``) and ``images``.
+    examples : list of Decomposition, one per σ
+        Only with ``return_examples``: the first image's parts, shape ``(1, C, H, W)``.
     """
-    if x.dim() != 4:
-        raise InputError(f"x must be (B, C, H, W), got {tuple(x.shape)}")
+    if isinstance(x, torch.Tensor):
+        if x.dim() != 4:
+            raise InputError(f"x must be (B, C, H, W), got {tuple(x.shape)}")
+        images = None
+        x = x.detach().to(dtype=dtype)
+    else:
+        images = list(x)
+        if not images:
+            raise InputError("no images given")
+        for image in images:
+            if not isinstance(image, torch.Tensor) or image.dim() != 3:
+                shape = tuple(image.shape) if isinstance(image, torch.Tensor) else image
+                raise InputError(f"images must be (C, H, W) tensors, got {shape}")
+        images = [image.detach().to(dtype=dtype) for image in images]
     if not sigmas:
         raise InputError("no noise level given")
-    x = x.detach().to(dtype=dtype)
     results = []
+    examples = []
     for sigma in sigmas:
         sigma = float(sigma)
         if sigma < 0:
             raise InputError(f"sigma must be >= 0, got {sigma * 255:g}")
-        y = add_noise(x, sigma, generator=seed)
-        sums = dict.fromkeys(("noise", "residual", "linear", "bias", "residual_linear"), 0.0)
-        for start in range(0, len(y), batch):
-            part = y[start : start + batch]
+        if images is None:
+            y = add_noise(x, sigma, generator=seed)
+            pairs = [
+                (y[start : start + batch], x[start : start + batch])
+                for start in range(0, len(y), batch)
+            ]
+        else:
+            noisy = _noisy_images(images, sigma, seed)
+            pairs = [(yk[None], xk[None]) for yk, xk in zip(noisy, images, strict=True)]
+        norms: dict[str, list[torch.Tensor]] = {
+            k: [] for k in ("noise", "residual", "linear", "bias", "residual_linear", "offset")
+        }
+        for part, clean in pairs:
             dec = first_order_decomposition(denoiser, part, dtype=dtype)
-            sums["noise"] += float(_norm_255(part - x[start : start + batch]).sum())
-            sums["residual"] += float(_norm_255(dec.residual).sum())
-            sums["linear"] += float(_norm_255(dec.linear).sum())
-            sums["bias"] += float(_norm_255(dec.bias).sum())
-            sums["residual_linear"] += float(_norm_255(part - dec.linear).sum())
-        count = len(y)
-        results.append(
-            {
-                "sigma": sigma * 255.0,
-                "noise_norm": sums["noise"] / count,
-                "residual_norm": sums["residual"] / count,
-                "linear_norm": sums["linear"] / count,
-                "bias_norm": sums["bias"] / count,
-                "residual_linear_norm": sums["residual_linear"] / count,
-                "images": count,
+            if return_examples and len(examples) < len(results) + 1:
+                examples.append(
+                    Decomposition(
+                        y=dec.y[:1], output=dec.output[:1], linear=dec.linear[:1], bias=dec.bias[:1]
+                    )
+                )
+            norms["noise"].append(_norm_255(part - clean))
+            norms["residual"].append(_norm_255(dec.residual))
+            norms["linear"].append(_norm_255(dec.linear))
+            norms["bias"].append(_norm_255(dec.bias))
+            norms["residual_linear"].append(_norm_255(part - dec.linear))
+            norms["offset"].append(255.0 * dec.bias.flatten(1).mean(1))
+        values = {k: torch.cat(v) for k, v in norms.items()}
+        result = {
+            "sigma": sigma * 255.0,
+            "noise_norm": float(values["noise"].mean()),
+            "residual_norm": float(values["residual"].mean()),
+            "linear_norm": float(values["linear"].mean()),
+            "bias_norm": float(values["bias"].mean()),
+            "bias_norm_median": float(values["bias"].median()),
+            "bias_mean": float(values["offset"].mean()),
+            "residual_linear_norm": float(values["residual_linear"].mean()),
+            "images": len(values["bias"]),
+        }
+        if per_image:
+            result["per_image"] = {
+                f"{k}_norm" if k != "offset" else "bias_mean": values[k].tolist()
+                for k in ("noise", "residual", "linear", "bias", "offset")
             }
-        )
+        results.append(result)
+    if return_examples:
+        return results, examples
     return results

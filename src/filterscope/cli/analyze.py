@@ -1,8 +1,19 @@
 """``filterscope analyze ...``: look inside a denoiser through its Jacobian.
 
 Each sub-command takes a clean image (or folder), adds Gaussian noise per σ from
-``--seed``, writes a JSON file and, with ``--plot``, a figure beside it (same name,
-``.png``). σ is on the 0–255 scale here and in the JSON.
+``--seed``, writes a JSON file and, with ``--plot``, figures beside it (``OUT.json`` ->
+``OUT.png`` and, for some commands, ``OUT_<part>.png``):
+
+- ``decomposition``: ``OUT.png`` norms against σ (Figures 1, 8); ``OUT_parts.png`` noisy,
+  denoised, linear part, net bias and residual of the first patch or image (Figs 9–10).
+- ``filters``: ``OUT.png`` the marked pixels and their filters, negative weights red,
+  each panel titled with its sum (Figure 4).
+- ``spectrum``: ``OUT.png`` singular values, cosines, d against σ with the 1/σ fit
+  (Figure 5); ``OUT_subspaces.png`` clean energy and nesting (Figure 7);
+  ``OUT_vectors.png`` leading and trailing singular vectors at σ ≈ 50 (Figure 6).
+- ``dimension``: ``OUT.png`` the probe values, running mean and interval.
+
+σ is on the 0–255 scale here and in the JSON.
 """
 
 from __future__ import annotations
@@ -95,6 +106,14 @@ def _figure_path(json_path: str, suffix: str = "") -> Path:
     return p.with_name(p.stem + suffix + ".png")
 
 
+def _model_label(model: str | None) -> str:
+    """Short model name for figure titles: the name, or a checkpoint's last two path parts."""
+    if model is None:
+        return "default model"
+    parts = Path(str(model)).parts
+    return "/".join(parts[-2:])
+
+
 def _seed_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
 
@@ -102,35 +121,76 @@ def _seed_generator(seed: int) -> torch.Generator:
 # ----------------------------------------------------------------------------- commands
 
 
+def _training_range(net: torch.nn.Module) -> tuple[float, float] | None:
+    """σ range (0–255) from the model card, when the card states it."""
+    card = getattr(net, "card", None)
+    try:
+        lo, hi = card["training"]["sigma_range_255"]
+        return float(lo), float(hi)
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def _spread(count: int, most: int) -> list[int]:
+    """Up to ``most`` indices spread evenly over ``range(count)``, first and last included."""
+    if count <= most:
+        return list(range(count))
+    return sorted({round(k * (count - 1) / (most - 1)) for k in range(most)})
+
+
 def run_decomposition(args: argparse.Namespace) -> int:
     from ..analysis import decomposition_vs_sigma, random_patches
     from ..io import list_images
 
     sigmas = parse_sigmas(args.sigmas)
+    if args.patch < 0:
+        raise InputError("--patch must be a number of pixels >= 1, or 0 for whole images")
+    if args.patches < 1:
+        raise InputError("--patches must be positive")
+    if args.images is not None and args.images < 1:
+        raise InputError("--images must be positive")
     files = list_images(args.data)
     if not files:
         raise InputError(f"{args.data}: no image files in this folder")
+    files = files[: args.images] if args.images is not None else files
     images = [_read(str(f))[0] for f in files]
     channels = images[0].shape[0]
     if any(im.shape[0] != channels for im in images):
         raise InputError(f"{args.data}: mixes gray and colour images; use one kind")
-    if args.patch < 1 or args.patches < 1:
-        raise InputError("--patch and --patches must be positive")
+    smallest = min(min(im.shape[-2:]) for im in images)
+    if args.patch > smallest:
+        raise InputError(
+            f"patch {args.patch} is larger than the smallest image side ({smallest} pixels); "
+            f"use --patch {smallest} or less, or --patch 0 for whole images"
+        )
     net = _load(args.model, channels)
     _check_channels(net, channels, args.data)
-    x = random_patches(
-        images, patch=args.patch, count=args.patches, generator=_seed_generator(args.seed)
-    )
+    dtype = torch.float32 if args.float32 else torch.float64
+    whole = args.patch == 0
+    if whole:
+        x = images
+        units = "images"
+    else:
+        x = random_patches(
+            images, patch=args.patch, count=args.patches, generator=_seed_generator(args.seed)
+        )
+        units = "patches"
     start = time.perf_counter()
-    results = decomposition_vs_sigma(net, x, [s / 255.0 for s in sigmas], seed=args.seed)
+    results, examples = decomposition_vs_sigma(
+        net, x, [s / 255.0 for s in sigmas], seed=args.seed, dtype=dtype, return_examples=True
+    )
     payload = {
         "command": "analyze decomposition",
         "model": str(args.model),
         "data": str(args.data),
-        "patch": args.patch,
-        "patches": args.patches,
+        "mode": "whole images" if whole else "patches",
+        "patch": args.patch if not whole else None,
+        "patches": args.patches if not whole else None,
+        "images": [f.name for f in files],
         "seed": args.seed,
-        "norm": "per patch 255*||v||_2/sqrt(pixels) (RMS on the 0-255 scale), mean over patches",
+        "dtype": str(dtype).replace("torch.", ""),
+        "norm": "per image or patch 255*||v||_2/sqrt(pixels) (RMS on the 0-255 scale), "
+        f"mean over {units}",
         "results": results,
         "seconds": time.perf_counter() - start,
     }
@@ -142,11 +202,29 @@ def run_decomposition(args: argparse.Namespace) -> int:
             f"{r['residual_norm']:8.3f}  linear {r['linear_norm']:8.3f}  bias {r['bias_norm']:.3g}"
         )
     if args.plot:
-        from ..plotting import plot_decomposition
+        from ..plotting.analysis import plot_decomposition, plot_decomposition_grid
 
-        print(
-            f"wrote {plot_decomposition(results, _figure_path(args.json), title=str(args.model))}"
+        what = (
+            f"{len(files)} whole image{'s' if len(files) != 1 else ''}"
+            if whole
+            else f"{args.patches} {args.patch}px patches"
         )
+        path = plot_decomposition(
+            results,
+            _figure_path(args.json),
+            title=f"{_model_label(args.model)}: {what}",
+            training_range=_training_range(net),
+        )
+        print(f"wrote {path}")
+        rows = _spread(len(sigmas), 4)
+        example = files[0].name if whole else f"first patch ({files[0].name})"
+        path = plot_decomposition_grid(
+            [examples[i] for i in rows],
+            [sigmas[i] for i in rows],
+            _figure_path(args.json, "_parts"),
+            title=f"{_model_label(args.model)}: {example}",
+        )
+        print(f"wrote {path}")
     return 0
 
 
@@ -176,10 +254,11 @@ def run_filters(args: argparse.Namespace) -> int:
             f"99% within {f.extent_99} px, negative {f.negative_fraction:.1%}"
         )
     if args.plot:
-        from ..plotting import plot_filters
+        from ..plotting.analysis import plot_filters
 
         path = _figure_path(args.json)
-        print(f"wrote {plot_filters(y, filters, path, title=f'σ = {args.sigma:g}')}")
+        title = f"{_model_label(args.model)}, σ = {args.sigma:g}"
+        print(f"wrote {plot_filters(y, filters, path, title=title)}")
     return 0
 
 
@@ -253,16 +332,37 @@ def run_spectrum(args: argparse.Namespace) -> int:
     if "fit" in summary:
         print(f"log-log slope of d against sigma: {summary['fit']['slope']:.3f}")
     if args.plot:
-        from ..plotting import plot_singular_vectors, plot_spectrum
+        from ..plotting.analysis import (
+            plot_singular_vectors,
+            plot_spectrum_panels,
+            plot_subspaces,
+        )
 
-        print(f"wrote {plot_spectrum(results, _figure_path(args.json), fit=summary.get('fit'))}")
-        first = spectra[0]
-        n = len(first.singular_values)
-        idx = [0, 1, 2, max(first.signal_dim - 1, 0), n - 3, n - 2, n - 1]
-        vectors = first.singular_vector_images(idx)
-        labels = [f"#{i + 1} s={float(first.singular_values[i]):.2f}" for i in idx]
-        path = _figure_path(args.json, "_vectors")
-        print(f"wrote {plot_singular_vectors(vectors, path, labels=labels)}")
+        name = _model_label(args.model)
+        where = f"{Path(args.image).name}, {patch}x{patch} patch at ({left}, {top})"
+        path = plot_spectrum_panels(
+            results, _figure_path(args.json), fit=summary.get("fit"), title=f"{name}: {where}"
+        )
+        print(f"wrote {path}")
+        path = plot_subspaces(
+            results, summary["nesting"], _figure_path(args.json, "_subspaces"), title=where
+        )
+        print(f"wrote {path}")
+        # Figure 6: three leading and three trailing left singular vectors at the sigma
+        # closest to 50.
+        chosen = min(spectra, key=lambda sp: abs(sp.sigma * 255.0 - 50.0))
+        n = len(chosen.singular_values)
+        idx = sorted({0, 1, 2, n - 3, n - 2, n - 1} & set(range(n)))
+        vectors = chosen.singular_vector_images(idx)
+        labels = [f"#{i + 1}  s={float(chosen.singular_values[i]):.2g}" for i in idx]
+        path = plot_singular_vectors(
+            vectors,
+            _figure_path(args.json, "_vectors"),
+            labels=labels,
+            clean=clean[0],
+            title=f"left singular vectors, sigma = {chosen.sigma * 255.0:g}",
+        )
+        print(f"wrote {path}")
     return 0
 
 
@@ -307,7 +407,7 @@ def run_dimension(args: argparse.Namespace) -> int:
         f"{result['seconds']:.1f} s)"
     )
     if args.plot:
-        from ..plotting import plot_dimension
+        from ..plotting.analysis import plot_dimension
 
         print(
             f"wrote {plot_dimension(result, _figure_path(args.json), title=f'σ = {args.sigma:g}')}"
@@ -350,7 +450,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "decomposition",
         help="mean norms of noise, residual, linear part and net bias against sigma",
         description="First-order decomposition y - f(y) = (I - A_y) y - b_y averaged over "
-        "random patches of the images in DIR (norms are RMS on the 0-255 scale).",
+        "random patches of the images in DIR (Figure 1: --patch 20 --patches 100) or over "
+        "the whole images (Figure 8: --patch 0). Norms are per-image RMS on the 0-255 "
+        "scale. --plot writes OUT.png (norms against sigma) and OUT_parts.png (noisy, "
+        "denoised, linear part, net bias and residual of the first patch or image at up "
+        "to four sigmas, Figures 9-10).",
     )
     _common(p)
     p.add_argument("--data", required=True, metavar="DIR", help="folder of clean images")
@@ -359,9 +463,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default="10:100:10",
         help="noise levels, 0-255: 10,30,50 or 10:100:10 (default: 10:100:10)",
     )
-    p.add_argument("--patch", type=int, default=20, help="patch side in pixels (default: 20)")
     p.add_argument(
-        "--patches", type=int, default=100, help="number of random patches (default: 100)"
+        "--patch",
+        type=int,
+        default=20,
+        help="patch side in pixels (default: 20); 0: the whole images, each the network's "
+        "input (slow on CPU: one forward-mode pass per image and sigma)",
+    )
+    p.add_argument(
+        "--patches",
+        type=int,
+        default=100,
+        help="number of random patches (default: 100; ignored with --patch 0)",
+    )
+    p.add_argument(
+        "--images",
+        type=int,
+        default=None,
+        metavar="N",
+        help="use only the first N images of DIR in name order (default: all)",
+    )
+    p.add_argument(
+        "--float32",
+        action="store_true",
+        help="float32 arithmetic (about 2x faster on CPU; fine for networks with bias, but "
+        "a bias-free network's net bias is then ~1e-5 instead of ~1e-13)",
     )
     p.set_defaults(run=run_decomposition)
 

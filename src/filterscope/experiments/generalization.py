@@ -13,9 +13,9 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 from .._files import atomic_write
