@@ -16,6 +16,7 @@ from filterscope.ntk import (
     ColumnEngine,
     FixedFilter,
     NLMAffinity,
+    NonLocalFilterDenoiser,
     affinity,
     denoise,
     empirical_nngp,
@@ -35,6 +36,7 @@ from filterscope.ntk import (
     twicing_iterations,
 )
 from filterscope.ntk.kernels import image_patches
+from filterscope.ntk.nystrom import leading_eigh
 
 
 def _image(c=1, h=8, w=8, seed=0, centred=False):
@@ -121,9 +123,12 @@ def test_nystrom_with_all_columns_equals_full_matrix():
     x = _image(3, 8, 8)
     spec = CNNKernel(depth=2, kernel_size=3, output_kernel=1)
     k = kernel_matrix(x, depth=2, kernel_size=3, output_kernel=1)
-    basis = nystrom_basis(ColumnEngine(x, spec), torch.arange(64), rcond=1e-13)
+    basis = nystrom_basis(ColumnEngine(x, spec), torch.arange(64), rcond=1e-13, precision="double")
     approx = basis.matrix() / basis.scale
     assert torch.allclose(approx, k, atol=1e-7 * float(k.abs().max()))
+    # the float32 streamed product: equal to about 1e-6
+    single = nystrom_basis(ColumnEngine(x, spec), torch.arange(64), rcond=1e-13)
+    assert relative_frobenius_error(single.matrix() / single.scale, k) < 1e-5
     full = matrix_basis(k, (8, 8))
     assert torch.allclose(full.matrix() / full.scale, k, atol=1e-10 * float(k.abs().max()))
     # a non-pairwise kernel goes through the column-streaming path
@@ -131,6 +136,34 @@ def test_nystrom_with_all_columns_equals_full_matrix():
     k3 = kernel_matrix(x, depth=3, kernel_size=3, output_kernel=None)
     b3 = nystrom_basis(ColumnEngine(x, spec3), torch.arange(64), rcond=1e-13, memory_budget=1)
     assert torch.allclose(b3.matrix() / b3.scale, k3, atol=1e-7 * float(k3.abs().max()))
+
+
+@pytest.mark.parametrize("padding", ["circular", "zero"])
+def test_float32_factor_rows_match_float64_block(padding):
+    x = _image(3, 9, 10)
+    engine = ColumnEngine(x, CNNKernel(depth=2, kernel_size=5, output_kernel=1, padding=padding))
+    idx = torch.tensor([0, 7, 44, 89])
+    assert torch.allclose(engine.patches_at(idx), engine.patches[idx], atol=0)
+    cols = torch.tensor([3, 17, 50, 88, 89])
+    weights = torch.randn(5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    exact = engine.block(torch.arange(90), cols) @ weights
+    fast = engine.factor_rows(0, 90, cols, weights).double()
+    assert relative_frobenius_error(fast, exact) < 1e-6
+    nlm = NLMAffinity(x, 0.2, patch_size=3, padding=padding)
+    exact = nlm.block(torch.arange(90), cols) @ weights
+    assert relative_frobenius_error(nlm.factor_rows(0, 90, cols, weights).double(), exact) < 1e-5
+
+
+def test_randomized_leading_eigenpairs():
+    g = torch.Generator().manual_seed(2)
+    q = torch.linalg.qr(torch.randn(300, 300, generator=g, dtype=torch.float64)).Q
+    vals = 0.8 ** torch.arange(300, dtype=torch.float64)  # fast decay, like the kernels
+    a = (q * vals) @ q.T
+    lam, u = leading_eigh(a, 20, rcond=0.0)  # randomized (20 + 32 < 300 / 2)
+    assert torch.allclose(lam, vals[:20], rtol=1e-6)
+    assert torch.allclose((u.T @ q[:, :20]).abs(), torch.eye(20, dtype=torch.float64), atol=1e-4)
+    lam_full, _ = leading_eigh(a, None, rcond=1e-12)  # exact path
+    assert torch.allclose(lam_full[:20], vals[:20], rtol=1e-10)
 
 
 def test_sample_columns():
@@ -295,6 +328,8 @@ def test_cli_matrix_denoise_eigenimages(tmp_path, main):
         ["--sigma", "25", "--columns", "2"],
         ["--sigma", "25", "--depth", "1"],
         ["--sigma", "25", "--kernel", "31"],
+        ["--sigma", "25", "--rank", "0"],
+        ["--clean", "missing.png", "--stop", "oracle", "--sigma", "25"],
     ],
 )
 def test_cli_bad_input_exit_2(tmp_path, capsys, main, extra):
@@ -305,3 +340,18 @@ def test_cli_bad_input_exit_2(tmp_path, capsys, main, extra):
     assert main([*argv, *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("filterscope: error:")
+
+
+def test_filters_are_models_for_the_analysis_and_evaluation_code():
+    from filterscope.analysis.jacobian import dense_jacobian
+    from filterscope.evaluation.sweep import evaluate
+
+    y = _image(3, 9, 9)
+    fixed = FixedFilter(filter_basis(y, kernel_size=3, columns=None), 5.0)
+    jac = dense_jacobian(fixed, y, radius=None, dtype=torch.float64)
+    h = fixed.matrix()
+    expected = torch.block_diag(h, h, h)  # one filter for every colour channel
+    assert torch.allclose(jac.reshape(243, 243), expected, atol=1e-10)
+    denoiser = NonLocalFilterDenoiser(method="ntk", kernel_size=3, columns=0.5, stop="sure")
+    result = evaluate({"ntk": denoiser}, [("a", y[None].float())], [25], progress=False)
+    assert result is not None and len(denoiser.last_info) == 1

@@ -2,6 +2,8 @@
 
 - ``ntk denoise INPUT --sigma 25 -o OUTPUT``: Nyström filter + twicing.
 - ``ntk eigenimages INPUT -o FOLDER``: the leading eigenimages of the filter (Figure 1).
+- ``ntk filters INPUT --pixels ROW,COL ... -o FIG.png``: the filter weights around
+  chosen pixels (Figure 2).
 - ``ntk matrix INPUT -o OUT.npy``: the full ``d × d`` kernel matrix of a small image.
 
 σ is on the 0–255 scale on the command line and in the JSON output.
@@ -83,7 +85,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="FRACTION",
         help="fraction of pixels used as Nyström columns, in (0, 1] (default 0.02)",
     )
-    den.add_argument("--rank", type=int, default=512, help="eigenpairs kept (default 512)")
+    den.add_argument("--rank", type=int, default=64, help="leading eigenpairs kept (default 64)")
     den.add_argument(
         "--stop",
         type=_stop,
@@ -105,7 +107,43 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     _architecture(eig)
     eig.add_argument("--columns", type=float, default=0.02, metavar="FRACTION")
     eig.add_argument("--seed", type=int, default=0)
+    eig.add_argument(
+        "--plot", default=None, metavar="FIG.png", help="also draw them (Figure 1) into FIG.png"
+    )
     eig.set_defaults(run=run_eigenimages)
+
+    fil = sub.add_parser("filters", help="draw the filter weights around chosen pixels (Figure 2)")
+    fil.add_argument("input", metavar="INPUT", help="(noisy) image file")
+    fil.add_argument("-o", "--output", required=True, metavar="FIG.png")
+    fil.add_argument(
+        "--pixels",
+        nargs="+",
+        required=True,
+        metavar="ROW,COL",
+        help="pixels whose filter rows are drawn, e.g. --pixels 60,100 200,40",
+    )
+    _architecture(fil)
+    fil.add_argument("--method", choices=("ntk", "nlm"), default="ntk")
+    fil.add_argument("--sigma", type=float, default=None, help="noise std 0-255 (NLM: h = σ/2)")
+    fil.add_argument(
+        "--columns",
+        type=float,
+        default=0.02,
+        metavar="FRACTION",
+        help="Nyström column fraction in (0, 1]; 1 on images up to 64x64 uses the full matrix",
+    )
+    fil.add_argument("--seed", type=int, default=0)
+    fil.add_argument(
+        "--window", type=int, default=None, help="show a WINDOW x WINDOW crop around each pixel"
+    )
+    fil.add_argument(
+        "--steps",
+        type=float,
+        default=None,
+        metavar="T",
+        help="draw the twicing filter I - (I - W)^T instead of W",
+    )
+    fil.set_defaults(run=run_filters)
 
     mat = sub.add_parser("matrix", help="write the full d x d kernel matrix (up to 64x64)")
     mat.add_argument("input", metavar="INPUT")
@@ -146,6 +184,8 @@ def run_denoise(args: argparse.Namespace) -> int:
         raise InputError(f"--sigma must be positive (0-255 scale), got {args.sigma}")
     if not 0 < args.columns <= 1:
         raise InputError(f"--columns must be in (0, 1], got {args.columns}")
+    if args.rank < 1:
+        raise InputError(f"--rank must be at least 1, got {args.rank}")
     stop = args.stop or ("oracle" if args.clean else "sure")
     check_output_path(args.output, overwrite=args.force)
     y = _read(args.input)
@@ -194,6 +234,8 @@ def run_eigenimages(args: argparse.Namespace) -> int:
 
     if not 0 < args.columns <= 1:
         raise InputError(f"--columns must be in (0, 1], got {args.columns}")
+    if args.count < 1:
+        raise InputError(f"--count must be at least 1, got {args.count}")
     y = _read(args.input)
     basis = filter_basis(y, columns=args.columns, seed=args.seed, **_arch_kwargs(args))
     images = basis.eigenimages(args.count).numpy()
@@ -206,7 +248,70 @@ def run_eigenimages(args: argparse.Namespace) -> int:
         for i, img in enumerate(images):
             span = max(abs(img.min()), abs(img.max())) or 1.0
             write_image(out / f"eigenimage_{i:02d}.png", 0.5 + 0.5 * img / span, overwrite=True)
+    if args.plot:
+        from ..plotting.ntk import plot_eigenimages
+
+        plot_eigenimages(
+            basis.eigenimages(args.count),
+            basis.eigvals,
+            args.plot,
+            title=f"{Path(args.input).name}: leading eigenimages of the NTK filter",
+        )
+        print(f"wrote {args.plot}")
     print(f"wrote {len(images)} eigenimages to {out}")
+    return 0
+
+
+def _pixel(text: str, height: int, width: int) -> tuple[int, int]:
+    try:
+        row, col = (int(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--pixels takes ROW,COL pairs, got {text!r}") from None
+    if not (0 <= row < height and 0 <= col < width):
+        raise InputError(f"pixel {text} lies outside the {width}x{height} image")
+    return row, col
+
+
+def run_filters(args: argparse.Namespace) -> int:
+    from ..ntk.denoiser import filter_basis
+    from ..ntk.kernels import MAX_MATRIX_PIXELS
+    from ..plotting.ntk import plot_filter_rows
+
+    if not 0 < args.columns <= 1:
+        raise InputError(f"--columns must be in (0, 1], got {args.columns}")
+    if args.sigma is not None and (math.isnan(args.sigma) or args.sigma <= 0):
+        raise InputError(f"--sigma must be positive (0-255 scale), got {args.sigma}")
+    if args.method == "nlm" and args.sigma is None:
+        raise InputError("the NLM filter needs --sigma (its bandwidth is h = sigma/2)")
+    if args.window is not None and args.window < 1:
+        raise InputError(f"--window must be positive, got {args.window}")
+    if args.steps is not None and not args.steps >= 0:
+        raise InputError(f"--steps must be >= 0, got {args.steps}")
+    y = _read(args.input)
+    _, height, width = y.shape
+    pixels = [_pixel(text, height, width) for text in args.pixels]
+    options = _arch_kwargs(args)
+    if args.method == "nlm":
+        options = {"kernel_size": args.kernel, "padding": args.padding}
+    full = args.columns == 1 and height * width <= MAX_MATRIX_PIXELS
+    basis = filter_basis(
+        y,
+        method=args.method,
+        sigma=None if args.sigma is None else args.sigma / 255.0,
+        columns=None if full else args.columns,
+        seed=args.seed,
+        **options,
+    )
+    what = "W" if args.steps is None else f"I - (I - W)^{args.steps:g}"
+    plot_filter_rows(
+        y,
+        basis.rows(pixels, t=args.steps),
+        pixels,
+        args.output,
+        window=args.window,
+        title=f"{args.method.upper()} filter rows ({what})",
+    )
+    print(f"wrote {args.output}")
     return 0
 
 
