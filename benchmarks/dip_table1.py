@@ -2,53 +2,85 @@
 
 Run from the repository root::
 
-    python benchmarks/dip_table1.py            # CPU recipe (about an hour on 2 idle cores)
-    python benchmarks/dip_table1.py --full     # the paper's protocol, for a GPU (hours)
-    python benchmarks/dip_table1.py --quick    # smoke run of a few seconds; writes nothing
+    python benchmarks/dip_table1.py --threads 1   # CPU recipe: ≤ 60 min on one loaded core
+    python benchmarks/dip_table1.py --only speed --threads 2   # speed alone (quiet machine)
+    python benchmarks/dip_table1.py --full        # the paper's protocol, for a GPU (hours)
+    python benchmarks/dip_table1.py --quick       # smoke run of ~10 s; writes nothing
 
-What is measured, on Set9color at σ = 25 (noise seed = the image's index, as in
-``ntk_set9.py``):
+What is measured, on Set9color at σ = 25 (noise seed = the image's index in name order,
+as in ``ntk_set9.py``), in this order (``--only`` picks parts, comma-separated; parts not
+run are kept from an existing ``dip_table1.json`` of the same recipe):
 
-1. **Table 1**: the vanilla CNN, the U-Net and the autoencoder, each with noise or the
-   image at the input, trained with Adam and with gradient descent, PSNR of the iterate
+1. ``speed``: iterations per second of each network (Adam, noise input, PSNR logged every
+   step) on the whole 256×256 colour House image, and the share of the loop's time spent
+   outside forward and backward passes. Never cached; timings under load are only an
+   indication (the load average is recorded).
+2. ``weights`` (Figure 4): the autoencoder with noise input on House, trained for a
+   fixed number of steps at several widths with Adam and with GD (at the Table 1 step
+   ``s = 1.9`` and at ``s = 1``, see below); the log–log slope of the mean ``‖w^t − w^0‖₂``
+   of the intermediate layers against the width (theory for GD: −1/2).
+3. ``theory``: the relative gap between a gradient-descent-trained vanilla CNN (image
+   input, float64) and NTK twicing (:func:`filterscope.dip.ntk_gap`) against the width.
+4. ``figures`` (needs matplotlib): Figure 4, Figure 5 (leading eigenvectors of the last
+   pre-activations' covariance of the autoencoder after 500 steps, House crop) and the
+   theory gap, as ``benchmarks/results/dip_*.png``.
+5. ``table1``: the vanilla CNN, the U-Net and the autoencoder, each with noise or the
+   image at the input, trained with Adam and with gradient descent: PSNR of the iterate
    kept by the oracle (the paper's protocol), plus the Nyström NTK filter of the vanilla
    CNN (equation 16, 2% columns, oracle twicing time) for both inputs. SURE stopping is
-   evaluated in the same runs for the cells listed in ``SURE_CELLS`` (``--sure-all``:
-   every cell; SURE doubles the cost of a run).
-2. **Speed**: iterations per second of each network (Adam, noise input, PSNR logged every
-   step) on the 256×256 colour House image, and the share of the loop's time spent
-   outside forward and backward passes.
-3. **Weight change** (Figure 4): the autoencoder with noise input on House, trained for a
-   fixed number of steps at several widths with GD and with Adam; the log–log slope of the
-   mean ``‖w^t − w^0‖₂`` of the intermediate layers against the width.
-4. **Theory**: the relative gap between a gradient-descent-trained vanilla CNN (image
-   input) and NTK twicing (:func:`filterscope.dip.ntk_gap`) against the width.
-5. **Figures** (not with ``--quick``, needs matplotlib): Figure 4, Figure 5 (leading
-   eigenvectors of the last pre-activations' covariance after 500 steps) and the theory
-   gap, as ``benchmarks/results/dip_*.png``.
+   evaluated in the same runs for the cells of ``SURE_CELLS`` (``--sure-all``: every
+   cell; SURE doubles the cost of a run). Every row records whether the run diverged
+   (``diverged_at``) and whether its best PSNR came at the step cap (``peak_at_cap``:
+   still improving when stopped).
 
 Recipes (every number is ours; the paper's appendix H is not in the text we have):
 
-- CPU: centre crops of 64×64 pixels, width 32, Adam ≤ 1500 steps, GD ≤ 3000 steps, both
-  stopping after 500 steps without a better PSNR; speed at width 32; weight change at
-  widths 16–128 after 200 steps; theory on a 32×32 gray crop.
+- CPU (default), sized for ≤ 60 minutes on one loaded core: all 9 images as 64×64
+  centre crops, width 32; Adam ≤ 800 steps (patience 200), GD ≤ 1000 steps (patience
+  300). One image costs about 3 minutes of one core (12 network runs, 3 of them with
+  the SURE twin, GD runs repeated at smaller steps when unstable, the Nyström rows), the
+  other parts about 5: some 30 CPU-minutes in all, 40 to 60 minutes of wall time with
+  half a core. All nine images rather than fewer, larger crops, because Table 1 is a
+  mean over very different images (Baboon's fur against House's flat walls); 64×64
+  still leaves the U-Net an 8×8 bottleneck, and Adam's best iterate comes after 200–800
+  steps. The price: GD is mostly still improving at its cap (the paper runs up to 10⁶
+  steps), so the GD cells are lower bounds. Speed at width 32 (20 steps) on the whole
+  House (``--speed-widths 32,128`` adds c = 128: minutes per network on one core);
+  weight change at widths 16–128 after 200 steps; theory on a 32×32 gray crop, widths
+  16–1024, 11×11 kernels; Figure 5 on the House crop.
 - ``--full``: whole images, width 128, Adam ≤ 20000 steps (patience 3000), GD ≤ 100000
-  steps (patience 10000), trajectory evaluated every 10 steps; speed at width 128; weight
-  change at widths 16–256 after 2000 steps, 3 seeds; theory on a 48×48 crop up to width
-  4096.
+  steps (patience 10000), trajectory evaluated every 10 steps; speed at widths 32 and
+  128; weight change at widths 16–256 after 2000 steps, 3 seeds; theory on a 48×48 crop
+  up to width 4096.
 
-Gradient descent uses the largest stable step, ``η = n / (2 λ_max(Θ⁰))`` (the linearised
-filter's top eigenvalue is 1; it scales as ``1/c``), unless ``--gd-lr`` gives a width-free
-rate (step ``lr / width``). Adam uses ``β = (0.9, 0.99)`` and the defaults of
-:data:`filterscope.dip.fit.DEFAULT_ADAM_LR`.
+Gradient descent uses the largest stable step of the theory, scaled with the width:
+``η = s · n / (2 λ_max(Θ⁰))`` with ``s = 1.9`` (``gd_step``), where ``λ_max(Θ⁰)`` is the
+top eigenvalue of the empirical NTK at initialisation (power iteration). The linearised
+update ``z ← z + (2η/n) Θ⁰ (y − z)`` is then twicing with a filter of top eigenvalue
+``s``; it diverges for ``s ≥ 2``, so 1.9 is 95% of the stability limit. A finite network
+is only near its linearisation: near the limit the kernel can grow during training and a
+run can catapult (the loss jumps, the weights move far, the kernel shrinks) instead of
+staying lazy, which is why the weight-change study also runs ``s = 1``. ``λ_max(Θ⁰)``
+grows like ``c`` in the standard parameterisation, so ``η`` falls like ``1/c``, the
+``O(1/c)`` step of the paper's footnote 6. ``--gd-lr`` replaces it by a width-free rate
+(step ``lr / width``). Linearised GD with ``s < 2`` lowers the loss at every step, so a
+Table 1 GD run whose loss stops being finite or rises above its initial value is counted
+unstable, reported in ``diverged_runs`` (with its PSNR) and repeated with ``s = 1``, then
+``s = 0.5`` (``GD_STEP_FALLBACK``): each cell keeps the largest stable step of that
+ladder. Adam uses ``β = (0.9, 0.99)`` and the
+rates of :data:`filterscope.dip.fit.DEFAULT_ADAM_LR` (per network and input, chosen on a
+64×64 House crop, which is one of the nine images here).
 
-Results go to ``benchmarks/results/dip_table1.json`` and are printed beside the paper's.
-Timings on a loaded machine are not comparable; the load average is recorded.
+Finished pieces are cached in ``benchmarks/results/dip_table1.partial.json``
+(gitignored), so an interrupted run resumes where it stopped (``--restart`` starts
+afresh). Results go to ``benchmarks/results/dip_table1.json`` and are printed beside the
+paper's.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -93,25 +125,80 @@ SURE_CELLS = {
 RECIPES = {
     "quick": dict(
         images=2, crop=32, width=8, iters={"adam": 20, "gd": 20}, patience=None, log_every=1,
-        speed_size=64, speed_width=8, speed_iters=3,
+        speed_size=64, speed_widths=(8,), speed_iters=(3,), gd_step=1.9,
         weight_widths=(8, 16), weight_iters=10, weight_seeds=(0,),
         theory_crop=16, theory_widths=(8, 64), theory_kernel=3, figures=False,
     ),
     "cpu": dict(
-        images=None, crop=64, width=32, iters={"adam": 1500, "gd": 3000}, patience=500,
-        log_every=1, speed_size=None, speed_width=32, speed_iters=20,
+        images=None, crop=64, width=32, iters={"adam": 800, "gd": 1000},
+        patience={"adam": 200, "gd": 300}, log_every=1, speed_size=None,
+        speed_widths=(32,), speed_iters=(20,), gd_step=1.9, weight_gd_steps=(1.9, 1.0),
         weight_widths=(16, 32, 64, 128), weight_iters=200, weight_seeds=(0,),
         theory_crop=32, theory_widths=(16, 64, 256, 1024), theory_kernel=11, figures=True,
     ),
     "full": dict(
         images=None, crop=None, width=128, iters={"adam": 20000, "gd": 100000},
         patience={"adam": 3000, "gd": 10000}, log_every=10, speed_size=None,
-        speed_width=128, speed_iters=200,
+        speed_widths=(32, 128), speed_iters=(200, 200), gd_step=1.9, weight_gd_steps=(1.9, 1.0),
         weight_widths=(16, 32, 64, 128, 256), weight_iters=2000, weight_seeds=(0, 1, 2),
         theory_crop=48, theory_widths=(16, 64, 256, 1024, 4096), theory_kernel=11,
         figures=True,
     ),
 }  # fmt: skip
+
+
+# recipe keys that do not identify cached pieces: the pieces they touch are keyed by them
+# (cells by their image, weight-change runs by their GD step) or never cached (speed)
+NOT_IN_CACHE_KEY = ("images", "weight_gd_steps", "speed_size", "speed_widths", "speed_iters")
+
+
+def _comparable(config: dict | None) -> dict | None:
+    """``config`` without the recipe keys of :data:`NOT_IN_CACHE_KEY`."""
+    if not config:
+        return config
+    settings = {k: v for k, v in config.get("settings", {}).items() if k not in NOT_IN_CACHE_KEY}
+    return {**config, "settings": settings}
+
+
+class Cache:
+    """Finished pieces of a run, kept in ``benchmarks/results/dip_table1.partial.json``.
+
+    Each Table 1 cell (image × network × input × optimiser), weight-change run, the
+    theory gap and the Figure 5 runs are stored as soon as they finish, so an interrupted
+    run resumes where it stopped. The file is only reused for the same configuration
+    (recipe settings, GD rate, SURE cells, device); ``--images`` may differ, as every
+    cell is keyed by its image. ``--restart`` ignores the file. Speed is always measured
+    afresh.
+    """
+
+    def __init__(self, path: Path, config: dict, *, enabled: bool, restart: bool):
+        self.path = path
+        self.config = config
+        self.enabled = enabled
+        self.done: dict = {}
+        if not enabled or restart or not path.exists():
+            return
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return
+        if _comparable(saved.get("config")) == _comparable(config):
+            self.done = dict(saved.get("done", {}))
+            print(f"resuming: {len(self.done)} finished piece(s) in {path.name}", flush=True)
+        else:
+            print(f"{path.name} is from another configuration; starting afresh", flush=True)
+
+    def get(self, key: str):
+        return self.done.get(key)
+
+    def put(self, key: str, value) -> None:
+        self.done[key] = value
+        if not self.enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"config": self.config, "done": self.done}) + "\n")
+        os.replace(tmp, self.path)
 
 
 def data_dir() -> Path:
@@ -138,86 +225,158 @@ def _cell_name(arch: str, net_input: str, optimizer: str | None) -> str:
     return f"{arch}/{net_input}" + (f"/{optimizer}" if optimizer else "")
 
 
-def table1(images, recipe, args) -> tuple[list[dict], dict]:
+# gradient descent steps ``s`` tried in turn when a run diverges at the recipe's step
+GD_STEP_FALLBACK = (1.0, 0.5)
+
+
+def _fit_row(path, index, cell, x, y, recipe, args) -> dict:
+    """One network cell of Table 1 on one image.
+
+    Gradient descent with the automatic step starts at the recipe's ``gd_step``; a run
+    that diverges is recorded in ``diverged_runs`` and repeated with the next smaller
+    step of :data:`GD_STEP_FALLBACK` (the largest stable step of the ladder is kept).
+    """
     from filterscope.dip import fit_single_image
+
+    arch, net_input, optimizer = cell
+    patience = recipe["patience"]
+    if isinstance(patience, dict):
+        patience = patience[optimizer]
+    iters = recipe["iters"][optimizer]
+    steps: list[float | None] = [None]
+    if optimizer == "gd" and args.gd_lr is None:
+        steps = [recipe["gd_step"]] + [s for s in GD_STEP_FALLBACK if s < recipe["gd_step"]]
+    diverged_runs = []
+    seconds = 0.0
+    for gd_step in steps:
+        result = fit_single_image(
+            y,
+            arch=arch,
+            input=net_input,
+            optimizer=optimizer,
+            iters=iters,
+            lr=args.gd_lr if optimizer == "gd" else None,
+            width=recipe["width"],
+            sigma=SIGMA_255 / 255.0,
+            clean=x,
+            stop="oracle",
+            estimate_sure=args.sure_all or cell in SURE_CELLS,
+            patience=patience,
+            gd_step=gd_step or recipe["gd_step"],
+            log_every=recipe["log_every"],
+            seed=index,
+            device=args.device,
+        )
+        seconds += result.timing["total_s"] + result.timing["setup_s"]
+        loss = result.trajectory["loss"]
+        rise = max(loss) / loss[0] if loss[0] > 0 else 1.0
+        # linearised GD with s < 2 lowers the loss at every step; a loss above its start
+        # means the network left that regime (a catapult, or worse)
+        unstable = result.config["diverged_at"] is not None or rise > 1.0
+        if not unstable or gd_step == steps[-1]:
+            break
+        diverged_runs.append(
+            {
+                "gd_step": gd_step,
+                "diverged_at": result.config["diverged_at"],
+                "max_loss_over_initial": rise,
+                "oracle_psnr": result.choices["oracle_psnr"],
+                "oracle_iteration": result.choices["oracle_iteration"],
+            }
+        )
+    return {
+        "image": path.stem,
+        "cell": _cell_name(*cell),
+        "oracle_psnr": result.choices["oracle_psnr"],
+        "oracle_iteration": result.choices["oracle_iteration"],
+        "sure_psnr": result.choices.get("sure_psnr"),
+        "sure_iteration": result.choices.get("sure_iteration"),
+        "iterations": result.timing["iterations"],
+        "max_iterations": iters,
+        # the best PSNR was at the last step allowed: still improving when the cap ended it
+        "peak_at_cap": result.choices["oracle_iteration"] >= iters - recipe["log_every"],
+        "gd_step": gd_step if optimizer == "gd" else None,
+        "diverged_at": result.config["diverged_at"],
+        "max_loss_over_initial": rise,
+        "diverged_runs": diverged_runs,
+        "seconds": seconds,
+        "lr_effective": result.config["lr_effective"],
+        "ntk_lambda_max": result.config["ntk_lambda_max"],
+    }
+
+
+def _nystrom_row(path, net_input, x, y) -> dict:
+    """The Nyström row of Table 1: equation 16's filter (vanilla CNN NTK), 2% columns."""
     from filterscope.metrics import psnr
-    from filterscope.noise import add_noise
     from filterscope.ntk import denoise
+
+    row = {"image": path.stem, "cell": _cell_name("nystrom", net_input, None)}
+    start = time.perf_counter()
+    for stop in ("oracle", "sure"):
+        x_hat, info = denoise(
+            y,
+            sigma=SIGMA_255 / 255.0,
+            clean=x,
+            stop=stop,
+            method="ntk",
+            depth=2,
+            kernel_size=11,
+            output_kernel=1,
+            input=net_input,
+            columns=0.02,
+        )
+        row[f"{stop}_psnr"] = float(psnr(x_hat[None].float(), x[None].float()))
+        row[f"{stop}_t"] = info["t"]
+    row["seconds"] = time.perf_counter() - start
+    return row
+
+
+def table1(images, recipe, args, cache: Cache) -> tuple[list[dict], dict]:
+    from filterscope.noise import add_noise
 
     sigma = SIGMA_255 / 255.0
     rows = []
     for index, path in enumerate(images):
         x = load(path, recipe["crop"])
         y = add_noise(x, sigma, generator=index)
-        for arch in ARCHS:
-            for net_input in INPUTS:
-                for optimizer in OPTIMIZERS:
-                    cell = (arch, net_input, optimizer)
-                    patience = recipe["patience"]
-                    if isinstance(patience, dict):
-                        patience = patience[optimizer]
-                    result = fit_single_image(
-                        y,
-                        arch=arch,
-                        input=net_input,
-                        optimizer=optimizer,
-                        iters=recipe["iters"][optimizer],
-                        lr=args.gd_lr if optimizer == "gd" else None,
-                        width=recipe["width"],
-                        sigma=sigma,
-                        clean=x,
-                        stop="oracle",
-                        estimate_sure=args.sure_all or cell in SURE_CELLS,
-                        patience=patience,
-                        log_every=recipe["log_every"],
-                        seed=index,
-                        device=args.device,
-                    )
-                    row = {
-                        "image": path.stem,
-                        "cell": _cell_name(*cell),
-                        "oracle_psnr": result.choices["oracle_psnr"],
-                        "oracle_iteration": result.choices["oracle_iteration"],
-                        "sure_psnr": result.choices.get("sure_psnr"),
-                        "sure_iteration": result.choices.get("sure_iteration"),
-                        "iterations": result.timing["iterations"],
-                        "seconds": result.timing["total_s"],
-                        "lr_effective": result.config["lr_effective"],
-                    }
-                    rows.append(row)
-                    sure = row["sure_psnr"]
-                    sure_text = "" if sure is None else f", SURE {sure:.2f}"
-                    print(
-                        f"{path.stem} {row['cell']}: oracle {row['oracle_psnr']:.2f} dB at "
-                        f"{row['oracle_iteration']}{sure_text} ({row['iterations']} steps, "
-                        f"{row['seconds']:.1f} s)",
-                        flush=True,
-                    )
-        for net_input in INPUTS:
-            row = {"image": path.stem, "cell": _cell_name("nystrom", net_input, None)}
-            start = time.perf_counter()
-            for stop in ("oracle", "sure"):
-                x_hat, info = denoise(
-                    y,
-                    sigma=sigma,
-                    clean=x,
-                    stop=stop,
-                    method="ntk",
-                    depth=2,
-                    kernel_size=11,
-                    output_kernel=1,
-                    input=net_input,
-                    columns=0.02,
-                )
-                row[f"{stop}_psnr"] = float(psnr(x_hat[None].float(), x[None].float()))
-                row[f"{stop}_t"] = info["t"]
-            row["seconds"] = time.perf_counter() - start
+        cells = [(a, i, o) for a in ARCHS for i in INPUTS for o in OPTIMIZERS]
+        cells += [("nystrom", i, None) for i in INPUTS]
+        for cell in cells:
+            key = f"table1/{path.stem}/{_cell_name(*cell)}"
+            row = cache.get(key)
+            if row is not None and cell[2] == "gd" and "max_loss_over_initial" not in row:
+                row = None  # from before the unstable-step fallback: run it again
+            resumed = row is not None
+            if row is None:
+                if cell[0] == "nystrom":
+                    row = _nystrom_row(path, cell[1], x, y)
+                else:
+                    row = _fit_row(path, index, cell, x, y, recipe, args)
+                cache.put(key, row)
             rows.append(row)
-            print(
-                f"{path.stem} {row['cell']}: oracle {row['oracle_psnr']:.2f} dB, "
-                f"SURE {row['sure_psnr']:.2f}",
-                flush=True,
-            )
+            sure = row.get("sure_psnr")
+            text = f"{path.stem} {row['cell']}: oracle {row['oracle_psnr']:.2f} dB"
+            if "oracle_iteration" in row:
+                text += f" at {row['oracle_iteration']} of {row['iterations']} steps"
+            if sure is not None:
+                text += f", SURE {sure:.2f}"
+            for run in row.get("diverged_runs", []):
+                if run["diverged_at"] is not None:
+                    text += f", DIVERGED at {run['diverged_at']} with s={run['gd_step']:g}"
+                else:
+                    rise, lost = run["max_loss_over_initial"], run["oracle_psnr"]
+                    text += f", UNSTABLE with s={run['gd_step']:g} (loss rose to {rise:.3g}x"
+                    text += f" its start; {lost:.2f} dB)"
+            if row.get("diverged_runs"):
+                text += f" (kept s={row['gd_step']:g})"
+            if row.get("diverged_at") is not None:
+                text += f", DIVERGED at {row['diverged_at']}"
+            elif row.get("gd_step") and row["max_loss_over_initial"] > 1.0:
+                text += f", still UNSTABLE (loss rose to {row['max_loss_over_initial']:.3g}x)"
+            if row.get("peak_at_cap"):
+                text += ", still improving at the cap"
+            text += " (cached)" if resumed else f" ({row['seconds']:.1f} s)"
+            print(text, flush=True)
     return rows, _means(rows)
 
 
@@ -231,49 +390,77 @@ def _means(rows: list[dict]) -> dict:
             if values:
                 entry[key] = sum(values) / len(values)
         entry["images"] = len({r["image"] for r in mine})
+        if "iterations" in mine[0]:
+            entry["mean_oracle_iteration"] = sum(r["oracle_iteration"] for r in mine) / len(mine)
+            entry["diverged"] = sum(r.get("diverged_at") is not None for r in mine)
+            entry["diverged_then_smaller_step"] = sum(bool(r.get("diverged_runs")) for r in mine)
+            # gradient descent whose last step of the ladder was unstable too (kept anyway)
+            entry["unstable_kept"] = sum(
+                r.get("gd_step") is not None
+                and (r.get("diverged_at") is not None or r["max_loss_over_initial"] > 1.0)
+                for r in mine
+            )
+            entry["peak_at_cap"] = sum(bool(r.get("peak_at_cap")) for r in mine)
         means[cell] = entry
     return means
 
 
 def speed(recipe, args) -> list[dict]:
+    """Iterations per second of each network on the 256×256 colour House image (not cached)."""
     from filterscope.dip import fit_single_image
 
     house = load(data_dir() / "image_House256rgb.png", recipe["speed_size"])
     rows = []
-    for arch in ARCHS:
-        result = fit_single_image(
-            house,
-            arch=arch,
-            input="noise",
-            optimizer="adam",
-            iters=recipe["speed_iters"],
-            width=recipe["speed_width"],
-            clean=house,
-            seed=0,
-            device=args.device,
-        )
-        t = result.timing
-        rows.append(
-            {
-                "arch": arch,
-                "size": f"{house.shape[2]}x{house.shape[1]}",
-                "width": recipe["speed_width"],
-                "iterations_per_s": t["iterations_per_s"],
-                "outside_share": t["outside_share"],
-                "forward_backward_s": t["forward_backward_s"],
-                "optimizer_s": t["optimizer_s"],
-                "total_s": t["total_s"],
-            }
-        )
-        print(
-            f"speed {arch}: {t['iterations_per_s']:.2f} it/s, "
-            f"{100 * t['outside_share']:.1f}% outside forward+backward",
-            flush=True,
-        )
+    for width, iters in zip(recipe["speed_widths"], recipe["speed_iters"], strict=True):
+        for arch in ARCHS:
+            result = fit_single_image(
+                house,
+                arch=arch,
+                input="noise",
+                optimizer="adam",
+                iters=iters,
+                width=width,
+                clean=house,
+                seed=0,
+                device=args.device,
+            )
+            t = result.timing
+            rows.append(
+                {
+                    "arch": arch,
+                    "size": f"{house.shape[2]}x{house.shape[1]}",
+                    "width": width,
+                    "threads": torch.get_num_threads(),
+                    "iterations": t["iterations"],
+                    "iterations_per_s": t["iterations_per_s"],
+                    "outside_share": t["outside_share"],
+                    "forward_backward_s": t["forward_backward_s"],
+                    "optimizer_s": t["optimizer_s"],
+                    "total_s": t["total_s"],
+                }
+            )
+            print(
+                f"speed {arch} c={width}: {t['iterations_per_s']:.2f} it/s, "
+                f"{100 * t['outside_share']:.1f}% outside forward+backward",
+                flush=True,
+            )
     return rows
 
 
-def weight_change(recipe, args) -> dict:
+def _weight_runs(recipe) -> list[tuple[str, str, float | None]]:
+    """``(label, optimizer, gd_step)`` of the weight-change runs: Adam, then GD per step."""
+    steps = recipe.get("weight_gd_steps") or (recipe["gd_step"],)
+    return [("adam", "adam", None)] + [(f"gd s={s:g}", "gd", s) for s in steps]
+
+
+def weight_change(recipe, args, cache: Cache) -> dict:
+    """Figure 4: autoencoder, noise input, House crop; weight change after a fixed step count.
+
+    Gradient descent runs at each step of ``weight_gd_steps`` (``s`` of the automatic
+    step ``η = s n / (2 λ_max(Θ⁰))``): near the stability limit (``s = 1.9``) a finite
+    network can leave the lazy regime (a catapult: the loss spikes, the weights move far
+    and the tangent kernel shrinks), which the theory's ``c^{-1/2}`` does not cover.
+    """
     from filterscope.dip import fit_single_image, loglog_slope
 
     crop = recipe["crop"]
@@ -282,67 +469,93 @@ def weight_change(recipe, args) -> dict:
         house.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64
     )
     rows = []
-    for optimizer in OPTIMIZERS:
+    iters = recipe["weight_iters"]
+    runs = _weight_runs(recipe)
+    for label, optimizer, gd_step in runs:
         for width in recipe["weight_widths"]:
             for seed in recipe["weight_seeds"]:
-                iters = recipe["weight_iters"]
-                result = fit_single_image(
-                    y,
-                    arch="autoencoder",
-                    input="noise",
-                    optimizer=optimizer,
-                    iters=iters,
-                    lr=args.gd_lr if optimizer == "gd" else None,
-                    width=width,
-                    clean=house,
-                    stop="oracle",
-                    weight_log_every=iters,
-                    seed=seed,
-                    device=args.device,
-                )
-                last = result.weights[-1]
-                rows.append(
-                    {
+                # the recipe's own GD step keeps the plain key of earlier runs' caches
+                tag = optimizer if gd_step in (None, recipe["gd_step"]) else f"gd@{gd_step:g}"
+                key = f"weights/{tag}/{width}/{seed}"
+                row = cache.get(key)
+                if row is None:
+                    start = time.perf_counter()
+                    result = fit_single_image(
+                        y,
+                        arch="autoencoder",
+                        input="noise",
+                        optimizer=optimizer,
+                        iters=iters,
+                        lr=args.gd_lr if optimizer == "gd" else None,
+                        width=width,
+                        clean=house,
+                        stop="oracle",
+                        gd_step=gd_step or recipe["gd_step"],
+                        weight_log_every=iters,
+                        seed=seed,
+                        device=args.device,
+                    )
+                    last = result.weights[-1]
+                    loss = result.trajectory["loss"]
+                    row = {
                         "optimizer": optimizer,
                         "width": width,
                         "seed": seed,
                         "l2": last["l2_mean"],
                         "linf": last["linf_mean"],
                         "psnr": result.choices["oracle_psnr"],
+                        "diverged_at": result.config["diverged_at"],
+                        "lr_effective": result.config["lr_effective"],
+                        # a loss above its starting value: a catapult (or worse)
+                        "max_loss_over_initial": max(loss) / loss[0],
+                        "seconds": time.perf_counter() - start,
                     }
-                )
+                    cache.put(key, row)
+                row = {**row, "label": label, "gd_step": gd_step}
+                rows.append(row)
+                extra = ""
+                if row.get("max_loss_over_initial", 1.0) > 1.0:
+                    extra += f", loss rose to {row['max_loss_over_initial']:.3g}× its start"
+                if row["diverged_at"] is not None:
+                    extra += f", DIVERGED at {row['diverged_at']}"
                 print(
-                    f"weights {optimizer} c={width} seed {seed}: l2 {last['l2_mean']:.3g}, "
-                    f"linf {last['linf_mean']:.3g}, PSNR {result.choices['oracle_psnr']:.2f}",
+                    f"weights {label} c={width} seed {seed}: l2 {row['l2']:.3g}, "
+                    f"linf {row['linf']:.3g}, PSNR {row['psnr']:.2f}{extra}",
                     flush=True,
                 )
     slopes = {}
-    for optimizer in OPTIMIZERS:
-        mine = [r for r in rows if r["optimizer"] == optimizer]
-        slopes[optimizer] = {
+    for label, _, _ in runs:
+        mine = [r for r in rows if r["label"] == label]
+        slopes[label] = {
             key: loglog_slope([r["width"] for r in mine], [r[key] for r in mine])
             for key in ("l2", "linf")
         }
-    return {"rows": rows, "slopes": slopes, "iterations": recipe["weight_iters"]}
+    return {"rows": rows, "slopes": slopes, "iterations": iters}
 
 
-def theory(recipe) -> dict:
+def theory(recipe, cache: Cache) -> dict:
+    """Theory against practice: vanilla CNN, image input, GD, against NTK twicing."""
     from filterscope.dip import ntk_gap
 
-    crop = recipe["theory_crop"]
-    gray = load(data_dir() / "image_House256rgb.png", crop).mean(0, keepdim=True)
-    noise = torch.randn(gray.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    y = gray + (SIGMA_255 / 255.0) * noise
-    result = ntk_gap(
-        y, widths=recipe["theory_widths"], iters=20, kernel_size=recipe["theory_kernel"]
-    )
+    result = cache.get("theory")
+    if result is None:
+        crop = recipe["theory_crop"]
+        gray = load(data_dir() / "image_House256rgb.png", crop).mean(0, keepdim=True)
+        noise = torch.randn(
+            gray.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+        )
+        y = gray + (SIGMA_255 / 255.0) * noise
+        result = ntk_gap(
+            y, widths=recipe["theory_widths"], iters=20, kernel_size=recipe["theory_kernel"]
+        )
+        cache.put("theory", result)
     pairs = zip(result["widths"], result["gap"], strict=True)
     gaps = ", ".join(f"c={w}: {g:.3f}" for w, g in pairs)
-    print(f"theory gap: {gaps}; slope {result['slope']:.2f}")
+    print(f"theory gap: {gaps}; slope {result['slope']:.2f}", flush=True)
     return result
 
 
-def figures(recipe, weights: dict, gap: dict, args) -> list[str]:
+def figures(recipe, weights: dict, gap: dict, args, cache: Cache) -> list[str]:
     """Figures 4 and 5 and the theory gap, as PNG files in benchmarks/results."""
     try:
         import matplotlib  # noqa: F401
@@ -357,68 +570,103 @@ def figures(recipe, weights: dict, gap: dict, args) -> list[str]:
     )
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    paths = [
-        plot_weight_change(
-            weights["rows"], RESULTS_DIR / "dip_figure4.png", title="autoencoder, noise input"
-        ),
-        plot_ntk_gap(gap, RESULTS_DIR / "dip_ntk_gap.png", title="vanilla CNN, GD, image input"),
-    ]
+    paths = []
+    if weights:
+        paths.append(
+            plot_weight_change(
+                [{**r, "optimizer": r.get("label", r["optimizer"])} for r in weights["rows"]],
+                RESULTS_DIR / "dip_figure4.png",
+                title=f"autoencoder, noise input, {weights['iterations']} steps",
+            )
+        )
+    if gap:
+        paths.append(
+            plot_ntk_gap(gap, RESULTS_DIR / "dip_ntk_gap.png", title="vanilla CNN, GD, image input")
+        )
     house = load(data_dir() / "image_House256rgb.png", recipe["crop"])
     y = house + (SIGMA_255 / 255.0) * torch.randn(
         house.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64
     )
     panels = {}
-    for optimizer in OPTIMIZERS:
+    for label, optimizer, gd_step in _weight_runs(recipe):
         for net_input in INPUTS:
-            result = fit_single_image(
-                y,
-                arch="autoencoder",
-                input=net_input,
-                optimizer=optimizer,
-                iters=500,
-                width=recipe["width"],
-                device=args.device,
-            )
-            _, vecs = preactivation_eigenvectors(result.network, result.network_input, count=3)
-            panels[f"{optimizer}, {net_input}"] = vecs
+            tag = optimizer if gd_step in (None, recipe["gd_step"]) else f"gd@{gd_step:g}"
+            key = f"figure5/{tag}/{net_input}"
+            vecs = cache.get(key)
+            if vecs is None:
+                result = fit_single_image(
+                    y,
+                    arch="autoencoder",
+                    input=net_input,
+                    optimizer=optimizer,
+                    iters=500,
+                    width=recipe["width"],
+                    gd_step=gd_step or recipe["gd_step"],
+                    device=args.device,
+                )
+                _, vecs = preactivation_eigenvectors(result.network, result.network_input, count=3)
+                cache.put(key, vecs.tolist())
+            panels[f"{label}, {net_input}"] = torch.as_tensor(vecs)
     paths.append(
         plot_preactivation_eigenvectors(
-            panels, RESULTS_DIR / "dip_figure5.png", title="after 500 steps"
+            panels, RESULTS_DIR / "dip_figure5.png", title="autoencoder, after 500 steps"
         )
     )
-    return [str(p) for p in paths]
+    return [str(Path(p).relative_to(REPO)) for p in paths]
 
 
-def targets(means: dict, speed_rows: list[dict], weights: dict) -> dict:
+def targets(means: dict, speed_rows: list[dict] | None, weights: dict | None) -> dict:
+    """The issue's targets, from whatever parts were measured."""
+
     def cell(arch, net_input, optimizer):
         return means.get(_cell_name(arch, net_input, optimizer), {}).get("oracle_psnr")
 
-    out = {}
-    for arch in ("unet", "autoencoder"):
-        adam, gd = cell(arch, "noise", "adam"), cell(arch, "noise", "gd")
-        out[f"{arch}_noise_adam_minus_gd_db"] = adam - gd
-        out[f"{arch}_noise_adam_beats_gd_by_8db"] = adam - gd >= 8.0
-    gap = abs(cell("vanilla", "image", "adam") - cell("vanilla", "image", "gd"))
-    out["vanilla_image_adam_gd_gap_db"] = gap
-    out["vanilla_image_within_1_5db"] = gap <= 1.5
+    out: dict = {}
     network_cells = {(a, i, o): cell(a, i, o) for a in ARCHS for i in INPUTS for o in OPTIMIZERS}
-    best = max(network_cells, key=network_cells.get)
-    out["best_network_cell"] = _cell_name(*best)
-    out["autoencoder_adam_best"] = best[0] == "autoencoder" and best[2] == "adam"
-    sure_gaps = [
-        m["oracle_psnr"] - m["sure_psnr"]
-        for name, m in means.items()
-        if "sure_psnr" in m and not name.startswith("nystrom")
-    ]
-    if sure_gaps:
-        out["sure_minus_oracle_mean_db"] = -sum(sure_gaps) / len(sure_gaps)
-        out["sure_within_0_5db"] = sum(sure_gaps) / len(sure_gaps) <= 0.5
-    out["gd_weight_slope"] = weights["slopes"]["gd"]["l2"]
-    out["adam_weight_slope"] = weights["slopes"]["adam"]["l2"]
-    out["gd_slope_near_minus_half"] = abs(out["gd_weight_slope"] + 0.5) <= 0.15
-    out["adam_slope_not_minus_half"] = abs(out["adam_weight_slope"] + 0.5) > 0.25
-    out["outside_share_max"] = max(r["outside_share"] for r in speed_rows)
-    out["outside_share_under_10pct"] = out["outside_share_max"] < 0.10
+    if means and None not in network_cells.values():
+        for arch in ("unet", "autoencoder"):
+            adam, gd = cell(arch, "noise", "adam"), cell(arch, "noise", "gd")
+            out[f"{arch}_noise_adam_minus_gd_db"] = adam - gd
+            out[f"{arch}_noise_adam_beats_gd_by_8db"] = adam - gd >= 8.0
+        gap = abs(cell("vanilla", "image", "adam") - cell("vanilla", "image", "gd"))
+        out["vanilla_image_adam_gd_gap_db"] = gap
+        out["vanilla_image_within_1_5db"] = gap <= 1.5
+        best = max(network_cells, key=network_cells.get)
+        out["best_network_cell"] = _cell_name(*best)
+        out["autoencoder_adam_best"] = best[0] == "autoencoder" and best[2] == "adam"
+        out["diverged_runs"] = {
+            name: m["diverged"] for name, m in means.items() if m.get("diverged")
+        }
+        out["unstable_runs_kept"] = {
+            name: m["unstable_kept"] for name, m in means.items() if m.get("unstable_kept")
+        }
+        out["diverged_then_smaller_step"] = {
+            name: m["diverged_then_smaller_step"]
+            for name, m in means.items()
+            if m.get("diverged_then_smaller_step")
+        }
+        out["runs_still_improving_at_cap"] = {
+            name: m["peak_at_cap"] for name, m in means.items() if m.get("peak_at_cap")
+        }
+        sure_gaps = {
+            name: m["oracle_psnr"] - m["sure_psnr"]
+            for name, m in means.items()
+            if "sure_psnr" in m and not name.startswith("nystrom")
+        }
+        if sure_gaps:
+            mean_gap = sum(sure_gaps.values()) / len(sure_gaps)
+            out["sure_oracle_gap_db_per_cell"] = sure_gaps
+            out["sure_minus_oracle_mean_db"] = -mean_gap
+            out["sure_within_0_5db"] = mean_gap <= 0.5
+    if weights:
+        slopes = {label: v["l2"] for label, v in weights["slopes"].items()}
+        out["adam_weight_slope"] = slopes.pop("adam")
+        out["adam_slope_not_minus_half"] = abs(out["adam_weight_slope"] + 0.5) > 0.25
+        out["gd_weight_slope"] = slopes
+        out["gd_slope_near_minus_half"] = {k: abs(v + 0.5) <= 0.15 for k, v in slopes.items()}
+    if speed_rows:
+        out["outside_share_max"] = max(r["outside_share"] for r in speed_rows)
+        out["outside_share_under_10pct"] = out["outside_share_max"] < 0.10
     return out
 
 
@@ -438,6 +686,9 @@ def print_table1(means: dict) -> None:
     print_table(rows, columns)
 
 
+SECTIONS = ("speed", "weights", "theory", "figures", "table1")  # in the order they run
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
@@ -448,7 +699,40 @@ def main() -> int:
         "--gd-lr", type=float, default=None, help="width-free GD rate (default: automatic)"
     )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if --full)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--only",
+        default=None,
+        help=f"comma-separated parts to run ({', '.join(SECTIONS)}); the others are kept "
+        "from an existing results file of the same recipe",
+    )
+    parser.add_argument(
+        "--speed-widths",
+        default=None,
+        metavar="C,C",
+        help="widths of the speed part (default: the recipe's); 20 steps each",
+    )
+    parser.add_argument(
+        "--images",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only the first N images in name order (default: the recipe's)",
+    )
+    parser.add_argument(
+        "--restart", action="store_true", help="ignore the partial results of an earlier run"
+    )
     args = parser.parse_args()
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be positive")
+        torch.set_num_threads(args.threads)
+    sections = SECTIONS
+    if args.only:
+        sections = tuple(s.strip() for s in args.only.split(",") if s.strip())
+        unknown = sorted(set(sections) - set(SECTIONS))
+        if unknown:
+            parser.error(f"--only: unknown part(s) {unknown}; choose from {SECTIONS}")
     folder = data_dir()
     if not folder.is_dir():
         print(f"{folder} not found; nothing to do", file=sys.stderr)
@@ -458,39 +742,97 @@ def main() -> int:
     if args.device is None and args.full and torch.cuda.is_available():
         args.device = "cuda"
     images = sorted(folder.glob("*.png"))
-    if recipe["images"]:
-        images = images[: recipe["images"]]
+    count = args.images if args.images is not None else recipe["images"]
+    if count is not None:
+        if count < 1:
+            parser.error("--images must be positive")
+        images = images[:count]
+    settings = {k: v for k, v in recipe.items() if k != "figures"}
+    # keys that are not part of the cache's identity (the pieces they touch are keyed by them)
+    config = json.loads(
+        json.dumps(
+            {
+                "recipe": name,
+                "settings": settings,
+                "gd_lr": args.gd_lr,
+                "sure_all": args.sure_all,
+                "sure_cells": sorted(_cell_name(*c) for c in SURE_CELLS),
+                "device": args.device or "cpu",
+            }
+        )
+    )
+    cache = Cache(
+        RESULTS_DIR / "dip_table1.partial.json",
+        config,
+        enabled=not args.quick,
+        restart=args.restart,
+    )
+    previous: dict = {}
+    final_path = RESULTS_DIR / "dip_table1.json"
+    if args.only and final_path.exists():
+        previous = json.loads(final_path.read_text())
+        before = _comparable({"settings": previous.get("settings", {})})["settings"]
+        if previous.get("recipe") != name or before != _comparable(config)["settings"]:
+            print("existing dip_table1.json is from another recipe: not merged", flush=True)
+            previous = {}
+
     start = time.time()
-    rows, means = table1(images, recipe, args)
-    speed_rows = speed(recipe, args)
-    weights = weight_change(recipe, args)
-    gap = theory(recipe)
     payload = {
         "benchmark": "dip_table1",
         "recipe": name,
-        "settings": {k: v for k, v in recipe.items() if k != "figures"},
+        "settings": json.loads(json.dumps(settings)),
         "sigma_255": SIGMA_255,
         "images": [p.stem for p in images],
         "device": args.device or "cpu",
-        "load_average": os.getloadavg(),
-        "threads": torch.get_num_threads(),
         "paper_table1": {_cell_name(*k): v for k, v in PAPER_TABLE1.items()},
-        "mean_psnr": means,
-        "rows": rows,
-        "speed": speed_rows,
-        "weight_change": weights,
-        "theory": gap,
-        "targets": targets(means, speed_rows, weights),
     }
-    if recipe["figures"]:
-        payload["figures"] = figures(recipe, weights, gap, args)
-    payload["seconds"] = time.time() - start
+    if "table1" not in sections and "images" in previous:
+        payload["images"] = previous["images"]  # the rows kept are those images
+    for key in ("mean_psnr", "rows", "speed", "weight_change", "theory", "figures", "run"):
+        if key in previous:
+            payload[key] = previous[key]
+    run_info = dict(payload.get("run", {}))
+    if "speed" in sections:
+        speed_recipe = recipe
+        if args.speed_widths:
+            widths = tuple(int(w) for w in args.speed_widths.split(","))
+            speed_recipe = {**recipe, "speed_widths": widths, "speed_iters": (20,) * len(widths)}
+        payload["speed"] = speed(speed_recipe, args)
+        run_info["speed"] = {
+            "threads": torch.get_num_threads(),
+            "load_average": os.getloadavg(),
+            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        }
+    if "weights" in sections:
+        payload["weight_change"] = weight_change(recipe, args, cache)
+    if "theory" in sections:
+        payload["theory"] = theory(recipe, cache)
+    if "figures" in sections and recipe["figures"]:
+        payload["figures"] = figures(
+            recipe, payload.get("weight_change"), payload.get("theory"), args, cache
+        )
+    if "table1" in sections:
+        payload["rows"], payload["mean_psnr"] = table1(images, recipe, args, cache)
+    means = payload.get("mean_psnr", {})
+    payload["targets"] = targets(means, payload.get("speed"), payload.get("weight_change"))
+    run_info["main" if set(sections) == set(SECTIONS) else "+".join(sections)] = {
+        "sections": list(sections),
+        "threads": torch.get_num_threads(),
+        "load_average": os.getloadavg(),
+        "seconds_this_invocation": time.time() - start,
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    payload["run"] = run_info
     print()
-    print_table1(means)
-    print()
-    print_table(speed_rows, ["arch", "size", "width", "iterations_per_s", "outside_share"])
-    print(f"weight-change slopes (l2, linf): {weights['slopes']}")
-    print(f"targets: {payload['targets']}")
+    if means:
+        print_table1(means)
+        print()
+    if payload.get("speed"):
+        columns = ["arch", "size", "width", "threads", "iterations_per_s", "outside_share"]
+        print_table(payload["speed"], columns)
+    if payload.get("weight_change"):
+        print(f"weight-change slopes (l2, linf): {payload['weight_change']['slopes']}")
+    print(f"targets: {json.dumps(payload['targets'], indent=1)}")
     if args.quick:
         print("quick run: nothing written")
     else:

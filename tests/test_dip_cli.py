@@ -67,6 +67,7 @@ def test_dip_sure_stopping_and_force(images, capsys):
         ["--lr", "0"],
         ["--lr", "-0.1"],
         ["--width", "0"],
+        ["--width", "-2"],
         ["--iters", "0"],
         ["--iters", "-3"],
         ["--sigma", "0"],
@@ -94,6 +95,18 @@ def test_dip_bad_input_is_one_line_and_exit_2(images, capsys, extra):
     assert code == 2
     assert len(err) == 1 and err[0].startswith("filterscope: error:")
     assert not (images["tmp"] / "out.png").exists()
+
+
+@pytest.mark.parametrize("arch", ["unet", "autoencoder"])
+def test_dip_pads_images_smaller_than_the_encoder_decoders_downsampling(images, capsys, arch):
+    # 5x3 pixels: not a multiple of 8 and below the 16-pixel minimum; padded, then cropped
+    tiny = _write(images["tmp"] / "tiny.png", h=3, w=5, seed=4)
+    argv = ["dip", tiny, "--arch", arch, *TINY, "--stop", "none", "-o", images["out"]]
+    assert main(argv) == 0
+    out, _ = capsys.readouterr()
+    assert out.startswith(f"wrote {images['out']}")
+    image, _ = read_image(images["out"])
+    assert image.shape == (3, 5, 3)
 
 
 def test_dip_refuses_bad_files_before_work(images, capsys, tmp_path):

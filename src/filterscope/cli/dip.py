@@ -44,9 +44,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=float,
         default=None,
         metavar="LR",
-        help="Adam: learning rate (default 3e-4 vanilla, 2e-3 unet/autoencoder); gd: "
-        "width-free rate, the step is LR/width (default: the largest stable step from the "
-        "NTK at initialisation)",
+        help="Adam: learning rate (default 3e-4 vanilla; unet/autoencoder 2e-3 with noise "
+        "input, 5e-5/1e-3 with image input); gd: "
+        "width-free rate, the step is LR/width (default: n / (2 lambda_max) from the NTK at "
+        "initialisation, half the linearised stability limit; it falls like 1/width)",
     )
     parser.add_argument("--width", type=int, default=128, metavar="C", help="channels (128)")
     parser.add_argument(
