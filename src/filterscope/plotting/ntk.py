@@ -19,16 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .analysis import _gray, _pyplot
+from .analysis import _gray, _pyplot, _save
 
 DPI = 90  # image panels: small PNGs
-
-
-def _save(fig, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    _pyplot().close(fig)
-    return path
 
 
 def _window(center: int, half: int | None, size: int) -> tuple[int, int]:
@@ -102,7 +95,7 @@ def plot_filter_rows(
         ax.axis("off")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return _save(fig, path, dpi=DPI)
 
 
 def plot_eigenimages(
@@ -153,4 +146,4 @@ def plot_eigenimages(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, dpi=DPI)
