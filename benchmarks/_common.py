@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -30,3 +32,40 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
     print("|" + "|".join("---" for _ in columns) + "|")
     for row in rows:
         print("| " + " | ".join(_cell(row.get(column)) for column in columns) + " |")
+
+
+def parse_sigma_list(parser: argparse.ArgumentParser, text: str) -> list[float]:
+    """``"10,30,90"`` -> ``[10.0, 30.0, 90.0]``; a bad list is a ``parser.error`` (exit 2)."""
+    try:
+        sigmas = [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--sigmas: expected numbers separated by commas, got {text!r}")
+    if not sigmas or min(sigmas) < 0:
+        parser.error("--sigmas: need at least one non-negative noise level")
+    return sigmas
+
+
+def read_partial(path: Path, config: dict, name: str) -> dict | None:
+    """The saved partial results at ``path`` if they were made with ``config``, else None.
+
+    Benchmarks cache finished pieces as ``{"config": config, ...}``; a missing, unreadable
+    or other-configuration file means starting afresh (the last case is announced).
+    """
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if saved.get("config") != config:
+        print(f"{name}: {path.name} is from another configuration; starting afresh")
+        return None
+    return saved
+
+
+def write_partial(path: Path, payload: dict) -> None:
+    """Write partial results atomically (a stopped run never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload) + "\n")
+    os.replace(tmp, path)

@@ -39,7 +39,14 @@ from pathlib import Path
 
 import torch
 
-from _common import RESULTS_DIR, print_table, write_results
+from _common import (
+    RESULTS_DIR,
+    parse_sigma_list,
+    print_table,
+    read_partial,
+    write_partial,
+    write_results,
+)
 from filterscope import load_checkpoint
 from filterscope.evaluation import evaluate, load_image_folder
 
@@ -96,12 +103,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--restart", action="store_true", help="ignore partial results of an earlier run"
     )
     args = parser.parse_args(argv)
-    try:
-        args.sigmas = [float(s) for s in args.sigmas.split(",") if s.strip()]
-    except ValueError:
-        parser.error(f"--sigmas: expected numbers separated by commas, got {args.sigmas!r}")
-    if not args.sigmas or min(args.sigmas) < 0:
-        parser.error("--sigmas: need at least one non-negative noise level")
+    args.sigmas = parse_sigma_list(parser, args.sigmas)
     if args.images is not None and args.images < 1:
         parser.error("--images must be at least 1")
     return args
@@ -153,24 +155,12 @@ def load_partial(path: Path, config: dict) -> dict[str, dict]:
     Keys are ``f"{label}@{sigma:g}"``, so adding a model to a finished run only
     computes the new model.
     """
-    if not path.exists():
-        return {}
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    if saved.get("config") != config:
-        print(f"{NAME}: {path.name} is from another configuration; starting afresh")
-        return {}
-    return dict(saved["done"])
+    saved = read_partial(path, config, NAME)
+    return {} if saved is None else dict(saved["done"])
 
 
 def save_partial(path: Path, config: dict, done: dict[str, dict], protocol: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"config": config, "protocol": protocol, "done": done}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload) + "\n")
-    os.replace(tmp, path)
+    write_partial(path, {"config": config, "protocol": protocol, "done": done})
 
 
 def compare(results: list[dict], published: dict, sources: dict, full_set: bool) -> dict:

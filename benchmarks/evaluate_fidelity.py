@@ -44,7 +44,14 @@ from pathlib import Path
 
 import torch
 
-from _common import RESULTS_DIR, print_table, write_results
+from _common import (
+    RESULTS_DIR,
+    parse_sigma_list,
+    print_table,
+    read_partial,
+    write_partial,
+    write_results,
+)
 from filterscope import load_checkpoint
 from filterscope.evaluation import evaluate, load_image_folder
 
@@ -114,12 +121,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.models:
         parser.error(f"--models: no checkpoint matches {patterns}; keys look like {ALL_KEYS[0]}")
     if args.sigmas is not None:
-        try:
-            args.sigmas = [float(s) for s in args.sigmas.split(",") if s.strip()]
-        except ValueError:
-            parser.error(f"--sigmas: expected numbers separated by commas, got {args.sigmas!r}")
-        if not args.sigmas or min(args.sigmas) < 0:
-            parser.error("--sigmas: need at least one non-negative noise level")
+        args.sigmas = parse_sigma_list(parser, args.sigmas)
     if args.limit_images is not None and args.limit_images < 1:
         parser.error("--limit-images must be at least 1")
     if args.speed_model not in ALL_KEYS:
@@ -157,24 +159,14 @@ class Models:
 
 def load_partial(path: Path, config: dict) -> dict:
     """Cached ``{"done": {"key@sigma": entry}, "speed": {...} or None}`` of the same config."""
-    empty = {"done": {}, "speed": None, "protocol": None}
-    if not path.exists():
-        return empty
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return empty
-    if saved.get("config") != config:
-        print(f"{NAME}: {path.name} is from another configuration; starting afresh")
-        return empty
+    saved = read_partial(path, config, NAME)
+    if saved is None:
+        return {"done": {}, "speed": None, "protocol": None}
     return {"done": dict(saved["done"]), "speed": saved.get("speed"), "protocol": saved["protocol"]}
 
 
 def save_partial(path: Path, config: dict, cache: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"config": config, **cache}) + "\n")
-    os.replace(tmp, path)
+    write_partial(path, {"config": config, **cache})
 
 
 def compare(entry: dict, published: dict, key: str, full_set: bool) -> dict:

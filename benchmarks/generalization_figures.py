@@ -51,7 +51,14 @@ from pathlib import Path
 
 import torch
 
-from _common import RESULTS_DIR, print_table, write_results
+from _common import (
+    RESULTS_DIR,
+    parse_sigma_list,
+    print_table,
+    read_partial,
+    write_partial,
+    write_results,
+)
 from filterscope.evaluation import evaluate_models
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,15 +107,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.images < 1:
         parser.error("--images must be at least 1")
-    if args.sigmas is None:
-        args.sigmas = SIGMAS
-    else:
-        try:
-            args.sigmas = [float(s) for s in args.sigmas.split(",") if s.strip()]
-        except ValueError:
-            parser.error(f"--sigmas: expected numbers separated by commas, got {args.sigmas!r}")
-        if not args.sigmas or min(args.sigmas) < 0:
-            parser.error("--sigmas: need at least one non-negative noise level")
+    args.sigmas = SIGMAS if args.sigmas is None else parse_sigma_list(parser, args.sigmas)
     patterns = [p.strip() for p in args.models.split(",") if p.strip()]
     args.models = [k for k in PUBLISHED_KEYS if any(fnmatch.fnmatchcase(k, p) for p in patterns)]
     args.noises = list(NOISES) if args.noise == "both" else [args.noise]
@@ -124,25 +123,6 @@ def model_specs(args: argparse.Namespace, shared: Path) -> list[str]:
     if not args.no_baselines:
         specs += list(BASELINES)
     return specs
-
-
-def load_cache(path: Path, config: dict, restart: bool) -> dict:
-    if restart or not path.exists():
-        return {}
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    if saved.get("config") != config:
-        print(f"{NAME}: {path.name} is from another configuration; starting afresh")
-        return {}
-    return dict(saved["done"])
-
-
-def save_cache(path: Path, config: dict, done: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"config": config, "done": done}) + "\n")
-    os.replace(tmp, path)
 
 
 def merge(sweeps: list[dict]) -> dict:
@@ -248,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     cache_path = RESULTS_DIR / f"{NAME}.partial.json"
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    done = load_cache(cache_path, config, args.restart)
+    saved = None if args.restart else read_partial(cache_path, config, NAME)
+    done = {} if saved is None else dict(saved["done"])
     start = time.perf_counter()
     results = {}
     for noise in args.noises:
@@ -269,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 sweep["seconds"] = time.perf_counter() - t0
                 done[key] = sweep
-                save_cache(cache_path, config, done)
+                write_partial(cache_path, {"config": config, "done": done})
                 print(f"{NAME}: {noise} {spec}: {sweep['seconds']:.0f} s", flush=True)
             sweeps.append(done[key])
         results[noise] = merge(sweeps)
