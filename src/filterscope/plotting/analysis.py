@@ -148,6 +148,17 @@ def plot_filters(
     return _save(fig, path)
 
 
+def _draw_effective_dimension(ax, results: list[dict], fit: dict | None) -> None:
+    """d = Σ s_i² against σ on log–log axes, with the α/σ fit when given (Figure 5c)."""
+    sig = np.array([r["sigma"] for r in results], dtype=float)
+    dims = np.array([r["effective_dim"] for r in results], dtype=float)
+    ax.loglog(sig, dims, "o-", color="tab:red", label="d = Σ s_i²")
+    if fit is not None:
+        grid = np.geomspace(sig.min(), sig.max(), 50)
+        ax.loglog(grid, fit["alpha"] / grid, "k--", label=f"α/σ (slope {fit['slope']:.2f})")
+    ax.set_xlabel("noise level σ (0–255)")
+
+
 def plot_spectrum(
     results: Sequence[dict], path: str | os.PathLike, *, fit: dict | None = None, title: str = ""
 ) -> Path:
@@ -163,13 +174,7 @@ def plot_spectrum(
     ax1.set_ylabel("singular value")
     ax1.set_xscale("log")
     ax1.legend()
-    sig = np.array([r["sigma"] for r in results])
-    dims = np.array([r["effective_dim"] for r in results])
-    ax2.loglog(sig, dims, "o-", color="tab:red", label="d = Σ s²")
-    if fit is not None:
-        grid = np.linspace(sig.min(), sig.max(), 50)
-        ax2.loglog(grid, fit["alpha"] / grid, "k--", label=f"α/σ (slope {fit['slope']:.2f})")
-    ax2.set_xlabel("noise level σ (0–255)")
+    _draw_effective_dimension(ax2, results, fit)
     ax2.set_ylabel("effective dimension")
     ax2.legend()
     fig.suptitle(title)
@@ -328,13 +333,7 @@ def plot_spectrum_panels(
     ax2.set_ylabel("u_i · v_i")
     ax2.set_ylim(-1.05, 1.05)
     ax2.set_title("(b) left/right cosines")
-    sig = np.array([r["sigma"] for r in results], dtype=float)
-    dims = np.array([r["effective_dim"] for r in results], dtype=float)
-    ax3.loglog(sig, dims, "o-", color="tab:red", label="d = Σ s_i²")
-    if fit is not None:
-        grid = np.geomspace(sig.min(), sig.max(), 50)
-        ax3.loglog(grid, fit["alpha"] / grid, "k--", label=f"α/σ (slope {fit['slope']:.2f})")
-    ax3.set_xlabel("noise level σ (0–255)")
+    _draw_effective_dimension(ax3, results, fit)
     ax3.set_ylabel("effective dimension d")
     ax3.set_title("(c) effective dimension")
     ax3.legend(fontsize=8)
