@@ -6,6 +6,7 @@ Run from the repository root (each part updates its own key of the JSON)::
     python benchmarks/ntk_set9.py --filters ntk --images 5    # the NTK rows, 5 images
     python benchmarks/ntk_set9.py --quick                     # smoke run: 64×64 crops of 2 images
     python benchmarks/ntk_set9.py --no-quality --speed --threads 2
+    python benchmarks/ntk_set9.py --filters ntk --precision single   # float32 products
     python benchmarks/ntk_set9.py --no-quality --correctness
     python benchmarks/ntk_set9.py --no-quality --figures      # benchmarks/results/ntk/*.png
 
@@ -67,10 +68,11 @@ NLM_NAMES = [
 ]
 
 
-def _filters(group: str, rank: int, sigma: float) -> list:
+def _filters(group: str, rank: int, sigma: float, precision: str) -> list:
     """``(prefix, filter options, column names, stopping rules)`` of a group of filters."""
     nlm = dict(NLM, h=NLM_H * sigma, rank=NLM_RANK)
-    ntk = [("ntk", dict(NTK, rank=rank), NTK_NAMES, ["oracle", "sure", "sure-trace"])]
+    ntk_options = dict(NTK, rank=rank, precision=precision)
+    ntk = [("ntk", ntk_options, NTK_NAMES, ["oracle", "sure", "sure-trace"])]
     nlm = [
         ("nlm_row", dict(nlm, normalize="row"), NLM_NAMES[:2], [1.0, "oracle"]),
         ("nlm_sinkhorn", dict(nlm, normalize="sinkhorn"), NLM_NAMES[2:], [1.0, "oracle", "sure"]),
@@ -113,11 +115,13 @@ def _run_filter(y, x, sigma, options, stops, prefix: str) -> dict:
     return out
 
 
-def quality(images: list[tuple[int, Path]], crop: int | None, rank: int, group: str):
+def quality(
+    images: list[tuple[int, Path]], crop: int | None, rank: int, group: str, precision: str
+):
     from filterscope.noise import add_noise
 
     sigma = SIGMA_255 / 255.0
-    filters = _filters(group, rank, sigma)
+    filters = _filters(group, rank, sigma, precision)
     names = [n for _, _, group_names, _ in filters for n in group_names]
     rows = []
     for index, path in images:
@@ -148,7 +152,8 @@ def cpu():
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 start, cpu0 = time.perf_counter(), cpu()
-x_hat, info = denoise(y, sigma=25 / 255, stop={stop!r}, rank={rank}, **NTK)
+x_hat, info = denoise(y, sigma=25 / 255, stop={stop!r}, rank={rank}, precision={precision!r},
+                      **NTK)
 seconds, cpu_seconds = time.perf_counter() - start, cpu() - cpu0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print("RESULT " + json.dumps({{"seconds": seconds, "cpu_seconds": cpu_seconds,
@@ -157,7 +162,7 @@ print("RESULT " + json.dumps({{"seconds": seconds, "cpu_seconds": cpu_seconds,
 """
 
 
-def speed(cases, *, stop: str, threads: int, rank: int) -> list[dict]:
+def speed(cases, *, stop: str, threads: int, rank: int, precision: str) -> list[dict]:
     rows = []
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     for path, crop in cases:
@@ -168,6 +173,7 @@ def speed(cases, *, stop: str, threads: int, rank: int) -> list[dict]:
             stop=stop,
             threads=threads,
             rank=rank,
+            precision=precision,
         )
         load = os.getloadavg()[0]
         out = subprocess.run(
@@ -181,6 +187,7 @@ def speed(cases, *, stop: str, threads: int, rank: int) -> list[dict]:
                 "size": f"{x.shape[2]}x{x.shape[1]}",
                 "stop": stop,
                 "threads": threads,
+                "precision": precision,
                 **result,
                 "peak_gib": result["peak_bytes"] / 2**30,
                 "load_before": load,
@@ -314,6 +321,13 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=None, help="only the first N images")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--rank", type=int, default=None, help="Nyström rank (library default)")
+    parser.add_argument(
+        "--precision",
+        choices=("int8", "single", "double"),
+        default=None,
+        help="NTK Nyström product (library default: int8); other precisions get their own "
+        "JSON keys",
+    )
     parser.add_argument("--no-quality", action="store_true", help="skip the quality part")
     parser.add_argument(
         "--filters", choices=("ntk", "nlm", "all"), default="all", help="quality: which filters"
@@ -325,8 +339,11 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from filterscope.ntk.denoiser import DEFAULT_RANK
+    from filterscope.ntk.nystrom import DEFAULT_PRECISION
 
     rank = args.rank or DEFAULT_RANK
+    precision = args.precision or DEFAULT_PRECISION
+    suffix = "" if precision == DEFAULT_PRECISION else f"_{precision}"
     name = "ntk_set9" + ("_quick" if args.quick else "")
     path = RESULTS_DIR / f"{name}.json"
     parts: dict = {"benchmark": "ntk_set9", "sigma_255": SIGMA_255}
@@ -342,8 +359,9 @@ def main() -> int:
         if args.images:
             images = images[: args.images]
         start = time.time()
-        rows, means, names = quality(images, crop, rank, args.filters)
+        rows, means, names = quality(images, crop, rank, args.filters, precision)
         result = {
+            "precision": precision,
             "images": len(rows),
             "of_images": len(list(DATA.glob("*.png"))),
             "crop": crop,
@@ -364,7 +382,7 @@ def main() -> int:
                 "sure_gap_db": gap,
                 "sure_gap_met": gap <= TARGET_SURE_GAP_DB,
             }
-        parts[f"quality_{args.filters}"] = result
+        parts[f"quality_{args.filters}{suffix}"] = result
         print_table(rows + [{"image": "mean", **means}], ["image", "size", "noisy", *names])
         print(f"targets: {result.get('targets')}")
     if args.speed:
@@ -373,8 +391,8 @@ def main() -> int:
         cases = [(house, 64), (house, 128)] if args.quick else [(house, None), (lena, None)]
         if args.speed_256_only:
             cases = cases[:1]
-        rows = speed(cases, stop="sure", threads=args.threads, rank=rank)
-        parts[f"speed_{args.threads}_threads"] = {
+        rows = speed(cases, stop="sure", threads=args.threads, rank=rank, precision=precision)
+        parts[f"speed_{args.threads}_threads{suffix}"] = {
             "targets": {"256x256_s": 3.0, "512x512_s": 15.0, "512x512_peak_gib": 4.0},
             "note": (
                 "targets are for 2 quiet cores; load_before is the 1-minute load average; "

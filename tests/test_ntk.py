@@ -127,7 +127,7 @@ def test_nystrom_with_all_columns_equals_full_matrix():
     approx = basis.matrix() / basis.scale
     assert torch.allclose(approx, k, atol=1e-7 * float(k.abs().max()))
     # the float32 streamed product: equal to about 1e-6
-    single = nystrom_basis(ColumnEngine(x, spec), torch.arange(64), rcond=1e-13)
+    single = nystrom_basis(ColumnEngine(x, spec), torch.arange(64), rcond=1e-13, precision="single")
     assert relative_frobenius_error(single.matrix() / single.scale, k) < 1e-5
     full = matrix_basis(k, (8, 8))
     assert torch.allclose(full.matrix() / full.scale, k, atol=1e-10 * float(k.abs().max()))
@@ -152,6 +152,49 @@ def test_float32_factor_rows_match_float64_block(padding):
     nlm = NLMAffinity(x, 0.2, patch_size=3, padding=padding)
     exact = nlm.block(torch.arange(90), cols) @ weights
     assert relative_frobenius_error(nlm.factor_rows(0, 90, cols, weights).double(), exact) < 1e-5
+
+
+@pytest.mark.parametrize("padding", ["circular", "zero"])
+def test_int8_cosines_and_factor_rows(padding):
+    x = _image(3, 37, 31)
+    engine = ColumnEngine(x, CNNKernel(depth=2, kernel_size=5, output_kernel=1, padding=padding))
+    d = 37 * 31
+    cols = torch.tensor([3, 17, 50, 88, 400, 1146])
+    exact_rho = engine.cosines(slice(0, d), cols, precision="single")
+    rho = engine.cosines(slice(0, d), cols, precision="int8")
+    assert rho.abs().max() <= 1.0
+    assert (rho - exact_rho).abs().max() < 5e-3  # int8 patches: about 1e-3
+    assert (rho[cols, torch.arange(6)] - 1).abs().max() < 5e-3
+    # the Nyström core is rounded like the rows of C: C[J] equals W_JJ
+    weights = torch.eye(6, dtype=torch.float64)
+    rows = engine.factor_rows(0, d, cols, weights, precision="int8").double()
+    core = engine.quantized_block(cols, cols)
+    assert torch.allclose(rows[cols], core, rtol=1e-5)
+    assert torch.allclose(core, core.T, rtol=1e-6, atol=0)  # float32 scale products
+    exact = engine.block(torch.arange(d), cols)
+    assert relative_frobenius_error(rows, exact) < 2e-3
+    # an output buffer is filled in place, and results do not depend on the block size
+    out = torch.empty(d, 6)
+    for start in range(0, d, 100):
+        stop = min(d, start + 100)
+        engine.factor_rows(start, stop, cols, weights, precision="int8", out=out[start:stop])
+    assert torch.allclose(out.double(), rows, rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="precision"):
+        engine.cosines(slice(0, 4), cols, precision="half")
+
+
+def test_int8_nystrom_denoises_like_float32():
+    x = _image(3, 37, 31)
+    y = x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(5), dtype=x.dtype)
+    results = {}
+    for precision in ("int8", "single"):
+        z, info = denoise(y, sigma=0.1, stop=3.0, columns=0.3, kernel_size=5, precision=precision)
+        results[precision] = z
+    error = float((results["int8"] - results["single"]).pow(2).mean().sqrt())
+    assert error < 2e-3 * float(y.abs().max())
+    nlm = NLMAffinity(x, 0.2, patch_size=3)
+    with pytest.raises(ValueError, match="float32"):
+        nlm.factor_rows(0, 4, torch.tensor([0, 1]), torch.eye(2), precision="int8")
 
 
 def test_randomized_leading_eigenpairs():

@@ -54,6 +54,16 @@ def _architecture(parser: argparse.ArgumentParser, *, depth: int = 2, kernel: in
     parser.add_argument("--input", choices=("image", "noise"), default="image", dest="net_input")
 
 
+def _precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=("int8", "single", "double"),
+        default="int8",
+        help="arithmetic of the Nyström product: int8 patch products (default, fastest), "
+        "float32, or float64 (reference)",
+    )
+
+
 def _output_kernel(args) -> int:
     if args.output_kernel == "r":
         return args.kernel
@@ -96,6 +106,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     den.add_argument("--method", choices=("ntk", "nlm"), default="ntk")
     den.add_argument("--normalize", choices=("max", "row", "sinkhorn", "none"), default=None)
     den.add_argument("--seed", type=int, default=0, help="seed of the column positions")
+    _precision(den)
     den.add_argument("--json", default=None, metavar="OUT", help="write a JSON report")
     den.add_argument("--force", action="store_true", help="overwrite OUTPUT")
     den.set_defaults(run=run_denoise)
@@ -107,6 +118,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     _architecture(eig)
     eig.add_argument("--columns", type=float, default=0.02, metavar="FRACTION")
     eig.add_argument("--seed", type=int, default=0)
+    _precision(eig)
     eig.add_argument(
         "--plot", default=None, metavar="FIG.png", help="also draw them (Figure 1) into FIG.png"
     )
@@ -133,6 +145,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="Nyström column fraction in (0, 1]; 1 on images up to 64x64 uses the full matrix",
     )
     fil.add_argument("--seed", type=int, default=0)
+    _precision(fil)
     fil.add_argument(
         "--window", type=int, default=None, help="show a WINDOW x WINDOW crop around each pixel"
     )
@@ -206,6 +219,7 @@ def run_denoise(args: argparse.Namespace) -> int:
         rank=args.rank,
         normalize=args.normalize,
         seed=args.seed,
+        precision=args.precision,
         **options,
     )
     write_image(args.output, x_hat.permute(1, 2, 0).numpy(), overwrite=args.force)
@@ -237,7 +251,9 @@ def run_eigenimages(args: argparse.Namespace) -> int:
     if args.count < 1:
         raise InputError(f"--count must be at least 1, got {args.count}")
     y = _read(args.input)
-    basis = filter_basis(y, columns=args.columns, seed=args.seed, **_arch_kwargs(args))
+    basis = filter_basis(
+        y, columns=args.columns, seed=args.seed, precision=args.precision, **_arch_kwargs(args)
+    )
     images = basis.eigenimages(args.count).numpy()
     out = Path(args.output)
     if out.suffix == ".npy":
@@ -300,6 +316,7 @@ def run_filters(args: argparse.Namespace) -> int:
         sigma=None if args.sigma is None else args.sigma / 255.0,
         columns=None if full else args.columns,
         seed=args.seed,
+        precision=args.precision,
         **options,
     )
     what = "W" if args.steps is None else f"I - (I - W)^{args.steps:g}"

@@ -19,7 +19,13 @@ from ..errors import InputError
 from ..models.base import Denoiser
 from .kernels import CNNKernel, ColumnEngine, as_image, kernel_matrix_spec
 from .nlm import NLM_H_FACTOR, NLMAffinity
-from .nystrom import FilterBasis, matrix_basis, nystrom_basis, sample_columns
+from .nystrom import (
+    DEFAULT_PRECISION,
+    FilterBasis,
+    matrix_basis,
+    nystrom_basis,
+    sample_columns,
+)
 from .twicing import select_steps, twicing, twicing_gains
 
 METHODS = ("ntk", "nlm")
@@ -52,7 +58,7 @@ def filter_basis(
     rank: int | None = DEFAULT_RANK,
     seed: int = 0,
     memory_budget: int = 512 * 2**20,
-    precision: str = "single",
+    precision: str = DEFAULT_PRECISION,
 ) -> FilterBasis:
     """The non-local filter of one noisy image, as a :class:`FilterBasis`.
 
@@ -82,7 +88,7 @@ def filter_basis(
         Seed of the column positions.
     memory_budget : int, keyword-only
         Bytes per streamed block.
-    precision : {"single", "double"}, keyword-only
+    precision : {"int8", "single", "double"}, keyword-only
         Arithmetic of the streamed Nyström product (see
         :func:`filterscope.ntk.nystrom.nystrom_basis`).
 

@@ -65,20 +65,30 @@ class NLMAffinity:
         return g.exp_()
 
     def factor_rows(
-        self, start: int, stop: int, cols: torch.Tensor, weights: torch.Tensor
+        self,
+        start: int,
+        stop: int,
+        cols: torch.Tensor,
+        weights: torch.Tensor,
+        *,
+        precision: str = "single",
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``W[start:stop, cols] @ weights`` in float32, shape ``(stop - start, k)``.
 
         The exponent ``-‖p_i - p_j‖²/(n_p h²)`` is formed from a float32 product of the
-        patches (absolute error about ``1e-7 · ‖p‖²``).
+        patches (absolute error about ``1e-7 · ‖p‖²``). Only ``precision="single"``: the
+        exponent amplifies the rounding of int8 patches by ``‖p‖² / h²``.
         """
+        if precision != "single":
+            raise ValueError(f"NLM blocks are float32 only, got precision={precision!r}")
         if self._patches32 is None:
             self._patches32 = self.patches.to(torch.float32)
             self._sq32 = self.sq.to(torch.float32)
         cols = torch.as_tensor(cols, dtype=torch.long)
         g = self._patches32[start:stop] @ self._patches32[cols].T
         g.mul_(2.0).sub_(self._sq32[start:stop, None]).sub_(self._sq32[None, cols])
-        return g.clamp_max_(0.0).exp_() @ weights.to(torch.float32)
+        return torch.mm(g.clamp_max_(0.0).exp_(), weights.to(torch.float32), out=out)
 
     def columns(self, cols: torch.Tensor) -> torch.Tensor:
         """``W[:, cols]``, shape ``(d, m)``."""
