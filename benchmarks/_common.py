@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -45,11 +46,14 @@ def parse_sigma_list(parser: argparse.ArgumentParser, text: str) -> list[float]:
     return sigmas
 
 
-def read_partial(path: Path, config: dict, name: str) -> dict | None:
+def read_partial(
+    path: Path, config: dict, name: str, *, comparable: Callable[[dict], dict] | None = None
+) -> dict | None:
     """The saved partial results at ``path`` if they were made with ``config``, else None.
 
     Benchmarks cache finished pieces as ``{"config": config, ...}``; a missing, unreadable
     or other-configuration file means starting afresh (the last case is announced).
+    ``comparable`` maps a configuration to the part that must match (default: all of it).
     """
     if not path.exists():
         return None
@@ -57,7 +61,8 @@ def read_partial(path: Path, config: dict, name: str) -> dict | None:
         saved = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if saved.get("config") != config:
+    same = comparable or (lambda c: c)
+    if same(saved.get("config")) != same(config):
         print(f"{name}: {path.name} is from another configuration; starting afresh")
         return None
     return saved

@@ -88,7 +88,7 @@ from pathlib import Path
 
 import torch
 
-from _common import RESULTS_DIR, print_table, write_results
+from _common import RESULTS_DIR, print_table, read_partial, write_partial, write_results
 
 REPO = Path(__file__).resolve().parent.parent
 SIGMA_255 = 25
@@ -176,17 +176,12 @@ class Cache:
         self.config = config
         self.enabled = enabled
         self.done: dict = {}
-        if not enabled or restart or not path.exists():
+        if not enabled or restart:
             return
-        try:
-            saved = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return
-        if _comparable(saved.get("config")) == _comparable(config):
+        saved = read_partial(path, config, "dip_table1", comparable=_comparable)
+        if saved:
             self.done = dict(saved.get("done", {}))
             print(f"resuming: {len(self.done)} finished piece(s) in {path.name}", flush=True)
-        else:
-            print(f"{path.name} is from another configuration; starting afresh", flush=True)
 
     def get(self, key: str):
         return self.done.get(key)
@@ -195,10 +190,7 @@ class Cache:
         self.done[key] = value
         if not self.enabled:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"config": self.config, "done": self.done}) + "\n")
-        os.replace(tmp, self.path)
+        write_partial(self.path, {"config": self.config, "done": self.done})
 
 
 def data_dir() -> Path:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from _common import RESULTS_DIR, print_table, write_results
+from _common import RESULTS_DIR, print_table, read_partial, write_partial, write_results
 from filterscope.evaluation import evaluate
 from filterscope.evaluation.runner import load_folder
 from filterscope.evaluation.specs import resolve_model
@@ -86,11 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     partial_path = RESULTS_DIR / "zoo.partial.json"
     config = {"images": args.images, "seed": 0}  # keys name the set, model and σ
-    done: dict[str, dict] = {}
-    if partial_path.exists() and not args.restart:
-        saved = json.loads(partial_path.read_text())
-        if saved.get("config") == config:
-            done = saved["done"]
+    saved = None if args.restart else read_partial(partial_path, config, "zoo")
+    done: dict[str, dict] = dict(saved["done"]) if saved else {}
 
     specs = {name: resolve_model(name) for name in COLOR_MODELS}
     rows = []
@@ -115,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                     entry = result["results"][0]
                     done[key] = {k: v for k, v in entry.items() if k != "per_image"}
                     done[key]["num_images"] = len(images)
-                    partial_path.write_text(json.dumps({"config": config, "done": done}) + "\n")
+                    write_partial(partial_path, {"config": config, "done": done})
                 rows.append({"dataset": dataset, **done[key]})
 
     table = []
