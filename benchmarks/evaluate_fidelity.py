@@ -19,6 +19,7 @@ Run from the repository root::
 
     python benchmarks/evaluate_fidelity.py                       # everything (over an hour)
     python benchmarks/evaluate_fidelity.py --models 'dncnn/*'    # the DnCNN checkpoints
+    python benchmarks/evaluate_fidelity.py --no-speed --figures  # + Figure 3 from the results
     python benchmarks/evaluate_fidelity.py --limit-images 2 --sigmas 30 \\
         --models dncnn/bias_free/0-10                             # smoke run
 
@@ -110,6 +111,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"checkpoint timed on a full 10-sigma sweep (default {SPEED_MODEL})",
     )
     parser.add_argument("--no-speed", action="store_true", help="skip the speed measurement")
+    parser.add_argument(
+        "--figures",
+        action="store_true",
+        help="also draw Figure 3 (DnCNN, bias against bias-free, PSNR and SSIM) from the "
+        "checkpoints evaluated at 3 or more sigmas, into results/generalization/",
+    )
     parser.add_argument("--shared", type=Path, default=None, help="the shared folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
@@ -127,6 +134,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.speed_model not in ALL_KEYS:
         parser.error(f"--speed-model: unknown checkpoint {args.speed_model!r}")
     return args
+
+
+def draw_dncnn_figures(payload: dict, out_dir: Path, *, precision: str) -> list[Path]:
+    """Figure 3 (output against input PSNR, and SSIM) of the DnCNN checkpoints evaluated
+    at three or more σ; returns the files written (none if there is no such checkpoint)."""
+    from filterscope.plotting.generalization import plot_generalization_grid
+
+    by_model: dict[str, list[dict]] = {}
+    for entry in payload["results"]:
+        by_model.setdefault(entry["model"], []).append(entry)
+    curves = [
+        entry
+        for model, entries in by_model.items()
+        if model.startswith("dncnn/") and len(entries) >= 3
+        for entry in entries
+    ]
+    if not curves:
+        return []
+    images = payload["protocol"].get("num_images")
+    title = f"BSD68 ({images} images), Gaussian noise, published DnCNN checkpoints, {precision}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for metric in ("psnr", "ssim"):
+        path = out_dir / f"fig3_dncnn_bsd68_{metric}.png"
+        plot_generalization_grid(
+            {"protocol": payload["protocol"], "results": curves},
+            path,
+            metric=metric,
+            archs=("dncnn",),
+            title=title,
+        )
+        written.append(path)
+    return written
 
 
 def sigmas_for(key: str, override: list[float] | None) -> list[float]:
@@ -385,6 +425,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{verdict[speed['pass']]} (target < {SPEED_TARGET_SECONDS:.0f} s on the full set)"
         )
     print(f"results: {path}")
+    if args.figures:
+        for figure in draw_dncnn_figures(
+            payload, RESULTS_DIR / "generalization", precision=args.precision
+        ):
+            print(f"figure: {figure}")
     # The partial file is kept: it caches finished (model, sigma) results for later runs.
     return 1 if fidelity_pass is False or (speed is not None and speed["pass"] is False) else 0
 
