@@ -4,6 +4,7 @@ Run from the repository root::
 
     python benchmarks/dip_table1.py --threads 1   # CPU recipe: ≤ 60 min on one loaded core
     python benchmarks/dip_table1.py --only speed --threads 2   # speed alone (quiet machine)
+    python benchmarks/dip_table1.py --only noise_width        # Adam - GD against width
     python benchmarks/dip_table1.py --full        # the paper's protocol, for a GPU (hours)
     python benchmarks/dip_table1.py --quick       # smoke run of ~10 s; writes nothing
 
@@ -32,6 +33,10 @@ run are kept from an existing ``dip_table1.json`` of the same recipe):
    cell; SURE doubles the cost of a run). Every row records whether the run diverged
    (``diverged_at``) and whether its best PSNR came at the step cap (``peak_at_cap``:
    still improving when stopped).
+6. ``noise_width`` (only with ``--only``): with noise at the input, the U-Net and the
+   autoencoder trained by Adam and by GD at several widths (``noise_widths``) on a few
+   images (``noise_width_images``): does the Adam − GD gap of Table 1 grow as the
+   networks widen toward the lazy regime? About 30 CPU-minutes for the CPU recipe.
 
 Recipes (every number is ours; the paper's appendix H is not in the text we have):
 
@@ -128,6 +133,7 @@ RECIPES = {
         speed_size=64, speed_widths=(8,), speed_iters=(3,), gd_step=1.9,
         weight_widths=(8, 16), weight_iters=10, weight_seeds=(0,),
         theory_crop=16, theory_widths=(8, 64), theory_kernel=3, figures=False,
+        noise_widths=(8, 16), noise_width_images=("image_Baboon512rgb",),
     ),
     "cpu": dict(
         images=None, crop=64, width=32, iters={"adam": 800, "gd": 1000},
@@ -135,6 +141,7 @@ RECIPES = {
         speed_widths=(32,), speed_iters=(20,), gd_step=1.9, weight_gd_steps=(1.9, 1.0),
         weight_widths=(16, 32, 64, 128), weight_iters=200, weight_seeds=(0,),
         theory_crop=32, theory_widths=(16, 64, 256, 1024), theory_kernel=11, figures=True,
+        noise_widths=(32, 64, 128), noise_width_images=("image_House256rgb",),
     ),
     "full": dict(
         images=None, crop=None, width=128, iters={"adam": 20000, "gd": 100000},
@@ -142,14 +149,23 @@ RECIPES = {
         speed_widths=(32, 128), speed_iters=(200, 200), gd_step=1.9, weight_gd_steps=(1.9, 1.0),
         weight_widths=(16, 32, 64, 128, 256), weight_iters=2000, weight_seeds=(0, 1, 2),
         theory_crop=48, theory_widths=(16, 64, 256, 1024, 4096), theory_kernel=11,
-        figures=True,
+        figures=True, noise_widths=(32, 128, 512),
+        noise_width_images=("image_House256rgb", "kodim01", "image_F16_512rgb"),
     ),
 }  # fmt: skip
 
 
 # recipe keys that do not identify cached pieces: the pieces they touch are keyed by them
 # (cells by their image, weight-change runs by their GD step) or never cached (speed)
-NOT_IN_CACHE_KEY = ("images", "weight_gd_steps", "speed_size", "speed_widths", "speed_iters")
+NOT_IN_CACHE_KEY = (
+    "images",
+    "weight_gd_steps",
+    "speed_size",
+    "speed_widths",
+    "speed_iters",
+    "noise_widths",
+    "noise_width_images",
+)
 
 
 def _comparable(config: dict | None) -> dict | None:
@@ -370,6 +386,54 @@ def table1(images, recipe, args, cache: Cache) -> tuple[list[dict], dict]:
             text += " (cached)" if resumed else f" ({row['seconds']:.1f} s)"
             print(text, flush=True)
     return rows, _means(rows)
+
+
+def noise_width(images, recipe, args, cache: Cache) -> dict:
+    """With noise at the input: Adam against gradient descent as the networks widen.
+
+    The U-Net and the autoencoder on the recipe's ``noise_width_images``, at each of its
+    ``noise_widths``, with the Table 1 settings otherwise (same steps, patience, GD step
+    ladder, oracle stopping). The paper's ≥ 8 dB gap needs GD to stay near its initial,
+    image-independent filter, which a wider network does more closely.
+    """
+    from filterscope.noise import add_noise
+
+    sigma = SIGMA_255 / 255.0
+    rows = []
+    for index, path in enumerate(images):
+        if path.stem not in recipe["noise_width_images"]:
+            continue
+        x = load(path, recipe["crop"])
+        y = add_noise(x, sigma, generator=index)
+        for arch in ("unet", "autoencoder"):
+            for width in recipe["noise_widths"]:
+                for optimizer in OPTIMIZERS:
+                    cell = (arch, "noise", optimizer)
+                    key = f"noise_width/{path.stem}/{_cell_name(*cell)}/{width}"
+                    row = cache.get(key)
+                    resumed = row is not None
+                    if row is None:
+                        wider = {**recipe, "width": width}
+                        row = _fit_row(path, index, cell, x, y, wider, args)
+                        cache.put(key, row)
+                    rows.append({**row, "arch": arch, "optimizer": optimizer, "width": width})
+                    text = f"{path.stem} {row['cell']} width {width}: {row['oracle_psnr']:.2f} dB"
+                    text += " (cached)" if resumed else f" ({row['seconds']:.1f} s)"
+                    print(text, flush=True)
+    gaps: dict = {}
+    for arch in ("unet", "autoencoder"):
+        for width in recipe["noise_widths"]:
+            mine = [r for r in rows if r["arch"] == arch and r["width"] == width]
+            adam = [r["oracle_psnr"] for r in mine if r["optimizer"] == "adam"]
+            gd = [r["oracle_psnr"] for r in mine if r["optimizer"] == "gd"]
+            if adam and gd:
+                gaps.setdefault(arch, {})[str(width)] = sum(adam) / len(adam) - sum(gd) / len(gd)
+    return {
+        "images": sorted({r["image"] for r in rows}),
+        "widths": list(recipe["noise_widths"]),
+        "adam_minus_gd_db": gaps,
+        "rows": rows,
+    }
 
 
 def _means(rows: list[dict]) -> dict:
@@ -679,6 +743,7 @@ def print_table1(means: dict) -> None:
 
 
 SECTIONS = ("speed", "weights", "theory", "figures", "table1")  # in the order they run
+OPTIONAL_SECTIONS = ("noise_width",)  # only with --only (about 30 CPU-minutes more)
 
 
 def main() -> int:
@@ -695,7 +760,8 @@ def main() -> int:
     parser.add_argument(
         "--only",
         default=None,
-        help=f"comma-separated parts to run ({', '.join(SECTIONS)}); the others are kept "
+        help=f"comma-separated parts to run ({', '.join(SECTIONS + OPTIONAL_SECTIONS)}); "
+        "the others are kept "
         "from an existing results file of the same recipe",
     )
     parser.add_argument(
@@ -722,9 +788,11 @@ def main() -> int:
     sections = SECTIONS
     if args.only:
         sections = tuple(s.strip() for s in args.only.split(",") if s.strip())
-        unknown = sorted(set(sections) - set(SECTIONS))
+        unknown = sorted(set(sections) - set(SECTIONS + OPTIONAL_SECTIONS))
         if unknown:
-            parser.error(f"--only: unknown part(s) {unknown}; choose from {SECTIONS}")
+            parser.error(
+                f"--only: unknown part(s) {unknown}; choose from {SECTIONS + OPTIONAL_SECTIONS}"
+            )
     folder = data_dir()
     if not folder.is_dir():
         print(f"{folder} not found; nothing to do", file=sys.stderr)
@@ -780,7 +848,8 @@ def main() -> int:
     }
     if "table1" not in sections and "images" in previous:
         payload["images"] = previous["images"]  # the rows kept are those images
-    for key in ("mean_psnr", "rows", "speed", "weight_change", "theory", "figures", "run"):
+    kept = ("mean_psnr", "rows", "speed", "weight_change", "theory", "figures", "noise_width")
+    for key in (*kept, "run"):
         if key in previous:
             payload[key] = previous[key]
     run_info = dict(payload.get("run", {}))
@@ -805,6 +874,8 @@ def main() -> int:
         )
     if "table1" in sections:
         payload["rows"], payload["mean_psnr"] = table1(images, recipe, args, cache)
+    if "noise_width" in sections:
+        payload["noise_width"] = noise_width(images, recipe, args, cache)
     means = payload.get("mean_psnr", {})
     payload["targets"] = targets(means, payload.get("speed"), payload.get("weight_change"))
     run_info["main" if set(sections) == set(SECTIONS) else "+".join(sections)] = {
@@ -824,6 +895,14 @@ def main() -> int:
         print_table(payload["speed"], columns)
     if payload.get("weight_change"):
         print(f"weight-change slopes (l2, linf): {payload['weight_change']['slopes']}")
+    if payload.get("noise_width"):
+        study = payload["noise_width"]
+        table = [
+            {"network": arch, **{f"width {w}": gaps.get(str(w)) for w in study["widths"]}}
+            for arch, gaps in study["adam_minus_gd_db"].items()
+        ]
+        print(f"noise input, Adam - GD (dB) against width, on {', '.join(study['images'])}:")
+        print_table(table, list(table[0]))
     print(f"targets: {json.dumps(payload['targets'], indent=1)}")
     if args.quick:
         print("quick run: nothing written")
