@@ -34,9 +34,10 @@ run are kept from an existing ``dip_table1.json`` of the same recipe):
    (``diverged_at``) and whether its best PSNR came at the step cap (``peak_at_cap``:
    still improving when stopped).
 6. ``noise_width`` (only with ``--only``): with noise at the input, the U-Net and the
-   autoencoder trained by Adam and by GD at several widths (``noise_widths``) on a few
-   images (``noise_width_images``): does the Adam − GD gap of Table 1 grow as the
-   networks widen toward the lazy regime? About 30 CPU-minutes for the CPU recipe.
+   autoencoder trained by Adam and by GD at several widths (``noise_widths``) and image
+   sizes (``noise_crops``) on a few images (``noise_width_images``): does the Adam − GD
+   gap of Table 1 grow as the networks widen toward the lazy regime, or as the image
+   grows? About an hour of one core for the CPU recipe.
 
 Recipes (every number is ours; the paper's appendix H is not in the text we have):
 
@@ -133,7 +134,7 @@ RECIPES = {
         speed_size=64, speed_widths=(8,), speed_iters=(3,), gd_step=1.9,
         weight_widths=(8, 16), weight_iters=10, weight_seeds=(0,),
         theory_crop=16, theory_widths=(8, 64), theory_kernel=3, figures=False,
-        noise_widths=(8, 16), noise_width_images=("image_Baboon512rgb",),
+        noise_widths=(8, 16), noise_crops=(16,), noise_width_images=("image_Baboon512rgb",),
     ),
     "cpu": dict(
         images=None, crop=64, width=32, iters={"adam": 800, "gd": 1000},
@@ -141,7 +142,8 @@ RECIPES = {
         speed_widths=(32,), speed_iters=(20,), gd_step=1.9, weight_gd_steps=(1.9, 1.0),
         weight_widths=(16, 32, 64, 128), weight_iters=200, weight_seeds=(0,),
         theory_crop=32, theory_widths=(16, 64, 256, 1024), theory_kernel=11, figures=True,
-        noise_widths=(32, 64, 128), noise_width_images=("image_House256rgb",),
+        noise_widths=(32, 64, 128), noise_crops=(128, None),
+        noise_width_images=("image_House256rgb",),
     ),
     "full": dict(
         images=None, crop=None, width=128, iters={"adam": 20000, "gd": 100000},
@@ -149,7 +151,7 @@ RECIPES = {
         speed_widths=(32, 128), speed_iters=(200, 200), gd_step=1.9, weight_gd_steps=(1.9, 1.0),
         weight_widths=(16, 32, 64, 128, 256), weight_iters=2000, weight_seeds=(0, 1, 2),
         theory_crop=48, theory_widths=(16, 64, 256, 1024, 4096), theory_kernel=11,
-        figures=True, noise_widths=(32, 128, 512),
+        figures=True, noise_widths=(32, 128, 512), noise_crops=(None,),
         noise_width_images=("image_House256rgb", "kodim01", "image_F16_512rgb"),
     ),
 }  # fmt: skip
@@ -164,6 +166,7 @@ NOT_IN_CACHE_KEY = (
     "speed_widths",
     "speed_iters",
     "noise_widths",
+    "noise_crops",
     "noise_width_images",
 )
 
@@ -389,51 +392,61 @@ def table1(images, recipe, args, cache: Cache) -> tuple[list[dict], dict]:
 
 
 def noise_width(images, recipe, args, cache: Cache) -> dict:
-    """With noise at the input: Adam against gradient descent as the networks widen.
+    """With noise at the input: Adam against gradient descent as networks and images grow.
 
-    The U-Net and the autoencoder on the recipe's ``noise_width_images``, at each of its
-    ``noise_widths``, with the Table 1 settings otherwise (same steps, patience, GD step
-    ladder, oracle stopping). The paper's ≥ 8 dB gap needs GD to stay near its initial,
-    image-independent filter, which a wider network does more closely.
+    The U-Net and the autoencoder on the recipe's ``noise_width_images``, with the Table 1
+    settings otherwise (same steps, patience, GD step ladder, oracle stopping): at each of
+    the ``noise_widths`` on the recipe's crop, and at the recipe's width on each of the
+    ``noise_crops`` (None: the whole image). The paper's ≥ 8 dB gap needs GD to stay near
+    its initial, image-independent filter: a wider network stays closer to it, and on a
+    larger image the filter's top (constant) eigenvalue dominates the others more, so GD
+    at the largest stable step fits the rest more slowly.
     """
     from filterscope.noise import add_noise
 
     sigma = SIGMA_255 / 255.0
+    runs = [(width, recipe["crop"]) for width in recipe["noise_widths"]]
+    runs += [(recipe["width"], crop) for crop in recipe["noise_crops"] if crop != recipe["crop"]]
     rows = []
     for index, path in enumerate(images):
         if path.stem not in recipe["noise_width_images"]:
             continue
-        x = load(path, recipe["crop"])
-        y = add_noise(x, sigma, generator=index)
-        for arch in ("unet", "autoencoder"):
-            for width in recipe["noise_widths"]:
+        for width, crop in runs:
+            x = load(path, crop)
+            y = add_noise(x, sigma, generator=index)
+            size = f"{x.shape[2]}x{x.shape[1]}"
+            for arch in ("unet", "autoencoder"):
                 for optimizer in OPTIMIZERS:
                     cell = (arch, "noise", optimizer)
                     key = f"noise_width/{path.stem}/{_cell_name(*cell)}/{width}"
+                    if crop != recipe["crop"]:
+                        key += f"/{size}"
                     row = cache.get(key)
                     resumed = row is not None
                     if row is None:
-                        wider = {**recipe, "width": width}
-                        row = _fit_row(path, index, cell, x, y, wider, args)
+                        changed = {**recipe, "width": width}
+                        row = _fit_row(path, index, cell, x, y, changed, args)
                         cache.put(key, row)
-                    rows.append({**row, "arch": arch, "optimizer": optimizer, "width": width})
-                    text = f"{path.stem} {row['cell']} width {width}: {row['oracle_psnr']:.2f} dB"
+                    rows.append(
+                        {**row, "arch": arch, "optimizer": optimizer, "width": width, "size": size}
+                    )
+                    text = f"{path.stem} {size} {row['cell']} width {width}: "
+                    text += f"{row['oracle_psnr']:.2f} dB"
                     text += " (cached)" if resumed else f" ({row['seconds']:.1f} s)"
                     print(text, flush=True)
     gaps: dict = {}
     for arch in ("unet", "autoencoder"):
-        for width in recipe["noise_widths"]:
-            mine = [r for r in rows if r["arch"] == arch and r["width"] == width]
+        for width, size in dict.fromkeys((r["width"], r["size"]) for r in rows):
+            mine = [r for r in rows if (r["arch"], r["width"], r["size"]) == (arch, width, size)]
             adam = [r["oracle_psnr"] for r in mine if r["optimizer"] == "adam"]
             gd = [r["oracle_psnr"] for r in mine if r["optimizer"] == "gd"]
             if adam and gd:
-                gaps.setdefault(arch, {})[str(width)] = sum(adam) / len(adam) - sum(gd) / len(gd)
-    return {
-        "images": sorted({r["image"] for r in rows}),
-        "widths": list(recipe["noise_widths"]),
-        "adam_minus_gd_db": gaps,
-        "rows": rows,
-    }
+                gaps.setdefault(arch, {})[f"width {width}, {size}"] = {
+                    "adam_db": sum(adam) / len(adam),
+                    "gd_db": sum(gd) / len(gd),
+                    "adam_minus_gd_db": sum(adam) / len(adam) - sum(gd) / len(gd),
+                }
+    return {"images": sorted({r["image"] for r in rows}), "by_run": gaps, "rows": rows}
 
 
 def _means(rows: list[dict]) -> dict:
@@ -743,7 +756,7 @@ def print_table1(means: dict) -> None:
 
 
 SECTIONS = ("speed", "weights", "theory", "figures", "table1")  # in the order they run
-OPTIONAL_SECTIONS = ("noise_width",)  # only with --only (about 30 CPU-minutes more)
+OPTIONAL_SECTIONS = ("noise_width",)  # only with --only (about an hour of one core more)
 
 
 def main() -> int:
@@ -898,10 +911,11 @@ def main() -> int:
     if payload.get("noise_width"):
         study = payload["noise_width"]
         table = [
-            {"network": arch, **{f"width {w}": gaps.get(str(w)) for w in study["widths"]}}
-            for arch, gaps in study["adam_minus_gd_db"].items()
+            {"network": arch, "run": run, **values}
+            for arch, runs in study["by_run"].items()
+            for run, values in runs.items()
         ]
-        print(f"noise input, Adam - GD (dB) against width, on {', '.join(study['images'])}:")
+        print(f"noise input, Adam against GD (oracle PSNR, dB) on {', '.join(study['images'])}:")
         print_table(table, list(table[0]))
     print(f"targets: {json.dumps(payload['targets'], indent=1)}")
     if args.quick:
