@@ -18,8 +18,9 @@ run are kept from an existing ``dip_table1.json`` of the same recipe):
    indication (the load average is recorded).
 2. ``weights`` (Figure 4): the autoencoder with noise input on House, trained for a
    fixed number of steps at several widths with Adam and with GD (at the Table 1 step
-   ``s = 1.9`` and at ``s = 1``, see below); the log–log slope of the mean ``‖w^t − w^0‖₂``
-   of the intermediate layers against the width (theory for GD: −1/2).
+   ``s = 1.9``, at ``s = 1``, see below, and at the fixed rate ``η = 1/c``), each for
+   several seeds; the log–log slope of the mean ``‖w^t − w^0‖₂`` of the intermediate
+   layers against the width (theory for GD: −1/2).
 3. ``theory``: the relative gap between a gradient-descent-trained vanilla CNN (image
    input, float64) and NTK twicing (:func:`filterscope.dip.ntk_gap`) against the width.
 4. ``figures`` (needs matplotlib): Figure 4, Figure 5 (leading eigenvectors of the last
@@ -52,8 +53,9 @@ Recipes (every number is ours; the paper's appendix H is not in the text we have
   steps. The price: GD is mostly still improving at its cap (the paper runs up to 10⁶
   steps), so the GD cells are lower bounds. Speed at width 32 (20 steps) on the whole
   House (``--speed-widths 32,128`` adds c = 128: minutes per network on one core);
-  weight change at widths 16–128 after 200 steps; theory on a 32×32 gray crop, widths
-  16–1024, 11×11 kernels; Figure 5 on the House crop.
+  weight change at widths 16–128 after 200 steps, 5 seeds (about 30 minutes of one
+  core); theory on a 32×32 gray crop, widths 16–1024, 11×11 kernels; Figure 5 on the
+  House crop.
 - ``--full``: whole images, width 128, Adam ≤ 20000 steps (patience 3000), GD ≤ 100000
   steps (patience 10000), trajectory evaluated every 10 steps; speed at widths 32 and
   128; weight change at widths 16–256 after 2000 steps, 3 seeds; theory on a 48×48 crop
@@ -67,15 +69,18 @@ update ``z ← z + (2η/n) Θ⁰ (y − z)`` is then twicing with a filter of to
 is only near its linearisation: near the limit the kernel can grow during training and a
 run can catapult (the loss jumps, the weights move far, the kernel shrinks) instead of
 staying lazy, which is why the weight-change study also runs ``s = 1``. ``λ_max(Θ⁰)``
-grows like ``c`` in the standard parameterisation, so ``η`` falls like ``1/c``, the
-``O(1/c)`` step of the paper's footnote 6. ``--gd-lr`` replaces it by a width-free rate
-(step ``lr / width``). Linearised GD with ``s < 2`` lowers the loss at every step, so a
-Table 1 GD run whose loss stops being finite or rises above its initial value is counted
-unstable, reported in ``diverged_runs`` (with its PSNR) and repeated with ``s = 1``, then
-``s = 0.5`` (``GD_STEP_FALLBACK``): each cell keeps the largest stable step of that
-ladder. Adam uses ``β = (0.9, 0.99)`` and the
-rates of :data:`filterscope.dip.fit.DEFAULT_ADAM_LR` (per network and input, chosen on a
-64×64 House crop, which is one of the nine images here).
+grows like ``c`` in the standard parameterisation on average, so ``η`` falls like ``1/c``,
+the ``O(1/c)`` step of the paper's footnote 6; for one initialisation of the autoencoder
+at these widths it varies several-fold (seed 0 on the 64×64 crop: 1.4, 3.6, 3.5 and
+0.9 × 10³ · c at c = 16, 32, 64, 128), which is why the weight study adds a fixed rate.
+``--gd-lr`` replaces it by a width-free rate (step ``lr / width``). Linearised GD with
+``s < 2`` lowers the loss at every step, so a Table 1 GD run whose loss stops being
+finite or rises above its initial value is counted unstable, reported in
+``diverged_runs`` (with its PSNR) and repeated with ``s = 1``, then ``s = 0.5``
+(``GD_STEP_FALLBACK``): each cell keeps the largest stable step of that ladder. Adam
+uses ``β = (0.9, 0.99)`` and the rates of :data:`filterscope.dip.fit.DEFAULT_ADAM_LR`
+(per network and input, chosen on a 64×64 House crop, which is one of the nine images
+here).
 
 Finished pieces are cached in ``benchmarks/results/dip_table1.partial.json``
 (gitignored), so an interrupted run resumes where it stopped (``--restart`` starts
@@ -132,7 +137,7 @@ RECIPES = {
     "quick": dict(
         images=2, crop=32, width=8, iters={"adam": 20, "gd": 20}, patience=None, log_every=1,
         speed_size=64, speed_widths=(8,), speed_iters=(3,), gd_step=1.9,
-        weight_widths=(8, 16), weight_iters=10, weight_seeds=(0,),
+        weight_widths=(8, 16), weight_iters=10, weight_seeds=(0,), weight_gd_rates=(1.0,),
         theory_crop=16, theory_widths=(8, 64), theory_kernel=3, figures=False,
         noise_widths=(8, 16), noise_crops=(16,), noise_width_images=("image_Baboon512rgb",),
     ),
@@ -140,7 +145,8 @@ RECIPES = {
         images=None, crop=64, width=32, iters={"adam": 800, "gd": 1000},
         patience={"adam": 200, "gd": 300}, log_every=1, speed_size=None,
         speed_widths=(32,), speed_iters=(20,), gd_step=1.9, weight_gd_steps=(1.9, 1.0),
-        weight_widths=(16, 32, 64, 128), weight_iters=200, weight_seeds=(0,),
+        weight_widths=(16, 32, 64, 128), weight_iters=200, weight_seeds=(0, 1, 2, 3, 4),
+        weight_gd_rates=(1.0,),
         theory_crop=32, theory_widths=(16, 64, 256, 1024), theory_kernel=11, figures=True,
         noise_widths=(32, 64, 128), noise_crops=(128, None),
         noise_width_images=("image_House256rgb",),
@@ -150,6 +156,7 @@ RECIPES = {
         patience={"adam": 3000, "gd": 10000}, log_every=10, speed_size=None,
         speed_widths=(32, 128), speed_iters=(200, 200), gd_step=1.9, weight_gd_steps=(1.9, 1.0),
         weight_widths=(16, 32, 64, 128, 256), weight_iters=2000, weight_seeds=(0, 1, 2),
+        weight_gd_rates=(1.0,),
         theory_crop=48, theory_widths=(16, 64, 256, 1024, 4096), theory_kernel=11,
         figures=True, noise_widths=(32, 128, 512), noise_crops=(None,),
         noise_width_images=("image_House256rgb", "kodim01", "image_F16_512rgb"),
@@ -162,6 +169,8 @@ RECIPES = {
 NOT_IN_CACHE_KEY = (
     "images",
     "weight_gd_steps",
+    "weight_gd_rates",
+    "weight_seeds",
     "speed_size",
     "speed_widths",
     "speed_iters",
@@ -516,10 +525,16 @@ def speed(recipe, args) -> list[dict]:
     return rows
 
 
-def _weight_runs(recipe) -> list[tuple[str, str, float | None]]:
-    """``(label, optimizer, gd_step)`` of the weight-change runs: Adam, then GD per step."""
+def _weight_runs(recipe) -> list[tuple[str, str, float | None, float | None]]:
+    """``(label, optimizer, gd_step, gd_rate)`` of the weight-change runs.
+
+    Adam, then GD at each automatic step ``s`` of ``weight_gd_steps``, then GD at each
+    fixed width-scaled rate ``η = η₀ / c`` of ``weight_gd_rates``.
+    """
     steps = recipe.get("weight_gd_steps") or (recipe["gd_step"],)
-    return [("adam", "adam", None)] + [(f"gd s={s:g}", "gd", s) for s in steps]
+    runs = [("adam", "adam", None, None)] + [(f"gd s={s:g}", "gd", s, None) for s in steps]
+    rates = recipe.get("weight_gd_rates") or ()
+    return runs + [(f"gd η={rate:g}/c", "gd", None, rate) for rate in rates]
 
 
 def weight_change(recipe, args, cache: Cache) -> dict:
@@ -528,7 +543,12 @@ def weight_change(recipe, args, cache: Cache) -> dict:
     Gradient descent runs at each step of ``weight_gd_steps`` (``s`` of the automatic
     step ``η = s n / (2 λ_max(Θ⁰))``): near the stability limit (``s = 1.9``) a finite
     network can leave the lazy regime (a catapult: the loss spikes, the weights move far
-    and the tangent kernel shrinks), which the theory's ``c^{-1/2}`` does not cover.
+    and the tangent kernel shrinks), which the theory's ``c^{-1/2}`` does not cover. The
+    automatic step follows ``λ_max`` of each initialisation, which at these widths varies
+    several-fold from seed to seed and width to width (the output scale of an 8-hidden-
+    layer ReLU network fluctuates), so it also runs GD at the theory's fixed rate
+    ``η = η₀ / c`` (``weight_gd_rates``), and every run is repeated for
+    ``weight_seeds`` (initialisation and input noise; the slope is fitted to all runs).
     """
     from filterscope.dip import fit_single_image, loglog_slope
 
@@ -540,11 +560,13 @@ def weight_change(recipe, args, cache: Cache) -> dict:
     rows = []
     iters = recipe["weight_iters"]
     runs = _weight_runs(recipe)
-    for label, optimizer, gd_step in runs:
+    for label, optimizer, gd_step, gd_rate in runs:
         for width in recipe["weight_widths"]:
             for seed in recipe["weight_seeds"]:
                 # the recipe's own GD step keeps the plain key of earlier runs' caches
                 tag = optimizer if gd_step in (None, recipe["gd_step"]) else f"gd@{gd_step:g}"
+                if gd_rate is not None:
+                    tag = f"gd-rate@{gd_rate:g}"
                 key = f"weights/{tag}/{width}/{seed}"
                 row = cache.get(key)
                 if row is None:
@@ -555,7 +577,8 @@ def weight_change(recipe, args, cache: Cache) -> dict:
                         input="noise",
                         optimizer=optimizer,
                         iters=iters,
-                        lr=args.gd_lr if optimizer == "gd" else None,
+                        # a rate is divided by the width (standard parameterisation)
+                        lr=gd_rate or (args.gd_lr if optimizer == "gd" else None),
                         width=width,
                         clean=house,
                         stop="oracle",
@@ -580,7 +603,7 @@ def weight_change(recipe, args, cache: Cache) -> dict:
                         "seconds": time.perf_counter() - start,
                     }
                     cache.put(key, row)
-                row = {**row, "label": label, "gd_step": gd_step}
+                row = {**row, "label": label, "gd_step": gd_step, "gd_rate": gd_rate}
                 rows.append(row)
                 extra = ""
                 if row.get("max_loss_over_initial", 1.0) > 1.0:
@@ -593,7 +616,7 @@ def weight_change(recipe, args, cache: Cache) -> dict:
                     flush=True,
                 )
     slopes = {}
-    for label, _, _ in runs:
+    for label, *_ in runs:
         mine = [r for r in rows if r["label"] == label]
         slopes[label] = {
             key: loglog_slope([r["width"] for r in mine], [r[key] for r in mine])
@@ -657,7 +680,9 @@ def figures(recipe, weights: dict, gap: dict, args, cache: Cache) -> list[str]:
         house.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64
     )
     panels = {}
-    for label, optimizer, gd_step in _weight_runs(recipe):
+    for label, optimizer, gd_step, gd_rate in _weight_runs(recipe):
+        if gd_rate is not None:
+            continue  # Figure 5 shows the automatic steps only
         for net_input in INPUTS:
             tag = optimizer if gd_step in (None, recipe["gd_step"]) else f"gd@{gd_step:g}"
             key = f"figure5/{tag}/{net_input}"
