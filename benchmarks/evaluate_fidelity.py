@@ -55,6 +55,7 @@ from _common import (
 )
 from filterscope import load_checkpoint
 from filterscope.evaluation import evaluate, load_image_folder
+from filterscope.models.fast import PRECISIONS
 
 REPO = Path(__file__).resolve().parent.parent
 NAME = "evaluate_fidelity"
@@ -237,9 +238,42 @@ def compare(entry: dict, published: dict, key: str, full_set: bool) -> dict:
     return row
 
 
+def convolution_flop(model: torch.nn.Module, height: int, width: int) -> float:
+    """Floating-point operations (2 per multiply-add) of the convolutions of one pass.
+
+    For networks of stride-1, size-preserving convolutions (DnCNN): every output pixel of
+    a layer costs ``C_in / groups · k_h · k_w`` multiply-adds per output channel.
+    """
+    total = 0.0
+    for conv in model.modules():
+        if isinstance(conv, torch.nn.Conv2d):
+            if conv.stride != (1, 1):
+                raise ValueError("convolution_flop assumes stride-1 convolutions")
+            out_channels, in_per_group, kh, kw = conv.weight.shape
+            total += 2.0 * out_channels * in_per_group * kh * kw * height * width
+    return total
+
+
+def matmul_gflops(dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 5) -> float:
+    """This CPU's dense matrix-product rate (GFLOP/s, best of ``repeats``): a reference
+    for how close the network's convolutions run to what the machine can do."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=gen).to(dtype)
+    b = torch.randn(size, size, generator=gen).to(dtype)
+    torch.mm(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best / 1e9
+
+
 def measure_speed(models: Models, key: str, images: list, args: argparse.Namespace) -> dict:
-    """Wall time of one full 10-σ sweep of one checkpoint (noise, network, metrics)."""
+    """Wall time of one full 10-σ sweep of one checkpoint (noise, network, metrics), and
+    the rate its convolutions reach against this CPU's dense matrix-product rate."""
     model = models[key]
+    reference_gflops = matmul_gflops(PRECISIONS[args.precision])
     start = time.perf_counter()
     result = evaluate(
         {key: model},
@@ -250,6 +284,10 @@ def measure_speed(models: Models, key: str, images: list, args: argparse.Namespa
         progress=not args.no_progress,
     )
     seconds = time.perf_counter() - start
+    network_seconds = sum(entry["seconds"] for entry in result["results"])
+    flop = len(PUBLISHED_SIGMAS) * sum(
+        convolution_flop(model, image.shape[-2], image.shape[-1]) for _, image in images
+    )
     return {
         "model": key,
         "images": len(images),
@@ -257,8 +295,11 @@ def measure_speed(models: Models, key: str, images: list, args: argparse.Namespa
         "precision": args.precision,
         "threads": torch.get_num_threads(),
         "seconds": seconds,
-        "network_seconds": sum(entry["seconds"] for entry in result["results"]),
+        "network_seconds": network_seconds,
         "seconds_per_image_pass": seconds / (len(images) * len(PUBLISHED_SIGMAS)),
+        "convolution_gflop_per_sweep": flop / 1e9,
+        "convolution_gflops": flop / 1e9 / network_seconds,
+        "matmul_gflops_same_precision": reference_gflops,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
@@ -424,6 +465,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{speed['seconds']:.1f} s ({speed['precision']}, {speed['threads']} threads): "
             f"{verdict[speed['pass']]} (target < {SPEED_TARGET_SECONDS:.0f} s on the full set)"
         )
+        if "convolution_gflops" in speed:
+            print(
+                f"speed: convolutions at {speed['convolution_gflops']:.0f} GFLOP/s "
+                f"({speed['convolution_gflop_per_sweep']:.0f} GFLOP per sweep); a dense "
+                f"{speed['precision']} matrix product here: "
+                f"{speed['matmul_gflops_same_precision']:.0f} GFLOP/s"
+            )
     print(f"results: {path}")
     if args.figures:
         for figure in draw_dncnn_figures(
