@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -398,3 +399,82 @@ def test_filters_are_models_for_the_analysis_and_evaluation_code():
     denoiser = NonLocalFilterDenoiser(method="ntk", kernel_size=3, columns=0.5, stop="sure")
     result = evaluate({"ntk": denoiser}, [("a", y[None].float())], [25], progress=False)
     assert result is not None and len(denoiser.last_info) == 1
+
+
+def test_nystrom_error_report_falls_as_columns_grow():
+    y = _image(1, 20, 19)
+
+    def error(columns, precision="int8"):
+        basis = filter_basis(
+            y, kernel_size=3, columns=columns, rank=None, error_columns=16, precision=precision
+        )
+        assert basis.info["nystrom_error"]["num_test"] == 16
+        return basis.info["nystrom_error"]["relative_frobenius"]
+
+    assert error(0.1) > error(0.3) > error(1.0)
+    # every pixel a column: the exact matrix, up to the rounding of the product
+    assert error(1.0, "double") < 1e-9
+    assert error(1.0, "int8") < 1e-2
+    _, info = denoise(y, sigma=0.1, stop=2.0, kernel_size=3, columns=0.3, error_columns=8)
+    assert info["nystrom_error"]["num_test"] == 8
+    with pytest.raises(InputError):  # a row-normalised NLM filter is not symmetric
+        filter_basis(y, method="nlm", sigma=0.1, kernel_size=3, columns=0.3, error_columns=8)
+    with pytest.raises(InputError):
+        filter_basis(y, kernel_size=3, columns=0.3, error_columns=-1)
+
+
+def test_cli_reports_nystrom_error(tmp_path, main, capsys):
+    src = _write(tmp_path / "in.png", _image(3, 12, 13))
+    report = tmp_path / "r.json"
+    argv = ["ntk", "denoise", src, "--sigma", "25", "--kernel", "3", "--columns", "0.5"]
+    assert (
+        main([*argv, "--nystrom-error", "-o", str(tmp_path / "d.png"), "--json", str(report)]) == 0
+    )
+    error = json.loads(report.read_text())["nystrom_error"]
+    assert 0 <= error["relative_frobenius"] < 1 and error["num_test"] == 32
+    assert "Nyström error" in capsys.readouterr().out
+    eig_json = tmp_path / "e.json"
+    argv = ["ntk", "eigenimages", src, "--kernel", "3", "-n", "2", "--columns", "0.5"]
+    assert main([*argv, "--nystrom-error", "-o", str(tmp_path / "e"), "--json", str(eig_json)]) == 0
+    saved = json.loads(eig_json.read_text())
+    assert (
+        saved["rank"] == len(saved["eigenvalues"])
+        and "relative_frobenius" in saved["nystrom_error"]
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["matrix", "--kernel", "3", "-o", "{out}.npy"],
+        ["eigenimages", "--kernel", "3", "-n", "2", "--columns", "0.5", "-o", "{out}.npy"],
+        ["eigenimages", "--kernel", "3", "-n", "2", "--columns", "0.5", "-o", "{out}"],
+        ["filters", "--kernel", "3", "--pixels", "3,3", "--columns", "0.5", "-o", "{out}.png"],
+        ["denoise", "--sigma", "25", "--kernel", "3", "--columns", "0.5", "-o", "{out}.png"],
+    ],
+)
+def test_cli_never_overwrites_without_force(tmp_path, main, capsys, command):
+    src = _write(tmp_path / "in.png", _image(1, 12, 13))
+    argv = ["ntk", command[0], src, *[a.format(out=tmp_path / "out") for a in command[1:]]]
+    assert main(argv) == 0
+    written = sorted(p for p in tmp_path.rglob("*") if p.is_file() and p.name != "in.png")
+    before = {p: p.read_bytes() for p in written}
+    for p in written:  # mark every output so that a silent rewrite would show
+        p.write_bytes(b"mine")
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already exists" in err[0]
+    assert all(p.read_bytes() == b"mine" for p in written)
+    assert main([*argv, "--force"]) == 0
+    assert all(p.read_bytes() != b"mine" for p in written if p in before)
+
+
+def test_cli_json_report_is_checked_before_work(tmp_path, main, capsys):
+    src = _write(tmp_path / "in.png", _image(1, 12, 13))
+    report = tmp_path / "r.json"
+    report.write_text("mine")
+    out = tmp_path / "d.png"
+    argv = ["ntk", "denoise", src, "--sigma", "25", "--kernel", "3", "--columns", "0.5"]
+    assert main([*argv, "-o", str(out), "--json", str(report)]) == 2
+    assert report.read_text() == "mine" and not out.exists()

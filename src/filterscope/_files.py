@@ -1,11 +1,18 @@
-"""Atomic file writes shared by images, model files and training checkpoints."""
+"""Output files: atomic writes (images, model files, checkpoints) and the checks made
+before any work, so that a command never fails half-way or replaces a file unasked."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+
+from .errors import InputError
+
+#: Figure formats matplotlib writes, by suffix.
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 
 def _current_umask() -> int:
@@ -38,3 +45,55 @@ def atomic_write(
             os.unlink(tmp_name)
         raise
     return path
+
+
+def check_output_paths(
+    outputs: Mapping[str, str | os.PathLike | None],
+    *,
+    overwrite: bool,
+    figures: Iterable[str] = ("--plot",),
+) -> None:
+    """Refuse output files that cannot or may not be written, before any work.
+
+    Parameters
+    ----------
+    outputs : mapping
+        Option name (for messages, e.g. ``"--json"``) → path, or None when not asked for.
+    overwrite : bool, keyword-only
+        Whether existing files may be replaced.
+    figures : iterable of str, keyword-only
+        The options of ``outputs`` that are figures: their suffix must be a format of
+        :data:`PLOT_SUFFIXES` and matplotlib must be installed.
+
+    Raises
+    ------
+    InputError
+        For the first path that is a folder, exists (without ``overwrite``), lies in a
+        folder that does not exist, is given to two options, or is a figure that cannot
+        be drawn.
+    """
+    seen: dict[Path, str] = {}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        path = Path(path)
+        resolved = path.resolve()
+        if resolved in seen:
+            raise InputError(f"{path}: given to both {seen[resolved]} and {option}")
+        seen[resolved] = option
+        if path.is_dir():
+            raise InputError(f"{path}: is a directory; give a file name for {option}")
+        if path.exists() and not overwrite:
+            raise InputError(f"{path}: already exists (use --force to overwrite)")
+        if not path.parent.is_dir():
+            raise InputError(f"{path.parent}: output folder does not exist ({option})")
+    for option in figures:
+        plot = outputs.get(option)
+        if plot is None:
+            continue
+        if Path(plot).suffix.lower() not in PLOT_SUFFIXES:
+            raise InputError(f"{plot}: unknown figure format; use {', '.join(PLOT_SUFFIXES)}")
+        if importlib.util.find_spec("matplotlib") is None:
+            raise InputError(
+                f"{option} needs matplotlib; install it with `pip install filterscope[plot]`"
+            )

@@ -18,7 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .._files import check_output_paths
 from ..errors import InputError
+
+#: Exact columns compared with the Nyström approximation by ``--nystrom-error``.
+ERROR_COLUMNS = 32
 
 
 def _stop(value: str):
@@ -61,6 +65,25 @@ def _precision(parser: argparse.ArgumentParser) -> None:
         default="int8",
         help="arithmetic of the Nyström product: int8 patch products (default, fastest), "
         "float32, or float64 (reference)",
+    )
+
+
+def _nystrom_error_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--nystrom-error",
+        action="store_true",
+        help=f"report the Nyström approximation error: {ERROR_COLUMNS} exact columns at "
+        "random pixels against the low-rank filter (relative Frobenius error)",
+    )
+
+
+def _error_text(info: dict) -> str:
+    error = info.get("nystrom_error")
+    if error is None:
+        return ""
+    return (
+        f"; Nyström error {error['relative_frobenius']:.3g} (relative Frobenius, "
+        f"{error['num_test']} exact columns)"
     )
 
 
@@ -107,8 +130,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     den.add_argument("--normalize", choices=("max", "row", "sinkhorn", "none"), default=None)
     den.add_argument("--seed", type=int, default=0, help="seed of the column positions")
     _precision(den)
+    _nystrom_error_flag(den)
     den.add_argument("--json", default=None, metavar="OUT", help="write a JSON report")
-    den.add_argument("--force", action="store_true", help="overwrite OUTPUT")
+    den.add_argument("--force", action="store_true", help="overwrite OUTPUT and the JSON report")
     den.set_defaults(run=run_denoise)
 
     eig = sub.add_parser("eigenimages", help="write the leading eigenimages of the filter")
@@ -119,9 +143,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     eig.add_argument("--columns", type=float, default=0.02, metavar="FRACTION")
     eig.add_argument("--seed", type=int, default=0)
     _precision(eig)
+    _nystrom_error_flag(eig)
     eig.add_argument(
         "--plot", default=None, metavar="FIG.png", help="also draw them (Figure 1) into FIG.png"
     )
+    eig.add_argument(
+        "--json",
+        default=None,
+        metavar="OUT",
+        help="write the eigenvalues, rank, columns and timings (and the Nyström error)",
+    )
+    eig.add_argument("--force", action="store_true", help="overwrite existing outputs")
     eig.set_defaults(run=run_eigenimages)
 
     fil = sub.add_parser("filters", help="draw the filter weights around chosen pixels (Figure 2)")
@@ -156,6 +188,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="T",
         help="draw the twicing filter I - (I - W)^T instead of W",
     )
+    fil.add_argument("--force", action="store_true", help="overwrite FIG.png")
     fil.set_defaults(run=run_filters)
 
     mat = sub.add_parser("matrix", help="write the full d x d kernel matrix (up to 64x64)")
@@ -163,6 +196,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     mat.add_argument("-o", "--output", required=True, metavar="OUT.npy")
     _architecture(mat, depth=2, kernel=3)
     mat.add_argument("--kind", choices=("ntk", "nngp"), default="ntk")
+    mat.add_argument("--force", action="store_true", help="overwrite OUT.npy")
     mat.set_defaults(run=run_matrix)
     return parser
 
@@ -201,6 +235,7 @@ def run_denoise(args: argparse.Namespace) -> int:
         raise InputError(f"--rank must be at least 1, got {args.rank}")
     stop = args.stop or ("oracle" if args.clean else "sure")
     check_output_path(args.output, overwrite=args.force)
+    check_output_paths({"-o": args.output, "--json": args.json}, overwrite=args.force, figures=())
     y = _read(args.input)
     clean = _read(args.clean) if args.clean else None
     if clean is not None and clean.shape != y.shape:
@@ -220,6 +255,7 @@ def run_denoise(args: argparse.Namespace) -> int:
         normalize=args.normalize,
         seed=args.seed,
         precision=args.precision,
+        error_columns=ERROR_COLUMNS if args.nystrom_error else 0,
         **options,
     )
     write_image(args.output, x_hat.permute(1, 2, 0).numpy(), overwrite=args.force)
@@ -230,14 +266,16 @@ def run_denoise(args: argparse.Namespace) -> int:
         "method": args.method,
         **{k: v for k, v in info.items() if isinstance(v, (int, float, str)) or v is None},
     }
+    if "nystrom_error" in info:
+        report["nystrom_error"] = info["nystrom_error"]
     if clean is not None:
         report["psnr"] = float(psnr(x_hat[None].float(), clean[None].float()))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        _write_json(args.json, report)
     psnr_text = f", PSNR {report['psnr']:.2f} dB" if "psnr" in report else ""
     print(
         f"wrote {args.output} (t = {info['t']:.4g}, stop {info['stop']}, rank {info['rank']}, "
-        f"{info['seconds']:.1f} s{psnr_text})"
+        f"{info['seconds']:.1f} s{psnr_text}{_error_text(info)})"
     )
     return 0
 
@@ -250,15 +288,21 @@ def run_eigenimages(args: argparse.Namespace) -> int:
         raise InputError(f"--columns must be in (0, 1], got {args.columns}")
     if args.count < 1:
         raise InputError(f"--count must be at least 1, got {args.count}")
+    out = Path(args.output)
+    _check_eigenimage_outputs(out, args)
     y = _read(args.input)
     basis = filter_basis(
-        y, columns=args.columns, seed=args.seed, precision=args.precision, **_arch_kwargs(args)
+        y,
+        columns=args.columns,
+        seed=args.seed,
+        precision=args.precision,
+        error_columns=ERROR_COLUMNS if args.nystrom_error else 0,
+        **_arch_kwargs(args),
     )
     images = basis.eigenimages(args.count).numpy()
-    out = Path(args.output)
     if out.suffix == ".npy":
         np.save(out, images)
-        np.save(out.with_name(out.stem + "_eigvals.npy"), basis.eigvals[: len(images)].numpy())
+        np.save(_eigvals_path(out), basis.eigvals[: len(images)].numpy())
     else:
         out.mkdir(parents=True, exist_ok=True)
         for i, img in enumerate(images):
@@ -274,8 +318,42 @@ def run_eigenimages(args: argparse.Namespace) -> int:
             title=f"{Path(args.input).name}: leading eigenimages of the NTK filter",
         )
         print(f"wrote {args.plot}")
-    print(f"wrote {len(images)} eigenimages to {out}")
+    if args.json:
+        report = {
+            "input": str(args.input),
+            "eigenvalues": basis.eigvals.tolist(),
+            **{k: v for k, v in basis.info.items() if isinstance(v, (int, float, str, dict))},
+            "rank": basis.rank,
+        }
+        _write_json(args.json, report)
+    print(f"wrote {len(images)} eigenimages to {out}{_error_text(basis.info)}")
     return 0
+
+
+def _eigvals_path(out: Path) -> Path:
+    return out.with_name(out.stem + "_eigvals.npy")
+
+
+def _check_eigenimage_outputs(out: Path, args: argparse.Namespace) -> None:
+    """Every file ``ntk eigenimages`` would write is writable and, without --force, new."""
+    outputs: dict = {"--plot": args.plot, "--json": args.json}
+    if out.suffix == ".npy":
+        outputs = {"-o": out, "-o (eigenvalues)": _eigvals_path(out), **outputs}
+    elif out.exists() and not out.is_dir():
+        raise InputError(f"{out}: is a file; give a folder or a .npy file for -o")
+    elif not out.parent.is_dir():
+        raise InputError(f"{out.parent}: output folder does not exist (-o)")
+    elif out.is_dir():  # a new folder is made; an existing one may hold earlier eigenimages
+        names = [f"eigenimage_{i:02d}.png" for i in range(args.count)]
+        outputs.update({f"-o ({name})": out / name for name in names})
+    check_output_paths(outputs, overwrite=args.force)
+
+
+def _write_json(path: str, report: dict) -> None:
+    from .._files import atomic_write
+
+    text = json.dumps(report, indent=2) + "\n"
+    atomic_write(path, lambda name: Path(name).write_text(text))
 
 
 def _pixel(text: str, height: int, width: int) -> tuple[int, int]:
@@ -303,6 +381,7 @@ def run_filters(args: argparse.Namespace) -> int:
         raise InputError(f"--window must be positive, got {args.window}")
     if args.steps is not None and not args.steps >= 0:
         raise InputError(f"--steps must be >= 0, got {args.steps}")
+    check_output_paths({"-o": args.output}, overwrite=args.force, figures=("-o",))
     y = _read(args.input)
     _, height, width = y.shape
     pixels = [_pixel(text, height, width) for text in args.pixels]
@@ -338,6 +417,7 @@ def run_matrix(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix != ".npy":
         raise InputError(f"{out}: the matrix is written as .npy")
+    check_output_paths({"-o": out}, overwrite=args.force, figures=())
     y = _read(args.input)
     matrix = kernel_matrix(y, kind=args.kind, **_arch_kwargs(args))
     np.save(out, matrix.numpy())

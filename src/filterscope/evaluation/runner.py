@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .._files import atomic_write
+from .._files import atomic_write, check_output_paths
 from ..errors import InputError
 from ..io import list_images, read_image, to_tensor
 from ..noise import NOISE_KINDS
@@ -39,7 +39,6 @@ CSV_COLUMNS = (
     "seconds",
     "num_images",
 )
-PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 
 def check_options(
@@ -61,43 +60,6 @@ def check_options(
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
     return sigmas
-
-
-def check_output_paths(outputs: dict[str, str | os.PathLike | None], *, overwrite: bool) -> None:
-    """Refuse output files that cannot or may not be written, before any work.
-
-    Parameters
-    ----------
-    outputs : dict
-        Option name (for messages, e.g. ``"--json"``) → path, or None when not asked for.
-    overwrite : bool, keyword-only
-        Whether existing files may be replaced.
-    """
-    seen: dict[Path, str] = {}
-    for option, path in outputs.items():
-        if path is None:
-            continue
-        path = Path(path)
-        resolved = path.resolve()
-        if resolved in seen:
-            raise InputError(f"{path}: given to both {seen[resolved]} and {option}")
-        seen[resolved] = option
-        if path.is_dir():
-            raise InputError(f"{path}: is a directory; give a file name for {option}")
-        if path.exists() and not overwrite:
-            raise InputError(f"{path}: already exists (use --force to overwrite)")
-        if not path.parent.is_dir():
-            raise InputError(f"{path.parent}: output folder does not exist ({option})")
-    plot = outputs.get("--plot")
-    if plot is not None:
-        if Path(plot).suffix.lower() not in PLOT_SUFFIXES:
-            raise InputError(f"{plot}: unknown figure format; use {', '.join(PLOT_SUFFIXES)}")
-        import importlib.util
-
-        if importlib.util.find_spec("matplotlib") is None:
-            raise InputError(
-                "--plot needs matplotlib; install it with `pip install filterscope[plot]`"
-            )
 
 
 def load_folder(folder: str | os.PathLike, *, limit: int | None = None) -> list[tuple[str, Any]]:

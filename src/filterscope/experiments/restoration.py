@@ -213,7 +213,9 @@ def run_restoration_experiment(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out_dir / "restoration.json", out_dir / "restoration.png"
-    check_output_paths({"json": json_path, "plot": png_path}, overwrite=overwrite)
+    check_output_paths(
+        {"json": json_path, "plot": png_path}, overwrite=overwrite, figures=("plot",)
+    )
     if slice_blur not in [float(b) for b in blurs]:
         raise InputError(f"--slice-blur {slice_blur:g} is not one of the blur widths {list(blurs)}")
     grid = restoration_grid(

@@ -24,6 +24,7 @@ from .nystrom import (
     FilterBasis,
     matrix_basis,
     nystrom_basis,
+    nystrom_error,
     sample_columns,
 )
 from .twicing import select_steps, twicing, twicing_gains
@@ -59,6 +60,7 @@ def filter_basis(
     seed: int = 0,
     memory_budget: int = 512 * 2**20,
     precision: str = DEFAULT_PRECISION,
+    error_columns: int = 0,
 ) -> FilterBasis:
     """The non-local filter of one noisy image, as a :class:`FilterBasis`.
 
@@ -91,6 +93,13 @@ def filter_basis(
     precision : {"int8", "single", "double"}, keyword-only
         Arithmetic of the streamed Nyström product (see
         :func:`filterscope.ntk.nystrom.nystrom_basis`).
+    error_columns : int, keyword-only
+        If positive, the approximation-error report of a Nyström basis: that many exact
+        columns at random pixels against the low-rank approximation
+        (:func:`filterscope.ntk.nystrom.nystrom_error`, float64, so ``precision``'s
+        rounding counts in it), stored as ``basis.info["nystrom_error"]``. Needs a
+        symmetric normalisation (``"max"`` or ``"none"``). Cost: ``error_columns`` exact
+        columns, small beside the basis itself.
 
     Returns
     -------
@@ -98,6 +107,8 @@ def filter_basis(
     """
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, got {method!r}")
+    if int(error_columns) != error_columns or error_columns < 0:
+        raise InputError(f"error_columns must be a whole number >= 0, got {error_columns}")
     x = as_image(y)
     _, hh, ww = x.shape
     if method == "ntk":
@@ -112,6 +123,11 @@ def filter_basis(
             h = NLM_H_FACTOR * sigma
         source = NLMAffinity(x, h, patch_size=kernel_size, padding=padding)
         normalize = normalize or "row"
+    if error_columns and normalize not in ("max", "none"):
+        raise InputError(
+            f"the Nyström error report needs a symmetric filter (normalize max or none), "
+            f"not {normalize!r}"
+        )
     start = time.perf_counter()
     if columns is None:
         if method == "ntk":
@@ -131,6 +147,10 @@ def filter_basis(
             precision=precision,
         )
     basis.info.update(method=method, normalize=normalize, seconds=time.perf_counter() - start)
+    if error_columns and columns is not None:
+        basis.info["nystrom_error"] = nystrom_error(
+            source, basis, num_test=int(error_columns), generator=seed + 1
+        )
     return basis
 
 
@@ -163,7 +183,8 @@ def denoise(
     -------
     x_hat : Tensor, shape (C, H, W), float64, not clipped
     info : dict
-        ``t``, ``stop``, ``rank``, ``columns``, timings.
+        ``t``, ``stop``, ``rank``, ``columns``, timings, and ``nystrom_error`` when
+        ``error_columns`` was given (see :func:`filter_basis`).
     """
     start = time.perf_counter()
     x = as_image(y)
@@ -194,6 +215,8 @@ def denoise(
         basis_seconds=basis.info.get("seconds"),
         seconds=time.perf_counter() - start,
     )
+    if "nystrom_error" in basis.info:
+        info["nystrom_error"] = basis.info["nystrom_error"]
     return x_hat, info
 
 
