@@ -5,6 +5,7 @@ Run from the repository root::
     python benchmarks/dip_table1.py --threads 1   # CPU recipe: ≤ 60 min on one loaded core
     python benchmarks/dip_table1.py --only speed --threads 2   # speed alone (quiet machine)
     python benchmarks/dip_table1.py --only noise_width        # Adam - GD against width
+    python benchmarks/dip_table1.py --only noise_images       # noise-input cells at 256x256
     python benchmarks/dip_table1.py --full        # the paper's protocol, for a GPU (hours)
     python benchmarks/dip_table1.py --quick       # smoke run of ~10 s; writes nothing
 
@@ -39,6 +40,10 @@ run are kept from an existing ``dip_table1.json`` of the same recipe):
    sizes (``noise_crops``) on a few images (``noise_width_images``): does the Adam − GD
    gap of Table 1 grow as the networks widen toward the lazy regime, or as the image
    grows? About an hour of one core for the CPU recipe.
+7. ``noise_images`` (only with ``--only``): the same two networks, noise input, Adam and
+   GD, on every image centre-cropped to ``noise_images_crop`` (256 in the CPU recipe):
+   Table 1's noise-input cells at the size where the ``noise_width`` study found the
+   gap of the paper. Some five hours of one core.
 
 Recipes (every number is ours; the paper's appendix H is not in the text we have):
 
@@ -140,6 +145,7 @@ RECIPES = {
         weight_widths=(8, 16), weight_iters=10, weight_seeds=(0,), weight_gd_rates=(1.0,),
         theory_crop=16, theory_widths=(8, 64), theory_kernel=3, figures=False,
         noise_widths=(8, 16), noise_crops=(16,), noise_width_images=("image_Baboon512rgb",),
+        noise_images_crop=16,
     ),
     "cpu": dict(
         images=None, crop=64, width=32, iters={"adam": 800, "gd": 1000},
@@ -149,7 +155,7 @@ RECIPES = {
         weight_gd_rates=(1.0,),
         theory_crop=32, theory_widths=(16, 64, 256, 1024), theory_kernel=11, figures=True,
         noise_widths=(32, 64, 128), noise_crops=(128, None),
-        noise_width_images=("image_House256rgb",),
+        noise_width_images=("image_House256rgb",), noise_images_crop=256,
     ),
     "full": dict(
         images=None, crop=None, width=128, iters={"adam": 20000, "gd": 100000},
@@ -160,6 +166,7 @@ RECIPES = {
         theory_crop=48, theory_widths=(16, 64, 256, 1024, 4096), theory_kernel=11,
         figures=True, noise_widths=(32, 128, 512), noise_crops=(None,),
         noise_width_images=("image_House256rgb", "kodim01", "image_F16_512rgb"),
+        noise_images_crop=None,
     ),
 }  # fmt: skip
 
@@ -177,6 +184,7 @@ NOT_IN_CACHE_KEY = (
     "noise_widths",
     "noise_crops",
     "noise_width_images",
+    "noise_images_crop",
 )
 
 
@@ -400,26 +408,15 @@ def table1(images, recipe, args, cache: Cache) -> tuple[list[dict], dict]:
     return rows, _means(rows)
 
 
-def noise_width(images, recipe, args, cache: Cache) -> dict:
-    """With noise at the input: Adam against gradient descent as networks and images grow.
-
-    The U-Net and the autoencoder on the recipe's ``noise_width_images``, with the Table 1
-    settings otherwise (same steps, patience, GD step ladder, oracle stopping): at each of
-    the ``noise_widths`` on the recipe's crop, and at the recipe's width on each of the
-    ``noise_crops`` (None: the whole image). The paper's ≥ 8 dB gap needs GD to stay near
-    its initial, image-independent filter: a wider network stays closer to it, and on a
-    larger image the filter's top (constant) eigenvalue dominates the others more, so GD
-    at the largest stable step fits the rest more slowly.
-    """
+def _noise_input_rows(images, runs, recipe, args, cache: Cache) -> list[dict]:
+    """The U-Net and the autoencoder with noise at the input, by Adam and by GD, for each
+    image of ``images`` (``(index, path)``) and each ``(width, crop)`` of ``runs``, with
+    the Table 1 settings otherwise (steps, patience, GD step ladder, oracle stopping)."""
     from filterscope.noise import add_noise
 
     sigma = SIGMA_255 / 255.0
-    runs = [(width, recipe["crop"]) for width in recipe["noise_widths"]]
-    runs += [(recipe["width"], crop) for crop in recipe["noise_crops"] if crop != recipe["crop"]]
     rows = []
-    for index, path in enumerate(images):
-        if path.stem not in recipe["noise_width_images"]:
-            continue
+    for index, path in images:
         for width, crop in runs:
             x = load(path, crop)
             y = add_noise(x, sigma, generator=index)
@@ -443,19 +440,73 @@ def noise_width(images, recipe, args, cache: Cache) -> dict:
                     text += f"{row['oracle_psnr']:.2f} dB"
                     text += " (cached)" if resumed else f" ({row['seconds']:.1f} s)"
                     print(text, flush=True)
+    return rows
+
+
+def _adam_minus_gd(rows: list[dict], group) -> dict:
+    """Mean oracle PSNR of Adam and of GD, and their difference, per network and group
+    (``group(row)`` names the group, e.g. the width and size of the run)."""
     gaps: dict = {}
     for arch in ("unet", "autoencoder"):
-        for width, size in dict.fromkeys((r["width"], r["size"]) for r in rows):
-            mine = [r for r in rows if (r["arch"], r["width"], r["size"]) == (arch, width, size)]
+        for name in dict.fromkeys(group(r) for r in rows):
+            mine = [r for r in rows if r["arch"] == arch and group(r) == name]
             adam = [r["oracle_psnr"] for r in mine if r["optimizer"] == "adam"]
             gd = [r["oracle_psnr"] for r in mine if r["optimizer"] == "gd"]
             if adam and gd:
-                gaps.setdefault(arch, {})[f"width {width}, {size}"] = {
+                gaps.setdefault(arch, {})[name] = {
                     "adam_db": sum(adam) / len(adam),
                     "gd_db": sum(gd) / len(gd),
                     "adam_minus_gd_db": sum(adam) / len(adam) - sum(gd) / len(gd),
+                    "images": len(adam),
                 }
+    return gaps
+
+
+def noise_width(images, recipe, args, cache: Cache) -> dict:
+    """With noise at the input: Adam against gradient descent as networks and images grow.
+
+    The U-Net and the autoencoder on the recipe's ``noise_width_images``, with the Table 1
+    settings otherwise (same steps, patience, GD step ladder, oracle stopping): at each of
+    the ``noise_widths`` on the recipe's crop, and at the recipe's width on each of the
+    ``noise_crops`` (None: the whole image). The paper's ≥ 8 dB gap needs GD to stay near
+    its initial, image-independent filter: a wider network stays closer to it, and on a
+    larger image the filter's top (constant) eigenvalue dominates the others more, so GD
+    at the largest stable step fits the rest more slowly.
+    """
+    runs = [(width, recipe["crop"]) for width in recipe["noise_widths"]]
+    runs += [(recipe["width"], crop) for crop in recipe["noise_crops"] if crop != recipe["crop"]]
+    chosen = [(i, p) for i, p in enumerate(images) if p.stem in recipe["noise_width_images"]]
+    rows = _noise_input_rows(chosen, runs, recipe, args, cache)
+    gaps = _adam_minus_gd(rows, lambda r: f"width {r['width']}, {r['size']}")
     return {"images": sorted({r["image"] for r in rows}), "by_run": gaps, "rows": rows}
+
+
+def noise_images(images, recipe, args, cache: Cache) -> dict:
+    """Table 1's noise-input cells of the U-Net and the autoencoder on larger images.
+
+    Every image, centre-cropped to ``noise_images_crop`` (None: whole), at the recipe's
+    width; otherwise as :func:`noise_width` (whose House runs of the same size are reused
+    from the cache). The ``noise_width`` study shows the Adam − GD gap growing with the
+    image, so this is the size at which the Table 1 pattern is checked for those cells.
+    """
+    crop = recipe["noise_images_crop"]
+    rows = _noise_input_rows(
+        list(enumerate(images)), [(recipe["width"], crop)], recipe, args, cache
+    )
+    gaps = _adam_minus_gd(rows, lambda r: "all")
+    paper = {
+        arch: PAPER_TABLE1[(arch, "noise", "adam")] - PAPER_TABLE1[(arch, "noise", "gd")]
+        for arch in ("unet", "autoencoder")
+    }
+    return {
+        "crop": crop,
+        "width": recipe["width"],
+        "images": sorted({r["image"] for r in rows}),
+        "adam_minus_gd_db": {arch: v["all"]["adam_minus_gd_db"] for arch, v in gaps.items()},
+        "paper_adam_minus_gd_db": paper,
+        "by_network": {arch: v["all"] for arch, v in gaps.items()},
+        "rows": rows,
+    }
 
 
 def _means(rows: list[dict]) -> dict:
@@ -709,8 +760,14 @@ def figures(recipe, weights: dict, gap: dict, args, cache: Cache) -> list[str]:
     return [str(Path(p).relative_to(REPO)) for p in paths]
 
 
-def targets(means: dict, speed_rows: list[dict] | None, weights: dict | None) -> dict:
-    """The issue's targets, from whatever parts were measured."""
+def targets(
+    means: dict,
+    speed_rows: list[dict] | None,
+    weights: dict | None,
+    noise_study: dict | None = None,
+) -> dict:
+    """The issue's targets, from whatever parts were measured (``noise_study``: the
+    ``noise_images`` part, Table 1's noise-input cells on larger images)."""
 
     def cell(arch, net_input, optimizer):
         return means.get(_cell_name(arch, net_input, optimizer), {}).get("oracle_psnr")
@@ -758,6 +815,11 @@ def targets(means: dict, speed_rows: list[dict] | None, weights: dict | None) ->
         out["adam_slope_not_minus_half"] = abs(out["adam_weight_slope"] + 0.5) > 0.25
         out["gd_weight_slope"] = slopes
         out["gd_slope_near_minus_half"] = {k: abs(v + 0.5) <= 0.15 for k, v in slopes.items()}
+    if noise_study:
+        size = noise_study["crop"] or "whole"
+        for arch, gap in noise_study["adam_minus_gd_db"].items():
+            out[f"{arch}_noise_adam_minus_gd_db_at_{size}"] = gap
+            out[f"{arch}_noise_adam_beats_gd_by_8db_at_{size}"] = gap >= 8.0
     if speed_rows:
         out["outside_share_max"] = max(r["outside_share"] for r in speed_rows)
         out["outside_share_under_10pct"] = out["outside_share_max"] < 0.10
@@ -781,7 +843,8 @@ def print_table1(means: dict) -> None:
 
 
 SECTIONS = ("speed", "weights", "theory", "figures", "table1")  # in the order they run
-OPTIONAL_SECTIONS = ("noise_width",)  # only with --only (about an hour of one core more)
+# only with --only: about an hour (noise_width) and some five hours (noise_images) of one core
+OPTIONAL_SECTIONS = ("noise_width", "noise_images")
 
 
 def main() -> int:
@@ -886,7 +949,16 @@ def main() -> int:
     }
     if "table1" not in sections and "images" in previous:
         payload["images"] = previous["images"]  # the rows kept are those images
-    kept = ("mean_psnr", "rows", "speed", "weight_change", "theory", "figures", "noise_width")
+    kept = (
+        "mean_psnr",
+        "rows",
+        "speed",
+        "weight_change",
+        "theory",
+        "figures",
+        "noise_width",
+        "noise_images",
+    )
     for key in (*kept, "run"):
         if key in previous:
             payload[key] = previous[key]
@@ -914,8 +986,12 @@ def main() -> int:
         payload["rows"], payload["mean_psnr"] = table1(images, recipe, args, cache)
     if "noise_width" in sections:
         payload["noise_width"] = noise_width(images, recipe, args, cache)
+    if "noise_images" in sections:
+        payload["noise_images"] = noise_images(images, recipe, args, cache)
     means = payload.get("mean_psnr", {})
-    payload["targets"] = targets(means, payload.get("speed"), payload.get("weight_change"))
+    payload["targets"] = targets(
+        means, payload.get("speed"), payload.get("weight_change"), payload.get("noise_images")
+    )
     run_info["main" if set(sections) == set(SECTIONS) else "+".join(sections)] = {
         "sections": list(sections),
         "threads": torch.get_num_threads(),
@@ -941,6 +1017,15 @@ def main() -> int:
             for run, values in runs.items()
         ]
         print(f"noise input, Adam against GD (oracle PSNR, dB) on {', '.join(study['images'])}:")
+        print_table(table, list(table[0]))
+    if payload.get("noise_images"):
+        study = payload["noise_images"]
+        table = [
+            {"network": arch, **values, "paper": study["paper_adam_minus_gd_db"][arch]}
+            for arch, values in study["by_network"].items()
+        ]
+        size = f"{study['crop']}x{study['crop']} crops" if study["crop"] else "whole images"
+        print(f"noise input, Adam against GD (oracle PSNR, dB), {size}, width {study['width']}:")
         print_table(table, list(table[0]))
     print(f"targets: {json.dumps(payload['targets'], indent=1)}")
     if args.quick:
