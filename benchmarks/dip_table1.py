@@ -145,7 +145,7 @@ RECIPES = {
         weight_widths=(8, 16), weight_iters=10, weight_seeds=(0,), weight_gd_rates=(1.0,),
         theory_crop=16, theory_widths=(8, 64), theory_kernel=3, figures=False,
         noise_widths=(8, 16), noise_crops=(16,), noise_width_images=("image_Baboon512rgb",),
-        noise_images_crop=16,
+        noise_images_crop=16, noise_images_iters={"adam": 30, "gd": 20},
     ),
     "cpu": dict(
         images=None, crop=64, width=32, iters={"adam": 800, "gd": 1000},
@@ -156,6 +156,7 @@ RECIPES = {
         theory_crop=32, theory_widths=(16, 64, 256, 1024), theory_kernel=11, figures=True,
         noise_widths=(32, 64, 128), noise_crops=(128, None),
         noise_width_images=("image_House256rgb",), noise_images_crop=256,
+        noise_images_iters={"adam": 2000, "gd": 1000},
     ),
     "full": dict(
         images=None, crop=None, width=128, iters={"adam": 20000, "gd": 100000},
@@ -166,7 +167,7 @@ RECIPES = {
         theory_crop=48, theory_widths=(16, 64, 256, 1024, 4096), theory_kernel=11,
         figures=True, noise_widths=(32, 128, 512), noise_crops=(None,),
         noise_width_images=("image_House256rgb", "kodim01", "image_F16_512rgb"),
-        noise_images_crop=None,
+        noise_images_crop=None, noise_images_iters={"adam": 20000, "gd": 100000},
     ),
 }  # fmt: skip
 
@@ -185,6 +186,7 @@ NOT_IN_CACHE_KEY = (
     "noise_crops",
     "noise_width_images",
     "noise_images_crop",
+    "noise_images_iters",
 )
 
 
@@ -262,7 +264,9 @@ def _fit_row(path, index, cell, x, y, recipe, args) -> dict:
 
     Gradient descent with the automatic step starts at the recipe's ``gd_step``; a run
     that diverges is recorded in ``diverged_runs`` and repeated with the next smaller
-    step of :data:`GD_STEP_FALLBACK` (the largest stable step of the ladder is kept).
+    step of :data:`GD_STEP_FALLBACK` (the largest stable step of the ladder is kept). A
+    run with a smaller step left is stopped as soon as its loss rises above its start:
+    it is discarded then anyway, so only the time changes.
     """
     from filterscope.dip import fit_single_image
 
@@ -277,6 +281,7 @@ def _fit_row(path, index, cell, x, y, recipe, args) -> dict:
     diverged_runs = []
     seconds = 0.0
     for gd_step in steps:
+        last_rung = gd_step == steps[-1]
         result = fit_single_image(
             y,
             arch=arch,
@@ -294,6 +299,7 @@ def _fit_row(path, index, cell, x, y, recipe, args) -> dict:
             log_every=recipe["log_every"],
             seed=index,
             device=args.device,
+            callback=None if last_rung else _stop_when_loss_rises(),
         )
         seconds += result.timing["total_s"] + result.timing["setup_s"]
         loss = result.trajectory["loss"]
@@ -301,11 +307,12 @@ def _fit_row(path, index, cell, x, y, recipe, args) -> dict:
         # linearised GD with s < 2 lowers the loss at every step; a loss above its start
         # means the network left that regime (a catapult, or worse)
         unstable = result.config["diverged_at"] is not None or rise > 1.0
-        if not unstable or gd_step == steps[-1]:
+        if not unstable or last_rung:
             break
         diverged_runs.append(
             {
                 "gd_step": gd_step,
+                "stopped_at": result.timing["iterations"],
                 "diverged_at": result.config["diverged_at"],
                 "max_loss_over_initial": rise,
                 "oracle_psnr": result.choices["oracle_psnr"],
@@ -331,6 +338,19 @@ def _fit_row(path, index, cell, x, y, recipe, args) -> dict:
         "lr_effective": result.config["lr_effective"],
         "ntk_lambda_max": result.config["ntk_lambda_max"],
     }
+
+
+def _stop_when_loss_rises():
+    """A ``fit_single_image`` callback that stops the run once the loss exceeds its first
+    value (the instability test of :func:`_fit_row`)."""
+    first: list[float] = []
+
+    def callback(iteration, record, output) -> bool:
+        if not first:
+            first.append(record["loss"])
+        return record["loss"] > first[0]
+
+    return callback
 
 
 def _nystrom_row(path, net_input, x, y) -> dict:
@@ -408,10 +428,12 @@ def table1(images, recipe, args, cache: Cache) -> tuple[list[dict], dict]:
     return rows, _means(rows)
 
 
-def _noise_input_rows(images, runs, recipe, args, cache: Cache) -> list[dict]:
+def _noise_input_rows(images, runs, recipe, args, cache: Cache, *, iters=None) -> list[dict]:
     """The U-Net and the autoencoder with noise at the input, by Adam and by GD, for each
     image of ``images`` (``(index, path)``) and each ``(width, crop)`` of ``runs``, with
-    the Table 1 settings otherwise (steps, patience, GD step ladder, oracle stopping)."""
+    the Table 1 settings otherwise (patience, GD step ladder, oracle stopping) and the
+    step caps ``iters`` (default: the recipe's)."""
+    iters = iters or recipe["iters"]
     from filterscope.noise import add_noise
 
     sigma = SIGMA_255 / 255.0
@@ -427,10 +449,12 @@ def _noise_input_rows(images, runs, recipe, args, cache: Cache) -> list[dict]:
                     key = f"noise_width/{path.stem}/{_cell_name(*cell)}/{width}"
                     if crop != recipe["crop"]:
                         key += f"/{size}"
+                    if iters[optimizer] != recipe["iters"][optimizer]:
+                        key += f"/{iters[optimizer]}steps"
                     row = cache.get(key)
                     resumed = row is not None
                     if row is None:
-                        changed = {**recipe, "width": width}
+                        changed = {**recipe, "width": width, "iters": iters}
                         row = _fit_row(path, index, cell, x, y, changed, args)
                         cache.put(key, row)
                     rows.append(
@@ -485,14 +509,16 @@ def noise_images(images, recipe, args, cache: Cache) -> dict:
     """Table 1's noise-input cells of the U-Net and the autoencoder on larger images.
 
     Every image, centre-cropped to ``noise_images_crop`` (None: whole), at the recipe's
-    width; otherwise as :func:`noise_width` (whose House runs of the same size are reused
-    from the cache). The ``noise_width`` study shows the Adam − GD gap growing with the
+    width, with the step caps ``noise_images_iters`` (a larger image needs more Adam
+    steps: on the 256×256 House the autoencoder was still improving at 800); otherwise as
+    :func:`noise_width` (whose House runs of the same size and caps are reused from the
+    cache). The ``noise_width`` study shows the Adam − GD gap growing with the
     image, so this is the size at which the Table 1 pattern is checked for those cells.
     """
     crop = recipe["noise_images_crop"]
-    rows = _noise_input_rows(
-        list(enumerate(images)), [(recipe["width"], crop)], recipe, args, cache
-    )
+    runs = [(recipe["width"], crop)]
+    iters = recipe["noise_images_iters"]
+    rows = _noise_input_rows(list(enumerate(images)), runs, recipe, args, cache, iters=iters)
     gaps = _adam_minus_gd(rows, lambda r: "all")
     paper = {
         arch: PAPER_TABLE1[(arch, "noise", "adam")] - PAPER_TABLE1[(arch, "noise", "gd")]
@@ -501,6 +527,7 @@ def noise_images(images, recipe, args, cache: Cache) -> dict:
     return {
         "crop": crop,
         "width": recipe["width"],
+        "iters": iters,
         "images": sorted({r["image"] for r in rows}),
         "adam_minus_gd_db": {arch: v["all"]["adam_minus_gd_db"] for arch, v in gaps.items()},
         "paper_adam_minus_gd_db": paper,
