@@ -693,14 +693,19 @@ def weight_change(recipe, args, cache: Cache) -> dict:
                     f"linf {row['linf']:.3g}, PSNR {row['psnr']:.2f}{extra}",
                     flush=True,
                 )
-    slopes = {}
+    # A diverged run stops before its weights are logged at the last step: its change is
+    # not measured, so it stays out of the fits (and is counted).
+    slopes, diverged = {}, {}
     for label, *_ in runs:
-        mine = [r for r in rows if r["label"] == label]
+        mine = [r for r in rows if r["label"] == label and r["diverged_at"] is None]
+        diverged[label] = sum(r["label"] == label and r["diverged_at"] is not None for r in rows)
+        if len({r["width"] for r in mine}) < 2:
+            continue
         slopes[label] = {
             key: loglog_slope([r["width"] for r in mine], [r[key] for r in mine])
             for key in ("l2", "linf")
         }
-    return {"rows": rows, "slopes": slopes, "iterations": iters}
+    return {"rows": rows, "slopes": slopes, "diverged_runs": diverged, "iterations": iters}
 
 
 def theory(recipe, cache: Cache) -> dict:
@@ -744,7 +749,11 @@ def figures(recipe, weights: dict, gap: dict, args, cache: Cache) -> list[str]:
     if weights:
         paths.append(
             plot_weight_change(
-                [{**r, "optimizer": r.get("label", r["optimizer"])} for r in weights["rows"]],
+                [
+                    {**r, "optimizer": r.get("label", r["optimizer"])}
+                    for r in weights["rows"]
+                    if r["diverged_at"] is None
+                ],
                 RESULTS_DIR / "dip_figure4.png",
                 title=f"autoencoder, noise input, {weights['iterations']} steps",
             )
