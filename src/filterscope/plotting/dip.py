@@ -42,7 +42,8 @@ def plot_weight_change(
         One per run: ``optimizer`` (the line it belongs to), ``width``, ``l2`` (mean
         ``‖w^t − w^0‖₂`` over the intermediate layers), ``linf`` (mean ``max|Δw|``) and,
         optionally, ``psnr`` (dB). Several rows with the same optimiser and width (Monte
-        Carlo repetitions) are drawn as their mean with min–max error bars.
+        Carlo repetitions) are drawn as their mean (geometric for the weight changes)
+        with min–max error bars.
     path : str or path-like
         Output image file (the format follows the suffix).
     title : str, keyword-only
@@ -69,13 +70,17 @@ def plot_weight_change(
             if not keep:
                 continue
             ws = np.array([w for w, _ in keep], dtype=float)
-            mean = np.array([np.mean(g) for _, g in keep])
-            err = np.array(
+            # weight changes spread over decades: their geometric mean, whose log-log fit
+            # is the least-squares fit to every run
+            center = np.mean if key == "psnr" else (lambda g: np.exp(np.mean(np.log(g))))
+            mean = np.array([center(g) for _, g in keep])
+            err = np.array(  # clipped at 0: a geometric mean can round past min or max
                 [
                     [m - min(g) for m, (_, g) in zip(mean, keep, strict=True)],
                     [max(g) - m for m, (_, g) in zip(mean, keep, strict=True)],
                 ]
             )
+            err = np.maximum(err, 0.0)
             label = optimizer
             if key != "psnr":
                 slope = _slope(ws, mean)
