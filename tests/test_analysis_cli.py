@@ -187,3 +187,23 @@ def test_not_differentiable_model_exit_2(cli, monkeypatch, clean_image, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not differentiable" in err[0]
     assert not (tmp_path / "x.json").exists()
+
+
+def test_existing_outputs_are_kept_without_force(
+    cli, tiny_model_path, clean_image, tmp_path, capsys
+):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "f.json"
+    args = ["analyze", "filters", "--model", str(tiny_model_path), "--image", str(clean_image)]
+    args += ["--sigma", "50", "--pixels", "3,4", "--json", str(out), "--plot"]
+    figure = tmp_path / "f.png"
+    figure.write_bytes(b"mine")  # only the figure exists: refused all the same
+    assert cli(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already exists" in err[0]
+    assert figure.read_bytes() == b"mine" and not out.exists()
+    assert cli(args + ["--force"]) == 0
+    assert figure.read_bytes()[:4] == b"\x89PNG" and _read(out)["filters"]
+    out.write_text("mine")
+    assert cli(args[:-1]) == 2  # the JSON alone, no --plot
+    assert out.read_text() == "mine"

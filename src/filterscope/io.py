@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._files import atomic_write
+from ._files import atomic_write, check_output_paths
 from .errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm")
@@ -216,12 +216,7 @@ def check_output_path(
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory; give an output file name")
-    if path.exists() and not overwrite:
-        raise InputError(f"{path}: already exists (use --force to overwrite)")
-    if not path.parent.is_dir():
-        raise InputError(f"{path.parent}: output folder does not exist")
+    check_output_paths({"the output image": path}, overwrite=overwrite, figures=())
     if suffix not in IMAGE_SUFFIXES:
         raise InputError(f"{path}: unknown output format {suffix!r}; use .png, .tif or .jpg")
     if dtype not in ("uint8", "uint16", "float32"):

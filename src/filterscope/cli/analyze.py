@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from .._files import atomic_write, check_output_paths
 from ..errors import InputError
 
 SUBCOMMANDS = ("decomposition", "filters", "spectrum", "dimension")
@@ -91,14 +92,27 @@ def _check_channels(net: torch.nn.Module, channels: int, what: str) -> None:
         )
 
 
+#: The figures each sub-command writes beside ``OUT.json`` with ``--plot`` (name suffixes).
+FIGURES = {
+    "decomposition": ("", "_parts"),
+    "filters": ("",),
+    "spectrum": ("", "_subspaces", "_vectors"),
+    "dimension": ("",),
+}
+
+
+def _check_outputs(args: argparse.Namespace, command: str) -> None:
+    """Refuse, before any work, outputs that exist (without --force) or cannot be written."""
+    outputs: dict = {"--json": args.json}
+    if args.plot:
+        outputs |= {f"--plot ({name})": _figure_path(args.json, name) for name in FIGURES[command]}
+    figures = [option for option in outputs if option.startswith("--plot")]
+    check_output_paths(outputs, overwrite=args.force, figures=figures)
+
+
 def _write_json(path: str, payload: dict) -> Path:
-    out = Path(path)
-    if out.parent and not out.parent.exists():
-        raise InputError(f"{out.parent}: folder does not exist")
-    if out.is_dir():
-        raise InputError(f"{out}: is a directory; give a file name for --json")
-    out.write_text(json.dumps(payload, indent=2) + "\n")
-    return out
+    text = json.dumps(payload, indent=2) + "\n"
+    return atomic_write(path, lambda name: Path(name).write_text(text))
 
 
 def _figure_path(json_path: str, suffix: str = "") -> Path:
@@ -142,6 +156,7 @@ def run_decomposition(args: argparse.Namespace) -> int:
     from ..analysis import decomposition_vs_sigma, random_patches
     from ..io import list_images
 
+    _check_outputs(args, "decomposition")
     sigmas = parse_sigmas(args.sigmas)
     if args.patch < 0:
         raise InputError("--patch must be a number of pixels >= 1, or 0 for whole images")
@@ -232,6 +247,7 @@ def run_filters(args: argparse.Namespace) -> int:
     from ..analysis import adaptive_filters
     from ..noise import add_noise
 
+    _check_outputs(args, "filters")
     x = _read(args.image)
     pixels = [parse_pixel(p) for p in args.pixels]
     net = _load(args.model, x.shape[1])
@@ -266,6 +282,7 @@ def run_spectrum(args: argparse.Namespace) -> int:
     from ..analysis import spectrum_vs_sigma
     from ..analysis._core import check_dense_size
 
+    _check_outputs(args, "spectrum")
     sigmas = parse_sigmas(args.sigmas)
     x = _read(args.image)
     _, channels, height, width = x.shape
@@ -370,6 +387,7 @@ def run_dimension(args: argparse.Namespace) -> int:
     from ..analysis import estimate_effective_dim, top_singular_triplets
     from ..noise import add_noise
 
+    _check_outputs(args, "dimension")
     x = _read(args.image)
     net = _load(args.model, x.shape[1])
     _check_channels(net, x.shape[1], args.image)
@@ -431,6 +449,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--plot", action="store_true", help="also write figures beside OUT (same name, .png)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
+    parser.add_argument(
+        "--force", action="store_true", help="overwrite OUT and its figures if they exist"
+    )
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
