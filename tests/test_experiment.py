@@ -95,3 +95,6 @@ def test_restoration_grid_json_figure_and_delta(tmp_path, tiny_model_path, capsy
     assert main(args) == 2  # results exist: refused without --force
     assert main(args + ["--force", "--slice-blur", "3"]) == 2  # not a grid row
     assert "slice" in capsys.readouterr().err
+    elsewhere = [a if a != str(out) else str(tmp_path / "new") for a in args]
+    assert main(elsewhere + ["--slice-blur", "3"]) == 2
+    assert not (tmp_path / "new").exists()  # a refused run leaves no folder behind

@@ -210,14 +210,22 @@ def run_restoration_experiment(
     """Grid evaluation, ``restoration.json`` and ``restoration.png`` in ``out_dir``."""
     import json
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = out_dir / "restoration.json", out_dir / "restoration.png"
-    check_output_paths(
-        {"json": json_path, "plot": png_path}, overwrite=overwrite, figures=("plot",)
-    )
     if slice_blur not in [float(b) for b in blurs]:
         raise InputError(f"--slice-blur {slice_blur:g} is not one of the blur widths {list(blurs)}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: is a file; give a folder for the results")
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = out_dir / "restoration.json", out_dir / "restoration.png"
+    try:
+        check_output_paths(
+            {"json": json_path, "plot": png_path}, overwrite=overwrite, figures=("plot",)
+        )
+    except InputError:
+        if created:  # a refused run leaves nothing behind
+            out_dir.rmdir()
+        raise
     grid = restoration_grid(
         bias_model,
         bias_free_model,
