@@ -98,3 +98,6 @@ def test_restoration_grid_json_figure_and_delta(tmp_path, tiny_model_path, capsy
     elsewhere = [a if a != str(out) else str(tmp_path / "new") for a in args]
     assert main(elsewhere + ["--slice-blur", "3"]) == 2
     assert not (tmp_path / "new").exists()  # a refused run leaves no folder behind
+    unknown = [a if a != str(bias_path) else "no-such-model" for a in elsewhere]
+    assert main(unknown) == 2  # found inside the grid run, after the folder was made
+    assert not (tmp_path / "new").exists()

@@ -408,10 +408,14 @@ def test_nystrom_error_report_falls_as_columns_grow():
         basis = filter_basis(
             y, kernel_size=3, columns=columns, rank=None, error_columns=16, precision=precision
         )
-        assert basis.info["nystrom_error"]["num_test"] == 16
-        return basis.info["nystrom_error"]["relative_frobenius"]
+        report = basis.info["nystrom_error"]
+        assert report["num_test"] == 16
+        # test pixels avoid the Nyström columns while there are enough others
+        assert report["unseen_test"] == min(16, round((1 - columns) * y.shape[1] * y.shape[2]))
+        return report["relative_frobenius"]
 
     assert error(0.1) > error(0.3) > error(1.0)
+    assert error(0.97) > 10 * error(1.0, "double")
     # every pixel a column: the exact matrix, up to the rounding of the product
     assert error(1.0, "double") < 1e-9
     assert error(1.0, "int8") < 1e-2

@@ -222,19 +222,20 @@ def run_restoration_experiment(
         check_output_paths(
             {"json": json_path, "plot": png_path}, overwrite=overwrite, figures=("plot",)
         )
-    except InputError:
-        if created:  # a refused run leaves nothing behind
+        grid = restoration_grid(
+            bias_model,
+            bias_free_model,
+            test_dir,
+            sigmas_255=sigmas_255,
+            blurs=blurs,
+            test_images=test_images,
+            progress=progress,
+        )
+    except BaseException:
+        # a refused, failed or interrupted run leaves no folder of its own behind
+        if created and not any(out_dir.iterdir()):
             out_dir.rmdir()
         raise
-    grid = restoration_grid(
-        bias_model,
-        bias_free_model,
-        test_dir,
-        sigmas_255=sigmas_255,
-        blurs=blurs,
-        test_images=test_images,
-        progress=progress,
-    )
     atomic_write(json_path, lambda tmp: Path(tmp).write_text(json.dumps(grid, indent=2) + "\n"))
     plot_restoration(grid, png_path, slice_blur=float(slice_blur))
     return grid

@@ -95,7 +95,8 @@ def filter_basis(
         :func:`filterscope.ntk.nystrom.nystrom_basis`).
     error_columns : int, keyword-only
         If positive, the approximation-error report of a Nyström basis: that many exact
-        columns at random pixels against the low-rank approximation
+        columns at random pixels that are not Nyström columns, against the low-rank
+        approximation
         (:func:`filterscope.ntk.nystrom.nystrom_error`, float64, so ``precision``'s
         rounding counts in it), stored as ``basis.info["nystrom_error"]``. Needs a
         symmetric normalisation (``"max"`` or ``"none"``). Cost: ``error_columns`` exact
@@ -149,7 +150,7 @@ def filter_basis(
     basis.info.update(method=method, normalize=normalize, seconds=time.perf_counter() - start)
     if error_columns and columns is not None:
         basis.info["nystrom_error"] = nystrom_error(
-            source, basis, num_test=int(error_columns), generator=seed + 1
+            source, basis, num_test=int(error_columns), seen=cols, generator=seed + 1
         )
     return basis
 

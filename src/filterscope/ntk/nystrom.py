@@ -434,6 +434,7 @@ def nystrom_error(
     basis: FilterBasis,
     *,
     num_test: int = 32,
+    seen: torch.Tensor | None = None,
     generator: int | torch.Generator | None = 1,
 ) -> dict:
     """How well the (unnormalised) Nyström approximation reproduces unseen columns.
@@ -441,16 +442,30 @@ def nystrom_error(
     Computes ``num_test`` exact columns of the raw affinity at random pixels and compares
     them with ``(1/η) V Λ Vᵀ e_j`` of a ``normalize="max"`` or ``"none"`` basis.
 
+    Parameters
+    ----------
+    seen : LongTensor, shape (m,), optional
+        The Nyström columns of ``basis``. Test pixels are drawn from the other pixels
+        first, since a seen column is reproduced almost exactly and would make the report
+        optimistic; only when fewer than ``num_test`` pixels are unseen are seen ones used
+        to fill up (``unseen_test`` in the result says how many were not).
+
     Returns
     -------
     dict
         ``relative_frobenius`` (over the test columns), ``relative_diagonal`` (the test
-        columns' diagonal entries), ``num_test``, ``rank``.
+        columns' diagonal entries), ``num_test``, ``unseen_test``, ``rank``.
     """
     if basis.left is not None:
         raise ValueError("nystrom_error needs a symmetric (max/none-normalised) basis")
     gen = _generator(generator)
-    test = torch.randperm(source.d, generator=gen)[: min(num_test, source.d)]
+    order = torch.randperm(source.d, generator=gen)
+    unseen = torch.ones(source.d, dtype=torch.bool)
+    if seen is not None:
+        unseen[torch.as_tensor(seen, dtype=torch.long).reshape(-1)] = False
+    # a stable sort keeps the random order within the unseen and within the seen pixels
+    order = order[torch.sort((~unseen[order]).to(torch.uint8), stable=True).indices]
+    test = order[: min(num_test, source.d)]
     exact = source.columns(test)
     approx = (basis.eigvecs * (basis.eigvals / basis.scale)) @ basis.eigvecs[test].T
     diag_exact = exact[test, torch.arange(test.numel())]
@@ -461,5 +476,6 @@ def nystrom_error(
             torch.linalg.norm(diag_approx - diag_exact) / torch.linalg.norm(diag_exact)
         ),
         "num_test": int(test.numel()),
+        "unseen_test": int(unseen[test].sum()),
         "rank": basis.rank,
     }
