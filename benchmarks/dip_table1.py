@@ -538,15 +538,16 @@ def noise_images(images, recipe, args, cache: Cache) -> dict:
         # how far the caps and the GD step ladder limit the comparison
         "still_improving_at_cap": _count_cells(rows, lambda r: r["peak_at_cap"]),
         "gd_smaller_step_used": _count_cells(rows, lambda r: bool(r.get("diverged_runs"))),
-        "unstable_kept": _count_cells(
-            rows,
-            lambda r: (
-                r.get("gd_step") is not None
-                and (r.get("diverged_at") is not None or r["max_loss_over_initial"] > 1.0)
-            ),
-        ),
+        "unstable_kept": _count_cells(rows, _unstable_gd_kept),
         "rows": rows,
     }
+
+
+def _unstable_gd_kept(row: dict) -> bool:
+    """A gradient-descent row whose last step of the ladder was unstable too (kept anyway)."""
+    return row.get("gd_step") is not None and (
+        row.get("diverged_at") is not None or row["max_loss_over_initial"] > 1.0
+    )
 
 
 def _count_cells(rows: list[dict], test) -> dict:
@@ -572,12 +573,7 @@ def _means(rows: list[dict]) -> dict:
             entry["mean_oracle_iteration"] = sum(r["oracle_iteration"] for r in mine) / len(mine)
             entry["diverged"] = sum(r.get("diverged_at") is not None for r in mine)
             entry["diverged_then_smaller_step"] = sum(bool(r.get("diverged_runs")) for r in mine)
-            # gradient descent whose last step of the ladder was unstable too (kept anyway)
-            entry["unstable_kept"] = sum(
-                r.get("gd_step") is not None
-                and (r.get("diverged_at") is not None or r["max_loss_over_initial"] > 1.0)
-                for r in mine
-            )
+            entry["unstable_kept"] = sum(_unstable_gd_kept(r) for r in mine)
             entry["peak_at_cap"] = sum(bool(r.get("peak_at_cap")) for r in mine)
         means[cell] = entry
     return means
