@@ -6,6 +6,7 @@ Run from the repository root::
     python benchmarks/dip_table1.py --only speed --threads 2   # speed alone (quiet machine)
     python benchmarks/dip_table1.py --only noise_width        # Adam - GD against width
     python benchmarks/dip_table1.py --only noise_images       # noise-input cells at 256x256
+    python benchmarks/dip_table1.py --only gd_budget          # the gap against GD's budget
     python benchmarks/dip_table1.py --full        # the paper's protocol, for a GPU (hours)
     python benchmarks/dip_table1.py --quick       # smoke run of ~10 s; writes nothing
 
@@ -44,6 +45,14 @@ run are kept from an existing ``dip_table1.json`` of the same recipe):
    GD, on every image centre-cropped to ``noise_images_crop`` (256 in the CPU recipe):
    Table 1's noise-input cells at the size where the ``noise_width`` study found the
    gap of the paper. Some five hours of one core.
+8. ``gd_budget`` (only with ``--only``): the same two networks with noise at the input,
+   Adam and GD run without patience to long caps with the PSNR of every step kept, for
+   each entry of ``gd_budget_runs`` (CPU recipe: the 128×128 House with caps 2000 / 8000,
+   and all nine 64×64 crops with caps 2000 / 4000): the PSNR at fixed steps, the best of
+   each whole run, and what "until there is no further improvement" keeps for several
+   patiences, so the Adam − GD gap can be read against GD's budget and stopping rule;
+   ``benchmarks/results/dip_gd_budget_<size>.png`` draws House's four curves beside the
+   paper's cells. About 50 minutes of two cores.
 
 Recipes (every number is ours; the paper's appendix H is not in the text we have):
 
@@ -99,7 +108,9 @@ paper's.
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
+import math
 import os
 import sys
 import time
@@ -149,6 +160,10 @@ RECIPES = {
         theory_crop=16, theory_widths=(8, 64), theory_kernel=3, figures=False,
         noise_widths=(8, 16), noise_crops=(16,), noise_width_images=("image_Baboon512rgb",),
         noise_images_crop=16, noise_images_iters={"adam": 30, "gd": 20},
+        gd_budget_runs=(
+            {"crop": 16, "images": ("image_House256rgb",), "iters": {"adam": 30, "gd": 40}},
+        ),
+        gd_budget_patiences=(2, 5, 10),
     ),
     "cpu": dict(
         images=None, crop=64, width=32, iters={"adam": 800, "gd": 1000},
@@ -160,6 +175,11 @@ RECIPES = {
         noise_widths=(32, 64, 128), noise_crops=(128, None),
         noise_width_images=("image_House256rgb",), noise_images_crop=256,
         noise_images_iters={"adam": 2000, "gd": 1000},
+        gd_budget_runs=(
+            {"crop": 128, "images": ("image_House256rgb",), "iters": {"adam": 2000, "gd": 8000}},
+            {"crop": 64, "images": None, "iters": {"adam": 2000, "gd": 4000}},
+        ),
+        gd_budget_patiences=(10, 30, 100, 300, 1000, 3000),
     ),
     "full": dict(
         images=None, crop=None, width=128, iters={"adam": 20000, "gd": 100000},
@@ -171,33 +191,39 @@ RECIPES = {
         figures=True, noise_widths=(32, 128, 512), noise_crops=(None,),
         noise_width_images=("image_House256rgb", "kodim01", "image_F16_512rgb"),
         noise_images_crop=None, noise_images_iters={"adam": 20000, "gd": 100000},
+        gd_budget_runs=(
+            {"crop": None, "images": ("image_House256rgb",), "iters": {"adam": 20000, "gd": 10**6}},
+        ),
+        gd_budget_patiences=(100, 1000, 10000, 100000),
     ),
 }  # fmt: skip
 
 
-# recipe keys that do not identify cached pieces: the pieces they touch are keyed by them
-# (cells by their image, weight-change runs by their GD step) or never cached (speed)
-NOT_IN_CACHE_KEY = (
-    "images",
-    "weight_gd_steps",
-    "weight_gd_rates",
-    "weight_seeds",
-    "speed_size",
-    "speed_widths",
-    "speed_iters",
-    "noise_widths",
-    "noise_crops",
-    "noise_width_images",
-    "noise_images_crop",
-    "noise_images_iters",
+# the recipe keys that identify cached pieces: a piece computed under other values of
+# these is not reused. Every other key (the images, the seeds and GD steps of the weight
+# study, the widths and sizes of the optional parts, ...) is part of the key of each
+# piece it touches, or touches nothing cached (speed); a key added to a recipe stays out
+# of the identity, so an older cache stays usable, unless it is named here.
+CACHE_IDENTITY = (
+    "crop",
+    "width",
+    "iters",
+    "patience",
+    "log_every",
+    "gd_step",
+    "weight_iters",
+    "weight_widths",
+    "theory_crop",
+    "theory_widths",
+    "theory_kernel",
 )
 
 
 def _comparable(config: dict | None) -> dict | None:
-    """``config`` without the recipe keys of :data:`NOT_IN_CACHE_KEY`."""
+    """``config`` with only the recipe keys of :data:`CACHE_IDENTITY`."""
     if not config:
         return config
-    settings = {k: v for k, v in config.get("settings", {}).items() if k not in NOT_IN_CACHE_KEY}
+    settings = {k: v for k, v in config.get("settings", {}).items() if k in CACHE_IDENTITY}
     return {**config, "settings": settings}
 
 
@@ -262,16 +288,21 @@ def _cell_name(arch: str, net_input: str, optimizer: str | None) -> str:
 GD_STEP_FALLBACK = (1.0, 0.5, 0.25, 0.1)
 
 
-def _fit_row(path, index, cell, x, y, recipe, args) -> dict:
+def _fit_row(path, index, cell, x, y, recipe, args, *, keep_trajectory=False, sure=None) -> dict:
     """One network cell of Table 1 on one image.
 
     Gradient descent with the automatic step starts at the recipe's ``gd_step``; a run
     that diverges is recorded in ``diverged_runs`` and repeated with the next smaller
     step of :data:`GD_STEP_FALLBACK` (the largest stable step of the ladder is kept). A
     run with a smaller step left is stopped as soon as its loss rises above its start:
-    it is discarded then anyway, so only the time changes.
+    it is discarded then anyway, so only the time changes. ``keep_trajectory`` adds the
+    PSNR curve of the run kept (``trajectory``); ``sure`` overrides whether SURE is
+    estimated (default: :data:`SURE_CELLS` or ``--sure-all``).
     """
     from filterscope.dip import fit_single_image
+
+    if sure is None:
+        sure = args.sure_all or cell in SURE_CELLS
 
     arch, net_input, optimizer = cell
     patience = recipe["patience"]
@@ -296,7 +327,7 @@ def _fit_row(path, index, cell, x, y, recipe, args) -> dict:
             sigma=SIGMA_255 / 255.0,
             clean=x,
             stop="oracle",
-            estimate_sure=args.sure_all or cell in SURE_CELLS,
+            estimate_sure=sure,
             patience=patience,
             gd_step=gd_step or recipe["gd_step"],
             log_every=recipe["log_every"],
@@ -322,7 +353,7 @@ def _fit_row(path, index, cell, x, y, recipe, args) -> dict:
                 "oracle_iteration": result.choices["oracle_iteration"],
             }
         )
-    return {
+    row = {
         "image": path.stem,
         "cell": _cell_name(*cell),
         "oracle_psnr": result.choices["oracle_psnr"],
@@ -341,6 +372,12 @@ def _fit_row(path, index, cell, x, y, recipe, args) -> dict:
         "lr_effective": result.config["lr_effective"],
         "ntk_lambda_max": result.config["ntk_lambda_max"],
     }
+    if keep_trajectory:
+        row["trajectory"] = {
+            "iteration": list(result.trajectory["iteration"]),
+            "psnr": [round(v, 4) for v in result.trajectory["psnr"]],
+        }
+    return row
 
 
 def _stop_when_loss_rises():
@@ -541,6 +578,172 @@ def noise_images(images, recipe, args, cache: Cache) -> dict:
         "unstable_kept": _count_cells(rows, _unstable_gd_kept),
         "rows": rows,
     }
+
+
+def _value_at(trajectory: dict, step: int) -> float | None:
+    """The PSNR logged at the last iteration ``<= step`` (None past the run's end)."""
+    iterations = trajectory["iteration"]
+    if step > iterations[-1]:
+        return None
+    last = max(i for i, t in enumerate(iterations) if t <= step)
+    return trajectory["psnr"][last]
+
+
+def _log_spaced(trajectory: dict, points: int = 160) -> dict:
+    """About ``points`` entries of a trajectory, evenly spaced in log(iteration)."""
+    iterations = trajectory["iteration"]
+    top = math.log10(max(1, iterations[-1]))
+    wanted = [10 ** (top * k / (points - 1)) for k in range(points)]
+    keep = sorted({0, len(iterations) - 1} | {bisect.bisect_left(iterations, v) for v in wanted})
+    keep = [i for i in keep if i < len(iterations)]
+    return {
+        "iteration": [iterations[i] for i in keep],
+        "psnr": [trajectory["psnr"][i] for i in keep],
+    }
+
+
+def _budget_cell(path, index, cell, x, y, recipe, args, cache: Cache, iters, patiences) -> dict:
+    """One whole run of :func:`gd_budget` (cached with its trajectory) and what each
+    stopping rule keeps from it."""
+    from filterscope.dip import patience_stop
+
+    size = f"{x.shape[2]}x{x.shape[1]}"
+    optimizer = cell[2]
+    key = f"gd_budget/{path.stem}/{_cell_name(*cell)}/{recipe['width']}/{size}"
+    key += f"/{iters[optimizer]}steps"
+    row = cache.get(key)
+    if row is None:
+        changed = {**recipe, "iters": iters, "patience": None}
+        row = _fit_row(path, index, cell, x, y, changed, args, keep_trajectory=True, sure=False)
+        cache.put(key, row)
+    traj = row["trajectory"]
+    checkpoints = sorted([10**k for k in range(7)] + [3 * 10**k for k in range(6)])
+    print(
+        f"gd_budget {path.stem} {size} {row['cell']}: best {row['oracle_psnr']:.2f} dB "
+        f"at step {row['oracle_iteration']} of {row['iterations']}",
+        flush=True,
+    )
+    return {
+        "best_psnr": row["oracle_psnr"],
+        "best_iteration": row["oracle_iteration"],
+        "iterations": row["iterations"],
+        "peak_at_cap": row["peak_at_cap"],
+        "gd_step": row["gd_step"],
+        "seconds": row["seconds"],
+        "psnr_at": {str(t): _value_at(traj, t) for t in checkpoints if t <= traj["iteration"][-1]},
+        "patience_stops": {
+            str(p): patience_stop(traj["iteration"], traj["psnr"], p) for p in patiences
+        },
+        "curve": _log_spaced(traj),
+    }
+
+
+def _budget_run(spec: dict, images, recipe, args, cache: Cache, patiences) -> dict:
+    """One ``gd_budget_runs`` entry: its images at its crop, both networks, both optimisers."""
+    from filterscope.noise import add_noise
+
+    wanted = spec["images"]
+    chosen = [(i, p) for i, p in enumerate(images) if wanted is None or p.stem in wanted]
+    rules = ["whole_run"] + [f"patience_{p}" for p in patiences]
+    by_image: dict = {}
+    size = None
+    for index, path in chosen:
+        x = load(path, spec["crop"])
+        y = add_noise(x, SIGMA_255 / 255.0, generator=index)
+        size = f"{x.shape[2]}x{x.shape[1]}"
+        for arch in ("unet", "autoencoder"):
+            for optimizer in OPTIMIZERS:
+                by_image.setdefault(path.stem, {}).setdefault(arch, {})[optimizer] = _budget_cell(
+                    path, index, (arch, "noise", optimizer), x, y, recipe, args, cache,
+                    spec["iters"], patiences,
+                )  # fmt: skip
+
+    def kept(run: dict, rule: str) -> float:
+        if rule == "whole_run":
+            return run["best_psnr"]
+        return run["patience_stops"][rule.removeprefix("patience_")]["best"]
+
+    mean: dict = {}
+    for arch in ("unet", "autoencoder"):
+        entry = {
+            optimizer: {
+                rule: sum(kept(v[arch][optimizer], rule) for v in by_image.values()) / len(by_image)
+                for rule in rules
+            }
+            for optimizer in OPTIMIZERS
+        }
+        entry["adam_minus_gd_db"] = {r: entry["adam"][r] - entry["gd"][r] for r in rules}
+        entry["gd_best_at_cap"] = sum(v[arch]["gd"]["peak_at_cap"] for v in by_image.values())
+        mean[arch] = entry
+    return {
+        "size": size if spec["crop"] else "whole",
+        "crop": spec["crop"],
+        "iters": spec["iters"],
+        "images": list(by_image),
+        "mean": mean,
+        "by_image": by_image,
+    }
+
+
+def gd_budget(images, recipe, args, cache: Cache) -> dict:
+    """With noise at the input: the Adam − GD gap against GD's budget and stopping rule.
+
+    For each entry of ``gd_budget_runs`` (its images, crop and step caps), the U-Net and
+    the autoencoder at the recipe's width are trained by Adam and by GD without patience
+    to long caps (GD: 8000 steps on the 128×128 House, 4000 on the nine 64×64 crops in the
+    CPU recipe, against Table 1's 1000), with the PSNR logged at every step. From these
+    whole trajectories it reports the PSNR at fixed steps, the best PSNR of each run,
+    and what the paper's rule "until there is no further improvement" would have kept for
+    each patience of ``gd_budget_patiences`` (:func:`filterscope.dip.patience_stop`,
+    applied to Adam and GD alike), with the means over the images. With noise at the
+    input, GD fits the image's mean within a few steps, stays on a plateau near the
+    paper's GD cells, then climbs: where the run ends (cap, patience) decides how far up
+    that climb GD gets, and so the gap. Figure: the four curves of House, per run.
+    """
+    patiences = recipe["gd_budget_patiences"]
+    paper = {
+        f"{arch}/{optimizer}": PAPER_TABLE1[(arch, "noise", optimizer)]
+        for arch in ("unet", "autoencoder")
+        for optimizer in OPTIMIZERS
+    }
+    runs = [
+        _budget_run(spec, images, recipe, args, cache, patiences)
+        for spec in recipe["gd_budget_runs"]
+    ]
+    for run in runs:
+        # House's curves are kept (and drawn); the other images' would only fill the JSON
+        image = "image_House256rgb" if "image_House256rgb" in run["by_image"] else run["images"][0]
+        run["curves_image"] = image
+        run["curves"] = {
+            f"{arch}, {'Adam' if optimizer == 'adam' else 'GD'}": cells[optimizer]["curve"]
+            for arch, cells in run["by_image"][image].items()
+            for optimizer in OPTIMIZERS
+        }
+        for cells in run["by_image"].values():
+            for arch_cells in cells.values():
+                for cell in arch_cells.values():
+                    del cell["curve"]
+    out = {"width": recipe["width"], "patiences": list(patiences), "paper_noise_cells": paper}
+    out["runs"] = runs
+    if not recipe["figures"]:
+        return out
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("matplotlib missing: no gd_budget figure", file=sys.stderr)
+        return out
+    from filterscope.plotting.dip import plot_trajectories
+
+    out["figures"] = []
+    for run in runs:
+        figure = plot_trajectories(
+            run["curves"],
+            RESULTS_DIR / f"dip_gd_budget_{run['size']}.png",
+            title=f"noise input, {run['curves_image']} {run['size']}, width {recipe['width']}",
+            levels={f"paper: {cell.replace('/', ' ')}": v for cell, v in paper.items()},
+        )
+        out["figures"].append(str(Path(figure).relative_to(REPO)))
+    return out
 
 
 def _unstable_gd_kept(row: dict) -> bool:
@@ -912,9 +1115,31 @@ def print_table1(means: dict) -> None:
     print_table(rows, columns)
 
 
+def print_gd_budget(study: dict) -> None:
+    """The ``gd_budget`` part: mean PSNR kept by each stopping rule, and Adam − GD."""
+    rules = ["whole_run"] + [f"patience_{p}" for p in study["patiences"]]
+    for run in study["runs"]:
+        print(
+            f"noise input, {run['size']}, width {study['width']}, caps {run['iters']}, mean over "
+            f"{len(run['images'])} image(s): PSNR (dB) kept by each stopping rule"
+        )
+        table = []
+        for arch, entry in run["mean"].items():
+            for optimizer in OPTIMIZERS:
+                paper = study["paper_noise_cells"][f"{arch}/{optimizer}"]
+                row = {"network": arch, "optimizer": optimizer, "paper": paper}
+                table.append(row | {r: f"{entry[optimizer][r]:.2f}" for r in rules})
+            row = {"network": arch, "optimizer": "Adam - GD", "paper": ""}
+            table.append(row | {r: f"{entry['adam_minus_gd_db'][r]:.2f}" for r in rules})
+        print_table(table, list(table[0]))
+        counts = {arch: entry["gd_best_at_cap"] for arch, entry in run["mean"].items()}
+        print(f"GD runs whose best came at the cap: {counts}")
+
+
 SECTIONS = ("speed", "weights", "theory", "figures", "table1")  # in the order they run
-# only with --only: about an hour (noise_width) and some five hours (noise_images) of one core
-OPTIONAL_SECTIONS = ("noise_width", "noise_images")
+# only with --only: about an hour (noise_width) and some five hours (noise_images) of one
+# core, 50 minutes (gd_budget) of two
+OPTIONAL_SECTIONS = ("noise_width", "noise_images", "gd_budget")
 
 
 def main() -> int:
@@ -979,7 +1204,7 @@ def main() -> int:
             parser.error("--images must be positive")
         images = images[:count]
     settings = {k: v for k, v in recipe.items() if k != "figures"}
-    # keys that are not part of the cache's identity (the pieces they touch are keyed by them)
+    # the cache and the merge with an earlier dip_table1.json compare CACHE_IDENTITY only
     config = json.loads(
         json.dumps(
             {
@@ -1028,6 +1253,7 @@ def main() -> int:
         "figures",
         "noise_width",
         "noise_images",
+        "gd_budget",
     )
     for key in (*kept, "run"):
         if key in previous:
@@ -1058,6 +1284,9 @@ def main() -> int:
         payload["noise_width"] = noise_width(images, recipe, args, cache)
     if "noise_images" in sections:
         payload["noise_images"] = noise_images(images, recipe, args, cache)
+    if "gd_budget" in sections:
+        # its one image keeps its index in name order (the noise seed), whatever --images
+        payload["gd_budget"] = gd_budget(sorted(folder.glob("*.png")), recipe, args, cache)
     means = payload.get("mean_psnr", {})
     payload["targets"] = targets(
         means, payload.get("speed"), payload.get("weight_change"), payload.get("noise_images")
@@ -1100,6 +1329,8 @@ def main() -> int:
         for name in ("still_improving_at_cap", "gd_smaller_step_used", "unstable_kept"):
             if study.get(name):
                 print(f"{name.replace('_', ' ')}: {study[name]}")
+    if payload.get("gd_budget"):
+        print_gd_budget(payload["gd_budget"])
     print(f"targets: {json.dumps(payload['targets'], indent=1)}")
     if args.quick:
         print("quick run: nothing written")

@@ -21,6 +21,7 @@ from filterscope.dip import (
     ntk_gap,
     ntk_max_eigenvalue,
     pad_to_multiple,
+    patience_stop,
     preactivation_eigenvectors,
 )
 from filterscope.errors import InputError
@@ -197,6 +198,43 @@ def test_patience_ends_training_early():
     )
     assert result.timing["iterations"] < 20
     assert result.trajectory["iteration"][-1] - result.iteration == 3
+
+
+def test_patience_stop_read_from_a_full_trajectory_matches_runs_with_patience():
+    x, y = _pair(3, 16, 16)
+    # this run's PSNR stalls after 2 steps, then climbs again: short patiences stop on
+    # the plateau, longer ones reach the cap
+    options = dict(arch="vanilla", input="image", iters=40, width=4, kernel_size=3, lr=0.02)
+    full = fit_single_image(y, clean=x, stop="oracle", **options)
+    stops = []
+    for patience in (1, 2, 4, 7):
+        stopped = fit_single_image(y, clean=x, stop="oracle", patience=patience, **options)
+        read = patience_stop(full.trajectory["iteration"], full.trajectory["psnr"], patience)
+        assert read["best_iteration"] == stopped.iteration
+        assert read["best"] == stopped.choices["oracle_psnr"]
+        ran = stopped.trajectory["iteration"][-1]
+        assert read["stopped_at"] == (ran if ran < options["iters"] else None)
+        stops.append(read["stopped_at"])
+    assert stops[0] is not None and stops[-1] is None
+
+
+def test_patience_stop_rules():
+    iterations = [0, 10, 20, 30, 40, 50]
+    psnr_values = [10.0, 12.0, 12.0, 11.0, 13.0, 9.0]
+    # a tie is no improvement: the best stays at 10
+    assert patience_stop(iterations, psnr_values, 20) == {
+        "stopped_at": 30,
+        "best_iteration": 10,
+        "best": 12.0,
+    }
+    assert patience_stop(iterations, psnr_values, 30)["stopped_at"] is None
+    assert patience_stop(iterations, psnr_values, 30)["best"] == 13.0
+    sure = [5.0, 4.0, 6.0, 7.0, 8.0, 1.0]
+    assert patience_stop(iterations, sure, 30, mode="min")["stopped_at"] == 40
+    with pytest.raises(InputError):
+        patience_stop(iterations, psnr_values[:-1], 3)
+    with pytest.raises(InputError):
+        patience_stop(iterations, psnr_values, 0)
 
 
 def test_divergence_ends_training_and_keeps_the_last_finite_iterate():
@@ -392,5 +430,7 @@ def test_plots_are_written(tmp_path):
     traj = {"iteration": [0, 1, 2], "psnr": [5.0, 10.0, 12.0]}
     sure = {"iteration": [0, 1, 2], "sure": [0.1, 0.01, 0.02]}
     assert plot_trajectories({"a": traj, "b": sure}, tmp_path / "t.png").exists()
+    levels = {"paper": 11.0}
+    assert plot_trajectories({"a": traj}, tmp_path / "l.png", levels=levels).exists()
     gap = {"widths": [8, 32], "gap": [0.2, 0.1], "gap_per_iteration": [[0.1, 0.2], [0.05, 0.1]]}
     assert plot_ntk_gap({**gap, "slope": -0.5}, tmp_path / "g.png").exists()

@@ -14,6 +14,7 @@ from .fit import (
     fit_single_image,
     monte_carlo_sure,
     ntk_max_eigenvalue,
+    patience_stop,
     sure_estimate,
 )
 from .networks import (
@@ -46,6 +47,7 @@ __all__ = [
     "ntk_gap",
     "ntk_max_eigenvalue",
     "pad_to_multiple",
+    "patience_stop",
     "preactivation_eigenvectors",
     "sure_estimate",
 ]

@@ -34,7 +34,7 @@ import copy
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -261,6 +261,44 @@ class FitResult:
             "trajectory": self.trajectory,
             "weights": self.weights,
         }
+
+
+def patience_stop(
+    iterations: Sequence[int], values: Sequence[float], patience: int, *, mode: str = "max"
+) -> dict:
+    """Where stopping with ``patience`` would have ended a run, read from its trajectory.
+
+    The rule of :func:`fit_single_image`: the kept iterate is the best so far (highest
+    PSNR for ``mode="max"``, lowest SURE for ``"min"``; ties keep the earlier one), and the
+    run ends at the first logged iteration ``t`` with ``t − best_iteration ≥ patience``.
+    Running this on a trajectory logged to the step cap tells what any patience would
+    have kept without rerunning (the paper trains "until there is no further
+    improvement", without saying how long it waits).
+
+    Parameters
+    ----------
+    iterations, values : sequences of the same length
+        ``FitResult.trajectory["iteration"]`` and ``["psnr"]`` (or ``["sure"]``).
+    patience : int
+        Iterations without improvement that end the run.
+    mode : {"max", "min"}, keyword-only
+
+    Returns
+    -------
+    dict
+        ``stopped_at`` (None: the trajectory ended first), ``best_iteration``, ``best``.
+    """
+    patience = _positive_int("patience", patience)
+    _check_choice("mode", mode, ("max", "min"))
+    if len(iterations) != len(values) or not len(values):
+        raise InputError("iterations and values must be non-empty and of the same length")
+    best_iteration, best = iterations[0], values[0]
+    for t, value in zip(iterations, values, strict=True):
+        if value > best if mode == "max" else value < best:
+            best_iteration, best = t, value
+        if t - best_iteration >= patience:
+            return {"stopped_at": t, "best_iteration": best_iteration, "best": best}
+    return {"stopped_at": None, "best_iteration": best_iteration, "best": best}
 
 
 # --------------------------------------------------------------------------- fitting

@@ -135,15 +135,31 @@ def plot_preactivation_eigenvectors(
 
 
 def plot_trajectories(
-    runs: Mapping[str, Mapping], path: str | os.PathLike, *, title: str = ""
+    runs: Mapping[str, Mapping],
+    path: str | os.PathLike,
+    *,
+    title: str = "",
+    levels: Mapping[str, float] | None = None,
 ) -> Path:
     """PSNR against the iteration (log scale) for several runs.
 
     ``runs`` maps a label to a trajectory dict (``FitResult.trajectory``). Runs without
     a PSNR curve are drawn with their SURE estimate, as ``10 log10(1/SURE)`` (dashed).
+    ``levels`` maps a label to a PSNR drawn as a dotted horizontal line (published
+    values, say).
     """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for label, value in (levels or {}).items():
+        ax.axhline(value, color="0.6", linestyle=":", linewidth=1)
+        ax.annotate(
+            label,
+            (0.01, value),
+            xycoords=("axes fraction", "data"),
+            fontsize=7,
+            color="0.4",
+            va="bottom",
+        )
     for label, traj in runs.items():
         it = np.asarray(traj["iteration"], dtype=float)
         if traj.get("psnr"):
