@@ -51,8 +51,11 @@ run are kept from an existing ``dip_table1.json`` of the same recipe):
    and all nine 64×64 crops with caps 2000 / 4000): the PSNR at fixed steps, the best of
    each whole run, and what "until there is no further improvement" keeps for several
    patiences, so the Adam − GD gap can be read against GD's budget and stopping rule;
-   ``benchmarks/results/dip_gd_budget_<size>.png`` draws House's four curves beside the
-   paper's cells. About 50 minutes of two cores.
+   on House, GD on each network's first-order expansion at initialisation
+   (:func:`filterscope.dip.linearized_gd`, the lazy regime) with the step and cap of the
+   real GD run tells how much of that run the fixed initial filter explains;
+   ``benchmarks/results/dip_gd_budget_<size>.png`` draws House's six curves beside the
+   paper's cells. About 80 minutes of two cores.
 
 Recipes (every number is ours; the paper's appendix H is not in the text we have):
 
@@ -685,6 +688,60 @@ def _budget_run(spec: dict, images, recipe, args, cache: Cache, patiences) -> di
     }
 
 
+def _lazy_runs(run: dict, spec: dict, images, recipe, args, cache: Cache, patiences) -> dict:
+    """GD on the first-order expansion of each network at its initialisation
+    (:func:`filterscope.dip.linearized_gd`) on the image whose curves a ``gd_budget`` run
+    keeps, with the step ``s`` of its real GD run and the same cap: how much of the real
+    run the fixed initial filter (the paper's lazy regime) explains."""
+    from filterscope.dip import linearized_gd, patience_stop
+    from filterscope.noise import add_noise
+
+    image = run["curves_image"]
+    index = next(i for i, p in enumerate(images) if p.stem == image)
+    x = load(images[index], spec["crop"])
+    y = add_noise(x, SIGMA_255 / 255.0, generator=index)
+    iters = spec["iters"]["gd"]
+    out = {}
+    for arch in ("unet", "autoencoder"):
+        gd_step = run["by_image"][image][arch]["gd"]["gd_step"]
+        key = f"gd_budget_lazy/{image}/{arch}/noise/{recipe['width']}/{run['size']}"
+        key += f"/{iters}steps/s{gd_step}"
+        row = cache.get(key)
+        if row is None:
+            start = time.perf_counter()
+            lazy = linearized_gd(
+                y, iters=iters, clean=x, arch=arch, input="noise", width=recipe["width"],
+                seed=index, gd_step=gd_step, device=args.device,
+            )  # fmt: skip
+            row = {
+                "gd_step": gd_step,
+                "lr_effective": lazy["lr_effective"],
+                "best_psnr": lazy["best_psnr"],
+                "best_iteration": lazy["best_iteration"],
+                "seconds": time.perf_counter() - start,
+                "trajectory": {
+                    "iteration": lazy["iteration"],
+                    "psnr": [round(v, 4) for v in lazy["psnr"]],
+                },
+            }
+            cache.put(key, row)
+        traj = row["trajectory"]
+        print(
+            f"gd_budget {image} {run['size']} {arch} GD linearised: best "
+            f"{row['best_psnr']:.2f} dB at step {row['best_iteration']} of {iters}",
+            flush=True,
+        )
+        out[arch] = {
+            **{k: v for k, v in row.items() if k != "trajectory"},
+            "image": image,
+            "patience_stops": {
+                str(p): patience_stop(traj["iteration"], traj["psnr"], p) for p in patiences
+            },
+            "curve": _log_spaced(traj),
+        }
+    return out
+
+
 def gd_budget(images, recipe, args, cache: Cache) -> dict:
     """With noise at the input: the Adam − GD gap against GD's budget and stopping rule.
 
@@ -698,7 +755,8 @@ def gd_budget(images, recipe, args, cache: Cache) -> dict:
     applied to Adam and GD alike), with the means over the images. With noise at the
     input, GD fits the image's mean within a few steps, stays on a plateau near the
     paper's GD cells, then climbs: where the run ends (cap, patience) decides how far up
-    that climb GD gets, and so the gap. Figure: the four curves of House, per run.
+    that climb GD gets, and so the gap. On House, :func:`_lazy_runs` adds GD on the
+    networks' linearisations (the lazy regime). Figure: House's curves, per run.
     """
     patiences = recipe["gd_budget_patiences"]
     paper = {
@@ -723,6 +781,13 @@ def gd_budget(images, recipe, args, cache: Cache) -> dict:
             for arch_cells in cells.values():
                 for cell in arch_cells.values():
                     del cell["curve"]
+    # cheapest first: the linearised runs of the largest crop take the longest
+    for run, spec in sorted(
+        zip(runs, recipe["gd_budget_runs"], strict=True), key=lambda pair: pair[1]["crop"] or 1e9
+    ):
+        run["lazy"] = _lazy_runs(run, spec, images, recipe, args, cache, patiences)
+        for arch, lazy in run["lazy"].items():
+            run["curves"][f"{arch}, GD linearised"] = lazy.pop("curve")
     out = {"width": recipe["width"], "patiences": list(patiences), "paper_noise_cells": paper}
     out["runs"] = runs
     if not recipe["figures"]:
@@ -1134,11 +1199,18 @@ def print_gd_budget(study: dict) -> None:
         print_table(table, list(table[0]))
         counts = {arch: entry["gd_best_at_cap"] for arch, entry in run["mean"].items()}
         print(f"GD runs whose best came at the cap: {counts}")
+        for arch, lazy in run.get("lazy", {}).items():
+            real = run["by_image"][lazy["image"]][arch]["gd"]
+            print(
+                f"{lazy['image']} {arch}, GD (s = {lazy['gd_step']}): linearised "
+                f"{lazy['best_psnr']:.2f} dB at step {lazy['best_iteration']}, network "
+                f"{real['best_psnr']:.2f} dB at step {real['best_iteration']}"
+            )
 
 
 SECTIONS = ("speed", "weights", "theory", "figures", "table1")  # in the order they run
 # only with --only: about an hour (noise_width) and some five hours (noise_images) of one
-# core, 50 minutes (gd_budget) of two
+# core, 80 minutes (gd_budget) of two
 OPTIONAL_SECTIONS = ("noise_width", "noise_images", "gd_budget")
 
 

@@ -16,6 +16,7 @@ from filterscope.dip import (
     build_network,
     fit_single_image,
     intermediate_layers,
+    linearized_gd,
     loglog_slope,
     monte_carlo_sure,
     ntk_gap,
@@ -405,6 +406,61 @@ def test_wide_gradient_descent_follows_ntk_twicing(parameterization):
     narrow, wide = result["gap"]
     assert wide < 0.5 * narrow
     assert wide < 0.1
+
+
+@pytest.mark.parametrize("net_input", ["noise", "image"])
+def test_linearized_gd_is_twicing_with_the_explicit_tangent_kernel(net_input):
+    from torch.func import functional_call, jacrev
+
+    x, y = _pair(1, 8, 8)
+    options = dict(arch="vanilla", input=net_input, width=6, kernel_size=3, seed=3)
+    options |= dict(gd_step=1.5, dtype=torch.float64)
+    lazy = linearized_gd(y, iters=12, clean=x, **options)
+
+    init = fit_single_image(y, optimizer="gd", iters=1, callback=lambda *_: True, **options)
+    network, x_in = init.network, init.network_input
+    params = {k: v.detach() for k, v in network.named_parameters()}
+    jac = jacrev(lambda p: functional_call(network, p, (x_in,)).reshape(-1))(params)
+    j = torch.cat([v.reshape(64, -1) for v in jac.values()], dim=1)
+    theta = j @ j.T
+    n = y.numel()
+    step = torch.eye(n, dtype=torch.float64) - (2 * lazy["lr_effective"] / n) * theta
+    # the rate puts the top eigenvalue of (2η/n)Θ at gd_step: contraction below 2
+    top = float(torch.linalg.eigvalsh((2 * lazy["lr_effective"] / n) * theta)[-1])
+    assert top == pytest.approx(1.5, rel=1e-2)
+    with torch.no_grad():
+        z0 = (
+            network(x_in).reshape(-1)
+            if net_input == "noise"
+            else torch.zeros(n, dtype=torch.float64)
+        )
+    target = y.reshape(-1).double()
+    z = z0
+    for t in range(13):
+        assert lazy["loss"][t] == pytest.approx(float((z - target).pow(2).mean()), rel=1e-9)
+        z = target + step @ (z - target)
+    z12 = target + torch.linalg.matrix_power(step, 12) @ (z0 - target)
+    torch.testing.assert_close(lazy["last"].reshape(-1), z12, rtol=1e-9, atol=1e-9)
+    assert lazy["best_psnr"] == max(lazy["psnr"])
+
+
+def test_linearized_gd_departs_from_real_gd_at_second_order_in_the_step():
+    x, y = _pair(3, 16, 16)
+    gaps, decreases = [], []
+    for gd_step in (0.05, 0.025):
+        options = dict(arch="unet", input="noise", width=8, seed=1, gd_step=gd_step)
+        options |= dict(iters=1, clean=x, dtype=torch.float64)
+        real = fit_single_image(y, optimizer="gd", **options)
+        lazy = linearized_gd(y, **options)
+        assert lazy["lr_effective"] == pytest.approx(real.config["lr_effective"])
+        assert lazy["loss"][0] == pytest.approx(real.trajectory["loss"][0], rel=1e-12)
+        gaps.append(abs(lazy["loss"][1] - real.trajectory["loss"][1]))
+        decreases.append(lazy["loss"][0] - lazy["loss"][1])
+    # halving the step halves the first step's progress but quarters the departure
+    assert decreases[0] / decreases[1] == pytest.approx(2.0, rel=0.05)
+    assert gaps[0] / gaps[1] > 3.0
+    with pytest.raises(InputError):
+        linearized_gd(y, iters=2, optimizer="adam", arch="unet", width=8)
 
 
 # --------------------------------------------------------------------------- plots

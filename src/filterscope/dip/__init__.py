@@ -24,7 +24,7 @@ from .networks import (
     build_network,
     pad_to_multiple,
 )
-from .theory import ntk_gap
+from .theory import linearized_gd, ntk_gap
 from .weights import (
     WeightTracker,
     intermediate_layers,
@@ -42,6 +42,7 @@ __all__ = [
     "build_network",
     "fit_single_image",
     "intermediate_layers",
+    "linearized_gd",
     "loglog_slope",
     "monte_carlo_sure",
     "ntk_gap",

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import InputError
+from ..metrics import psnr
 from ..ntk.kernels import MAX_MATRIX_PIXELS, as_image, kernel_matrix
 from ..ntk.nystrom import matrix_basis
 from ..ntk.twicing import twicing
@@ -145,3 +146,98 @@ def ntk_gap(
         "parameterization": parameterization,
         "kernel_size": kernel_size,
     }
+
+
+def linearized_gd(
+    noisy: torch.Tensor,
+    *,
+    iters: int,
+    clean: torch.Tensor | None = None,
+    log_every: int = 1,
+    **fit_options,
+) -> dict:
+    """Gradient descent on the network's first-order expansion at its initialisation.
+
+    The lazy (NTK) regime of the paper, for any network of :mod:`.networks` and either
+    input, without a closed form: the network, its input and the GD rate are those of
+    :func:`~filterscope.dip.fit.fit_single_image` called with ``optimizer="gd"`` and the
+    same ``fit_options`` (``arch``, ``input``, ``width``, ``seed``, ``gd_step`` or
+    ``lr``, ...), and the output follows
+
+        ``z^{t+1} = z^t − (2η/n) Θ⁰ (z^t − y)``,  ``Θ⁰ = J Jᵀ``,  ``J = ∂z/∂θ`` at ``θ⁰``
+
+    (``n`` entries, loss ``mean((z − y)²)``), from ``z^0`` the initial output (noise input)
+    or 0 (image input, where the output is shifted by ``z^0``). Comparing it with a real
+    GD run of the same arguments tells how much of that run the fixed initial filter
+    explains.
+
+    Parameters
+    ----------
+    noisy : Tensor, shape (C, H, W), (1, C, H, W) or (H, W)
+    iters : int, keyword-only
+        Steps.
+    clean : Tensor, optional, keyword-only
+        Clean image, for the PSNR trajectory and the best iterate.
+    log_every : int, keyword-only
+    **fit_options
+        Passed to :func:`fit_single_image` (not ``optimizer``, ``iters``, ``clean``).
+
+    Returns
+    -------
+    dict
+        ``iteration``, ``loss`` and (with ``clean``) ``psnr`` lists; ``lr_effective``;
+        ``last``: the last output, shape (C, H, W); with ``clean``, ``best_psnr``,
+        ``best_iteration`` and ``best``.
+
+    Notes
+    -----
+    Each step is one pull-back through the initial network's graph and one forward-mode
+    product (about two training steps); memory as one training step.
+    """
+    from torch.func import functional_call, jvp, vjp
+
+    for name in ("optimizer", "iters", "clean", "callback"):
+        if name in fit_options:
+            raise InputError(f"linearized_gd sets {name} itself")
+    # one call that stops before its first step: the initial network, input and rate
+    init = fit_single_image(noisy, optimizer="gd", iters=1, callback=lambda *_: True, **fit_options)
+    network, network_input = init.network, init.network_input
+    lr = init.config["lr_effective"]
+    names = [name for name, _ in network.named_parameters()]
+    primals = tuple(p.detach() for _, p in network.named_parameters())
+
+    def output(*weights):
+        return functional_call(network, dict(zip(names, weights, strict=True)), (network_input,))
+
+    z0, pullback = vjp(output, *primals)
+    y = as_image(noisy).to(z0.device, z0.dtype)[None]
+    clean_t = None if clean is None else as_image(clean).to(z0.device, torch.float64)[None]
+    if clean_t is not None and clean_t.shape != y.shape:
+        raise InputError(
+            f"the clean image has shape {tuple(clean_t.shape[1:])}, "
+            f"the noisy one {tuple(y.shape[1:])}"
+        )
+    z = z0.detach().clone() if init.config["input"] == "noise" else torch.zeros_like(y)
+    rate = 2.0 * lr / y.numel()
+    out: dict = {"iteration": [], "loss": [], "lr_effective": lr}
+    if clean_t is not None:
+        out["psnr"] = []
+        best_value, best_iteration, best = None, 0, z
+    for t in range(iters + 1):
+        residual = z - y
+        if t % log_every == 0 or t == iters:
+            out["iteration"].append(t)
+            out["loss"].append(float(residual.pow(2).mean()))
+            if clean_t is not None:
+                value = float(psnr(z, clean_t))
+                out["psnr"].append(value)
+                if best_value is None or value > best_value:
+                    best_value, best_iteration, best = value, t, z.clone()
+        if t == iters:
+            break
+        theta_residual = jvp(output, primals, pullback(residual))[1]
+        z = z - rate * theta_residual
+    out["last"] = z[0].detach().cpu()
+    if clean_t is not None:
+        out.update(best_psnr=best_value, best_iteration=best_iteration, best=best[0].cpu())
+    return out
