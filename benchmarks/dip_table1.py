@@ -167,6 +167,7 @@ RECIPES = {
             {"crop": 16, "images": ("image_House256rgb",), "iters": {"adam": 30, "gd": 40}},
         ),
         gd_budget_patiences=(2, 5, 10),
+        gd_budget_lazy_widths={"crop": 16, "widths": (8, 16), "iters": 20},
     ),
     "cpu": dict(
         images=None, crop=64, width=32, iters={"adam": 800, "gd": 1000},
@@ -183,6 +184,7 @@ RECIPES = {
             {"crop": 64, "images": None, "iters": {"adam": 2000, "gd": 4000}},
         ),
         gd_budget_patiences=(10, 30, 100, 300, 1000, 3000),
+        gd_budget_lazy_widths={"crop": 64, "widths": (32, 64, 128), "iters": 2000},
     ),
     "full": dict(
         images=None, crop=None, width=128, iters={"adam": 20000, "gd": 100000},
@@ -198,6 +200,7 @@ RECIPES = {
             {"crop": None, "images": ("image_House256rgb",), "iters": {"adam": 20000, "gd": 10**6}},
         ),
         gd_budget_patiences=(100, 1000, 10000, 100000),
+        gd_budget_lazy_widths={"crop": None, "widths": (32, 128, 512), "iters": 100000},
     ),
 }  # fmt: skip
 
@@ -688,12 +691,46 @@ def _budget_run(spec: dict, images, recipe, args, cache: Cache, patiences) -> di
     }
 
 
+def _lazy_row(path, index, x, y, arch, width, iters, gd_step, args, cache: Cache) -> dict:
+    """GD on the first-order expansion of ``arch`` at its initialisation (noise input,
+    :func:`filterscope.dip.linearized_gd`), cached with its PSNR trajectory."""
+    from filterscope.dip import linearized_gd
+
+    size = f"{x.shape[2]}x{x.shape[1]}"
+    key = f"gd_budget_lazy/{path.stem}/{arch}/noise/{width}/{size}/{iters}steps/s{gd_step}"
+    row = cache.get(key)
+    if row is None:
+        start = time.perf_counter()
+        lazy = linearized_gd(
+            y, iters=iters, clean=x, arch=arch, input="noise", width=width, seed=index,
+            gd_step=gd_step, device=args.device,
+        )  # fmt: skip
+        row = {
+            "gd_step": gd_step,
+            "lr_effective": lazy["lr_effective"],
+            "best_psnr": lazy["best_psnr"],
+            "best_iteration": lazy["best_iteration"],
+            "seconds": time.perf_counter() - start,
+            "trajectory": {
+                "iteration": lazy["iteration"],
+                "psnr": [round(v, 4) for v in lazy["psnr"]],
+            },
+        }
+        cache.put(key, row)
+    print(
+        f"gd_budget {path.stem} {size} {arch} width {width} GD linearised (s = {gd_step}): "
+        f"best {row['best_psnr']:.2f} dB at step {row['best_iteration']} of {iters}",
+        flush=True,
+    )
+    return row
+
+
 def _lazy_runs(run: dict, spec: dict, images, recipe, args, cache: Cache, patiences) -> dict:
-    """GD on the first-order expansion of each network at its initialisation
-    (:func:`filterscope.dip.linearized_gd`) on the image whose curves a ``gd_budget`` run
-    keeps, with the step ``s`` of its real GD run and the same cap: how much of the real
-    run the fixed initial filter (the paper's lazy regime) explains."""
-    from filterscope.dip import linearized_gd, patience_stop
+    """GD on the first-order expansion of each network at its initialisation on the image
+    whose curves a ``gd_budget`` run keeps, with the step ``s`` of its real GD run and the
+    same cap: how much of the real run the fixed initial filter (the paper's lazy regime)
+    explains."""
+    from filterscope.dip import patience_stop
     from filterscope.noise import add_noise
 
     image = run["curves_image"]
@@ -704,33 +741,10 @@ def _lazy_runs(run: dict, spec: dict, images, recipe, args, cache: Cache, patien
     out = {}
     for arch in ("unet", "autoencoder"):
         gd_step = run["by_image"][image][arch]["gd"]["gd_step"]
-        key = f"gd_budget_lazy/{image}/{arch}/noise/{recipe['width']}/{run['size']}"
-        key += f"/{iters}steps/s{gd_step}"
-        row = cache.get(key)
-        if row is None:
-            start = time.perf_counter()
-            lazy = linearized_gd(
-                y, iters=iters, clean=x, arch=arch, input="noise", width=recipe["width"],
-                seed=index, gd_step=gd_step, device=args.device,
-            )  # fmt: skip
-            row = {
-                "gd_step": gd_step,
-                "lr_effective": lazy["lr_effective"],
-                "best_psnr": lazy["best_psnr"],
-                "best_iteration": lazy["best_iteration"],
-                "seconds": time.perf_counter() - start,
-                "trajectory": {
-                    "iteration": lazy["iteration"],
-                    "psnr": [round(v, 4) for v in lazy["psnr"]],
-                },
-            }
-            cache.put(key, row)
-        traj = row["trajectory"]
-        print(
-            f"gd_budget {image} {run['size']} {arch} GD linearised: best "
-            f"{row['best_psnr']:.2f} dB at step {row['best_iteration']} of {iters}",
-            flush=True,
+        row = _lazy_row(
+            images[index], index, x, y, arch, recipe["width"], iters, gd_step, args, cache
         )
+        traj = row["trajectory"]
         out[arch] = {
             **{k: v for k, v in row.items() if k != "trajectory"},
             "image": image,
@@ -740,6 +754,51 @@ def _lazy_runs(run: dict, spec: dict, images, recipe, args, cache: Cache, patien
             "curve": _log_spaced(traj),
         }
     return out
+
+
+def _lazy_width(images, recipe, args, cache: Cache) -> dict:
+    """Real against linearised GD on House at several widths (``gd_budget_lazy_widths``):
+    does a wider network stay nearer its lazy prediction through a long run?"""
+    from filterscope.noise import add_noise
+
+    spec = recipe["gd_budget_lazy_widths"]
+    index = next(i for i, p in enumerate(images) if p.stem == "image_House256rgb")
+    path = images[index]
+    x = load(path, spec["crop"])
+    y = add_noise(x, SIGMA_255 / 255.0, generator=index)
+    size = f"{x.shape[2]}x{x.shape[1]}"
+    iters = spec["iters"]
+    rows = []
+    for width in spec["widths"]:
+        for arch in ("unet", "autoencoder"):
+            cell = (arch, "noise", "gd")
+            key = f"gd_budget_width/{path.stem}/{_cell_name(*cell)}/{width}/{size}/{iters}steps"
+            real = cache.get(key)
+            if real is None:
+                changed = {**recipe, "width": width, "iters": {"gd": iters}, "patience": None}
+                real = _fit_row(path, index, cell, x, y, changed, args, keep_trajectory=True)
+                cache.put(key, real)
+            lazy = _lazy_row(path, index, x, y, arch, width, iters, real["gd_step"], args, cache)
+            checkpoints = [t for t in (100, 300, 1000, 3000, 10000) if t <= iters]
+            rows.append(
+                {
+                    "width": width,
+                    "arch": arch,
+                    "gd_step": real["gd_step"],
+                    "network_best_psnr": real["oracle_psnr"],
+                    "network_best_iteration": real["oracle_iteration"],
+                    "linearised_best_psnr": lazy["best_psnr"],
+                    "linearised_best_iteration": lazy["best_iteration"],
+                    "network_minus_linearised_db": real["oracle_psnr"] - lazy["best_psnr"],
+                    "network_psnr_at": {
+                        str(t): _value_at(real["trajectory"], t) for t in checkpoints
+                    },
+                    "linearised_psnr_at": {
+                        str(t): _value_at(lazy["trajectory"], t) for t in checkpoints
+                    },
+                }
+            )
+    return {"image": path.stem, "size": size, "iters": iters, "rows": rows}
 
 
 def gd_budget(images, recipe, args, cache: Cache) -> dict:
@@ -790,6 +849,7 @@ def gd_budget(images, recipe, args, cache: Cache) -> dict:
             run["curves"][f"{arch}, GD linearised"] = lazy.pop("curve")
     out = {"width": recipe["width"], "patiences": list(patiences), "paper_noise_cells": paper}
     out["runs"] = runs
+    out["lazy_width"] = _lazy_width(images, recipe, args, cache)
     if not recipe["figures"]:
         return out
     try:
@@ -1206,6 +1266,14 @@ def print_gd_budget(study: dict) -> None:
                 f"{lazy['best_psnr']:.2f} dB at step {lazy['best_iteration']}, network "
                 f"{real['best_psnr']:.2f} dB at step {real['best_iteration']}"
             )
+    if study.get("lazy_width"):
+        lazy = study["lazy_width"]
+        print(
+            f"noise input, {lazy['image']} {lazy['size']}, GD ≤ {lazy['iters']} steps: best PSNR "
+            "(dB) of the network and of its linearisation at initialisation, by width"
+        )
+        columns = ["width", "arch", "gd_step", "network_best_psnr", "linearised_best_psnr"]
+        print_table(lazy["rows"], columns + ["network_minus_linearised_db"])
 
 
 SECTIONS = ("speed", "weights", "theory", "figures", "table1")  # in the order they run
