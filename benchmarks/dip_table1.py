@@ -53,9 +53,11 @@ run are kept from an existing ``dip_table1.json`` of the same recipe):
    patiences, so the Adam − GD gap can be read against GD's budget and stopping rule;
    on House, GD on each network's first-order expansion at initialisation
    (:func:`filterscope.dip.linearized_gd`, the lazy regime) with the step and cap of the
-   real GD run tells how much of that run the fixed initial filter explains;
+   real GD run tells how much of that run the fixed initial filter explains, and
+   ``gd_budget_lazy_widths`` repeats that comparison at several widths (64×64 House,
+   widths 32, 64 and 128, GD ≤ 2000 steps);
    ``benchmarks/results/dip_gd_budget_<size>.png`` draws House's six curves beside the
-   paper's cells. About 80 minutes of two cores.
+   paper's cells. About 110 minutes of two cores.
 
 Recipes (every number is ours; the paper's appendix H is not in the text we have):
 
@@ -1278,7 +1280,7 @@ def print_gd_budget(study: dict) -> None:
 
 SECTIONS = ("speed", "weights", "theory", "figures", "table1")  # in the order they run
 # only with --only: about an hour (noise_width) and some five hours (noise_images) of one
-# core, 80 minutes (gd_budget) of two
+# core, 110 minutes (gd_budget) of two
 OPTIONAL_SECTIONS = ("noise_width", "noise_images", "gd_budget")
 
 
