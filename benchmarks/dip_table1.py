@@ -288,6 +288,15 @@ def load(path: Path, crop: int | None) -> torch.Tensor:
     return x
 
 
+def _noisy(path: Path, index: int, crop: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clean image (centre-cropped) and its noisy version at σ = 25, seeded by the
+    image's index in name order (the noise of every part of this benchmark)."""
+    from filterscope.noise import add_noise
+
+    x = load(path, crop)
+    return x, add_noise(x, SIGMA_255 / 255.0, generator=index)
+
+
 def _cell_name(arch: str, net_input: str, optimizer: str | None) -> str:
     return f"{arch}/{net_input}" + (f"/{optimizer}" if optimizer else "")
 
@@ -428,13 +437,9 @@ def _nystrom_row(path, net_input, x, y) -> dict:
 
 
 def table1(images, recipe, args, cache: Cache) -> tuple[list[dict], dict]:
-    from filterscope.noise import add_noise
-
-    sigma = SIGMA_255 / 255.0
     rows = []
     for index, path in enumerate(images):
-        x = load(path, recipe["crop"])
-        y = add_noise(x, sigma, generator=index)
+        x, y = _noisy(path, index, recipe["crop"])
         cells = [(a, i, o) for a in ARCHS for i in INPUTS for o in OPTIMIZERS]
         cells += [("nystrom", i, None) for i in INPUTS]
         for cell in cells:
@@ -482,14 +487,10 @@ def _noise_input_rows(images, runs, recipe, args, cache: Cache, *, iters=None) -
     the Table 1 settings otherwise (patience, GD step ladder, oracle stopping) and the
     step caps ``iters`` (default: the recipe's)."""
     iters = iters or recipe["iters"]
-    from filterscope.noise import add_noise
-
-    sigma = SIGMA_255 / 255.0
     rows = []
     for index, path in images:
         for width, crop in runs:
-            x = load(path, crop)
-            y = add_noise(x, sigma, generator=index)
+            x, y = _noisy(path, index, crop)
             size = f"{x.shape[2]}x{x.shape[1]}"
             for arch in ("unet", "autoencoder"):
                 for optimizer in OPTIMIZERS:
@@ -593,8 +594,7 @@ def _value_at(trajectory: dict, step: int) -> float | None:
     iterations = trajectory["iteration"]
     if step > iterations[-1]:
         return None
-    last = max(i for i, t in enumerate(iterations) if t <= step)
-    return trajectory["psnr"][last]
+    return trajectory["psnr"][bisect.bisect_right(iterations, step) - 1]
 
 
 def _log_spaced(trajectory: dict, points: int = 160) -> dict:
@@ -610,11 +610,20 @@ def _log_spaced(trajectory: dict, points: int = 160) -> dict:
     }
 
 
-def _budget_cell(path, index, cell, x, y, recipe, args, cache: Cache, iters, patiences) -> dict:
-    """One whole run of :func:`gd_budget` (cached with its trajectory) and what each
-    stopping rule keeps from it."""
+def _patience_stops(trajectory: dict, patiences) -> dict:
+    """What stopping with each of ``patiences`` keeps from a whole PSNR trajectory."""
     from filterscope.dip import patience_stop
 
+    return {
+        str(p): patience_stop(trajectory["iteration"], trajectory["psnr"], p) for p in patiences
+    }
+
+
+def _budget_cell(
+    path, index, cell, x, y, recipe, args, cache: Cache, iters, patiences, *, curve: bool
+) -> dict:
+    """One whole run of :func:`gd_budget` (cached with its trajectory) and what each
+    stopping rule keeps from it; ``curve`` adds its log-spaced PSNR curve."""
     size = f"{x.shape[2]}x{x.shape[1]}"
     optimizer = cell[2]
     key = f"gd_budget/{path.stem}/{_cell_name(*cell)}/{recipe['width']}/{size}"
@@ -639,32 +648,35 @@ def _budget_cell(path, index, cell, x, y, recipe, args, cache: Cache, iters, pat
         "gd_step": row["gd_step"],
         "seconds": row["seconds"],
         "psnr_at": {str(t): _value_at(traj, t) for t in checkpoints if t <= traj["iteration"][-1]},
-        "patience_stops": {
-            str(p): patience_stop(traj["iteration"], traj["psnr"], p) for p in patiences
-        },
-        "curve": _log_spaced(traj),
+        "patience_stops": _patience_stops(traj, patiences),
+        **({"curve": _log_spaced(traj)} if curve else {}),
     }
 
 
 def _budget_run(spec: dict, images, recipe, args, cache: Cache, patiences) -> dict:
     """One ``gd_budget_runs`` entry: its images at its crop, both networks, both optimisers."""
-    from filterscope.noise import add_noise
-
     wanted = spec["images"]
     chosen = [(i, p) for i, p in enumerate(images) if wanted is None or p.stem in wanted]
+    names = [p.stem for _, p in chosen]
+    # House's curves are kept (and drawn); the other images' would only fill the JSON
+    curves_image = "image_House256rgb" if "image_House256rgb" in names else names[0]
     rules = ["whole_run"] + [f"patience_{p}" for p in patiences]
     by_image: dict = {}
     size = None
     for index, path in chosen:
-        x = load(path, spec["crop"])
-        y = add_noise(x, SIGMA_255 / 255.0, generator=index)
+        x, y = _noisy(path, index, spec["crop"])
         size = f"{x.shape[2]}x{x.shape[1]}"
         for arch in ("unet", "autoencoder"):
             for optimizer in OPTIMIZERS:
                 by_image.setdefault(path.stem, {}).setdefault(arch, {})[optimizer] = _budget_cell(
                     path, index, (arch, "noise", optimizer), x, y, recipe, args, cache,
-                    spec["iters"], patiences,
+                    spec["iters"], patiences, curve=path.stem == curves_image,
                 )  # fmt: skip
+    curves = {
+        f"{arch}, {'Adam' if optimizer == 'adam' else 'GD'}": cells[optimizer].pop("curve")
+        for arch, cells in by_image[curves_image].items()
+        for optimizer in OPTIMIZERS
+    }
 
     def kept(run: dict, rule: str) -> float:
         if rule == "whole_run":
@@ -690,6 +702,8 @@ def _budget_run(spec: dict, images, recipe, args, cache: Cache, patiences) -> di
         "images": list(by_image),
         "mean": mean,
         "by_image": by_image,
+        "curves_image": curves_image,
+        "curves": curves,
     }
 
 
@@ -732,13 +746,9 @@ def _lazy_runs(run: dict, spec: dict, images, recipe, args, cache: Cache, patien
     whose curves a ``gd_budget`` run keeps, with the step ``s`` of its real GD run and the
     same cap: how much of the real run the fixed initial filter (the paper's lazy regime)
     explains."""
-    from filterscope.dip import patience_stop
-    from filterscope.noise import add_noise
-
     image = run["curves_image"]
     index = next(i for i, p in enumerate(images) if p.stem == image)
-    x = load(images[index], spec["crop"])
-    y = add_noise(x, SIGMA_255 / 255.0, generator=index)
+    x, y = _noisy(images[index], index, spec["crop"])
     iters = spec["iters"]["gd"]
     out = {}
     for arch in ("unet", "autoencoder"):
@@ -750,9 +760,7 @@ def _lazy_runs(run: dict, spec: dict, images, recipe, args, cache: Cache, patien
         out[arch] = {
             **{k: v for k, v in row.items() if k != "trajectory"},
             "image": image,
-            "patience_stops": {
-                str(p): patience_stop(traj["iteration"], traj["psnr"], p) for p in patiences
-            },
+            "patience_stops": _patience_stops(traj, patiences),
             "curve": _log_spaced(traj),
         }
     return out
@@ -761,13 +769,10 @@ def _lazy_runs(run: dict, spec: dict, images, recipe, args, cache: Cache, patien
 def _lazy_width(images, recipe, args, cache: Cache) -> dict:
     """Real against linearised GD on House at several widths (``gd_budget_lazy_widths``):
     does a wider network stay nearer its lazy prediction through a long run?"""
-    from filterscope.noise import add_noise
-
     spec = recipe["gd_budget_lazy_widths"]
     index = next(i for i, p in enumerate(images) if p.stem == "image_House256rgb")
     path = images[index]
-    x = load(path, spec["crop"])
-    y = add_noise(x, SIGMA_255 / 255.0, generator=index)
+    x, y = _noisy(path, index, spec["crop"])
     size = f"{x.shape[2]}x{x.shape[1]}"
     iters = spec["iters"]
     rows = []
@@ -829,19 +834,6 @@ def gd_budget(images, recipe, args, cache: Cache) -> dict:
         _budget_run(spec, images, recipe, args, cache, patiences)
         for spec in recipe["gd_budget_runs"]
     ]
-    for run in runs:
-        # House's curves are kept (and drawn); the other images' would only fill the JSON
-        image = "image_House256rgb" if "image_House256rgb" in run["by_image"] else run["images"][0]
-        run["curves_image"] = image
-        run["curves"] = {
-            f"{arch}, {'Adam' if optimizer == 'adam' else 'GD'}": cells[optimizer]["curve"]
-            for arch, cells in run["by_image"][image].items()
-            for optimizer in OPTIMIZERS
-        }
-        for cells in run["by_image"].values():
-            for arch_cells in cells.values():
-                for cell in arch_cells.values():
-                    del cell["curve"]
     # cheapest first: the linearised runs of the largest crop take the longest
     for run, spec in sorted(
         zip(runs, recipe["gd_budget_runs"], strict=True), key=lambda pair: pair[1]["crop"] or 1e9
