@@ -20,6 +20,7 @@ HEIGHT, WIDTH = 37, 31  # both odd, and different, to catch transposed or droppe
 # an architecture registered later without an entry here is tested at its defaults.
 SMALL_OPTIONS = {
     "dncnn": {"num_layers": 4, "hidden": 8},
+    "drunet": {"widths": [4, 8, 8], "blocks": 1},
     "rcnn": {"num_hidden": 1, "hidden": 8},
     "sdensenet": {"num_blocks": 2, "layers_per_block": 3, "hidden": 8},
     "unet": {},

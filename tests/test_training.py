@@ -186,7 +186,7 @@ def test_make_batch_blurs_before_the_noise_and_keeps_the_clean_target(tmp_path):
     data = _image_folder(tmp_path / "data")
     sampler = PatchSampler(data, patch_size=16, channels=1)
     config = _tiny_config(data, sigma_range=[0.0, 0.0], blur_range=[2.0, 2.0])
-    noisy, clean = make_batch(
+    noisy, clean, _ = make_batch(
         sampler, config, 3, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
     )
     assert torch.equal(clean, sampler.sample(3, torch.Generator().manual_seed(0)))
@@ -198,7 +198,7 @@ def test_make_batch_draws_the_asked_noise_at_a_fixed_sigma(tmp_path, noise):
     data = _image_folder(tmp_path / "data")
     sampler = PatchSampler(data, patch_size=16, channels=1)
     config = _tiny_config(data, sigma_range=[25.0, 25.0], noise=noise)
-    noisy, clean = make_batch(
+    noisy, clean, _ = make_batch(
         sampler, config, 64, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
     )
     residual = noisy - clean

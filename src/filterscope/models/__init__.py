@@ -1,8 +1,9 @@
 """Architectures, the model registry and checkpoint loading."""
 
-from . import dncnn, rcnn, sdensenet, unet  # noqa: F401  (registration side effects)
+from . import dncnn, drunet, rcnn, sdensenet, unet  # noqa: F401  (registration side effects)
 from .base import CNNDenoiser, Denoiser
 from .dncnn import DnCNN
+from .drunet import DRUNet
 from .rcnn import RecurrentCNN
 from .registry import create_model, list_models, register_model
 from .sdensenet import SimplifiedDenseNet
@@ -11,6 +12,7 @@ from .unet import UNet
 __all__ = [
     "CNNDenoiser",
     "Denoiser",
+    "DRUNet",
     "DnCNN",
     "RecurrentCNN",
     "SimplifiedDenseNet",

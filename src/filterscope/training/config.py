@@ -47,6 +47,10 @@ class TrainConfig:
         equal ends = a fixed σ).
     noise : str
         ``"gaussian"`` or ``"uniform"`` (same standard deviation).
+    sigma_known_fraction : float
+        Fraction of the patches whose σ is passed to the model (``forward(y, sigma)``);
+        the others get σ = 0, the blind mode. Only models with a noise-level input
+        (``drunet`` with ``noise_map``) use it; 0 trains a purely blind model.
     blur_range : list of two floats
         Width (standard deviation, pixels) of a Gaussian blur applied to each clean patch
         before the noise, drawn uniformly per patch; ``[0, 0]`` = no blur (restoration
@@ -79,6 +83,9 @@ class TrainConfig:
         ``"float32"``, or ``"bfloat16"``: the forward pass under bfloat16 autocast
         (weights, gradients, optimizer state and loss stay float32); 1.7× faster per
         step on this project's AVX512-BF16 CPU (``benchmarks/training.py``).
+    channels_last : bool
+        Weights and inputs in channels-last memory layout (faster convolutions with
+        oneDNN on this CPU, ``benchmarks/training.py``).
     tensorboard : bool
         Also log to TensorBoard (``RUN_DIR/tensorboard``) when it is installed.
     """
@@ -95,6 +102,7 @@ class TrainConfig:
     sigma_range: list[float] = field(default_factory=lambda: [0.0, 55.0])
     noise: str = "gaussian"
     blur_range: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    sigma_known_fraction: float = 0.0
     batch_size: int = 32
     steps: int = 1000
     epochs: float = 0.0
@@ -114,6 +122,7 @@ class TrainConfig:
     threads: int = 0
     device: str = "auto"
     precision: str = "float32"
+    channels_last: bool = False
     tensorboard: bool = True
 
     def total_steps(self) -> int:
@@ -163,6 +172,10 @@ class TrainConfig:
             )
         if not 0 < self.lr_gamma <= 1:
             raise InputError(f"lr_gamma: must be in (0, 1], got {self.lr_gamma}")
+        if not 0 <= self.sigma_known_fraction <= 1:
+            raise InputError(
+                f"sigma_known_fraction: must be in [0, 1], got {self.sigma_known_fraction}"
+            )
         if self.prefetch_batches < 0:
             raise InputError(f"prefetch_batches: must be >= 0, got {self.prefetch_batches}")
         if self.cache_mb < 0:

@@ -16,16 +16,16 @@ from typing import Any
 
 import torch
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+Batch = tuple[torch.Tensor, ...]
 
 
 class BatchPrefetcher:
-    """Iterator over ``(noisy, clean, states)`` made ahead by a background thread.
+    """Iterator over ``(batch, states)`` made ahead by a background thread.
 
     Parameters
     ----------
     make_batch : callable
-        ``make_batch() -> (noisy, clean)``, drawing from ``generators``.
+        ``make_batch() -> tuple of tensors``, drawing from ``generators``.
     generators : dict of str to torch.Generator
         The generators ``make_batch`` draws from; their states after each batch are
         returned with it (``{name: state tensor}``).
@@ -54,12 +54,12 @@ class BatchPrefetcher:
             self._thread = threading.Thread(target=self._produce, daemon=True)
             self._thread.start()
 
-    def _one(self) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        noisy, clean = self._make()
+    def _one(self) -> tuple[Batch, dict[str, torch.Tensor]]:
+        batch = tuple(self._make())
         if self._pin:
-            noisy, clean = noisy.pin_memory(), clean.pin_memory()
+            batch = tuple(tensor.pin_memory() for tensor in batch)
         states = {name: g.get_state() for name, g in self._generators.items()}
-        return noisy, clean, states
+        return batch, states
 
     def _produce(self) -> None:
         while not self._stop.is_set():
@@ -76,7 +76,7 @@ class BatchPrefetcher:
             if isinstance(item, BaseException):
                 return
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def next(self) -> tuple[Batch, dict[str, torch.Tensor]]:
         """The next batch and the generator states right after it."""
         if self._thread is None:
             return self._one()

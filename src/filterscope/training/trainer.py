@@ -68,12 +68,15 @@ def make_batch(
     batch_size: int,
     patch_generator: torch.Generator,
     noise_generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(noisy, clean)`` CPU batches: patches, optional blur, noise with σ per patch.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(noisy, clean, sigma_given)`` CPU batches: patches, optional blur, noise per patch.
 
     The clean target is the unblurred patch; the network sees it blurred (when
     ``blur_range`` is not ``[0, 0]``) and noisy. σ and blur width are drawn uniformly
     per patch from their ranges (0–255 scale for σ, pixels for the blur).
+    ``sigma_given`` (image scale, shape ``(B,)``) is the σ the model is told: the
+    patch's σ for a fraction ``sigma_known_fraction`` of the patches, 0 (blind) for
+    the others.
     """
     clean = sampler.sample(batch_size, patch_generator)
     sigmas = sample_sigmas(
@@ -85,7 +88,11 @@ def make_batch(
     if hi > 0:
         widths = lo + (hi - lo) * torch.rand(batch_size, generator=noise_generator)
         degraded = gaussian_blur(clean, widths)
-    return degraded + noise, clean
+    sigma_given = torch.zeros(batch_size)
+    if config.sigma_known_fraction > 0:
+        known = torch.rand(batch_size, generator=noise_generator) < config.sigma_known_fraction
+        sigma_given = torch.where(known, sigmas.reshape(-1).float(), sigma_given)
+    return degraded + noise, clean, sigma_given
 
 
 def training_step(
@@ -94,15 +101,18 @@ def training_step(
     noisy: torch.Tensor,
     clean: torch.Tensor,
     *,
+    sigma: torch.Tensor | None = None,
     precision: str = "float32",
 ) -> float:
     """One Adam step on the mean squared error; returns this process's loss.
 
-    ``precision="bfloat16"`` runs the forward pass under bfloat16 autocast; the loss,
-    the weights, their gradients and the optimizer state stay float32.
+    ``sigma`` (``(B,)``, image scale, 0 = unknown) is passed to the model; blind
+    models ignore it. ``precision="bfloat16"`` runs the forward pass under bfloat16
+    autocast; the loss, the weights, their gradients and the optimizer state stay
+    float32.
     """
     with torch.autocast(noisy.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
-        estimate = model(noisy)
+        estimate = model(noisy, sigma)
     loss = F.mse_loss(estimate.float(), clean)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -306,6 +316,8 @@ def train(
         raise InputError(f"val_dir: {config.val_dir!r} has no validation images")
 
     model = _build_model(config).to(ctx.device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     patch_generator = torch.Generator().manual_seed(config.seed + 1000 * ctx.rank)
     noise_generator = torch.Generator().manual_seed(config.seed + 1 + 1000 * ctx.rank)
@@ -388,11 +400,12 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             step_start = time.perf_counter()
-            noisy, clean, consumed = prefetcher.next()
-            noisy = noisy.to(ctx.device, non_blocking=True)
-            clean = clean.to(ctx.device, non_blocking=True)
+            batch, consumed = prefetcher.next()
+            noisy, clean, sigma = (t.to(ctx.device, non_blocking=True) for t in batch)
+            if config.channels_last:
+                noisy = noisy.contiguous(memory_format=torch.channels_last)
             local_loss = training_step(
-                training_model, optimizer, noisy, clean, precision=config.precision
+                training_model, optimizer, noisy, clean, sigma=sigma, precision=config.precision
             )
             train_seconds += time.perf_counter() - step_start
             loss_value = average_over_processes(local_loss, ctx)
