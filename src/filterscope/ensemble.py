@@ -1,0 +1,87 @@
+"""Self-ensemble: a denoiser averaged over the 8 flips and rotations of its input.
+
+For a bias-free network each transformed pass is positively homogeneous, and so is
+their mean: ``f(a y) = a f(y)`` and the Jacobian analysis still apply to the ensemble
+(its Jacobian is the mean of the 8 transformed Jacobians).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .models.base import Denoiser
+
+#: (quarter turns, flip) of the 8 symmetries of the square.
+SYMMETRIES = tuple((turns, flip) for flip in (False, True) for turns in range(4))
+
+
+def _apply(image: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
+    if flip:
+        image = image.flip(-1)
+    return torch.rot90(image, turns, dims=(-2, -1))
+
+
+def _undo(image: torch.Tensor, turns: int, flip: bool) -> torch.Tensor:
+    image = torch.rot90(image, -turns, dims=(-2, -1))
+    return image.flip(-1) if flip else image
+
+
+def self_ensemble(
+    model, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs
+) -> torch.Tensor:
+    """Mean of ``model`` over the 8 flips and rotations of ``y``, each transformed back.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(y, sigma, **kwargs) -> x_hat`` on ``(B, C, H, W)`` tensors.
+    y : Tensor, shape (B, C, H, W)
+        Noisy images in [0, 1].
+    sigma : float, Tensor of shape (B,), or None
+        Passed unchanged to every pass (a rotation does not change the noise level).
+
+    Returns
+    -------
+    Tensor, shape (B, C, H, W)
+        The averaged estimate. Costs 8 passes of ``model``; rotated passes see
+        ``(W, H)`` images, which every model here accepts.
+    """
+    total = None
+    for turns, flip in SYMMETRIES:
+        estimate = _undo(model(_apply(y, turns, flip), sigma, **kwargs), turns, flip)
+        total = estimate if total is None else total + estimate
+    return total / len(SYMMETRIES)
+
+
+class SelfEnsemble(Denoiser):
+    """A :class:`~filterscope.models.base.Denoiser` that runs :func:`self_ensemble`.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any denoiser with ``forward(y, sigma=None)``. Its ``blind``, ``in_channels``,
+        ``bias`` and ``receptive_radius`` are passed through, so tiling, channel checks
+        and the analyses treat the ensemble like the model.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.blind = getattr(model, "blind", True)
+        self.in_channels = getattr(model, "in_channels", None)
+
+    @property
+    def receptive_radius(self) -> int:
+        return self.model.receptive_radius
+
+    @property
+    def bias(self) -> bool:
+        return self.model.bias
+
+    def forward(
+        self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs
+    ) -> torch.Tensor:
+        return self_ensemble(self.model, y, sigma, **kwargs)
+
+
+__all__ = ["SYMMETRIES", "SelfEnsemble", "self_ensemble"]
