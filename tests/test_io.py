@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from PIL import Image
+from PIL import Image, ImageCms, ImageOps
 
 from filterscope import InputError, read_image, write_image
-from filterscope.io import check_output_path
+from filterscope.errors import FilterscopeWarning
+from filterscope.io import ImageMetadata, apply_orientation, check_output_path
 
 RNG = np.random.default_rng(0)
 
@@ -165,6 +166,207 @@ def test_check_output_path_resolves_storage_type(tmp_path):
     assert check_output_path(tmp_path / "a.jpg", dtype="uint16") == "uint8"
     assert check_output_path(tmp_path / "a.png", dtype="float32") == "uint16"
     assert check_output_path(tmp_path / "a.tif", dtype="float32", channels=3) == "float32"
+
+
+# ---------------------------------------------------------------- orientation and metadata
+
+
+def srgb_profile() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def exif_with(orientation: int | None = None, make: str | None = None) -> Image.Exif:
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    if make is not None:
+        exif[0x010F] = make
+    return exif
+
+
+def stored_image(height: int = 31, width: int = 37, channels: int = 3) -> np.ndarray:
+    """uint8 pixels, all distinct enough that any turn or mirror changes them."""
+    values = np.arange(height * width * channels, dtype=np.int64) * 7 % 251
+    return values.reshape(height, width, channels).astype(np.uint8)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_like_pillow(tmp_path, orientation):
+    stored = stored_image()
+    path = tmp_path / "o.png"
+    Image.fromarray(stored).save(path, exif=exif_with(orientation))
+    image, info = read_image(path)
+    with Image.open(path) as img:
+        expected = np.asarray(ImageOps.exif_transpose(img))
+    np.testing.assert_array_equal(np.round(image * 255).astype(np.uint8), expected)
+    assert info.orientation == orientation
+
+
+def test_phone_jpeg_with_orientation_6_comes_out_upright(tmp_path):
+    # Stored landscape 37 wide x 31 high, top row bright: displayed, it is portrait
+    # (31 wide x 37 high) with the bright stripe on the right (turned 90° clockwise).
+    stored = np.full((31, 37, 3), 40, dtype=np.uint8)
+    stored[:4] = 230
+    source = tmp_path / "phone.jpg"
+    Image.fromarray(stored).save(source, exif=exif_with(6, "TestPhone"), quality=95)
+    image, info = read_image(source)
+    assert image.shape == (37, 31, 3)
+    assert image[:, -2:].mean() > 0.8 and image[:, :-6].mean() < 0.25
+    out = tmp_path / "out.jpg"
+    write_image(out, image, metadata=info.metadata)
+    with Image.open(out) as img:
+        assert img.size == (31, 37)
+        assert img.getexif().get(0x0112) == 1  # so viewers do not turn it again
+        assert img.getexif().get(0x010F) == "TestPhone"  # the rest of EXIF is kept
+    again, again_info = read_image(out)
+    assert again.shape == (37, 31, 3) and again_info.orientation == 1
+
+
+def test_tiff_orientation_tag_is_applied(tmp_path):
+    stored = stored_image(channels=1)[:, :, 0]
+    path = tmp_path / "o.tif"
+    tifffile.imwrite(path, stored, extratags=[(274, "H", 1, 8, True)])
+    image, info = read_image(path)
+    assert info.orientation == 8
+    np.testing.assert_array_equal(np.round(image[:, :, 0] * 255), np.rot90(stored))
+
+
+def test_orientation_outside_1_to_8_is_ignored():
+    stored = stored_image()
+    for orientation in (0, 1, 9):
+        np.testing.assert_array_equal(apply_orientation(stored, orientation), stored)
+
+
+@pytest.mark.parametrize("name", ["m.png", "m.jpg", "m.tif"])
+def test_profile_and_resolution_survive_a_round_trip(tmp_path, name):
+    profile = srgb_profile()
+    metadata = ImageMetadata(icc_profile=profile, dpi=(300.0, 150.0), xmp=b"<x:xmpmeta/>")
+    write_image(tmp_path / name, random_image(31, 37, 3), metadata=metadata)
+    _, info = read_image(tmp_path / name)
+    assert info.metadata.icc_profile == profile
+    # PNG stores whole pixels per metre: 150 dpi comes back as 150.012.
+    assert info.metadata.dpi == pytest.approx((300.0, 150.0), rel=1e-3)
+    assert info.metadata.xmp == b"<x:xmpmeta/>"
+
+
+@pytest.mark.parametrize("name", ["in.png", "in.jpg"])
+def test_exif_and_png_text_are_kept(tmp_path, name):
+    source = tmp_path / name
+    options = {"exif": exif_with(make="TestCam")}
+    if name.endswith(".png"):
+        from PIL.PngImagePlugin import PngInfo
+
+        text = PngInfo()
+        text.add_text("Title", "harbour at dusk")
+        options["pnginfo"] = text
+    Image.fromarray(stored_image()).save(source, **options)
+    image, info = read_image(source)
+    out = tmp_path / ("out" + source.suffix)
+    write_image(out, image, metadata=info.metadata)
+    with Image.open(out) as img:
+        assert img.getexif().get(0x010F) == "TestCam"
+        if name.endswith(".png"):
+            assert img.text["Title"] == "harbour at dusk"
+
+
+def test_profile_of_another_colour_space_is_left_out(tmp_path):
+    # An RGB profile on a gray image would make a file that viewers reject.
+    metadata = ImageMetadata(icc_profile=srgb_profile())
+    write_image(tmp_path / "g.png", random_image(9, 11, 1), metadata=metadata)
+    _, info = read_image(tmp_path / "g.png")
+    assert info.metadata.icc_profile is None
+
+
+def test_no_metadata_by_default(tmp_path):
+    write_image(tmp_path / "plain.png", random_image())
+    _, info = read_image(tmp_path / "plain.png")
+    assert info.metadata == ImageMetadata()
+
+
+# ---------------------------------------------------------------- pages, CMYK, palettes
+
+
+def test_multi_page_tiff_is_refused(tmp_path):
+    # Three gray pages have the shape of a planar RGB image; they must not be taken for one.
+    stack = (RNG.random((3, 31, 37)) * 255).astype(np.uint8)
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, stack, photometric="minisblack")
+    with pytest.raises(InputError, match="3 pages") as info:
+        read_image(path)
+    assert "\n" not in str(info.value)
+
+
+def test_planar_rgb_tiff_is_read_as_rgb(tmp_path):
+    data = (random_image(31, 37, 3) * 255).astype(np.uint8)
+    path = tmp_path / "planar.tif"
+    tifffile.imwrite(path, np.moveaxis(data, -1, 0), photometric="rgb", planarconfig="separate")
+    image, info = read_image(path)
+    assert info.channels == 3
+    np.testing.assert_array_equal(np.round(image * 255).astype(np.uint8), data)
+
+
+def test_sixteen_bit_rgb_tiff_stays_sixteen_bit_rgb(tmp_path):
+    data = (random_image(31, 37, 3) * 65535).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "in.tif", data, photometric="rgb")
+    image, info = read_image(tmp_path / "in.tif")
+    write_image(tmp_path / "out.tif", image, dtype=info.dtype, metadata=info.metadata)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out.tif"), data)
+
+
+def test_multi_frame_gif_is_refused(tmp_path):
+    frames = [Image.fromarray(stored_image()[:, :, 0] // (k + 1)) for k in range(2)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(InputError, match="2 images"):
+        read_image(tmp_path / "anim.gif")
+
+
+def test_cmyk_jpeg_is_converted_with_a_warning(tmp_path):
+    cmyk = np.zeros((31, 37, 4), dtype=np.uint8)
+    cmyk[..., 0] = 255  # full cyan: no red
+    Image.fromarray(cmyk, mode="CMYK").save(tmp_path / "c.jpg", quality=95)
+    with pytest.warns(FilterscopeWarning, match="CMYK image converted to RGB") as record:
+        image, info = read_image(tmp_path / "c.jpg")
+    assert len(record) == 1 and "\n" not in str(record[0].message)
+    assert info.channels == 3
+    assert image[..., 0].max() < 0.05 and image[..., 1:].min() > 0.95
+
+
+def test_cmyk_tiff_is_converted_with_a_warning(tmp_path):
+    cmyk = np.zeros((31, 37, 4), dtype=np.uint16)
+    cmyk[..., 3] = 65535 // 2  # half black: mid gray
+    path = tmp_path / "c.tif"
+    tifffile.imwrite(path, cmyk, photometric="separated", iccprofile=b"\0" * 16 + b"CMYK")
+    with pytest.warns(FilterscopeWarning, match="CMYK"):
+        image, info = read_image(path)
+    assert (info.channels, info.dtype) == (3, "uint16")
+    np.testing.assert_allclose(image, 0.5, atol=1e-4)
+    assert info.metadata.icc_profile is None  # the CMYK profile does not fit RGB pixels
+
+
+@pytest.mark.parametrize("kind", ["gray", "RGB"])
+def test_palette_png_is_converted_with_a_warning(tmp_path, kind):
+    pixels = stored_image(channels=1)[:, :, 0] // 4  # 63 levels
+    img = Image.fromarray(pixels, mode="L").convert("P")
+    if kind == "RGB":
+        img.putpalette([v for level in range(256) for v in (level, 255 - level, 0)])
+    img.save(tmp_path / "p.png")
+    with pytest.warns(FilterscopeWarning, match=f"palette image converted to {kind}"):
+        image, info = read_image(tmp_path / "p.png")
+    assert info.channels == (1 if kind == "gray" else 3)
+    np.testing.assert_array_equal(np.round(image[..., 0] * 255), pixels)
+
+
+def test_palette_tiff_is_converted_with_a_warning(tmp_path):
+    indices = (stored_image(channels=1)[:, :, 0] % 4).astype(np.uint8)
+    colormap = np.zeros((3, 256), dtype=np.uint16)
+    colormap[0, :4] = np.array([0, 85, 170, 255]) * 257
+    path = tmp_path / "p.tif"
+    tifffile.imwrite(path, indices, photometric="palette", colormap=colormap)
+    with pytest.warns(FilterscopeWarning, match="palette image converted to RGB"):
+        image, info = read_image(path)
+    assert (info.channels, info.dtype) == (3, "uint8")
+    np.testing.assert_array_equal(np.round(image[..., 0] * 255), indices * 85)
+    assert image[..., 1:].max() == 0
 
 
 # ---------------------------------------------------------------- bad input

@@ -15,3 +15,9 @@ class InputError(FilterscopeError, ValueError):
 
 class CheckpointError(FilterscopeError, ValueError):
     """A checkpoint that cannot be loaded safely or does not match any known architecture."""
+
+
+class FilterscopeWarning(UserWarning):
+    """Something done to the user's data that they should know about (an image converted
+    from CMYK or a palette, for instance); the CLI prints it as one line
+    ``filterscope: warning: <message>``."""
