@@ -19,14 +19,16 @@ def gaussian_noise(
     *,
     generator: int | torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """I.i.d. zero-mean Gaussian noise of standard deviation ``sigma``.
 
     ``sigma`` may be a float or a tensor broadcastable to ``shape`` (one σ per image:
     shape ``(B, 1, 1, 1)``). The noise is drawn on the CPU from ``generator`` so it is
-    the same on every machine for a given seed.
+    the same on every machine for a given seed; ``device`` draws it on another device
+    instead, from a generator of that device (GPU training).
     """
-    noise = torch.randn(shape, generator=_generator(generator), dtype=dtype)
+    noise = torch.randn(shape, generator=_generator(generator), dtype=dtype, device=device)
     return noise * sigma
 
 
@@ -36,9 +38,11 @@ def uniform_noise(
     *,
     generator: int | torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Zero-mean uniform noise with standard deviation ``sigma`` (half-width σ·√3)."""
-    unit = torch.rand(shape, generator=_generator(generator), dtype=dtype) * 2.0 - 1.0
+    unit = torch.rand(shape, generator=_generator(generator), dtype=dtype, device=device)
+    unit = unit * 2.0 - 1.0
     return unit * (sigma * math.sqrt(3.0))
 
 
@@ -67,10 +71,14 @@ def sample_sigmas(
     sigma_range: tuple[float, float],
     *,
     generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """One σ per image drawn uniformly from ``sigma_range``; shape ``(B, 1, 1, 1)``."""
+    """One σ per image drawn uniformly from ``sigma_range``; shape ``(B, 1, 1, 1)``.
+
+    Drawn on the CPU, or on ``device`` from a generator of that device.
+    """
     lo, hi = sigma_range
     if lo < 0 or hi < lo:
         raise ValueError(f"sigma_range must satisfy 0 <= lo <= hi, got {sigma_range}")
-    u = torch.rand(batch_size, 1, 1, 1, generator=generator)
+    u = torch.rand(batch_size, 1, 1, 1, generator=generator, device=device)
     return lo + (hi - lo) * u

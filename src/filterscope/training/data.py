@@ -131,6 +131,10 @@ class PatchSampler:
         self._remember(entry, image)
         return image
 
+    def image(self, entry: int) -> torch.Tensor:
+        """The decoded, down-scaled ``(C, h, w)`` image of ``entries[entry]``."""
+        return self._image(entry)
+
     @property
     def cached_megabytes(self) -> float:
         """Memory held by decoded images now (MB)."""

@@ -95,7 +95,7 @@ def make_batch(
     return degraded + noise, clean, sigma_given
 
 
-def training_step(
+def optimizer_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     noisy: torch.Tensor,
@@ -103,8 +103,9 @@ def training_step(
     *,
     sigma: torch.Tensor | None = None,
     precision: str = "float32",
-) -> float:
-    """One Adam step on the mean squared error; returns this process's loss.
+) -> torch.Tensor:
+    """One Adam step on the mean squared error; returns the loss as a detached 0-d
+    tensor on the batch's device (not read, so a GPU is not waited for).
 
     ``sigma`` (``(B,)``, image scale, 0 = unknown) is passed to the model; blind
     models ignore it. ``precision="bfloat16"`` runs the forward pass under bfloat16
@@ -117,7 +118,20 @@ def training_step(
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return loss.item()
+    return loss.detach()
+
+
+def training_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    noisy: torch.Tensor,
+    clean: torch.Tensor,
+    *,
+    sigma: torch.Tensor | None = None,
+    precision: str = "float32",
+) -> float:
+    """:func:`optimizer_step`, returning this process's loss as a float."""
+    return optimizer_step(model, optimizer, noisy, clean, sigma=sigma, precision=precision).item()
 
 
 @torch.inference_mode()

@@ -1,0 +1,391 @@
+"""Training on one GPU within a fixed time budget, with the whole data set on the device.
+
+The CPU trainer (:mod:`.trainer`) cuts patches in Python and draws noise on the CPU,
+which is right for a CPU but would leave a GPU waiting: a step of a small U-Net on a
+GPU takes milliseconds. Here every training image, at every down-scaling of the
+recipe's ``scales``, is decoded once (by :class:`~.data.PatchSampler`, so unreadable
+files are skipped the same way) and copied to the device; each step then cuts the
+patches, applies the 8 flips/rotations, draws σ and the noise, all on the device from
+one ``torch.Generator`` of that device. The forward pass runs under bfloat16 autocast
+in channels-last layout, Adam is fused on a GPU, and nothing reads a value back to the
+host during training except every ``log_every`` steps (the logged loss), at
+validations and at checkpoints.
+
+A run lasts a fixed wall-clock budget (``minutes``) of training steps, or the
+recipe's ``steps`` if those come first; the learning-rate milestones of the recipe
+are fractions of that budget. The run folder has the CPU trainer's layout:
+``recipe.toml``, ``config.json``, ``log.csv``, a resumable ``checkpoint.pt`` (which
+:func:`filterscope.load_checkpoint` also reads) and at the end ``model.safetensors``
+with its ``model.json`` card, so ``filterscope denoise --model RUN/model.safetensors``
+uses the result on any machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._files import atomic_write
+from ..errors import InputError
+from ..models.checkpoints import save_model
+from ..noise import NOISE_KINDS, sample_sigmas
+from .config import TrainConfig, recipe_text
+from .data import PatchSampler, load_validation_images
+from .distributed import resolve_device
+from .trainer import (
+    CHECKPOINT_NAME,
+    MODEL_NAME,
+    RECIPE_NAME,
+    _build_model,
+    _load_resume_state,
+    _Logger,
+    _mean_score,
+    _model_card,
+    optimizer_step,
+    validate,
+)
+
+
+class DevicePatchBank:
+    """Every training image of a :class:`PatchSampler` on one device; patches cut there.
+
+    The images (one per file and scale, of different sizes) are stored flattened,
+    end to end, in one float32 tensor; a patch is read with one gather whose indices
+    already hold the crop position and the flip/rotation, so a whole batch is cut by
+    a few device kernels, whatever its size.
+
+    Parameters
+    ----------
+    sampler : PatchSampler
+        Gives the decoded, down-scaled images and the patch size.
+    device : torch.device or str
+        Where the images live and the patches are cut.
+
+    Notes
+    -----
+    Same distribution as :meth:`PatchSampler.sample`: an image (file and scale) drawn
+    in proportion to its area, a crop position uniformly, then one of the 8
+    flips/rotations uniformly. The stream of patches differs (other random draws).
+    Memory: 4 bytes per pixel and channel of all scaled images (about 2.4 GB for
+    CBSD432 at scales 1, 0.9, 0.8, 0.7).
+    """
+
+    def __init__(self, sampler: PatchSampler, device: torch.device | str):
+        self.device = torch.device(device)
+        self.patch_size = sampler.patch_size
+        self.channels = sampler.channels
+        images = [sampler.image(entry) for entry in range(len(sampler.entries))]
+        sizes = [image.numel() for image in images]
+        starts = [0]
+        for size in sizes[:-1]:
+            starts.append(starts[-1] + size)
+        self.pixels = torch.cat([image.reshape(-1) for image in images]).to(self.device)
+        self.starts = torch.tensor(starts, dtype=torch.long, device=self.device)
+        self.heights = torch.tensor([i.shape[1] for i in images], device=self.device)
+        self.widths = torch.tensor([i.shape[2] for i in images], device=self.device)
+        area = (self.heights * self.widths).double()
+        self.weights = (area / area.sum()).float()
+
+    @property
+    def megabytes(self) -> float:
+        """Device memory held by the images (MB)."""
+        return self.pixels.numel() * self.pixels.element_size() / 2**20
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """A ``(batch_size, C, p, p)`` float32 batch in [0, 1] on the device.
+
+        ``generator`` must live on the bank's device.
+        """
+        p, device = self.patch_size, self.device
+        entry = torch.multinomial(self.weights, batch_size, replacement=True, generator=generator)
+        height, width = self.heights[entry], self.widths[entry]
+        top = (torch.rand(batch_size, generator=generator, device=device) * (height - p + 1)).long()
+        left = (torch.rand(batch_size, generator=generator, device=device) * (width - p + 1)).long()
+        top = torch.minimum(top, height - p)  # rand may round up to exactly 1.0 in float32
+        left = torch.minimum(left, width - p)
+        mode = torch.randint(0, 8, (batch_size,), generator=generator, device=device)
+        # The 8 flips/rotations as 3 bits: transpose, flip rows, flip columns.
+        transpose = (mode & 4).bool().view(-1, 1, 1)
+        flip_rows = (mode & 2).bool().view(-1, 1, 1)
+        flip_cols = (mode & 1).bool().view(-1, 1, 1)
+        i = torch.arange(p, device=device).view(1, p, 1)
+        j = torch.arange(p, device=device).view(1, 1, p)
+        rows = torch.where(transpose, j, i)
+        cols = torch.where(transpose, i, j)
+        rows = torch.where(flip_rows, p - 1 - rows, rows) + top.view(-1, 1, 1)
+        cols = torch.where(flip_cols, p - 1 - cols, cols) + left.view(-1, 1, 1)
+        within = rows * width.view(-1, 1, 1) + cols  # (B, p, p)
+        plane = (height * width).view(-1, 1, 1, 1)
+        channel = torch.arange(self.channels, device=device).view(1, -1, 1, 1)
+        index = self.starts[entry].view(-1, 1, 1, 1) + channel * plane + within.unsqueeze(1)
+        return self.pixels[index]
+
+
+def make_device_batch(
+    bank: DevicePatchBank,
+    config: TrainConfig,
+    batch_size: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(noisy, clean, sigma_given)`` made on the bank's device, as the CPU trainer's
+    :func:`~.trainer.make_batch` makes them (no blur: the GPU recipes have none).
+
+    σ is drawn uniformly per patch from ``sigma_range`` (0–255 scale); ``sigma_given``
+    (``(B,)``, image scale) is that σ for a fraction ``sigma_known_fraction`` of the
+    patches and 0 (blind) for the others.
+    """
+    device = bank.device
+    clean = bank.sample(batch_size, generator)
+    sigma_range = tuple(s / 255.0 for s in config.sigma_range)
+    sigmas = sample_sigmas(batch_size, sigma_range, generator=generator, device=device)
+    noise = NOISE_KINDS[config.noise](
+        tuple(clean.shape), sigmas, generator=generator, device=device
+    )
+    known = torch.rand(batch_size, generator=generator, device=device)
+    known = known < config.sigma_known_fraction
+    sigma_given = torch.where(known, sigmas.reshape(-1), torch.zeros_like(known, dtype=clean.dtype))
+    return clean + noise, clean, sigma_given
+
+
+def budget_learning_rate(config: TrainConfig, step: int, progress: float) -> float:
+    """Learning rate at ``step`` when a fraction ``progress`` of the run is done.
+
+    Linear warm-up over ``warmup_steps`` steps, then ``lr * lr_gamma ** k`` where ``k``
+    counts the ``lr_milestones`` (fractions of the run) that ``progress`` has passed.
+    """
+    warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    passed = sum(progress >= m for m in config.lr_milestones)
+    return config.lr * config.lr_gamma**passed * warmup
+
+
+def _check_supported(config: TrainConfig) -> None:
+    """The recipe keys this trainer does not implement, refused by name."""
+    if config.blur_range[1] > 0:
+        raise InputError("blur_range: GPU training draws no blur; use filterscope train")
+    if config.lr_schedule != "milestones":
+        raise InputError("lr_schedule: GPU training uses milestones (fractions of the budget)")
+    if config.keep_best:
+        raise InputError("keep_best: GPU training keeps the last weights")
+
+
+def train_on_device(
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    minutes: float,
+    resume: bool = False,
+    log_every: int = 100,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``config``'s model for ``minutes`` of training time on one device.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The recipe. ``steps`` caps the run; ``device`` picks the device (``"auto"``:
+        a GPU when there is one). ``blur_range``, the plateau schedule and
+        ``keep_best`` are not supported here.
+    out_dir : str or Path
+        Run folder (layout of :func:`~.trainer.train`).
+    minutes : float, keyword-only
+        Budget of training time (the optimizer steps; loading the data, validations
+        and checkpoints are not counted). The learning-rate milestones are fractions of
+        it (or of ``steps``, whichever is nearer to its end).
+    resume : bool, keyword-only
+        Continue ``out_dir/checkpoint.pt`` (weights, Adam state, generator state, step
+        and training time already spent) until the budget is used up.
+    log_every : int, keyword-only
+        Steps between loss log lines: the only per-step value read from the device.
+    progress : bool, keyword-only
+        Print the logged lines on stderr.
+
+    Returns
+    -------
+    dict
+        ``step``, ``train_seconds`` (all sessions), ``seconds`` (wall time of this
+        call), ``pixels_per_s`` (this call), last ``loss``, ``validation`` scores,
+        ``device`` (its name) and ``bank_megabytes``.
+    """
+    config.validate()
+    _check_supported(config)
+    if not minutes > 0:
+        raise InputError(f"minutes: must be positive, got {minutes}")
+    if log_every < 1:
+        raise InputError(f"log_every: must be a positive integer, got {log_every}")
+    out_dir = Path(out_dir)
+    checkpoint_path = out_dir / CHECKPOINT_NAME
+    if checkpoint_path.exists() and not resume:
+        raise InputError(f"{out_dir}: holds a run already; use --resume or another --out")
+    if resume and not checkpoint_path.exists():
+        raise InputError(f"{checkpoint_path}: nothing to resume")
+    device = resolve_device(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # one patch size: the fastest kernels pay off
+    state = _load_resume_state(checkpoint_path, config) if resume else None
+
+    start = time.perf_counter()
+    sampler = PatchSampler(
+        config.data_dir,
+        patch_size=config.patch_size,
+        channels=config.in_channels,
+        scales=tuple(config.scales),
+        cache_mb=config.cache_mb,
+    )
+    bank = DevicePatchBank(sampler, device)
+    val_images = []
+    if config.val_dir and Path(config.val_dir).is_dir():
+        val_images = load_validation_images(
+            config.val_dir, channels=config.in_channels, limit=config.val_images
+        )
+
+    model = _build_model(config).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type == "cuda")
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    step, spent, history = 0, 0.0, []
+    if state is not None:
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generators"][0]["device"])
+        step = int(state["step"])
+        spent = float(state.get("train_seconds", 0.0))
+        history = list(state.get("history", []))
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / RECIPE_NAME).write_text(recipe_text(config))
+    (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    logger = _Logger(out_dir, config, resume=resume, enabled=True)
+
+    def save_checkpoint() -> None:
+        payload = {
+            "arch": config.arch,
+            "config": model.config,
+            "train_config": config.to_dict(),
+            "state_dict": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "generators": [{"device": generator.get_state()}],
+            "step": step,
+            "train_seconds": spent,
+            "minutes": minutes,
+            "history": history,
+        }
+        atomic_write(checkpoint_path, lambda tmp: torch.save(payload, tmp), suffix=".pt")
+
+    def say(text: str) -> None:
+        if progress:
+            print(text, file=sys.stderr, flush=True)
+
+    say(
+        f"{config.arch} on {device}: {len(sampler.entries)} images/scales "
+        f"({bank.megabytes:.0f} MB on the device), {minutes:g} min budget"
+    )
+    budget = minutes * 60.0
+    max_steps = config.total_steps()
+    pixels_per_step = config.batch_size * config.patch_size**2
+    first_step, this_call = step, 0.0
+    loss_sum = torch.zeros((), device=device)
+    loss_count = 0
+    loss_value = float("nan")
+    model.train()
+    lap = time.perf_counter()
+
+    def run_progress() -> float:
+        return max((spent + time.perf_counter() - lap) / budget, step / max_steps)
+
+    while run_progress() < 1.0:
+        lr = budget_learning_rate(config, step, run_progress())
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        noisy, clean, sigma_given = make_device_batch(bank, config, config.batch_size, generator)
+        if config.channels_last:
+            noisy = noisy.contiguous(memory_format=torch.channels_last)
+        loss_sum += optimizer_step(
+            model, optimizer, noisy, clean, sigma=sigma_given, precision=config.precision
+        )
+        loss_count += 1
+        step += 1
+        logged = step % log_every == 0
+        validated = bool(val_images) and step % config.validation_interval() == 0
+        checkpointed = step % config.checkpoint_every == 0
+        if not (logged or validated or checkpointed):
+            continue
+        # Reading a value waits for the device: the clock stops here, and restarts after
+        # the validation and checkpoint, which are not training time.
+        loss_value = float(loss_sum / loss_count)
+        loss_sum.zero_()
+        loss_count = 0
+        now = time.perf_counter()
+        spent += now - lap
+        this_call += now - lap
+        row: dict[str, Any] = {}
+        if validated:
+            row.update(validate(model, val_images, config.val_sigmas, device=device))
+            history.append({"step": step, **row})
+        row.update(
+            step=step,
+            loss=loss_value,
+            lr=lr,
+            seconds=round(spent, 2),
+            pixels_per_s=round((step - first_step) * pixels_per_step / max(this_call, 1e-9)),
+        )
+        logger.log(row)
+        say(
+            f"step {step}: loss {loss_value:.3e}, lr {lr:.1e}, {spent:.0f}/{budget:.0f} s"
+            + "".join(f", {k} {v:.2f}" for k, v in row.items() if k.startswith("val_psnr_"))
+        )
+        if checkpointed:
+            save_checkpoint()
+        lap = time.perf_counter()
+
+    # The last steps: wait for them, then validate and save.
+    if loss_count:
+        loss_value = float(loss_sum / loss_count)
+    now = time.perf_counter()
+    spent += now - lap
+    this_call += now - lap
+    final_scores: dict[str, float] = {}
+    if val_images:
+        final_scores = validate(model, val_images, config.val_sigmas, device=device)
+        if not history or history[-1]["step"] != step:
+            history.append({"step": step, **final_scores})
+    logger.log({"step": step, "loss": loss_value, "seconds": round(spent, 2), **final_scores})
+    logger.close()
+    save_checkpoint()
+    model.eval()
+    score = _mean_score(final_scores)
+    best = {"score": score if math.isfinite(score) else -math.inf, "step": step}
+    pixels = (step - first_step) * pixels_per_step
+    card = _model_card(config, step, sampler, final_scores, best, this_call, pixels, 1)
+    card["training"].update(
+        trainer="filterscope train-gpu (filterscope.training.gpu)",
+        device=_device_name(device),
+        minutes_budget=minutes,
+        train_seconds=round(spent, 1),
+    )
+    save_model(model, out_dir / MODEL_NAME, card=card, overwrite=True)
+    say(f"{config.arch}: {step} steps in {spent:.0f} s of training; model in {out_dir}")
+    return {
+        "step": step,
+        "train_seconds": spent,
+        "seconds": time.perf_counter() - start,
+        "pixels_per_s": pixels / max(this_call, 1e-9),
+        "loss": loss_value,
+        "validation": final_scores,
+        "device": _device_name(device),
+        "bank_megabytes": bank.megabytes,
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "cpu"
