@@ -134,6 +134,8 @@ def test_plot(cli, tiny_model_path, clean_image, tmp_path):
         (["spectrum", "--patch", "10", "--at", "30,3"], "does not fit"),
         (["filters", "--sigma", "50", "--pixels", "3"], "X,Y"),
         (["dimension", "--sigma", "50", "--probes", "1"], "at least 2"),
+        (["filters", "--sigma", "-5", "--pixels", "3,4"], "sigma must be >= 0"),
+        (["dimension", "--sigma", "-5", "--probes", "2"], "sigma must be >= 0"),
     ],
 )
 def test_bad_input_exit_2(cli, tiny_model_path, clean_image, tmp_path, capsys, extra, message):

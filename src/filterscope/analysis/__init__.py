@@ -10,6 +10,8 @@ plain function on ``(B, C, H, W)`` tensors.
 - :mod:`.filters`: rows of ``A_y`` as adaptive filters (sum, extent).
 - :mod:`.spectrum`: SVD of patch Jacobians — effective dimension, signal subspaces.
 - :mod:`.matrix_free`: full-size images with JVP/VJP only (probes, randomized SVD).
+- :mod:`.reports`: each analysis end to end (noise, analysis, report with ``to_json()``
+  and figures), the functions behind ``filterscope analyze``.
 
 σ is on the image scale here (25/255); results meant for JSON are on 0–255.
 """
@@ -23,6 +25,16 @@ from .decomposition import (
 from .filters import AdaptiveFilter, adaptive_filters, describe_row
 from .jacobian import JacobianRow, dense_jacobian, jacobian_rows
 from .matrix_free import estimate_effective_dim, top_singular_triplets
+from .reports import (
+    DecompositionReport,
+    DimensionReport,
+    FiltersReport,
+    SpectrumReport,
+    analyze_decomposition,
+    analyze_dimension,
+    analyze_filters,
+    analyze_spectrum,
+)
 from .spectrum import (
     PatchSpectrum,
     effective_dimension,
@@ -39,9 +51,17 @@ from .spectrum import (
 __all__ = [
     "AdaptiveFilter",
     "Decomposition",
+    "DecompositionReport",
+    "DimensionReport",
+    "FiltersReport",
     "JacobianRow",
     "PatchSpectrum",
+    "SpectrumReport",
     "adaptive_filters",
+    "analyze_decomposition",
+    "analyze_dimension",
+    "analyze_filters",
+    "analyze_spectrum",
     "decomposition_vs_sigma",
     "dense_jacobian",
     "describe_row",

@@ -115,7 +115,7 @@ def check_dense_size(n: int, itemsize: int, max_bytes: int, *, what: str) -> Non
         raise InputError(
             f"{what} would be a dense {n}x{n} matrix ({size / 2**30:.1f} GiB > "
             f"{max_bytes / 2**30:.1f} GiB); use a smaller patch, or the matrix-free "
-            "estimate (filterscope analyze dimension / estimate_effective_dim)"
+            "estimate estimate_effective_dim (on the command line: analyze dimension)"
         )
 
 

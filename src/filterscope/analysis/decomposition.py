@@ -130,7 +130,7 @@ def random_patches(
         if patch > min(image.shape[-2:]):
             raise InputError(
                 f"patch {patch} is larger than image {index} ({image.shape[-1]}x"
-                f"{image.shape[-2]}); use a smaller --patch"
+                f"{image.shape[-2]}); use a smaller patch"
             )
     out = []
     for k in range(count):
