@@ -15,6 +15,11 @@ if TYPE_CHECKING:  # torch is imported by the functions that need it: `--help` s
     import torch
 
 
+def options(args, *names: str) -> dict:
+    """``{name: args.name}`` for the parsed options that go to a library call unchanged."""
+    return {name: getattr(args, name) for name in names}
+
+
 def parse_sigmas(text: str) -> list[float]:
     """``"10,30,50"`` or ``"10:100:10"`` (start:stop:step, stop included) -> σ's (0–255)."""
     try:

@@ -16,6 +16,7 @@ from ._common import (
     figure_path,
     load_model,
     model_label,
+    options,
     parse_pixel,
     parse_sigmas,
     read_folder,
@@ -78,16 +79,11 @@ def run_decomposition(args: argparse.Namespace) -> int:
     files, images = read_folder(args.data, limit=args.images)
     net = _load(args.model, images[0].shape[0])
     check_channels(net, images[0].shape[0], args.data)
-    report = analyze_decomposition(
-        net,
-        images,
-        [s / 255.0 for s in sigmas],
-        patch=args.patch,
-        patches=args.patches,
-        seed=args.seed,
-        dtype=torch.float32 if args.float32 else torch.float64,
-        names=[f.name for f in files],
-    )
+    dtype = torch.float32 if args.float32 else torch.float64
+    names = [f.name for f in files]
+    sigmas = [s / 255.0 for s in sigmas]
+    options_ = options(args, "patch", "patches", "seed")
+    report = analyze_decomposition(net, images, sigmas, dtype=dtype, names=names, **options_)
     return _finish(args, {"data": str(args.data)}, report)
 
 
@@ -97,9 +93,8 @@ def run_filters(args: argparse.Namespace) -> int:
     _check_outputs(args, "filters")
     pixels = [parse_pixel(p) for p in args.pixels]
     x, net = _image_and_model(args)
-    report = analyze_filters(
-        net, x, pixels, sigma=args.sigma / 255.0, seed=args.seed, channel=args.channel
-    )
+    sigma = args.sigma / 255.0
+    report = analyze_filters(net, x, pixels, sigma=sigma, **options(args, "seed", "channel"))
     return _finish(args, {"image": str(args.image)}, report)
 
 
@@ -112,15 +107,10 @@ def run_spectrum(args: argparse.Namespace) -> int:
     sigmas = parse_sigmas(args.sigmas)
     at = None if args.at is None else parse_pixel(args.at)
     x, net = _image_and_model(args)
-    report = analyze_spectrum(
-        net,
-        x,
-        [s / 255.0 for s in sigmas],
-        patch=args.patch,
-        at=at,
-        seed=args.seed,
-        max_bytes=int(args.max_gib * 2**30),
-    )
+    max_bytes = int(args.max_gib * 2**30)
+    sigmas = [s / 255.0 for s in sigmas]
+    options_ = options(args, "patch", "seed")
+    report = analyze_spectrum(net, x, sigmas, at=at, max_bytes=max_bytes, **options_)
     return _finish(args, {"image": str(args.image)}, report, image_name=Path(args.image).name)
 
 
@@ -129,17 +119,8 @@ def run_dimension(args: argparse.Namespace) -> int:
 
     _check_outputs(args, "dimension")
     x, net = _image_and_model(args)
-    report = analyze_dimension(
-        net,
-        x,
-        sigma=args.sigma / 255.0,
-        probes=args.probes,
-        batch=args.batch,
-        rtol=args.rtol,
-        confidence=args.confidence,
-        top=args.top,
-        seed=args.seed,
-    )
+    options_ = options(args, "probes", "batch", "rtol", "confidence", "top", "seed")
+    report = analyze_dimension(net, x, sigma=args.sigma / 255.0, **options_)
     return _finish(args, {"image": str(args.image)}, report)
 
 
