@@ -9,10 +9,15 @@ STAMP := $(VENV)/.installed
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# torch goes first, with its exact pin: any looser spec would pull the CUDA build.
+# The package declares a range of torch versions (pyproject.toml); this machine's exact
+# version is pinned here only. torch goes first: installing the package then keeps it
+# (any looser spec here would pull the CUDA build). The dev extra brings the optional
+# plotting and BM3D packages, so that the tests cover them.
+TORCH_PIN := torch==2.13.0
+
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet $(TORCH_PIN)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 

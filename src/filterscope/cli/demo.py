@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..demo import run_demo
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -40,6 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..demo import run_demo
     from ..errors import InputError
 
     if args.sigma < 0:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..inference import PRECISIONS, default_precision, denoise_file
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    precision_default = default_precision()
     parser = subparsers.add_parser(
         "denoise",
         help="denoise an image file (blind: no noise level needed)",
@@ -49,9 +46,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--precision",
-        choices=PRECISIONS,
-        default=precision_default,
-        help=f"arithmetic of the network (default: {precision_default})",
+        choices=("float32", "bfloat16"),
+        default=None,
+        help="arithmetic of the network (default: bfloat16 where the CPU runs it natively, "
+        "else float32)",
     )
     parser.add_argument(
         "--device",
@@ -64,6 +62,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..inference import denoise_file
+
     result = denoise_file(
         args.input,
         args.output,

@@ -6,7 +6,6 @@ import argparse
 import json
 
 from ..errors import InputError
-from ..experiments.generalization import OUTPUT_NAMES, run_generalization_experiment
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -115,6 +114,8 @@ def run_restoration(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..experiments.generalization import OUTPUT_NAMES, run_generalization_experiment
+
     outcome = run_generalization_experiment(
         args.out,
         quick=args.quick,

@@ -4,6 +4,11 @@ Each command lives in its own module with two functions: ``add_parser(subparsers
 declares its options, and ``run(args)`` unpacks them into plain arguments for a
 library function. Errors the user can fix (:class:`~filterscope.errors.FilterscopeError`)
 become one line on stderr and exit status 2.
+
+The command modules import PyTorch and the library inside ``run``, never at the top,
+so that ``--help``, ``--version`` and ``models`` answer at once
+(``benchmarks/startup.py``; ``tests/test_packaging.py`` checks that building the
+parser imports no torch).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import importlib
 import os
 import sys
 
+from .. import __version__
 from ..errors import FilterscopeError
 
 # command name -> module (imported lazily so `filterscope --help` stays fast)
@@ -21,11 +27,13 @@ COMMANDS = {
     "demo": "filterscope.cli.demo",
     "evaluate": "filterscope.cli.evaluate",
     "experiment": "filterscope.cli.experiment",
+    "explore": "filterscope.cli.explore",
     "denoise": "filterscope.cli.denoise",
     "dip": "filterscope.cli.dip",
     "models": "filterscope.cli.models",
     "ntk": "filterscope.cli.ntk",
     "train": "filterscope.cli.train",
+    "train-gpu": "filterscope.cli.train_gpu",
 }
 
 
@@ -33,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="filterscope",
         description="Blind image denoising you can look inside.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {__version__}", help="print the version"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True

@@ -16,8 +16,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
-
 from .._files import check_output_paths
 from ..errors import InputError
 
@@ -202,6 +200,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _read(path) -> torch.Tensor:  # noqa: F821
+    import numpy as np
     import torch
 
     from ..io import read_image
@@ -281,6 +280,8 @@ def run_denoise(args: argparse.Namespace) -> int:
 
 
 def run_eigenimages(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from ..io import write_image
     from ..ntk.denoiser import filter_basis
 
@@ -412,6 +413,8 @@ def run_filters(args: argparse.Namespace) -> int:
 
 
 def run_matrix(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from ..ntk.kernels import kernel_matrix
 
     out = Path(args.output)

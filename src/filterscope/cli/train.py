@@ -6,9 +6,6 @@ import argparse
 import os
 
 from ..errors import InputError
-from ..training import load_recipe, train
-from ..training.config import parse_assignments
-from ..training.trainer import RECIPE_NAME
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -86,6 +83,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..training import load_recipe, train
+    from ..training.config import parse_assignments
+    from ..training.trainer import RECIPE_NAME
+
     named = dict(
         arch=args.arch,
         bias=args.bias,

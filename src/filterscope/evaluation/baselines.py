@@ -248,7 +248,8 @@ def _import_bm3d():
         import bm3d
     except ImportError:
         raise FilterscopeError(
-            "the bm3d baseline needs the bm3d package; install it with `pip install bm3d`"
+            "the bm3d baseline needs the optional bm3d package (free for non-commercial "
+            "use only); install it with `pip install 'filterscope[baselines]'`"
         ) from None
     return bm3d
 

@@ -1,10 +1,26 @@
-"""Model registry: ``create_model(name, ...)`` and ``list_models()``."""
+"""Model registry: ``create_model(name, ...)`` and ``list_models()``.
+
+The built-in architectures are listed by name in :data:`BUILTIN_ARCHITECTURES` and
+their modules imported only when one is built, so that listing them needs no PyTorch.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .base import CNNDenoiser
+if TYPE_CHECKING:
+    from .base import CNNDenoiser
+
+#: Built-in architecture name -> module that registers it (with ``@register_model``).
+BUILTIN_ARCHITECTURES = {
+    "dncnn": "filterscope.models.dncnn",
+    "drunet": "filterscope.models.drunet",
+    "rcnn": "filterscope.models.rcnn",
+    "sdensenet": "filterscope.models.sdensenet",
+    "unet": "filterscope.models.unet",
+}
 
 _REGISTRY: dict[str, type[CNNDenoiser]] = {}
 
@@ -23,8 +39,8 @@ def register_model(name: str) -> Callable[[type[CNNDenoiser]], type[CNNDenoiser]
 
 
 def list_models() -> list[str]:
-    """Names of the registered architectures, sorted."""
-    return sorted(_REGISTRY)
+    """Names of the registered architectures (built-in ones included), sorted."""
+    return sorted(set(BUILTIN_ARCHITECTURES) | set(_REGISTRY))
 
 
 def create_model(name: str, *, bias: bool = False, in_channels: int = 1, **kwargs) -> CNNDenoiser:
@@ -41,6 +57,8 @@ def create_model(name: str, *, bias: bool = False, in_channels: int = 1, **kwarg
     **kwargs
         Architecture options (e.g. ``num_layers`` for DnCNN).
     """
+    if name not in _REGISTRY and name in BUILTIN_ARCHITECTURES:
+        importlib.import_module(BUILTIN_ARCHITECTURES[name])  # registers it
     if name not in _REGISTRY:
         raise KeyError(f"unknown architecture {name!r}; choose from {', '.join(list_models())}")
     return _REGISTRY[name](bias=bias, in_channels=in_channels, **kwargs)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import CheckpointError, FilterscopeError
-from .base import CNNDenoiser
-from .checkpoints import load_checkpoint
+
+if TYPE_CHECKING:  # torch is imported only to load weights: `filterscope models` stays fast
+    from .base import CNNDenoiser
 
 #: Default shipped model per channel count, used when no ``--model`` is given: the
 #: best shipped model for that kind of image (their cards hold the scores).
@@ -47,6 +49,8 @@ def default_model_name(channels: int = 1) -> str:
 
 def _load_file(path: Path, name: str) -> CNNDenoiser:
     """:func:`load_checkpoint`, with every failure of the file turned into a CheckpointError."""
+    from .checkpoints import load_checkpoint
+
     try:
         return load_checkpoint(path)
     except FilterscopeError:

@@ -416,6 +416,22 @@ def _layer1_diag(image: torch.Tensor, spec: CNNKernel) -> torch.Tensor:
     return spec.sigma_w2 * _box_mean((image * image).sum(0) / c, spec.kernel_size, spec.padding)
 
 
+def _int8_product(left: torch.Tensor, right: torch.Tensor, *, out: torch.Tensor) -> torch.Tensor:
+    """``left @ right`` of int8 matrices into the int32 ``out``, exactly.
+
+    ``torch._int_mm`` is a private operator (fast on CPUs with VNNI) that a PyTorch
+    version or a device may lack or refuse for some shapes; the float64 product gives
+    the same integers (every partial sum is far below 2**53), only more slowly.
+    """
+    int_mm = getattr(torch, "_int_mm", None)
+    if int_mm is not None:
+        try:
+            return int_mm(left, right, out=out)
+        except (RuntimeError, NotImplementedError):
+            pass
+    return out.copy_(torch.mm(left.double(), right.double()))
+
+
 class ColumnEngine:
     """Columns of the NTK/NNGP matrix of one image, computed without the full matrix.
 
@@ -567,7 +583,7 @@ class ColumnEngine:
             torch.mm(left, side, out=out)
         else:
             products = self._workspace("int32", left.shape[0], side.shape[1], torch.int32)
-            torch._int_mm(left, side, out=products)
+            _int8_product(left, side, out=products)
             out.copy_(products).mul_(col_scale).mul_(scale[rows, None])
         return out.clamp_(-1.0, 1.0)
 
