@@ -137,9 +137,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def draw_dncnn_figures(payload: dict, out_dir: Path, *, precision: str) -> list[Path]:
+def draw_dncnn_figures(
+    payload: dict, models: Models, out_dir: Path, *, precision: str
+) -> list[Path]:
     """Figure 3 (output against input PSNR, and SSIM) of the DnCNN checkpoints evaluated
-    at three or more σ; returns the files written (none if there is no such checkpoint)."""
+    at three or more σ; returns the files written (none if there is no such checkpoint).
+    Architecture, bias and training range come from each checkpoint's card."""
     from filterscope.plotting.generalization import plot_generalization_grid
 
     by_model: dict[str, list[dict]] = {}
@@ -153,6 +156,15 @@ def draw_dncnn_figures(payload: dict, out_dir: Path, *, precision: str) -> list[
     ]
     if not curves:
         return []
+    cards = {name: models[name].card for name in {entry["model"] for entry in curves}}
+    described = {
+        name: {
+            "arch": card["arch"],
+            "bias": card["bias"],
+            "training_sigma_range_255": card["training"]["sigma_range_255"],
+        }
+        for name, card in cards.items()
+    }
     images = payload["protocol"].get("num_images")
     title = f"BSD68 ({images} images), Gaussian noise, published DnCNN checkpoints, {precision}"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -160,7 +172,7 @@ def draw_dncnn_figures(payload: dict, out_dir: Path, *, precision: str) -> list[
     for metric in ("psnr", "ssim"):
         path = out_dir / f"fig3_dncnn_bsd68_{metric}.png"
         plot_generalization_grid(
-            {"protocol": payload["protocol"], "results": curves},
+            {"protocol": payload["protocol"], "models": described, "results": curves},
             path,
             metric=metric,
             archs=("dncnn",),
@@ -475,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"results: {path}")
     if args.figures:
         for figure in draw_dncnn_figures(
-            payload, RESULTS_DIR / "generalization", precision=args.precision
+            payload, models, RESULTS_DIR / "generalization", precision=args.precision
         ):
             print(f"figure: {figure}")
     # The partial file is kept: it caches finished (model, sigma) results for later runs.

@@ -91,7 +91,7 @@ def test_estimated_sigma_is_close_to_the_truth_on_a_smooth_image():
     )
 
 
-def test_estimate_mode_is_blind_ignores_the_given_sigma_and_keeps_its_estimates():
+def test_estimate_mode_is_blind_ignores_the_given_sigma_and_returns_its_estimates():
     x = smooth_image()
     y = noisy(x, seed=5)
     denoiser = NLMDenoiser(sigma_source="estimated")
@@ -99,8 +99,11 @@ def test_estimate_mode_is_blind_ignores_the_given_sigma_and_keeps_its_estimates(
     without = denoiser(y)
     with_wrong_sigma = denoiser(y, 10 * SIGMA)
     assert torch.equal(without, with_wrong_sigma)
-    (estimate,) = denoiser.last_sigma_estimates
-    assert estimate == pytest.approx(SIGMA, rel=0.2)
+    out = denoiser.denoise_with_info(y)
+    assert torch.equal(out.x_hat, without)
+    ((info,),) = [out.per_image]
+    assert info["sigma"] == pytest.approx(SIGMA, rel=0.2)
+    assert not hasattr(denoiser, "last_sigma_estimates")  # nothing left behind
     assert float(psnr(without, x)[0]) > float(psnr(y, x)[0]) + 3.0
 
 
@@ -137,6 +140,7 @@ def test_sweep_records_sigma_source_and_per_image_estimates():
 def test_baseline_specs():
     spec = resolve_model("nlm")
     assert isinstance(spec.denoiser, NLMDenoiser) and spec.info["sigma_source"] == "true"
-    assert spec.info["kind"] == "baseline" and spec.in_channels is None
+    assert spec.info["kind"] == "classical" and spec.in_channels is None
+    assert spec.info["blind"] is False and resolve_model("nlm:estimate").info["blind"] is True
     assert resolve_model("nlm:true").info["sigma_source"] == "true"
     assert resolve_model("NLM:estimate").denoiser.sigma_source == "estimated"

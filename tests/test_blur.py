@@ -105,4 +105,4 @@ def test_sweep_blurs_the_clean_image_then_adds_the_same_noise(sweep_images):
 
 def test_sweep_refuses_negative_blur(sweep_images):
     with pytest.raises(ValueError, match="blur"):
-        evaluate({"id": lambda y: y}, sweep_images, [20], blur=-1, progress=False)
+        evaluate({"id": lambda y, sigma: y}, sweep_images, [20], blur=-1, progress=False)

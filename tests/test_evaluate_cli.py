@@ -206,7 +206,7 @@ BAD_INPUTS = {
     ),
     "unknown baseline suffix": (
         lambda t, g, r, m: ["--model", "bm3d:guess", "--data", str(g)],
-        "unknown noise-level source",
+        "unknown noise-level source",  # and names the variants
     ),
     "model given twice": (
         lambda t, g, r, m: ["--model", m, "--model", m, "--data", str(g)],
@@ -323,7 +323,25 @@ def fake_result(noise: str = "gaussian") -> dict:
                  "ssim_in": 1 / (1 + s / 20), "psnr": output(s, p_in),
                  "ssim": 1 / (1 + s / 60), "per_image": []}
             )  # fmt: skip
-    return {"protocol": {"noise": noise, "blur": 0.0}, "results": results}
+    described = {
+        "x/dncnn/bias/0-30.pt": {
+            "arch": "dncnn",
+            "bias": True,
+            "training_sigma_range_255": [0, 30],
+        },
+        "x/dncnn/bias_free/0-30.pt": {
+            "arch": "dncnn",
+            "bias": False,
+            "training_sigma_range_255": [0, 30],
+        },
+        "x/unet/bias_free/0-55.pt": {
+            "arch": "unet",
+            "bias": False,
+            "training_sigma_range_255": [0, 55],
+        },
+        "bm3d": {"kind": "classical", "training_sigma_range_255": None},
+    }
+    return {"protocol": {"noise": noise, "blur": 0.0}, "models": described, "results": results}
 
 
 def test_training_range_to_input_psnr_band():
@@ -345,7 +363,13 @@ def test_training_range_to_input_psnr_band():
     assert sigma_to_input(0, sigmas, values) == np.inf
     assert training_range(result, "x/dncnn/bias/0-30.pt") == (0.0, 30.0)
     assert training_range(result, "bm3d") is None
-    assert training_range(result, "BF-DnCNN [0,55]") == (0.0, 55.0)
+    # from the metadata, never from a name
+    assert training_range(result, "BF-DnCNN [0,55]") is None
+    assert training_range(result, "BF-DnCNN [0,55]", {"BF-DnCNN [0,55]": (0, 55)}) == (0, 55)
+    del result["models"]["x/dncnn/bias/0-30.pt"]
+    assert training_range(result, "x/dncnn/bias/0-30.pt") is None
+    assert classify_model(result, "x/dncnn/bias/0-30.pt") is None
+    result = fake_result()
     assert classify_model(result, "x/dncnn/bias_free/0-30.pt") == ("dncnn", False, (0.0, 30.0))
     assert classify_model(result, "x/dncnn/bias/0-30.pt") == ("dncnn", True, (0.0, 30.0))
     assert classify_model(result, "bm3d") is None

@@ -37,7 +37,7 @@ class Recorder(nn.Module):
 
 
 def test_identity_denoiser_scores_its_input(images):
-    result = evaluate({"identity": lambda y: y}, images, SIGMAS, progress=False)
+    result = evaluate({"identity": lambda y, sigma: y}, images, SIGMAS, progress=False)
     assert [r["sigma"] for r in result["results"]] == [10.0, 50.0]
     for entry in result["results"]:
         assert entry["psnr"] == pytest.approx(entry["psnr_in"], abs=1e-12)
@@ -72,7 +72,7 @@ def test_noise_depends_on_seed_and_not_on_the_rest_of_the_sweep(images):
 
 def test_input_quality_is_measured_on_the_clipped_noisy_image(images):
     sigma = 100
-    result = evaluate({"id": lambda y: y}, images, [sigma], progress=False)
+    result = evaluate({"id": lambda y, sigma: y}, images, [sigma], progress=False)
     x = images[1][1]
     y = add_noise(x, sigma / 255, generator=noise_seed(0, 1, sigma))
     per_image = result["results"][0]["per_image"][1]
@@ -84,7 +84,11 @@ def test_tiny_model_json_shape_and_serialisable(images):
     torch.manual_seed(0)
     model = filterscope.create_model("dncnn", num_layers=3, hidden=4)
     result = evaluate(
-        {"tiny": model, "identity": lambda y: y}, images, SIGMAS, progress=False, batch_size=2
+        {"tiny": model, "identity": lambda y, sigma: y},
+        images,
+        SIGMAS,
+        progress=False,
+        batch_size=2,
     )
     text = json.dumps(result)
     assert json.loads(text) == result
@@ -123,10 +127,8 @@ def test_batching_does_not_change_the_results(images):
     assert one["results"][0]["psnr"] == pytest.approx(two["results"][0]["psnr"], abs=1e-5)
 
 
-def test_non_blind_denoisers_get_sigma(images):
+def test_every_denoiser_gets_sigma_on_the_image_scale(images):
     class NonBlind(nn.Module):
-        blind = False
-
         def __init__(self):
             super().__init__()
             self.sigmas = []
@@ -143,7 +145,12 @@ def test_non_blind_denoisers_get_sigma(images):
 def test_uniform_noise_and_callback(images):
     seen = []
     result = evaluate(
-        {"id": lambda y: y}, images, [30], noise="uniform", progress=False, on_result=seen.append
+        {"id": lambda y, sigma: y},
+        images,
+        [30],
+        noise="uniform",
+        progress=False,
+        on_result=seen.append,
     )
     assert result["results"][0]["noise"] == "uniform"
     assert seen == result["results"]
@@ -154,12 +161,12 @@ def test_folder_input(tmp_path, images):
         filterscope.write_image(tmp_path / f"{name}.png", image[0].permute(1, 2, 0).numpy())
     loaded = load_image_folder(tmp_path)
     assert [name for name, _ in loaded] == ["random.png", "smooth.png"]
-    result = evaluate({"id": lambda y: y}, tmp_path, [25], progress=False)
+    result = evaluate({"id": lambda y, sigma: y}, tmp_path, [25], progress=False)
     assert result["protocol"]["images"] == ["random.png", "smooth.png"]
 
 
 def test_progress_bar_goes_to_stderr(images, capsys):
-    evaluate({"id": lambda y: y}, images, [25], progress=True)
+    evaluate({"id": lambda y, sigma: y}, images, [25], progress=True)
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "evaluate" in captured.err
@@ -174,16 +181,16 @@ def test_progress_bar_goes_to_stderr(images, capsys):
 )
 def test_bad_options_raise(images, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        evaluate({"id": lambda y: y}, images, [25], progress=False, **kwargs)
+        evaluate({"id": lambda y, sigma: y}, images, [25], progress=False, **kwargs)
 
 
 def test_bad_inputs_raise(images):
     with pytest.raises(ValueError, match="no denoisers"):
         evaluate({}, images, [25], progress=False)
     with pytest.raises(ValueError, match="sigma"):
-        evaluate({"id": lambda y: y}, images, [], progress=False)
+        evaluate({"id": lambda y, sigma: y}, images, [], progress=False)
     with pytest.raises(ValueError, match=r"\(1, C, H, W\)"):
-        evaluate({"id": lambda y: y}, [("x", torch.rand(1, 20, 24))], [25], progress=False)
+        evaluate({"id": lambda y, sigma: y}, [("x", torch.rand(1, 20, 24))], [25], progress=False)
 
 
 def test_noise_seed_is_stable_and_distinct():

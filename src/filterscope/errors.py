@@ -17,6 +17,22 @@ class CheckpointError(FilterscopeError, ValueError):
     """A checkpoint that cannot be loaded safely or does not match any known architecture."""
 
 
+class UnknownModelError(InputError):
+    """A model name that is neither registered, nor a file, nor an importable object path."""
+
+
+class ModelImportError(InputError):
+    """An object path ``package.module:attribute`` that does not give a denoiser."""
+
+
+class ChannelError(InputError):
+    """A model asked to denoise images with a channel count it does not take."""
+
+
+class UnsupportedLayerError(FilterscopeError, ValueError):
+    """A layer that :func:`filterscope.make_bias_free` cannot turn into a bias-free one."""
+
+
 class FilterscopeWarning(UserWarning):
     """Something done to the user's data that they should know about (an image converted
     from CMYK or a palette, for instance); the CLI prints it as one line

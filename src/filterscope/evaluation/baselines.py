@@ -12,8 +12,8 @@ they take from one of two sources:
   Donoho & Johnstone 1994); the σ passed in is ignored, which makes the method blind
   (``blind = True``), comparable with blind networks on equal terms.
 
-The estimates of the last call are kept in ``last_sigma_estimates`` (image scale, one
-per image), and the sweep records them per image.
+:meth:`~filterscope.models.base.Denoiser.denoise_with_info` returns the estimates with
+the result (``"sigma"`` per image, image scale), and the sweep records them per image.
 
 Both run on the CPU in float64 NumPy, one image at a time; tensors on another device
 are moved to the CPU and back.
@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import FilterscopeError
-from ..models.base import Denoiser
+from ..errors import ChannelError, FilterscopeError, InputError
+from ..models.base import Denoised, Denoiser, per_image_sigmas
 
 SIGMA_SOURCES = ("true", "estimated")
 
@@ -66,39 +66,46 @@ class _ClassicalDenoiser(Denoiser):
     def __init__(self, *, sigma_source: str = "true"):
         super().__init__()
         if sigma_source not in SIGMA_SOURCES:
-            raise ValueError(
+            raise InputError(
                 f"sigma_source must be one of {', '.join(SIGMA_SOURCES)}, got {sigma_source!r}"
             )
-        self.sigma_source = sigma_source
+        self._sigma_source = sigma_source
         # With an estimated σ the method needs nothing from the caller: it is blind.
         self.blind = sigma_source == "estimated"
-        self.last_sigma_estimates: list[float] | None = None
+
+    @property
+    def sigma_source(self) -> str:
+        """``"true"`` (the σ passed in) or ``"estimated"`` (from each noisy image)."""
+        return self._sigma_source
 
     def _denoise_image(self, image: np.ndarray, sigma: float) -> np.ndarray:
         raise NotImplementedError
 
-    def forward(self, y: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs
+    ) -> torch.Tensor:
+        return self.denoise_with_info(y, sigma).x_hat
+
+    def denoise_with_info(
+        self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs
+    ) -> Denoised:
+        """The estimate, and in estimate mode each image's σ (image scale) as ``"sigma"``."""
         if y.dim() != 4 or y.shape[1] not in (1, 3):
-            raise ValueError(
+            raise ChannelError(
                 f"{self.method} expects a (B, C, H, W) tensor with C = 1 or 3, got {tuple(y.shape)}"
             )
-        batch = y.shape[0]
-        if self.sigma_source == "true":
-            sigma = self.require_sigma(sigma)
-            sigmas = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1).tolist()
-            if len(sigmas) == 1:
-                sigmas = sigmas * batch
-            if len(sigmas) != batch:
-                raise ValueError(f"{len(sigmas)} noise levels for a batch of {batch}")
         images = y.detach().to("cpu", torch.float64).permute(0, 2, 3, 1).numpy()
-        if self.sigma_source == "estimated":
+        if self.sigma_source == "true":
+            sigmas = per_image_sigmas(self.require_sigma(sigma), y.shape[0])
+            per_image = [{} for _ in sigmas]
+        else:
             sigmas = [estimate_noise_sigma(image) for image in images]
-            self.last_sigma_estimates = sigmas
+            per_image = [{"sigma": s} for s in sigmas]
         out = np.stack(
             [self._denoise_image(image, float(s)) for image, s in zip(images, sigmas, strict=True)]
         )
         x_hat = torch.from_numpy(np.ascontiguousarray(out.transpose(0, 3, 1, 2)))
-        return x_hat.to(device=y.device, dtype=y.dtype)
+        return Denoised(x_hat.to(device=y.device, dtype=y.dtype), per_image)
 
     def extra_repr(self) -> str:
         return f"sigma_source={self.sigma_source!r}"
@@ -269,7 +276,7 @@ def create_baseline(name: str, *, sigma_source: str = "true") -> Denoiser:
         Where its noise level comes from (see the module docstring).
     """
     if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
+        raise InputError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
     return BASELINES[name](sigma_source=sigma_source)
 
 

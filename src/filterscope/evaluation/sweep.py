@@ -34,7 +34,7 @@ from torch import nn
 from ..blur import gaussian_blur
 from ..io import list_images, read_image, to_tensor
 from ..metrics import psnr, ssim
-from ..models.base import module_device
+from ..models.base import Denoised, Denoiser, module_device
 from ..noise import NOISE_KINDS, add_noise
 
 ImageList = Sequence[tuple[str, torch.Tensor]]
@@ -91,46 +91,45 @@ def _has_parameters(module: nn.Module) -> bool:
 def _prepare(denoiser: DenoiserLike, precision: str | None) -> DenoiserLike:
     if isinstance(denoiser, nn.Module):
         denoiser.eval()
-        # Only networks are converted: a module without weights (BM3D, NLM...) has no
-        # arithmetic to speed up, and the wrapper would hide a non-blind module's σ.
+        # Imported here: reduced-precision inference is an optional part of the library.
+        from ..models.fast import FastDenoiser, optimize_for_inference
+
+        # Only networks are converted: a module without weights (BM3D, NLM, NTK...) has
+        # no arithmetic to speed up. The converted copy passes σ on to the network.
         if (
             precision is not None
-            and getattr(denoiser, "precision", None) != precision
+            and not isinstance(denoiser, FastDenoiser)
             and _has_parameters(denoiser)
-            and getattr(denoiser, "blind", True)
         ):
-            # Imported here: reduced-precision inference is an optional part of the library.
-            from ..models.fast import optimize_for_inference
-
             denoiser = optimize_for_inference(denoiser, precision=precision)
     return denoiser
 
 
-def _run(denoiser: DenoiserLike, y: torch.Tensor, sigma: float) -> torch.Tensor:
+def _run(denoiser: DenoiserLike, y: torch.Tensor, sigma: float) -> Denoised:
+    """The estimate (CPU, float32) and what the denoiser estimated per image.
+
+    σ is always passed: blind denoisers ignore it.
+    """
     device = module_device(denoiser)
     y = y.to(device)
-    # Blind models ignore σ; plain callables may not accept it, so pass it only to
-    # methods that declare they need it.
-    if getattr(denoiser, "blind", True):
-        x_hat = denoiser(y)
+    if isinstance(denoiser, Denoiser):
+        out = denoiser.denoise_with_info(y, sigma)
     else:
-        x_hat = denoiser(y, sigma)
-    if x_hat.shape != y.shape:
-        raise ValueError(f"denoiser returned shape {tuple(x_hat.shape)} for {tuple(y.shape)}")
-    return x_hat.detach().to("cpu", torch.float32)
+        out = Denoised(denoiser(y, sigma), [{} for _ in range(y.shape[0])])
+    if out.x_hat.shape != y.shape:
+        raise ValueError(f"denoiser returned shape {tuple(out.x_hat.shape)} for {tuple(y.shape)}")
+    return Denoised(out.x_hat.detach().to("cpu", torch.float32), out.per_image)
 
 
-def sigma_source(denoiser: DenoiserLike) -> str:
+def sigma_source(denoiser: DenoiserLike) -> str | None:
     """Where a denoiser's noise level comes from: ``"blind"``, ``"true"`` or ``"estimated"``.
 
-    A denoiser may say so itself with a ``sigma_source`` attribute (the classical
-    baselines in estimate mode say ``"estimated"``); otherwise non-blind denoisers
-    (``blind = False``) get the true σ of the sweep and blind ones need none.
+    :attr:`filterscope.models.base.Denoiser.sigma_source` for a Denoiser; None for a
+    plain callable (it gets the true σ, and may or may not use it).
     """
-    declared = getattr(denoiser, "sigma_source", None)
-    if declared is not None:
-        return str(declared)
-    return "blind" if getattr(denoiser, "blind", True) else "true"
+    if isinstance(denoiser, Denoiser):
+        return denoiser.sigma_source
+    return None
 
 
 def _check_images(images: ImageList | str | os.PathLike) -> list[tuple[str, torch.Tensor]]:
@@ -182,9 +181,9 @@ def evaluate(
     denoisers : mapping of str to callable
         Display name → denoiser. A denoiser maps a ``(B, C, H, W)`` float32 noisy batch
         (nominally in [0, 1], not clipped) to an estimate of the same shape, e.g. a
-        :class:`~filterscope.models.Denoiser`. Modules are put in eval mode and run on
-        the device of their parameters; non-blind ones (``blind = False``) also get σ
-        on the image scale as second argument.
+        :class:`~filterscope.models.Denoiser`, called as ``denoiser(y, sigma)`` with σ
+        on the image scale (blind ones ignore it). Modules are put in eval mode and run
+        on the device of their parameters.
     images : sequence of (str, Tensor) or path
         ``(name, (1, C, H, W) float32 tensor in [0, 1])`` pairs, or a folder of image
         files (read in name order).
@@ -205,7 +204,7 @@ def evaluate(
         together, up to this many at a time. The results do not depend on it beyond
         float round-off.
     precision : {"float32", "bfloat16"} or None, keyword-only
-        When given, every blind ``nn.Module`` denoiser with parameters (a network) is
+        When given, every ``nn.Module`` denoiser with parameters (a network) is
         first converted with :func:`filterscope.models.fast.optimize_for_inference` at
         this precision; other denoisers (BM3D, NLM...) run as they are. None runs all
         denoisers as given.
@@ -231,9 +230,10 @@ def evaluate(
         the order of ``sigmas_255``). ``sigma`` is on the 0–255 scale; PSNR in dB;
         ``psnr``/``ssim`` are means over the images; ``seconds`` is the time spent
         in the denoiser. ``sigma_source`` is :func:`sigma_source` of the denoiser.
-        Denoisers that estimate σ and expose the estimates of their last call as
-        ``last_sigma_estimates`` (image scale, one per image) get a per-image
-        ``"sigma_estimated"`` (0–255 scale).
+        What a :class:`~filterscope.models.base.Denoiser` reports per image through
+        :meth:`~filterscope.models.base.Denoiser.denoise_with_info` is added to its
+        per-image entry: an estimated σ as ``"sigma_estimated"`` (0–255 scale), other
+        scalar values (a stopping step ``"t"``...) under their own names.
 
     Notes
     -----
@@ -302,10 +302,10 @@ def evaluate(
                     ssim_in = ssim(y, x).tolist()
                     for name, model in models.items():
                         start = time.perf_counter()
-                        x_hat = _run(model, y, sigma)
+                        out = _run(model, y, sigma)
                         entry = entries[name][s_index]
                         entry["seconds"] += time.perf_counter() - start
-                        estimates = getattr(model, "last_sigma_estimates", None)
+                        x_hat = out.x_hat
                         values = zip(psnr(x_hat, x).tolist(), ssim(x_hat, x).tolist(), strict=True)
                         for k, (i, (p, s)) in enumerate(zip(group, values, strict=True)):
                             entry["per_image"][i] = {
@@ -315,10 +315,7 @@ def evaluate(
                                 "psnr_in": psnr_in[k],
                                 "ssim_in": ssim_in[k],
                             }
-                            if estimates is not None:
-                                entry["per_image"][i]["sigma_estimated"] = 255.0 * float(
-                                    estimates[k]
-                                )
+                            entry["per_image"][i].update(_estimated(out.per_image[k]))
                         bar.update(len(group))
                 for name in models:
                     entry = _summarise(entries[name][s_index])
@@ -330,6 +327,18 @@ def evaluate(
     results = [entry for name in models for entry in entries[name]]
     protocol = _protocol(image_list, sigmas, noise, blur, seed, precision)
     return {"protocol": protocol, "results": results}
+
+
+def _estimated(info: dict[str, Any]) -> dict[str, Any]:
+    """What a denoiser estimated for one image, for the JSON: σ on the 0–255 scale as
+    ``sigma_estimated``, other JSON-ready numbers and strings as they are."""
+    out = {}
+    for key, value in info.items():
+        if key == "sigma":
+            out["sigma_estimated"] = 255.0 * float(value)
+        elif isinstance(value, (int, float, str, bool)) or value is None:
+            out[key] = value
+    return out
 
 
 def _summarise(entry: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 from .._files import atomic_write
 from ..errors import InputError
 from ..evaluation.runner import evaluate_models, format_table
-from ..evaluation.specs import parse_baseline
+from ..hub import model_info
 from ..training import TrainConfig, train
 
 RUN_NAMES = {True: "bias", False: "bias-free"}
@@ -119,7 +119,7 @@ def run_generalization_experiment(
         if (out_dir / name).exists() and not overwrite:
             raise InputError(f"{out_dir / name}: exists; use --force to replace it")
     for spec in baselines:
-        if parse_baseline(spec) is None:
+        if model_info(spec).kind != "classical":
             raise InputError(f"{spec}: not a classical baseline; use nlm, bm3d or NAME:estimate")
     for folder, what in ((data_dir, "training"), (test_dir, "test")):
         if not Path(folder).is_dir():

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
+
+from ..errors import ChannelError, InputError
 
 
 def module_device(denoiser: object) -> torch.device:
@@ -16,19 +20,75 @@ def module_device(denoiser: object) -> torch.device:
     return torch.device("cpu")
 
 
+def per_image_sigmas(sigma: float | torch.Tensor | None, batch: int) -> list[float | None]:
+    """One noise level per image of a batch of ``batch``: ``sigma`` broadcast or split.
+
+    Parameters
+    ----------
+    sigma : float, Tensor of shape () or (B,), or None
+        Noise level(s) on the image scale.
+    batch : int
+        Number of images.
+
+    Returns
+    -------
+    list of float or None
+        ``batch`` values (all None when ``sigma`` is None).
+
+    Raises
+    ------
+    InputError
+        A tensor with neither one value nor one value per image.
+    """
+    if sigma is None:
+        return [None] * batch
+    values = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1).tolist()
+    if len(values) == 1:
+        return values * batch
+    if len(values) != batch:
+        raise InputError(f"sigma has {len(values)} values for a batch of {batch} images")
+    return values
+
+
+@dataclass
+class Denoised:
+    """What :meth:`Denoiser.denoise_with_info` returns: the estimate and what was estimated.
+
+    Attributes
+    ----------
+    x_hat : Tensor, shape (B, C, H, W)
+        The estimate, as :meth:`Denoiser.forward` returns it.
+    per_image : list of dict
+        One JSON-ready dict per image of what the method chose or estimated on its
+        own: ``"sigma"`` (noise level estimated from the image, image scale), ``"t"``
+        (twicing steps or stopping iteration), ``"stop"``, SURE values... Empty dicts
+        for methods that estimate nothing.
+    """
+
+    x_hat: torch.Tensor
+    per_image: list[dict[str, Any]] = field(default_factory=list)
+
+
 class Denoiser(nn.Module):
     """Anything that maps a noisy image batch to an estimate of the clean one.
 
     Subclasses implement :meth:`forward`:
 
-    ``forward(y, sigma=None) -> x_hat``
+    ``forward(y, sigma=None, **kwargs) -> x_hat``
 
     - ``y``: ``(B, C, H, W)`` tensor, images nominally in [0, 1] (noisy images are not
       clipped, so values slightly outside occur).
     - ``sigma``: noise standard deviation on the image scale (25/255 ≈ 0.098), a float
-      or a ``(B,)`` tensor. Blind methods (``blind = True``) ignore it; non-blind
-      methods (BM3D, NTK filters with SURE stopping...) raise if it is missing.
-    - returns ``x_hat`` with the shape of ``y``, not clipped.
+      or a ``(B,)`` tensor. It is always passed when known: blind methods
+      (``blind = True``) ignore it; non-blind methods (BM3D, NTK filters with SURE
+      stopping...) raise :class:`~filterscope.errors.InputError` if it is missing.
+    - ``**kwargs``: extra keywords (plug-and-play code passes some); ignored unless a
+      method documents them.
+    - returns ``x_hat`` with the shape and dtype of ``y``, not clipped.
+
+    Methods that estimate something on the way (a noise level, a stopping step) also
+    override :meth:`denoise_with_info`, which returns it with the estimate; nothing is
+    left behind in attributes.
 
     Attributes
     ----------
@@ -41,14 +101,40 @@ class Denoiser(nn.Module):
     blind: bool = True
     in_channels: int | None = None
 
-    def forward(self, y: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs
+    ) -> torch.Tensor:
         raise NotImplementedError
+
+    def denoise_with_info(
+        self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs
+    ) -> Denoised:
+        """The estimate with what the method estimated per image (see :class:`Denoised`).
+
+        The default runs :meth:`forward` and reports nothing per image.
+        """
+        return Denoised(self(y, sigma, **kwargs), [{} for _ in range(y.shape[0])])
+
+    @property
+    def sigma_source(self) -> str:
+        """Where the noise level comes from: ``"blind"`` (not needed) or ``"true"`` (the σ
+        passed in); methods that estimate it from ``y`` say ``"estimated"``."""
+        return "blind" if self.blind else "true"
 
     def require_sigma(self, sigma: float | torch.Tensor | None) -> float | torch.Tensor:
         """Return ``sigma``, or raise a clear error when a non-blind method lacks it."""
         if sigma is None:
-            raise ValueError(f"{type(self).__name__} is not blind: it needs the noise level sigma")
+            raise InputError(f"{type(self).__name__} is not blind: it needs the noise level sigma")
         return sigma
+
+    def check_channels(self, y: torch.Tensor) -> None:
+        """Raise :class:`~filterscope.errors.ChannelError` unless ``y`` is ``(B, C, H, W)``
+        with the channel count this method takes."""
+        if y.dim() != 4 or (self.in_channels is not None and y.shape[1] != self.in_channels):
+            channels = "C" if self.in_channels is None else self.in_channels
+            raise ChannelError(
+                f"{type(self).__name__} takes a (B, {channels}, H, W) tensor, got {tuple(y.shape)}"
+            )
 
 
 class CNNDenoiser(Denoiser):
@@ -70,7 +156,7 @@ class CNNDenoiser(Denoiser):
 
     def _check_input(self, y: torch.Tensor) -> None:
         if y.dim() != 4 or y.shape[1] != self.in_channels:
-            raise ValueError(
+            raise ChannelError(
                 f"{self.arch} expects a (B, {self.in_channels}, H, W) tensor, got {tuple(y.shape)}"
             )
 

@@ -63,7 +63,9 @@ class DnCNN(CNNDenoiser):
         """Pixels of context on each side that influence one output pixel."""
         return self.config["num_layers"]
 
-    def forward(self, y: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs
+    ) -> torch.Tensor:
         self._check_input(y)
         h = F.relu(self.first_layer(y))
         for conv, norm in zip(self.hidden_layer_list, self.bn_layer_list, strict=True):

@@ -38,6 +38,7 @@ from torch import nn
 from ..nn.norm import BFBatchNorm2d
 from .base import Denoiser
 from .dncnn import DnCNN
+from .drunet import DRUNet
 from .stacks import ConvStack
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -226,11 +227,36 @@ class FastDnCNN(FastDenoiser):
         convs.append(copy.deepcopy(model.last_layer))
         self.chain = ConvReLUChain(convs).to(self.dtype)
 
-    def forward(self, y: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs
+    ) -> torch.Tensor:
         self._check_input(y)
         h = conv_relu(self.first, y.float().contiguous(memory_format=torch.channels_last))
         noise = self.chain(h.to(self.dtype))
         return (y - noise.to(y.dtype)).contiguous()
+
+
+class FastDRUNet(FastDenoiser):
+    """DRUNet under autocast: convolutions in :attr:`precision`, the residual in float32.
+
+    The weights stay float32 and autocast rounds them and the activations for each
+    convolution; the image and the final ``y - noise`` stay float32, so bfloat16
+    rounding reaches the predicted noise only (as in :class:`FastDnCNN`). σ is passed
+    on, so a model with a noise-level input stays non-blind when it is given.
+    """
+
+    def __init__(self, model: DRUNet, precision: str):
+        super().__init__(model, precision)
+        self.net = copy.deepcopy(model).float()
+
+    def forward(
+        self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs
+    ) -> torch.Tensor:
+        self._check_input(y)
+        enabled = self.dtype != torch.float32
+        with torch.autocast(y.device.type, dtype=self.dtype, enabled=enabled):
+            x_hat = self.net(y.float().contiguous(memory_format=torch.channels_last), sigma)
+        return x_hat.to(y.dtype).contiguous()
 
 
 class FastWrapper(FastDenoiser):
@@ -250,10 +276,17 @@ class FastWrapper(FastDenoiser):
             convs = [stack.first_layer, *stack.hidden_layer_list, stack.last_layer]
             setattr(self.net.get_submodule(parent_name), child, ConvReLUChain(convs))
 
-    def forward(self, y: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs
+    ) -> torch.Tensor:
         self._check_input(y)
+        # σ goes through: a network with a noise-level input (DRUNet) needs it.
+        if isinstance(sigma, torch.Tensor):
+            sigma = sigma.to(self.dtype)
         return (
-            self.net(y.to(self.dtype).contiguous(memory_format=torch.channels_last))
+            self.net(
+                y.to(self.dtype).contiguous(memory_format=torch.channels_last), sigma, **kwargs
+            )
             .to(y.dtype)
             .contiguous()
         )
@@ -293,6 +326,8 @@ def optimize_for_inference(model: nn.Module, *, precision: str = "bfloat16") -> 
         raise TypeError("model is already optimized for inference")
     if isinstance(model, DnCNN):
         fast = FastDnCNN(model, precision)
+    elif isinstance(model, DRUNet):
+        fast = FastDRUNet(model, precision)
     else:
         fast = FastWrapper(model, precision)
     fast = fast.to(memory_format=torch.channels_last)

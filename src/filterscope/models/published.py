@@ -7,8 +7,9 @@ is a one-element list holding the state dict, and whose ``args`` entry is an
 allow-list of exactly one extra class, ``argparse.Namespace``; nothing in them runs.
 
 The architecture and the presence of bias are read from the state-dict keys (so a
-renamed file still loads); the training range is read from the file name ``0-55.pt``
-(the DnCNN files store ``min_noise``/``max_noise`` swapped), falling back to ``args``.
+renamed file still loads); the training range from the training arguments stored in
+the file, ``args.min_noise``/``args.max_noise`` (the DnCNN files store them swapped,
+so the range is their min and max), never from the file name.
 
 The authors' bias-free norm keeps ``bias`` and ``running_mean`` entries that it never
 uses; they are verified to be exactly zero and dropped, after which the weights load
@@ -30,7 +31,6 @@ from .base import CNNDenoiser
 from .registry import create_model
 
 PUBLISHED_KEYS = {"model", "args"}
-_RANGE_IN_NAME = re.compile(r"(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)")
 
 
 def is_published_checkpoint(obj: Any) -> bool:
@@ -60,14 +60,12 @@ def _detect_arch(state: dict[str, torch.Tensor]) -> tuple[str, bool, int]:
 
 
 def _training_range(path: Path, args: Any) -> tuple[float, float]:
-    """Training σ range on the 0–255 scale."""
-    match = _RANGE_IN_NAME.fullmatch(path.stem)
-    if match:
-        lo, hi = float(match.group(1)), float(match.group(2))
-    else:
-        lo = float(getattr(args, "min_noise", 0.0))
-        hi = float(getattr(args, "max_noise", 0.0))
-    return (min(lo, hi), max(lo, hi))
+    """Training σ range on the 0–255 scale, from the stored training arguments."""
+    try:
+        bounds = (float(args.min_noise), float(args.max_noise))
+    except (AttributeError, TypeError, ValueError):
+        raise CheckpointError(f"{path}: the checkpoint records no training noise range") from None
+    return (min(bounds), max(bounds))
 
 
 def _architecture_options(arch: str, state: dict[str, torch.Tensor]) -> dict[str, int]:
@@ -104,7 +102,7 @@ def build_published_model(checkpoint: dict[str, Any], path: str | Path) -> CNNDe
     checkpoint : dict
         What ``torch.load`` returned for a published file.
     path : str or Path
-        The file's path; its name gives the training range.
+        The file's path, for messages and the card.
 
     Returns
     -------

@@ -69,6 +69,7 @@ class RecurrentCNN(CNNDenoiser):
         sigma: float | torch.Tensor | None = None,
         *,
         stages: int | None = None,
+        **kwargs,
     ) -> torch.Tensor:
         self._check_input(y)
         if stages is None:

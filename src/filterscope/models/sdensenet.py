@@ -67,7 +67,9 @@ class SimplifiedDenseNet(CNNDenoiser):
         self.blocks = nn.ModuleList(blocks)
         orthogonal_init(self)
 
-    def forward(self, y: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs
+    ) -> torch.Tensor:
         self._check_input(y)
         h = self.blocks[0](y)
         for block in self.blocks[1:]:

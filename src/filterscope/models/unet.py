@@ -43,7 +43,9 @@ class UNet(CNNDenoiser):
         self.conv9 = nn.Conv2d(32, in_channels, 5, padding=2, bias=False)
         orthogonal_init(self)
 
-    def forward(self, y: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs
+    ) -> torch.Tensor:
         self._check_input(y)
         height, width = y.shape[-2:]
         padded = F.pad(y, (0, width % 2, 0, height % 2))

@@ -5,10 +5,10 @@ shaded, the identity (no denoising) dashed. The input comes from a result of
 :func:`filterscope.evaluation.evaluate` (or ``filterscope evaluate --json``): a dict or
 the path of its JSON file.
 
-A model's training range (σ on the 0–255 scale) is read, in this order, from
-``training_ranges`` passed by the caller, from the result's ``models`` section (which
-``filterscope evaluate`` fills from the model cards, ``training.sigma_range_255``), or
-from the model's name (a published checkpoint path ``.../0-55.pt``, or ``[0,55]``).
+A model's training range (σ on the 0–255 scale) is read from ``training_ranges`` passed
+by the caller, else from the result's ``models`` section (which ``filterscope evaluate``
+fills from the model's metadata, its card's ``training.sigma_range_255``); never from
+the model's name.
 It is drawn in input units through the result's own σ → input-quality mapping: linear
 interpolation in log σ between the evaluated σ values. Outside them, input PSNR is
 extrapolated at −20 dB per decade of σ, and input SSIM reaches the plot's edge; σ = 0
@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,10 +34,6 @@ ARCH_LABELS = {"dncnn": "DnCNN", "rcnn": "Recurrent CNN", "unet": "UNet", "sdens
 BIAS_COLOR = "tab:red"
 BIAS_FREE_COLOR = "tab:blue"
 BAND_COLOR = "tab:blue"
-
-_ARCH_IN_NAME = re.compile(r"(sdensenet|dncnn|rcnn|unet)")
-_BIAS_FREE_IN_NAME = re.compile(r"bias[ _-]?free|(?<![a-z])bf(?![a-z])")
-_BRACKET_RANGE = re.compile(r"\[\s*(\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+)?)\s*\]")
 
 
 def load_result(result: Mapping[str, Any] | str | os.PathLike) -> dict[str, Any]:
@@ -109,7 +104,7 @@ def training_range(
     name: str,
     training_ranges: Mapping[str, Sequence[float] | None] | None = None,
 ) -> tuple[float, float] | None:
-    """A model's training σ range (0–255) from the caller, the result, or its name."""
+    """A model's training σ range (0–255) from the caller or the result's metadata."""
     if training_ranges and name in training_ranges:
         given = training_ranges[name]
         return None if given is None else (float(given[0]), float(given[1]))
@@ -117,20 +112,7 @@ def training_range(
     if info.get("training_sigma_range_255") is not None:
         lo, hi = info["training_sigma_range_255"]
         return (float(lo), float(hi))
-    if info.get("kind") == "baseline":
-        return None
-    return _range_in_name(name)
-
-
-def _range_in_name(name: str) -> tuple[float, float] | None:
-    from ..evaluation.specs import training_range_from_text
-
-    found = training_range_from_text(name)
-    if found is None:
-        match = _BRACKET_RANGE.search(name)
-        if match:
-            found = (float(match.group(1)), float(match.group(2)))
-    return found
+    return None
 
 
 def _x_limits(result: Mapping[str, Any], names: Sequence[str], metric: str) -> tuple[float, float]:
@@ -280,20 +262,10 @@ def classify_model(
 ) -> tuple[str, bool, tuple[float, float]] | None:
     """``(arch, bias, training range)`` of a network in a result, or None if unknown.
 
-    Read from the result's ``models`` section (model cards) where present, else from
-    the name: ``.../dncnn/bias_free/0-55.pt`` or ``BF-DnCNN [0,55]``.
+    Read from the result's ``models`` section (the models' metadata), never from the name.
     """
     info = (result.get("models") or {}).get(name) or {}
-    if info.get("kind") == "baseline":
-        return None
-    lower = name.lower().replace("\\", "/")
-    arch = info.get("arch")
-    if arch is None:
-        match = _ARCH_IN_NAME.search(lower)
-        arch = match.group(1) if match else None
-    bias = info.get("bias")
-    if bias is None and arch is not None:
-        bias = _BIAS_FREE_IN_NAME.search(lower) is None
+    arch, bias = info.get("arch"), info.get("bias")
     sigma_range = training_range(result, name)
     if arch is None or bias is None or sigma_range is None:
         return None
