@@ -27,8 +27,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--minutes",
         type=float,
-        default=5.5,
-        help="training time per recipe in minutes (default 5.5; data loading not counted)",
+        default=5.25,
+        help="training time per recipe in minutes (default 5.25: two recipes and their data "
+        "loading fit in 12 minutes; loading, validation and checkpoints are not counted)",
     )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     parser.add_argument("--steps", type=int, default=None, help="cap on optimizer steps")

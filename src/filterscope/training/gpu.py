@@ -80,15 +80,17 @@ class DevicePatchBank:
         self.device = torch.device(device)
         self.patch_size = sampler.patch_size
         self.channels = sampler.channels
-        images = [sampler.image(entry) for entry in range(len(sampler.entries))]
-        sizes = [image.numel() for image in images]
+        shapes = [(c, h, w) for *_, c, h, w in sampler.entries]
         starts = [0]
-        for size in sizes[:-1]:
-            starts.append(starts[-1] + size)
-        self.pixels = torch.cat([image.reshape(-1) for image in images]).to(self.device)
-        self.starts = torch.tensor(starts, dtype=torch.long, device=self.device)
-        self.heights = torch.tensor([i.shape[1] for i in images], device=self.device)
-        self.widths = torch.tensor([i.shape[2] for i in images], device=self.device)
+        for c, h, w in shapes:
+            starts.append(starts[-1] + c * h * w)
+        # Filled image by image: no second host copy of the whole set is made.
+        self.pixels = torch.empty(starts[-1], device=self.device)
+        for entry, (start, end) in enumerate(zip(starts[:-1], starts[1:], strict=True)):
+            self.pixels[start:end].view(shapes[entry]).copy_(sampler.image(entry))
+        self.starts = torch.tensor(starts[:-1], dtype=torch.long, device=self.device)
+        self.heights = torch.tensor([h for _, h, _ in shapes], device=self.device)
+        self.widths = torch.tensor([w for *_, w in shapes], device=self.device)
         area = (self.heights * self.widths).double()
         self.weights = (area / area.sum()).float()
 
