@@ -1,0 +1,12 @@
+"""``filterscope explore``: a local web page to click a pixel and see each model's filter.
+
+- :mod:`.models`: the models shown, loaded by name (the one place that loads them).
+- :mod:`.session`: what is computed (filters, outputs, decompositions, spectra), cached;
+  no web code, usable from Python.
+- :mod:`.server`: the Starlette app and its JSON API (needs ``filterscope[explore]``).
+"""
+
+from .models import ExploreModel, load_model
+from .session import Explorer
+
+__all__ = ["ExploreModel", "Explorer", "load_model"]

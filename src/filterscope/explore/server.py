@@ -1,0 +1,331 @@
+"""The explorer's web server: a Starlette app over an :class:`~.session.Explorer`.
+
+Safety: the app serves its three page files and the JSON/PNG answers of the API, nothing
+else — no request names a file or a model to load (models are the ones the command line
+named). Every bad request gets a 4xx JSON error ``{"error": "..."}``; an unexpected
+failure a 500 JSON error without a traceback; the server keeps running either way.
+
+Computations run on one background worker thread, so the event loop keeps answering
+(cached results are answered without waiting for the worker).
+
+API (σ on the 0–255 scale, pixels ``x`` = column, ``y`` = row)::
+
+    GET  /api/state                                 image size, σ, whether σ can change
+    GET  /api/models                                the models, in command-line order
+    GET  /api/filter?model=&x=&y=[&sigma=&channel=] the filter at a pixel
+    GET  /api/output?model=[&sigma=]                PSNR, timing of the denoised image
+    GET  /api/decomposition?model=[&sigma=]         norms of A_y y and b_y
+    GET  /api/spectrum?model=&x=&y=[&sigma=&patch=] SVD of the Jacobian of a patch
+    GET  /api/eigen?model=[&sigma=]                 eigenvalues of an NTK/NLM filter
+    GET  /api/image/KIND?[model=&sigma=&index=]     PNG: noisy clean denoised residual
+                                                    linear bias eigen
+    POST /api/upload                                explore another image (raw file body)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..errors import FilterscopeError
+from .session import PATCH_RANGE, Explorer
+
+#: Largest upload (bytes) and image (pixels) accepted by ``POST /api/upload``.
+MAX_UPLOAD_BYTES = 16 << 20
+MAX_UPLOAD_PIXELS = 1 << 22
+#: Requests waiting for the worker beyond which new ones are refused (503).
+MAX_PENDING = 64
+#: Longest query value read, in characters.
+MAX_PARAM_CHARS = 64
+
+#: The page: route -> (file in static/, media type). Nothing else is served from disk.
+PAGE_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+
+
+class BadRequest(Exception):
+    """A request that cannot be answered; becomes a JSON error with ``status``."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def _error(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _param(request: Request, name: str, *, required: bool = True) -> str | None:
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        if required:
+            raise BadRequest(f"missing parameter {name}")
+        return None
+    if len(value) > MAX_PARAM_CHARS:
+        raise BadRequest(f"parameter {name} is too long")
+    return value
+
+
+def _int(request: Request, name: str, *, default: int | None = None) -> int:
+    text = _param(request, name, required=default is None)
+    if text is None:
+        return default  # type: ignore[return-value]
+    try:
+        return int(text)
+    except ValueError:
+        raise BadRequest(f"parameter {name} must be an integer, got {text!r}") from None
+
+
+def _sigma(request: Request) -> float | None:
+    text = _param(request, "sigma", required=False)
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadRequest(f"parameter sigma must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise BadRequest(f"parameter sigma must be finite, got {text!r}")
+    return value
+
+
+class Worker:
+    """One background thread for all computations, with a bound on waiting requests."""
+
+    def __init__(self):
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explore-worker")
+        self.pending = 0
+
+    async def run(self, function, *args, **kwargs):
+        if self.pending >= MAX_PENDING:
+            raise BadRequest("the server is busy; try again shortly", status=503)
+        self.pending += 1
+        try:
+            future = self.executor.submit(function, *args, **kwargs)
+            return await asyncio.wrap_future(future)
+        finally:
+            self.pending -= 1
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _cached_or_computed(worker: Worker, method, *args, **kwargs):
+    """``method(..., compute=False)`` here (checks arguments, answers from the cache),
+    else ``method(..., compute=True)`` on the worker thread."""
+    found = method(*args, compute=False, **kwargs)
+    if found is not None:
+        return found
+    return await worker.run(method, *args, compute=True, **kwargs)
+
+
+def decode_upload(data: bytes, *, max_pixels: int = MAX_UPLOAD_PIXELS):
+    """Decode an uploaded image file with the checks of ``denoise`` (:func:`io.read_image`).
+
+    The size in the header is checked before the pixels are decoded, so a small file
+    that would expand to a huge image is refused cheaply.
+
+    Returns
+    -------
+    Tensor, shape (1, C, H, W), float32 in [0, 1]
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from ..io import read_image, to_tensor
+
+    is_tiff = data[:4] in (b"II*\x00", b"MM\x00*")
+    try:
+        if is_tiff:
+            import tifffile
+
+            with tifffile.TiffFile(_BytesFile(data)) as tif:
+                shape = tif.pages[0].shape
+            height, width = shape[0], shape[1]
+            if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[2] not in (1, 3, 4):
+                height, width = shape[1], shape[2]
+        else:
+            with Image.open(_BytesFile(data)) as img:
+                width, height = img.size
+    except (UnidentifiedImageError, OSError, ValueError, IndexError, SyntaxError):
+        raise BadRequest("the upload is not a readable image file") from None
+    except Exception:  # decoders raise many types on hostile input: all mean unreadable
+        raise BadRequest("the upload is not a readable image file") from None
+    if width * height > max_pixels:
+        raise BadRequest(
+            f"the uploaded image is {width}x{height} pixels; at most {max_pixels} are accepted",
+            status=413,
+        )
+    suffix = ".tif" if is_tiff else ".png"  # Pillow finds the format from the content
+    handle, name = tempfile.mkstemp(suffix=suffix, prefix="filterscope-upload-")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        image, _ = read_image(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+    return to_tensor(image)
+
+
+def _BytesFile(data: bytes):
+    import io
+
+    return io.BytesIO(data)
+
+
+def create_app(
+    explorer: Explorer,
+    *,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    max_upload_pixels: int = MAX_UPLOAD_PIXELS,
+) -> Starlette:
+    """The Starlette app serving ``explorer``'s page and API.
+
+    Parameters
+    ----------
+    explorer : Explorer
+        The image and models; the app never loads anything else.
+    max_upload_bytes, max_upload_pixels : int, keyword-only
+        Bounds of ``POST /api/upload``.
+    """
+    worker = Worker()
+    static = resources.files("filterscope.explore") / "static"
+
+    async def page(request: Request) -> Response:
+        name, media_type = PAGE_FILES[request.url.path]
+        return Response((static / name).read_bytes(), media_type=media_type)
+
+    async def state(request: Request) -> Response:
+        return JSONResponse(explorer.state())
+
+    async def models(request: Request) -> Response:
+        return JSONResponse({"models": [m.to_dict() for m in explorer.models.values()]})
+
+    async def filter_(request: Request) -> Response:
+        found = await _cached_or_computed(
+            worker,
+            explorer.filter,
+            _param(request, "model"),
+            _int(request, "x"),
+            _int(request, "y"),
+            _sigma(request),
+            channel=_int(request, "channel", default=0),
+        )
+        return JSONResponse(found)
+
+    async def output(request: Request) -> Response:
+        found = await _cached_or_computed(
+            worker, explorer.output, _param(request, "model"), _sigma(request)
+        )
+        return JSONResponse(found["info"])
+
+    async def decomposition(request: Request) -> Response:
+        found = await _cached_or_computed(
+            worker, explorer.decomposition, _param(request, "model"), _sigma(request)
+        )
+        return JSONResponse(found["info"])
+
+    async def spectrum(request: Request) -> Response:
+        found = await _cached_or_computed(
+            worker,
+            explorer.spectrum,
+            _param(request, "model"),
+            _int(request, "x"),
+            _int(request, "y"),
+            _sigma(request),
+            patch=_int(request, "patch", default=explorer.state()["patch"]),
+        )
+        return JSONResponse(found)
+
+    async def eigen(request: Request) -> Response:
+        found = await _cached_or_computed(
+            worker, explorer.eigenimages, _param(request, "model"), _sigma(request)
+        )
+        return JSONResponse(found["info"])
+
+    async def image(request: Request) -> Response:
+        data = await _cached_or_computed(
+            worker,
+            explorer.picture,
+            request.path_params["kind"],
+            _param(request, "model", required=False),
+            _sigma(request),
+            index=_int(request, "index", default=0),
+        )
+        return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+    async def upload(request: Request) -> Response:
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > max_upload_bytes):
+            raise BadRequest(f"uploads are limited to {max_upload_bytes} bytes", status=413)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_upload_bytes:
+                raise BadRequest(f"uploads are limited to {max_upload_bytes} bytes", status=413)
+            chunks.append(chunk)
+        if size == 0:
+            raise BadRequest("the upload is empty: send the image file as the request body")
+        tensor = await worker.run(decode_upload, b"".join(chunks), max_pixels=max_upload_pixels)
+        await worker.run(explorer.replace_image, tensor)
+        return JSONResponse(explorer.state())
+
+    async def bad_request(request: Request, exc: Exception) -> Response:
+        return _error(str(exc), exc.status)  # type: ignore[attr-defined]
+
+    async def user_error(request: Request, exc: Exception) -> Response:
+        return _error(str(exc), 400)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        detail = getattr(exc, "detail", "error")
+        return _error(str(detail), getattr(exc, "status_code", 400))
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        # The traceback goes to the server's log (uvicorn), never to the client.
+        return _error(f"internal error ({type(exc).__name__})", 500)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        yield
+        worker.close()
+
+    routes = [Route(path, page) for path in PAGE_FILES]
+    routes += [
+        Route("/api/state", state),
+        Route("/api/models", models),
+        Route("/api/filter", filter_),
+        Route("/api/output", output),
+        Route("/api/decomposition", decomposition),
+        Route("/api/spectrum", spectrum),
+        Route("/api/eigen", eigen),
+        Route("/api/image/{kind}", image),
+        Route("/api/upload", upload, methods=["POST"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            BadRequest: bad_request,
+            FilterscopeError: user_error,
+            HTTPException: http_error,
+            Exception: server_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.explorer = explorer
+    app.state.worker = worker
+    app.state.patch_range = PATCH_RANGE
+    return app

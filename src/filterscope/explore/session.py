@@ -1,0 +1,593 @@
+"""What the explorer computes, without any web code: filters, outputs, decompositions,
+patch spectra and eigenimages of one image, each computed once and cached.
+
+Every method checks its arguments first (cheap, raising :class:`InputError` naming the
+parameter) and then either computes or, with ``compute=False``, returns only what is
+already cached (None otherwise). The server uses that to answer cached requests at once
+and to send everything else to its single worker thread.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from .models import ExploreModel
+
+#: Side (pixels) of the patch whose Jacobian spectrum is computed, and its limits:
+#: the dense Jacobian costs about N² work for N = side², 20 px is ~1 s on two cores.
+DEFAULT_PATCH = 20
+PATCH_RANGE = (8, 40)
+#: Largest half-width (pixels) of the window of a non-local filter row sent as JSON.
+MAX_NONLOCAL_RADIUS = 48
+#: Singular vectors / eigenimages returned.
+VECTORS = 6
+EIGENIMAGES = 8
+#: Largest noise level (0–255 scale) the σ slider may ask for.
+MAX_SIGMA_255 = 255.0
+
+#: Cache sizes per kind of result (entries): together a few hundred MiB at 512×512.
+CACHE_SIZES = {
+    "filter": 4096,
+    "noisy": 8,
+    "output": 16,
+    "basis": 2,
+    "decomposition": 4,
+    "spectrum": 128,
+}
+
+
+class LRUCache:
+    """A thread-safe dict with at most ``size`` entries (least recently used go first)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def png_bytes(image: torch.Tensor | np.ndarray) -> bytes:
+    """Encode an image in [0, 1] (clipped), shape ``(C, H, W)`` or ``(H, W)``, as 8-bit PNG."""
+    from PIL import Image
+
+    array = torch.as_tensor(image).detach().to("cpu", torch.float64)
+    if array.dim() == 3:
+        array = array[0] if array.shape[0] == 1 else array.permute(1, 2, 0)
+    data = np.round(array.clamp(0.0, 1.0).numpy() * 255.0).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(data).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def signed_to_unit(values: torch.Tensor, span: float) -> torch.Tensor:
+    """Map signed values to [0, 1] for display: 0 -> 0.5, ±span -> 0 / 1."""
+    return 0.5 + 0.5 * values / (span if span > 0 else 1.0)
+
+
+class Explorer:
+    """One image (noisy, or clean plus seeded noise at any σ) and the models to look at.
+
+    Parameters
+    ----------
+    image : Tensor, shape (1, C, H, W)
+        The noisy image as given, or — with ``sigma`` — the clean image.
+    models : sequence of ExploreModel
+        In the order shown; names must differ.
+    sigma : float or None, keyword-only
+        Image-scale noise level. None: ``image`` is a noisy photo analysed as it is.
+        A number: ``image`` is clean and the noisy image at any σ is
+        ``add_noise(image, σ, generator=seed)`` (the noise ``analyze filters`` adds),
+        ``sigma`` being the default σ.
+    seed : int, keyword-only
+        Seed of the noise.
+    """
+
+    def __init__(
+        self,
+        image: torch.Tensor,
+        models: Sequence[ExploreModel],
+        *,
+        sigma: float | None = None,
+        seed: int = 0,
+    ):
+        if not models:
+            raise InputError("models: give at least one model")
+        names = [m.name for m in models]
+        if len(set(names)) != len(names):
+            raise InputError(f"models: each model may be named once, got {names}")
+        if sigma is not None and not (0 <= sigma <= MAX_SIGMA_255 / 255.0):
+            raise InputError(f"sigma must be in [0, {MAX_SIGMA_255:g}/255], got {sigma}")
+        self.models = {m.name: m for m in models}
+        self.seed = int(seed)
+        self.caches = {kind: LRUCache(size) for kind, size in CACHE_SIZES.items()}
+        self._lock = threading.Lock()
+        self.version = 0
+        self._set_image(image, sigma)
+
+    # ------------------------------------------------------------------ image state
+
+    def _set_image(self, image: torch.Tensor, sigma: float | None) -> None:
+        if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[0] != 1:
+            raise InputError("image must be a (1, C, H, W) tensor")
+        if image.shape[1] not in (1, 3):
+            raise InputError(f"image must have 1 or 3 channels, got {image.shape[1]}")
+        if not torch.isfinite(image).all():
+            raise InputError("image contains NaN or Inf values")
+        for model in self.models.values():
+            expected = getattr(model.denoiser, "in_channels", None)
+            if model.kind == "jacobian" and expected not in (None, image.shape[1]):
+                raise InputError(
+                    f"the image has {image.shape[1]} channel(s) but model {model.name} "
+                    f"takes {expected}"
+                )
+        # float64, as `analyze filters` reads images, so the seeded noise is the same.
+        image = image.detach().to("cpu", torch.float64)
+        with self._lock:
+            self.clean = image if sigma is not None else None
+            self.given = None if sigma is not None else image
+            self.sigma = sigma
+            self.version += 1
+            self._noise_estimate: float | None = None
+            for cache in self.caches.values():
+                cache.clear()
+
+    def replace_image(self, image: torch.Tensor) -> None:
+        """Explore another noisy image (an upload); every cached result is dropped."""
+        self._set_image(image, None)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the image."""
+        image = self.clean if self.clean is not None else self.given
+        return tuple(image.shape[1:])
+
+    @property
+    def sigma_adjustable(self) -> bool:
+        """True when noise is added by the explorer, so σ can change."""
+        return self.clean is not None
+
+    def state(self) -> dict:
+        """What the page needs to know about the image (σ on the 0–255 scale)."""
+        channels, height, width = self.shape
+        return {
+            "width": width,
+            "height": height,
+            "channels": channels,
+            "version": self.version,
+            "sigma": None if self.sigma is None else self.sigma * 255.0,
+            "sigma_adjustable": self.sigma_adjustable,
+            "sigma_max": MAX_SIGMA_255,
+            "has_clean": self.clean is not None,
+            "seed": self.seed,
+            "patch": DEFAULT_PATCH,
+            "patch_range": list(PATCH_RANGE),
+        }
+
+    # ------------------------------------------------------------------ arguments
+
+    def model(self, name: object) -> ExploreModel:
+        """The model called ``name``, or an InputError listing the names."""
+        if not isinstance(name, str) or name not in self.models:
+            raise InputError(
+                f"model must be one of {', '.join(self.models)}; got {str(name)[:80]!r}"
+            )
+        return self.models[name]
+
+    def check_sigma(self, sigma_255: float | None) -> float | None:
+        """Image-scale σ for a request's σ (0–255 scale or None: the default)."""
+        if sigma_255 is None:
+            return self.sigma
+        if not isinstance(sigma_255, (int, float)) or not math.isfinite(sigma_255):
+            raise InputError(f"sigma must be a number, got {sigma_255!r}")
+        if not self.sigma_adjustable:
+            raise InputError(
+                "sigma: this image is a noisy photo analysed as given; its noise level "
+                "cannot be changed (start with --clean and --sigma for that)"
+            )
+        if not 0 <= sigma_255 <= MAX_SIGMA_255:
+            raise InputError(f"sigma must be in [0, {MAX_SIGMA_255:g}], got {sigma_255:g}")
+        # One decimal on the 0–255 scale: finer steps would only fill the caches.
+        return round(float(sigma_255), 1) / 255.0
+
+    def check_pixel(self, x: int, y: int) -> tuple[int, int]:
+        """``(x, y)`` = (column, row) inside the image."""
+        _, height, width = self.shape
+        if not (0 <= x < width and 0 <= y < height):
+            raise InputError(
+                f"pixel ({x}, {y}) is outside the {width}x{height} image "
+                f"(x in 0..{width - 1}, y in 0..{height - 1})"
+            )
+        return int(x), int(y)
+
+    def check_channel(self, channel: int) -> int:
+        channels = self.shape[0]
+        if not 0 <= channel < channels:
+            raise InputError(f"channel must be in 0..{channels - 1}, got {channel}")
+        return int(channel)
+
+    # ------------------------------------------------------------------ cache
+
+    def _cached(self, kind: str, key: tuple, compute: Callable[[], Any] | None):
+        """The cached value of ``(kind, key)``, else ``compute()`` stored (None: don't)."""
+        key = (self.version, *key)
+        value = self.caches[kind].get(key)
+        if value is None and compute is not None:
+            value = compute()
+            self.caches[kind].put(key, value)
+        return value
+
+    # ------------------------------------------------------------------ images
+
+    def noisy(self, sigma: float | None) -> torch.Tensor:
+        """The noisy image at ``sigma`` (image scale), ``(1, C, H, W)`` float64."""
+        if self.clean is None:
+            return self.given
+
+        def make() -> torch.Tensor:
+            from ..noise import add_noise
+
+            return add_noise(self.clean, float(sigma), generator=self.seed)
+
+        return self._cached("noisy", (sigma,), make)
+
+    def noise_level(self, sigma: float | None) -> float:
+        """The noise level the non-blind methods are told: σ, or the wavelet estimate."""
+        if sigma is not None:
+            return sigma
+        if self._noise_estimate is None:
+            from ..evaluation.baselines import estimate_noise_sigma
+            from ..io import to_numpy
+
+            self._noise_estimate = estimate_noise_sigma(to_numpy(self.given))
+        return self._noise_estimate
+
+    # ------------------------------------------------------------------ outputs
+
+    def _basis(self, model: ExploreModel, sigma: float | None):
+        """The non-local filter of the noisy image (NTK or NLM), computed once per σ."""
+
+        def make():
+            from ..ntk.denoiser import filter_basis
+            from ..ntk.kernels import MAX_MATRIX_PIXELS
+
+            y = self.noisy(sigma)
+            _, height, width = self.shape
+            small = height * width <= MAX_MATRIX_PIXELS
+            options = {"kernel_size": 7} if model.name == "nlm" else {}
+            return filter_basis(
+                y[0],
+                method=model.name,
+                sigma=self.noise_level(sigma),
+                columns=None if small else 0.02,
+                seed=self.seed,
+                **options,
+            )
+
+        return self._cached("basis", (model.name, sigma), make)
+
+    def output(self, name: str, sigma_255: float | None = None, *, compute: bool = True):
+        """The denoised image and facts about it.
+
+        Returns
+        -------
+        dict or None
+            ``x_hat`` (Tensor ``(1, C, H, W)``, not clipped), ``info`` (JSON-ready:
+            ``psnr`` with a clean image, ``noisy_psnr``, ``seconds``, ``sigma`` the noise
+            level told to non-blind methods, ``t`` for twicing); None when not cached and
+            ``compute`` is False.
+        """
+        model = self.model(name)
+        sigma = self.check_sigma(sigma_255)
+
+        def make() -> dict:
+            start = time.perf_counter()
+            y = self.noisy(sigma)
+            info: dict[str, Any] = {"model": model.name}
+            if model.kind == "jacobian":
+                from ..inference import denoise_tensor
+
+                with torch.no_grad():
+                    x_hat = denoise_tensor(model.denoiser, y.float()).double()
+            elif model.kind == "nonlocal":
+                from ..ntk.twicing import select_steps, twicing
+
+                basis = self._basis(model, sigma)
+                level = self.noise_level(sigma)
+                t, _ = select_steps(basis, y[0], stop="sure-trace", sigma=level)
+                x_hat = twicing(basis, y[0], t)[None]
+                info["t"] = float(t)
+                info["sigma_told"] = level * 255.0
+            else:
+                level = self.noise_level(sigma)
+                with torch.no_grad():
+                    x_hat = model.denoiser(y.float(), sigma=level).double()
+                info["sigma_told"] = level * 255.0
+            if self.clean is not None:
+                from ..metrics import psnr
+
+                info["psnr"] = float(psnr(x_hat, self.clean)[0])
+                info["noisy_psnr"] = float(psnr(y, self.clean)[0])
+            info["seconds"] = time.perf_counter() - start
+            return {"x_hat": x_hat, "info": info}
+
+        return self._cached("output", (model.name, sigma), make if compute else None)
+
+    # ------------------------------------------------------------------ filters
+
+    def filter(
+        self,
+        name: str,
+        x: int,
+        y: int,
+        sigma_255: float | None = None,
+        *,
+        channel: int = 0,
+        compute: bool = True,
+    ) -> dict | None:
+        """The filter (row of the Jacobian, or of the non-local filter) at pixel ``(x, y)``.
+
+        For networks this is :func:`filterscope.analysis.adaptive_filters` (the exact
+        receptive-field crop, float64) of the noisy image at σ; for NTK/NLM the row of
+        the filter ``W`` (:meth:`filterscope.ntk.FilterBasis.rows`), sent on a window
+        around the pixel but summarised (sum, extent) over the whole image.
+
+        Returns
+        -------
+        dict or None
+            ``filter`` (nested lists, ``[row][col]``; ``[channel][row][col]`` for colour
+            input), ``origin`` ``[x0, y0]`` of its top-left weight in the image,
+            ``size`` ``[w, h]``, ``sum``, ``negative_fraction``, ``extent_rms``,
+            ``extent_99``, ``output_value``, ``pixel``, ``sigma`` (0–255), ``model``.
+        """
+        model = self.model(name)
+        if model.kind == "output":
+            raise InputError(f"model {model.name} has no Jacobian: it is shown as output only")
+        sigma = self.check_sigma(sigma_255)
+        x, y = self.check_pixel(x, y)
+        channel = self.check_channel(channel)
+
+        def make() -> dict:
+            from ..analysis import adaptive_filters, describe_row
+            from ..analysis.jacobian import JacobianRow
+
+            start = time.perf_counter()
+            noisy = self.noisy(sigma)
+            if model.kind == "jacobian":
+                (found,) = adaptive_filters(model.denoiser, noisy, [(x, y)], channel=channel)
+                out = found.to_dict()
+            else:
+                basis = self._basis(model, sigma)
+                row = basis.rows([(y, x)])[0]
+                _, height, width = self.shape
+                value = float((row * noisy[0, channel]).sum())
+                whole = JacobianRow(
+                    pixel=(x, y),
+                    channel=channel,
+                    weights=row[None],
+                    box=(0, height, 0, width),
+                    value=value,
+                )
+                found = describe_row(whole)
+                out = found.to_dict(weights=False)
+                radius = min(max(found.extent_99, 4), MAX_NONLOCAL_RADIUS)
+                top, bottom = max(y - radius, 0), min(y + radius + 1, height)
+                left, right = max(x - radius, 0), min(x + radius + 1, width)
+                out["filter"] = row[top:bottom, left:right].tolist()
+                out["box"] = {"top": top, "bottom": bottom, "left": left, "right": right}
+                out["window_sum"] = float(row[top:bottom, left:right].sum())
+            box = out["box"]
+            out.update(
+                model=model.name,
+                kind=model.kind,
+                sigma=None if sigma is None else sigma * 255.0,
+                origin=[box["left"], box["top"]],
+                size=[box["right"] - box["left"], box["bottom"] - box["top"]],
+                seconds=time.perf_counter() - start,
+            )
+            return out
+
+        return self._cached("filter", (model.name, x, y, channel, sigma), make if compute else None)
+
+    # ------------------------------------------------------------------ decomposition
+
+    def decomposition(
+        self, name: str, sigma_255: float | None = None, *, compute: bool = True
+    ) -> dict | None:
+        """``f(y) = A_y y + b_y`` on the whole noisy image (Mohan et al. 2020, §3).
+
+        Returns
+        -------
+        dict or None
+            ``linear`` and ``bias`` (Tensors ``(1, C, H, W)``) and ``info``: their
+            norms (RMS on the 0–255 scale, as ``analyze decomposition``), ``bias_span``
+            (the largest ``|b_y|``, 0–255, the ends of the bias image's gray scale).
+        """
+        model = self.model(name)
+        if model.kind != "jacobian":
+            raise InputError(f"model {model.name} is not a network: it has no decomposition")
+        sigma = self.check_sigma(sigma_255)
+
+        def make() -> dict:
+            from ..analysis import first_order_decomposition
+            from ..analysis.decomposition import _norm_255
+
+            start = time.perf_counter()
+            # float64 makes b_y of a bias-free network ~1e-15; float32 is enough with bias.
+            dtype = torch.float32 if model.has_bias else torch.float64
+            dec = first_order_decomposition(model.denoiser, self.noisy(sigma), dtype=dtype)
+            info = {
+                "model": model.name,
+                "sigma": None if sigma is None else sigma * 255.0,
+                "output_norm": float(_norm_255(dec.output)[0]),
+                "linear_norm": float(_norm_255(dec.linear)[0]),
+                "bias_norm": float(_norm_255(dec.bias)[0]),
+                "residual_norm": float(_norm_255(dec.residual)[0]),
+                "bias_span": float(dec.bias.abs().max()) * 255.0,
+                "seconds": time.perf_counter() - start,
+            }
+            return {"linear": dec.linear.double(), "bias": dec.bias.double(), "info": info}
+
+        return self._cached("decomposition", (model.name, sigma), make if compute else None)
+
+    # ------------------------------------------------------------------ spectrum
+
+    def patch_box(self, x: int, y: int, patch: int) -> tuple[int, int, int]:
+        """``(left, top, side)`` of the square patch centred (as near as fits) on ``(x, y)``."""
+        _, height, width = self.shape
+        side = min(patch, height, width)
+        left = min(max(x - side // 2, 0), width - side)
+        top = min(max(y - side // 2, 0), height - side)
+        return left, top, side
+
+    def spectrum(
+        self,
+        name: str,
+        x: int,
+        y: int,
+        sigma_255: float | None = None,
+        *,
+        patch: int = DEFAULT_PATCH,
+        compute: bool = True,
+    ) -> dict | None:
+        """SVD of the Jacobian of the patch around ``(x, y)``, denoised as the network's
+        whole input (Mohan et al. 2020, §6.2): singular values, effective dimension and
+        the leading left singular vectors as small images (``[k][row][col]``, or
+        ``[k][channel][row][col]`` for colour)."""
+        model = self.model(name)
+        if model.kind != "jacobian":
+            raise InputError(f"model {model.name} is not a network: no patch spectrum")
+        sigma = self.check_sigma(sigma_255)
+        x, y = self.check_pixel(x, y)
+        if not PATCH_RANGE[0] <= patch <= PATCH_RANGE[1]:
+            raise InputError(f"patch must be in {PATCH_RANGE[0]}..{PATCH_RANGE[1]}, got {patch}")
+        left, top, side = self.patch_box(x, y, patch)
+
+        def make() -> dict:
+            from ..analysis import patch_spectrum
+
+            start = time.perf_counter()
+            crop = (slice(None), slice(None), slice(top, top + side), slice(left, left + side))
+            clean = None if self.clean is None else self.clean[crop]
+            found = patch_spectrum(model.denoiser, self.noisy(sigma)[crop], x=clean, sigma=sigma)
+            out = found.to_dict()
+            count = min(VECTORS, len(found.singular_values))
+            vectors = found.singular_vector_images(list(range(count)))
+            out["vectors"] = [(v[0] if v.shape[0] == 1 else v).tolist() for v in vectors]
+            out.update(
+                model=model.name,
+                origin=[left, top],
+                patch=side,
+                seconds=time.perf_counter() - start,
+            )
+            return out
+
+        return self._cached(
+            "spectrum", (model.name, left, top, side, sigma), make if compute else None
+        )
+
+    # ------------------------------------------------------------------ eigenimages
+
+    def eigenimages(
+        self, name: str, sigma_255: float | None = None, *, compute: bool = True
+    ) -> dict | None:
+        """Leading eigenvalues and eigenimages of a non-local filter (Tachella et al.,
+        Figure 1): ``eigenvalues`` and ``images`` (Tensor ``(k, H, W)``)."""
+        model = self.model(name)
+        if model.kind != "nonlocal":
+            raise InputError(f"model {model.name} is not an NTK/NLM filter: no eigenimages")
+        sigma = self.check_sigma(sigma_255)
+        if not compute and self.caches["basis"].get((self.version, model.name, sigma)) is None:
+            return None
+        basis = self._basis(model, sigma)
+        images = basis.eigenimages(EIGENIMAGES)
+        return {
+            "images": images,
+            "info": {
+                "model": model.name,
+                "sigma": None if sigma is None else sigma * 255.0,
+                "eigenvalues": basis.eigvals[: len(images)].tolist(),
+                "count": len(images),
+            },
+        }
+
+    # ------------------------------------------------------------------ pictures
+
+    def picture(
+        self,
+        kind: str,
+        name: str | None,
+        sigma_255: float | None = None,
+        *,
+        index: int = 0,
+        compute: bool = True,
+    ) -> bytes | None:
+        """A PNG for the page: ``noisy``, ``clean``, ``denoised``, ``residual``,
+        ``linear``, ``bias`` or ``eigen`` (signed images: mid-gray is 0)."""
+        if kind not in PICTURES:
+            raise InputError(f"image kind must be one of {', '.join(PICTURES)}, got {kind[:40]!r}")
+        sigma = self.check_sigma(sigma_255)
+        if kind == "noisy":  # cheap: never worth a trip to the worker
+            return png_bytes(self.noisy(sigma)[0])
+        if kind == "clean":
+            if self.clean is None:
+                raise InputError("there is no clean image (start with --clean and --sigma)")
+            return png_bytes(self.clean[0])
+        if name is None:
+            raise InputError(f"the {kind} image needs a model")
+        if kind in ("denoised", "residual"):
+            result = self.output(name, sigma_255, compute=compute)
+            if result is None:
+                return None
+            if kind == "denoised":
+                return png_bytes(result["x_hat"][0])
+            residual = self.noisy(sigma) - result["x_hat"]
+            # ±3 noise standard deviations span the gray scale.
+            return png_bytes(signed_to_unit(residual[0], 3.0 * self.noise_level(sigma)))
+        if kind in ("linear", "bias"):
+            result = self.decomposition(name, sigma_255, compute=compute)
+            if result is None:
+                return None
+            if kind == "linear":
+                return png_bytes(result["linear"][0])
+            span = result["info"]["bias_span"] / 255.0
+            return png_bytes(signed_to_unit(result["bias"][0], span))
+        result = self.eigenimages(name, sigma_255, compute=compute)
+        if result is None:
+            return None
+        if not 0 <= index < result["info"]["count"]:
+            raise InputError(f"index must be in 0..{result['info']['count'] - 1}, got {index}")
+        image = result["images"][index]
+        return png_bytes(signed_to_unit(image, float(image.abs().max())))
+
+
+PICTURES = ("noisy", "clean", "denoised", "residual", "linear", "bias", "eigen")

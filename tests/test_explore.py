@@ -1,0 +1,245 @@
+"""`filterscope explore`: the API answers what the library computes, and refuses bad requests."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")
+
+with warnings.catch_warnings():  # newer Starlette asks for httpx2; httpx still works
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+from filterscope.analysis import adaptive_filters, first_order_decomposition, patch_spectrum
+from filterscope.explore import Explorer, load_model
+from filterscope.explore.server import create_app
+from filterscope.noise import add_noise
+from filterscope.ntk.denoiser import filter_basis
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+HEIGHT, WIDTH = 31, 37
+SIGMA = 25.0
+SEED = 3
+
+
+def clean_image() -> torch.Tensor:
+    """A smooth 37x31 gray image with an edge, (1, 1, H, W) in [0, 1]."""
+    rows = torch.linspace(0, 1, HEIGHT)[:, None]
+    cols = torch.linspace(0, 1, WIDTH)[None, :]
+    image = 0.3 + 0.3 * rows * cols + 0.3 * (cols > 0.5)
+    return image[None, None].float()
+
+
+def png(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def models():
+    return [load_model(name, 1) for name in ("bf-dncnn-gray", "dncnn-gray", "ntk")]
+
+
+@pytest.fixture()
+def explorer(models):
+    return Explorer(clean_image(), models, sigma=SIGMA / 255.0, seed=SEED)
+
+
+@pytest.fixture()
+def client(explorer):
+    with TestClient(create_app(explorer), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def noisy(sigma_255: float = SIGMA) -> torch.Tensor:
+    """The noisy image as `analyze filters` makes it (float64 image, seeded noise)."""
+    return add_noise(clean_image().double(), sigma_255 / 255.0, generator=SEED)
+
+
+def test_models_listed_in_order(client):
+    answer = client.get("/api/models").json()["models"]
+    assert [m["name"] for m in answer] == ["bf-dncnn-gray", "dncnn-gray", "ntk"]
+    assert [m["kind"] for m in answer] == ["jacobian", "jacobian", "nonlocal"]
+    assert [m["has_bias"] for m in answer] == [False, True, False]
+
+
+@pytest.mark.parametrize("sigma", [None, 50.0])
+def test_filter_equals_library_call(client, models, sigma):
+    x, y = 5, 29  # near a corner: the crop is clipped by the image
+    params = {"model": "bf-dncnn-gray", "x": x, "y": y}
+    if sigma is not None:
+        params["sigma"] = sigma
+    answer = client.get("/api/filter", params=params).json()
+    (expected,) = adaptive_filters(models[0].denoiser, noisy(sigma or SIGMA), [(x, y)])
+    t, b, left, right = expected.row.box
+    assert answer["origin"] == [left, t]
+    assert answer["size"] == [right - left, b - t]
+    assert answer["pixel"] == [x, y] and answer["model"] == "bf-dncnn-gray"
+    assert answer["sigma"] == pytest.approx(sigma or SIGMA)
+    np.testing.assert_allclose(np.array(answer["filter"]), expected.row.weights[0], atol=1e-5)
+    assert answer["sum"] == pytest.approx(expected.sum, abs=1e-5)
+    assert answer["extent_99"] == expected.extent_99
+
+
+def test_filter_cached_and_pixel_order_is_column_row(client, explorer):
+    first = client.get("/api/filter", params={"model": "dncnn-gray", "x": 30, "y": 2}).json()
+    assert first["pixel"] == [30, 2]
+    assert explorer.filter("dncnn-gray", 30, 2, compute=False) is not None
+    again = client.get("/api/filter", params={"model": "dncnn-gray", "x": 30, "y": 2}).json()
+    assert again == first
+    other = client.get("/api/filter", params={"model": "dncnn-gray", "x": 2, "y": 30}).json()
+    assert other["filter"] != first["filter"]
+
+
+def test_nonlocal_filter_is_a_row_of_the_ntk_filter(client):
+    x, y = 20, 10
+    answer = client.get("/api/filter", params={"model": "ntk", "x": x, "y": y}).json()
+    basis = filter_basis(noisy()[0], method="ntk", sigma=SIGMA / 255.0, columns=None, seed=SEED)
+    row = basis.rows([(y, x)])[0]
+    x0, y0 = answer["origin"]
+    w, h = answer["size"]
+    np.testing.assert_allclose(np.array(answer["filter"]), row[y0 : y0 + h, x0 : x0 + w], atol=1e-5)
+    assert answer["sum"] == pytest.approx(float(row.sum()), abs=1e-5)
+
+
+def test_decomposition_and_images(client, models):
+    answer = client.get("/api/decomposition", params={"model": "dncnn-gray"}).json()
+    dec = first_order_decomposition(models[1].denoiser, noisy(), dtype=torch.float32)
+    bias_rms = 255.0 * float(dec.bias.pow(2).mean().sqrt())
+    assert answer["bias_norm"] == pytest.approx(bias_rms, rel=1e-4)
+    free = client.get("/api/decomposition", params={"model": "bf-dncnn-gray"}).json()
+    assert free["bias_norm"] < 1e-6 < answer["bias_norm"]
+    from PIL import Image
+
+    for kind, model in [("noisy", None), ("clean", None), ("denoised", "ntk"),
+                        ("residual", "bf-dncnn-gray"), ("bias", "dncnn-gray"),
+                        ("linear", "dncnn-gray"), ("eigen", "ntk")]:  # fmt: skip
+        params = {} if model is None else {"model": model}
+        response = client.get(f"/api/image/{kind}", params=params)
+        assert response.status_code == 200, (kind, response.text)
+        assert response.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(response.content)).size == (WIDTH, HEIGHT)
+
+
+def test_output_psnr_and_spectrum(client, models):
+    output = client.get("/api/output", params={"model": "bf-dncnn-gray"}).json()
+    assert output["psnr"] > output["noisy_psnr"]
+    answer = client.get(
+        "/api/spectrum", params={"model": "bf-dncnn-gray", "x": 36, "y": 0, "patch": 12}
+    ).json()
+    assert answer["origin"] == [WIDTH - 12, 0] and answer["patch"] == 12
+    patch = noisy()[:, :, 0:12, WIDTH - 12 :]
+    expected = patch_spectrum(models[0].denoiser, patch)
+    np.testing.assert_allclose(answer["singular_values"], expected.singular_values, atol=1e-4)
+    assert len(answer["vectors"]) == 6 and np.array(answer["vectors"][0]).shape == (12, 12)
+
+
+def test_page_is_served_without_any_file_access(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "filterscope explore" in page.text
+    assert client.get("/app.js").headers["content-type"].startswith("text/javascript")
+    for path in ("/static/../server.py", "/../../etc/passwd", "/api/image/..%2f..%2fetc"):
+        response = client.get(path)
+        assert 400 <= response.status_code < 500 and "error" in response.json()
+
+
+BAD_REQUESTS = [
+    ("/api/filter", {"model": "bf-dncnn-gray", "x": WIDTH, "y": 0}),
+    ("/api/filter", {"model": "bf-dncnn-gray", "x": -1, "y": 0}),
+    ("/api/filter", {"model": "bf-dncnn-gray", "x": 0, "y": HEIGHT}),
+    ("/api/filter", {"model": "bf-dncnn-gray", "x": "1e400", "y": 0}),
+    ("/api/filter", {"model": "bf-dncnn-gray", "x": "ten", "y": 0}),
+    ("/api/filter", {"model": "bf-dncnn-gray", "x": 1}),
+    ("/api/filter", {"model": "bf-dncnn-gray", "x": 1, "y": 1, "sigma": "nan"}),
+    ("/api/filter", {"model": "bf-dncnn-gray", "x": 1, "y": 1, "sigma": "-5"}),
+    ("/api/filter", {"model": "bf-dncnn-gray", "x": 1, "y": 1, "sigma": "1e9"}),
+    ("/api/filter", {"model": "bf-dncnn-gray", "x": 1, "y": 1, "channel": 1}),
+    ("/api/filter", {"model": "../../weights/x.safetensors", "x": 1, "y": 1}),
+    ("/api/filter", {"model": "/etc/passwd", "x": 1, "y": 1}),
+    ("/api/filter", {"model": "dncnn-color", "x": 1, "y": 1}),
+    ("/api/filter", {"model": "b" * 5000, "x": 1, "y": 1}),
+    ("/api/spectrum", {"model": "ntk", "x": 1, "y": 1}),
+    ("/api/spectrum", {"model": "bf-dncnn-gray", "x": 1, "y": 1, "patch": 400}),
+    ("/api/decomposition", {"model": "ntk"}),
+    ("/api/eigen", {"model": "dncnn-gray"}),
+    ("/api/image/secret", {}),
+    ("/api/image/denoised", {}),
+    ("/api/image/eigen", {"model": "ntk", "index": 99}),
+    ("/nowhere", {}),
+]
+
+
+def test_bad_requests_get_json_4xx_and_server_keeps_working(client):
+    for path, params in BAD_REQUESTS:
+        response = client.get(path, params=params)
+        assert 400 <= response.status_code < 500, (path, params, response.text)
+        assert "Traceback" not in response.text and response.json()["error"]
+    assert client.post("/api/filter").status_code == 405
+    ok = client.get("/api/filter", params={"model": "bf-dncnn-gray", "x": 1, "y": 1})
+    assert ok.status_code == 200
+
+
+def test_noisy_photo_has_a_fixed_sigma(models):
+    explorer = Explorer(noisy().float(), models[:1])
+    with TestClient(create_app(explorer)) as client:
+        assert client.get("/api/state").json()["sigma_adjustable"] is False
+        refused = client.get("/api/filter", params={"model": "bf-dncnn-gray", "x": 1, "y": 1,
+                                                    "sigma": 10})  # fmt: skip
+        assert refused.status_code == 400 and "sigma" in refused.json()["error"]
+        assert client.get("/api/image/clean").status_code == 400
+
+
+def test_uploads_are_bounded_and_validated(explorer):
+    app = create_app(explorer, max_upload_bytes=20_000, max_upload_pixels=64 * 64)
+    with TestClient(app) as client:
+        too_many_bytes = client.post("/api/upload", content=b"\0" * 20_001)
+        assert too_many_bytes.status_code == 413
+        # A few hundred bytes that would decode to 100x100 pixels: refused from the header.
+        too_many_pixels = client.post("/api/upload", content=png(np.zeros((100, 100), np.uint8)))
+        assert too_many_pixels.status_code == 413
+        assert client.post("/api/upload", content=b"not an image").status_code == 400
+        assert client.post("/api/upload", content=b"").status_code == 400
+        alpha = png(np.zeros((20, 20, 4), np.uint8))  # read_image refuses alpha, as denoise does
+        refused = client.post("/api/upload", content=alpha)
+        assert refused.status_code == 400 and "alpha" in refused.json()["error"]
+        colour = png(np.zeros((20, 20, 3), np.uint8))  # the gray models cannot take it
+        assert client.post("/api/upload", content=colour).status_code == 400
+        image = (np.arange(40 * 30) % 251).astype(np.uint8).reshape(30, 40)
+        state = client.post("/api/upload", content=png(image)).json()
+        assert (state["width"], state["height"], state["sigma_adjustable"]) == (40, 30, False)
+        answer = client.get("/api/filter", params={"model": "bf-dncnn-gray", "x": 39, "y": 29})
+        assert answer.status_code == 200
+
+
+def test_cli_explains_how_to_install_the_extra(monkeypatch, capsys, tmp_path):
+    import importlib.util
+
+    from filterscope.cli.main import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name)
+    )
+    assert main(["explore", str(tmp_path / "x.png"), "--no-browser"]) == 2
+    assert "pip install 'filterscope[explore]'" in capsys.readouterr().err
+
+
+def test_cli_checks_its_image_options(tmp_path, capsys):
+    from filterscope.cli.main import main
+
+    path = tmp_path / "clean.png"
+    path.write_bytes(png(np.zeros((20, 20), np.uint8)))
+    assert main(["explore", "--clean", str(path), "--no-browser"]) == 2
+    assert "--clean and --sigma go together" in capsys.readouterr().err
+    assert main(["explore", str(path), "--clean", str(path), "--sigma", "5"]) == 2
+    assert main(["explore", str(path), "--model", "/no/such.safetensors"]) == 2
