@@ -129,6 +129,155 @@ def test_help_states_units(capsys):
     assert "pixels" in text and "--precision" in text and "--force" in text
 
 
+# ---------------------------------------------------------------- many files
+
+
+def test_folder_of_three_images_gives_three_outputs(tmp_path, tiny_model_path, capsys):
+    (tmp_path / "in").mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        gray_png(tmp_path / "in" / name)
+    code, stdout, err = run_cli(
+        capsys, "denoise", tmp_path / "in", "-o", tmp_path / "out", "--model", tiny_model_path
+    )
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png", "c.png"]
+    assert stdout.count("wrote") == 3
+    assert "denoising" in err and "image" in err  # a progress bar over the files
+
+
+def test_each_failure_is_one_line_and_the_rest_go_on(tmp_path, tiny_model_path, capsys):
+    good = [gray_png(tmp_path / "a.png"), gray_png(tmp_path / "c.png")]
+    bad = make_bad_input("truncated_png", tmp_path)
+    report = tmp_path / "summary.json"
+    code, stdout, err = run_cli(
+        capsys,
+        "denoise",
+        good[0],
+        bad,
+        good[1],
+        "-o",
+        tmp_path / "out",
+        "--model",
+        tiny_model_path,
+        "--json",
+        report,
+        "--quiet",
+    )
+    assert code == 2
+    errors = [line for line in err.splitlines() if line.startswith("filterscope: error: ")]
+    assert len(errors) == 1 and "truncated.png" in errors[0]
+    assert "1 of 3 images failed" in err
+    assert "denoising" not in err and stdout == ""  # --quiet: no bars, no lines per file
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]
+    summary = json.loads(report.read_text())
+    assert (summary["images"], summary["failed"]) == (3, 1)
+    ok = summary["files"][0]
+    assert ok["status"] == "ok" and ok["width"] == 18 and ok["height"] == 20
+    assert ok["tiles"] == 1 and ok["seconds"] >= 0 and ok["input_bytes"] > 0
+    assert ok["estimated_noise_255"] > 0
+    assert summary["files"][1]["status"] == "failed" and "truncated" in summary["files"][1]["error"]
+
+
+def test_many_files_never_overwrite_without_force(tmp_path, tiny_model_path, capsys):
+    sources = [gray_png(tmp_path / "a.png"), gray_png(tmp_path / "b.png")]
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.png").write_bytes(b"precious")
+    code, _, err = run_cli(
+        capsys, "denoise", *sources, "-o", tmp_path / "out", "--model", tiny_model_path
+    )
+    assert code == 2 and "--force" in err
+    assert (tmp_path / "out" / "a.png").read_bytes() == b"precious"
+    assert (tmp_path / "out" / "b.png").exists()
+    code, _, err = run_cli(
+        capsys, "denoise", *sources, "-o", tmp_path / "out", "--model", tiny_model_path, "--force"
+    )
+    assert code == 0, err
+    assert read_image(tmp_path / "out" / "a.png")[0].shape == (20, 18, 1)
+
+
+def test_existing_json_is_refused_before_any_work(tmp_path, tiny_model_path, capsys):
+    source = gray_png(tmp_path / "a.png")
+    (tmp_path / "s.json").write_text("{}")
+    code, _, err = run_cli(
+        capsys, "denoise", source, "-o", tmp_path / "o.png", "--json", tmp_path / "s.json"
+    )
+    assert code == 2 and err.count("\n") == 1 and "already exists" in err
+    assert not (tmp_path / "o.png").exists() and (tmp_path / "s.json").read_text() == "{}"
+
+
+def test_colour_model_on_gray_image_is_one_line(tmp_path, tiny_color_model_path, capsys):
+    source = gray_png(tmp_path / "gray.png")
+    code, _, err = run_cli(
+        capsys, "denoise", source, "-o", tmp_path / "o.png", "--model", tiny_color_model_path
+    )
+    assert code == 2 and err.count("\n") == 1
+    assert "gray.png" in err and "3 channels" in err and "1 channel" in err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_cmyk_input_gives_a_one_line_warning(tmp_path, tiny_model_path, capsys):
+    from PIL import Image
+
+    cmyk = (np.random.default_rng(0).random((31, 37, 4)) * 255).astype(np.uint8)
+    Image.fromarray(cmyk, mode="CMYK").save(tmp_path / "print.jpg")
+    code, _, err = run_cli(
+        capsys,
+        "denoise",
+        tmp_path / "print.jpg",
+        "-o",
+        tmp_path / "o.png",
+        "--model",
+        tiny_model_path,
+    )
+    assert code == 0, err
+    assert err.count("filterscope: warning: ") == 1
+    assert "print.jpg: CMYK image converted to RGB" in err
+    assert read_image(tmp_path / "o.png")[1].channels == 3
+
+
+def test_sigma_and_ensemble_reach_the_library(tmp_path, tiny_model_path, capsys, monkeypatch):
+    from filterscope import inference
+
+    seen = {}
+
+    def fake_denoise_files(inputs, output, **options):
+        seen.update(options)
+        return []
+
+    monkeypatch.setattr(inference, "denoise_files", fake_denoise_files)
+    source = gray_png(tmp_path / "a.png")
+    code, _, err = run_cli(
+        capsys, "denoise", source, "-o", tmp_path / "o.png", "--sigma", "25", "--ensemble"
+    )
+    assert code == 0, err
+    assert seen["sigma"] == pytest.approx(25 / 255) and seen["ensemble"] is True
+
+
+def test_negative_sigma_is_refused(tmp_path, capsys):
+    source = gray_png(tmp_path / "a.png")
+    code, _, err = run_cli(capsys, "denoise", source, "-o", tmp_path / "o.png", "--sigma", "-5")
+    assert code == 2 and err.count("\n") == 1 and "0-255" in err
+
+
+def test_help_explains_sigma_for_blind_models(capsys):
+    with pytest.raises(SystemExit):
+        cli_main.main(["denoise", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "0-255 scale" in text and "blind models (dncnn) ignore it" in text
+    assert "--ensemble" in text and "--quiet" in text and "--json" in text
+
+
+def test_ntk_denoise_keeps_the_bit_depth_like_denoise(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(cli_main.COMMANDS, "ntk", "filterscope.cli.ntk")
+    image = np.random.default_rng(0).random((13, 11, 1), dtype=np.float32)
+    write_image(tmp_path / "in.png", image, dtype="uint16")
+    out = tmp_path / "out.png"
+    argv = ["ntk", "denoise", tmp_path / "in.png", "--sigma", "25", "--kernel", "3"]
+    code, _, err = run_cli(capsys, *argv, "--columns", "0.5", "-o", out)
+    assert code == 0, err
+    assert read_image(out)[1].dtype == "uint16"
+
+
 # ---------------------------------------------------------------- bad input
 
 
@@ -158,7 +307,8 @@ def test_bad_input_file_is_one_line_exit_2(tmp_path, tiny_model_path, capsys, ki
     code, stdout, err = run_cli(capsys, "denoise", source, "-o", out, "--model", tiny_model_path)
     assert code == 2
     assert err.startswith("filterscope: error: ") and err.count("\n") == 1, err
-    assert BAD_INPUTS[kind] in err
+    # A folder is an input the command takes: this one holds no image.
+    assert (BAD_INPUTS[kind] if kind != "directory" else "no image files") in err
     assert not out.exists()
     assert not any(p.name.startswith(".tmp-") for p in tmp_path.iterdir())
 

@@ -9,10 +9,13 @@ from torch import nn
 
 from conftest import make_tiny_dncnn
 from filterscope import CheckpointError, InputError, inference, read_image, write_image
+from filterscope.errors import ChannelError
 from filterscope.inference import (
     default_precision,
     denoise_file,
+    denoise_files,
     denoise_tensor,
+    plan_outputs,
     prepare_model,
     tile_grid,
 )
@@ -35,6 +38,17 @@ class Spy(nn.Module):
 def whole(model: nn.Module, y: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
         return model(y)
+
+
+def whole_with_sigma(model: nn.Module, y: torch.Tensor, sigma: float) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(y, sigma)
+
+
+def filterscope_create(arch: str, **options) -> nn.Module:
+    from filterscope import create_model
+
+    return create_model(arch, **options)
 
 
 # ---------------------------------------------------------------- tiling
@@ -98,13 +112,64 @@ def test_gray_model_on_rgb_runs_per_channel():
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
 
 
-def test_color_model_on_gray_averages_the_replicated_outputs():
-    model = make_tiny_dncnn(3)
-    y = torch.rand(2, 1, 20, 18)
-    out = denoise_tensor(model, y, tile=8)
-    assert out.shape == (2, 1, 20, 18)
-    ref = whole(model, y.expand(2, 3, 20, 18)).mean(dim=1, keepdim=True)
+def test_color_model_on_gray_is_refused():
+    # Run on gray replicated to RGB, a colour model loses about 5 dB: never silently.
+    with pytest.raises(ChannelError, match=r"takes RGB images \(3 channels\).*gray \(1 channel\)"):
+        denoise_tensor(make_tiny_dncnn(3), torch.rand(2, 1, 20, 18), tile=8)
+
+
+class SigmaSpy(nn.Module):
+    """Records the σ of every call; its estimate is y scaled by (1 - σ)."""
+
+    in_channels = 1
+    receptive_radius = 0
+
+    def __init__(self):
+        super().__init__()
+        self.sigmas: list[object] = []
+
+    def forward(self, y: torch.Tensor, sigma=None) -> torch.Tensor:
+        self.sigmas.append(sigma)
+        return y * (1 - (sigma or 0.0))
+
+
+def test_sigma_reaches_the_model_for_every_tile():
+    spy = SigmaSpy()
+    y = torch.rand(1, 1, 37, 31)
+    out = denoise_tensor(spy, y, sigma=0.1, tile=8, batch_pixels=300)
+    assert len(spy.sigmas) > 1 and all(s == 0.1 for s in spy.sigmas)
+    torch.testing.assert_close(out, 0.9 * y)
+    denoise_tensor(spy, y, tile=64)
+    assert spy.sigmas[-1] is None  # no sigma: the model is called as model(y)
+
+
+def test_sigma_makes_a_noise_level_model_non_blind():
+    torch.manual_seed(0)
+    model = filterscope_create("drunet", in_channels=1, widths=[4, 8], blocks=1).eval()
+    y = torch.rand(1, 1, 37, 31)
+    blind = denoise_tensor(model, y)
+    told = denoise_tensor(model, y, sigma=25 / 255)
+    torch.testing.assert_close(told, whole_with_sigma(model, y, 25 / 255), rtol=0, atol=1e-5)
+    assert (told - blind).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("sigma", [-0.1, float("nan"), float("inf"), "25"])
+def test_bad_sigma_is_refused(sigma):
+    with pytest.raises(InputError, match="sigma"):
+        denoise_tensor(make_tiny_dncnn(1), torch.rand(1, 1, 8, 8), sigma=sigma)
+
+
+def test_ensemble_averages_the_eight_symmetries_tile_by_tile():
+    from filterscope.ensemble import self_ensemble
+
+    model = make_tiny_dncnn(1)
+    y = torch.rand(1, 1, 37, 31)
+    with torch.inference_mode():
+        ref = self_ensemble(model, y)
+    # A halo of the receptive radius makes the tiled ensemble the whole-image one.
+    out = denoise_tensor(model, y, ensemble=True, tile=16)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    assert (out - denoise_tensor(model, y, tile=16)).abs().max() > 1e-4
 
 
 def test_model_mode_is_restored_and_eval_is_used():
@@ -216,8 +281,35 @@ def test_denoise_file_default_precision_is_close_to_float32(tmp_path, tiny_model
 
 def test_denoise_file_takes_a_loaded_model(tmp_path):
     write_image(tmp_path / "in.png", np.full((8, 8, 1), 0.5, dtype=np.float32))
-    denoise_file(tmp_path / "in.png", tmp_path / "out.png", model=make_tiny_dncnn(3))
+    denoise_file(tmp_path / "in.png", tmp_path / "out.png", model=make_tiny_dncnn(1))
     assert read_image(tmp_path / "out.png")[1].channels == 1
+
+
+def test_denoise_file_refuses_a_colour_model_on_a_gray_image(tmp_path, tiny_color_model_path):
+    write_image(tmp_path / "gray.png", np.full((8, 8, 1), 0.5, dtype=np.float32))
+    with pytest.raises(ChannelError) as info:
+        denoise_file(tmp_path / "gray.png", tmp_path / "out.png", model=tiny_color_model_path)
+    message = str(info.value)
+    assert str(tiny_color_model_path) in message and "gray.png" in message
+    assert "3 channels" in message and "1 channel" in message and "\n" not in message
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_denoise_file_keeps_orientation_and_profile(tmp_path, tiny_color_model_path):
+    from PIL import Image, ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways, as phones do
+    stored = (np.random.default_rng(0).random((31, 37, 3)) * 255).astype(np.uint8)
+    Image.fromarray(stored).save(tmp_path / "in.jpg", exif=exif, icc_profile=profile, dpi=(72, 72))
+    result = denoise_file(tmp_path / "in.jpg", tmp_path / "out.jpg", model=tiny_color_model_path)
+    assert (result["width"], result["height"], result["orientation"]) == (31, 37, 6)
+    with Image.open(tmp_path / "out.jpg") as img:
+        assert img.size == (31, 37)
+        assert img.getexif().get(0x0112) == 1
+        assert img.info["icc_profile"] == profile
+        assert img.info["dpi"] == pytest.approx((72, 72))
 
 
 def test_denoise_file_refuses_existing_output_before_work(tmp_path, tiny_model_path):
@@ -245,3 +337,97 @@ def test_sixteen_bit_rgb_to_png_is_refused_before_work(tmp_path, tiny_model_path
     with pytest.raises(InputError, match="TIFF"):
         denoise_file(tmp_path / "in.tif", tmp_path / "out.png", model=tiny_model_path)
     assert not (tmp_path / "out.png").exists()
+
+
+# ---------------------------------------------------------------- many files
+
+
+def gray_files(folder, names, size=(31, 37)):
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in names:
+        write_image(folder / name, rng.random((*size, 1), dtype=np.float32))
+    return [folder / name for name in names]
+
+
+def test_a_folder_of_three_images_gives_three_outputs(tmp_path, tiny_model_path):
+    gray_files(tmp_path / "in", ["a.png", "b.tif", "c.png"])
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    seen = []
+    records = denoise_files(
+        [tmp_path / "in"], tmp_path / "out", model=tiny_model_path, on_result=seen.append
+    )
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.tif", "c.png"]
+    assert [r["status"] for r in records] == ["ok"] * 3 and seen == records
+    assert read_image(tmp_path / "out" / "b.tif")[1].dtype == "uint8"
+
+
+def test_one_failure_does_not_stop_the_rest(tmp_path, tiny_model_path):
+    good = gray_files(tmp_path, ["a.png", "c.png"])
+    bad = tmp_path / "b.png"
+    bad.write_text("not an image")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "c.png").write_bytes(b"keep")
+    records = denoise_files([good[0], bad, good[1]], tmp_path / "out", model=tiny_model_path)
+    assert [r["status"] for r in records] == ["ok", "failed", "failed"]
+    assert "b.png: not an image file" in records[1]["error"]
+    assert "already exists" in records[2]["error"]
+    assert (tmp_path / "out" / "c.png").read_bytes() == b"keep"
+    assert read_image(tmp_path / "out" / "a.png")[0].shape == (31, 37, 1)
+
+
+def test_summary_fields_and_noise_estimate(tmp_path, tiny_model_path):
+    rng = np.random.default_rng(1)
+    noisy = 0.5 + rng.normal(0, 25 / 255, (61, 67, 1)).astype(np.float32)
+    write_image(tmp_path / "n.tif", noisy, dtype="float32")
+    (record,) = denoise_files(
+        [tmp_path / "n.tif"],
+        tmp_path / "o.tif",
+        model=tiny_model_path,
+        estimate_noise=True,
+        tile=32,
+    )
+    assert record["estimated_noise_255"] == pytest.approx(25, abs=2)
+    assert (record["width"], record["height"], record["channels"]) == (67, 61, 1)
+    assert record["tiles"] == 6 and record["input_bytes"] > 61 * 67 * 4
+    assert record["output_bytes"] == (tmp_path / "o.tif").stat().st_size
+
+
+def test_plan_outputs(tmp_path):
+    files = gray_files(tmp_path / "in", ["a.png", "b.png"])
+    (tmp_path / "existing").mkdir()
+    assert plan_outputs([files[0]], tmp_path / "o.png") == ([(files[0], tmp_path / "o.png")], False)
+    assert plan_outputs([files[0]], tmp_path / "existing")[0] == [
+        (files[0], tmp_path / "existing" / "a.png")
+    ]
+    pairs, to_folder = plan_outputs(files, tmp_path / "new")
+    assert to_folder and [t.name for _, t in pairs] == ["a.png", "b.png"]
+    assert not (tmp_path / "new").exists()  # made only once work starts
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("output_is_a_file", "must be a folder"),
+        ("same_name_twice", "would both be written"),
+        ("output_is_input", "would replace this input"),
+        ("empty_folder", "no image files"),
+        ("missing_parent", "parent does not exist"),
+    ],
+)
+def test_plans_that_cannot_work_are_refused_before_any_work(tmp_path, case, message):
+    files = gray_files(tmp_path / "in", ["a.png", "b.png"])
+    inputs, output = files, tmp_path / "out"
+    if case == "output_is_a_file":
+        output.write_bytes(b"x")
+    elif case == "same_name_twice":
+        inputs = [files[0], *gray_files(tmp_path / "other", ["a.png"])]
+    elif case == "output_is_input":
+        output = tmp_path / "in"
+    elif case == "empty_folder":
+        (tmp_path / "empty").mkdir()
+        inputs = [tmp_path / "empty"]
+    elif case == "missing_parent":
+        output = tmp_path / "no" / "out"
+    with pytest.raises(InputError, match=message):
+        denoise_files(inputs, output, model=tmp_path / "never-loaded.pt")

@@ -5,13 +5,21 @@ of real image context on every side, the model runs on the padded tile, and only
 tile's centre is kept. For a convolutional network whose receptive radius is at most
 ``overlap`` (DnCNN: ``num_layers`` pixels), the result equals the whole-image result up
 to float round-off, while memory stays bounded by a few tile-sized activations.
+
+Channels: a model runs on images of its own channel count, with one adaptation: a gray
+model denoises each channel of an RGB image as a gray image. A colour model is never
+run on a gray image (it was not trained on gray ones: the three outputs of the
+replicated gray image lose about 5 dB); :func:`check_model_channels` refuses it, here
+and in :func:`filterscope.evaluation.evaluate`.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import CheckpointError, InputError
-from .io import check_output_path, read_image, to_tensor, write_image
+from .errors import ChannelError, CheckpointError, FilterscopeError, InputError
+from .io import check_output_path, list_images, read_image, to_tensor, write_image
 from .models.base import module_device
 from .models.fast import optimize_for_inference
 
@@ -132,6 +140,58 @@ def _validate_options(tile: int, overlap: int) -> None:
         raise InputError(f"overlap must be a number of pixels >= 0, got {overlap!r}")
 
 
+def _validate_sigma(sigma: float | None) -> float | None:
+    if sigma is None:
+        return None
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
+        raise InputError(f"sigma must be a number (image scale, 25/255 = 0.098), got {sigma!r}")
+    if not math.isfinite(sigma) or sigma < 0:
+        raise InputError(f"sigma must be finite and >= 0 (image scale), got {sigma!r}")
+    return float(sigma)
+
+
+_CHANNEL_KINDS = {1: "gray", 3: "RGB"}
+
+
+def check_model_channels(
+    in_channels: int | None, channels: int, *, model_name: str, image_name: str
+) -> None:
+    """Refuse a model for images of ``channels`` channels it should not run on.
+
+    Parameters
+    ----------
+    in_channels : int or None
+        Channels the model takes (``model.in_channels``); None: any count.
+    channels : int
+        Channels of the image(s): 1 (gray) or 3 (RGB).
+    model_name, image_name : str, keyword-only
+        How to name them in the message.
+
+    Raises
+    ------
+    ChannelError
+        A colour model on a gray image, or any other mismatch except a gray model on
+        RGB images (which denoises each channel separately, see :func:`denoise_tensor`).
+    """
+    if in_channels is None or in_channels == channels or (in_channels, channels) == (1, 3):
+        return
+
+    def count(n: int) -> str:
+        return f"{n} channel{'s' if n != 1 else ''}"
+
+    kind = _CHANNEL_KINDS.get(channels, f"{channels}-channel")
+    takes = _CHANNEL_KINDS.get(in_channels, f"{in_channels}-channel")
+    raise ChannelError(
+        f"{model_name} takes {takes} images ({count(in_channels)}) but {image_name} is "
+        f"{kind} ({count(channels)}); use a model for {kind} images"
+    )
+
+
+def _model_name(model: object) -> str:
+    name = getattr(model, "arch", "") or type(model).__name__
+    return f"the {name} model"
+
+
 def _run_tiled(
     model: nn.Module,
     y: torch.Tensor,
@@ -141,32 +201,29 @@ def _run_tiled(
     overlap: int,
     batch_pixels: int,
     progress: bool,
+    sigma: float | None = None,
+    model_name: str = "the model",
 ) -> tuple[torch.Tensor, int]:
-    """Tiled forward pass; returns the estimate (shape and device of ``y``) and the tile count."""
+    """Tiled forward pass; returns the estimate (shape and device of ``y``) and the tile count.
+
+    ``sigma`` (image scale) is passed to ``model(tiles, sigma)`` for every batch of
+    tiles; None calls ``model(tiles)``.
+    """
     _validate_options(tile, overlap)
     if y.dim() != 4 or y.shape[1] not in (1, 3):
         raise InputError(f"expected a (B, C, H, W) tensor with C in (1, 3), got {tuple(y.shape)}")
     if not y.is_floating_point():
         raise InputError(f"expected a float tensor in [0, 1], got {y.dtype}")
     batch, channels, height, width = y.shape
-    average = False
-    if in_channels is None or in_channels == channels:
-        model_input = y
-    elif in_channels == 1:
+    check_model_channels(
+        in_channels, channels, model_name=model_name, image_name="the input tensor"
+    )
+    model_input = y
+    if in_channels == 1 and channels == 3:
         # A gray model sees each colour channel as a separate gray image.
         model_input = y.reshape(batch * channels, 1, height, width)
-    elif in_channels == 3 and channels == 1:
-        # A colour model sees the gray image as gray RGB; its three outputs are averaged.
-        model_input = y.expand(batch, 3, height, width)
-        average = True
-    else:
-        raise InputError(f"a model for {in_channels} channels cannot denoise {channels}")
 
-    out = torch.empty(
-        (model_input.shape[0], 1 if average else model_input.shape[1], height, width),
-        dtype=torch.float32,
-        device=y.device,
-    )
+    out = torch.empty(model_input.shape, dtype=torch.float32, device=y.device)
     device = module_device(model)
     tiles = tile_grid(height, width, tile=tile, overlap=overlap)
     # Tiles of one padded shape can share a batch (interior tiles all have the same shape).
@@ -193,7 +250,7 @@ def _run_tiled(
                     [model_input[:, :, p[0] : p[1], p[2] : p[3]] for _, p in chunk], dim=0
                 )
                 x = x.to(device=device, dtype=torch.float32)
-                x_hat = model(x)
+                x_hat = model(x) if sigma is None else model(x, sigma)
                 if x_hat.shape != x.shape:
                     raise ValueError(
                         f"model returned shape {tuple(x_hat.shape)} for input {tuple(x.shape)}"
@@ -202,8 +259,6 @@ def _run_tiled(
                     rows = slice(core[0] - padded[0], core[1] - padded[0])
                     cols = slice(core[2] - padded[2], core[3] - padded[2])
                     part = x_hat[index * images : (index + 1) * images, :, rows, cols]
-                    if average:
-                        part = part.float().mean(dim=1, keepdim=True)
                     out[:, :, core[0] : core[1], core[2] : core[3]] = part.to(
                         device=out.device, dtype=torch.float32
                     )
@@ -212,10 +267,20 @@ def _run_tiled(
     return out.reshape(batch, channels, height, width), len(tiles)
 
 
+def _with_ensemble(model: nn.Module, ensemble: bool) -> nn.Module:
+    if not ensemble:
+        return model
+    from .ensemble import SelfEnsemble
+
+    return SelfEnsemble(model)
+
+
 def denoise_tensor(
     model: nn.Module,
     y: torch.Tensor,
     *,
+    sigma: float | None = None,
+    ensemble: bool = False,
     tile: int = 512,
     overlap: int | None = None,
     batch_pixels: int = DEFAULT_BATCH_PIXELS,
@@ -226,10 +291,18 @@ def denoise_tensor(
     Parameters
     ----------
     model : nn.Module
-        Blind denoiser, ``model(y) -> x_hat`` on ``(B, C, H, W)`` tensors. Run in eval
-        mode (its previous mode is restored afterwards), on the device of its weights.
+        Denoiser, ``model(y) -> x_hat`` (or ``model(y, sigma)``) on ``(B, C, H, W)``
+        tensors. Run in eval mode (its previous mode is restored afterwards), on the
+        device of its weights.
     y : Tensor, shape (B, C, H, W), C in {1, 3}
         Noisy images in [0, 1] (values slightly outside are fine), on any device.
+    sigma : float or None, keyword-only
+        Noise level on the image scale (25/255 ≈ 0.098), passed as ``model(tiles,
+        sigma)`` for every tile: a model with a noise-level input (``drunet``) becomes
+        non-blind, blind models ignore it. None: ``model(tiles)``.
+    ensemble : bool, keyword-only
+        Average the model over the 8 flips and rotations of each tile
+        (:class:`filterscope.ensemble.SelfEnsemble`); 8 times the work.
     tile : int, keyword-only
         Side in pixels of the part of the image each tile contributes.
     overlap : int or None, keyword-only
@@ -245,13 +318,20 @@ def denoise_tensor(
     Tensor, shape (B, C, H, W), float32
         Estimate of the clean images, not clipped, on the device of ``y``.
 
+    Raises
+    ------
+    ChannelError
+        A colour model on gray images (see :func:`check_model_channels`).
+    InputError
+        Bad tile, overlap or sigma, or a tensor that is not (B, 1 or 3, H, W).
+
     Notes
     -----
     A gray model (``in_channels == 1``) on RGB images denoises each channel as a gray
-    image; a colour model on gray images gets the gray image on all three channels and
-    its outputs are averaged. With ``overlap`` at least the receptive radius, the
-    result of a convolutional network equals the whole-image result to round-off.
+    image. With ``overlap`` at least the receptive radius, the result of a
+    convolutional network equals the whole-image result to round-off.
     """
+    sigma = _validate_sigma(sigma)
     if overlap is None:
         overlap = int(getattr(model, "receptive_radius", DEFAULT_OVERLAP))
     # Restore each submodule's own mode afterwards (model.train() would set all alike).
@@ -259,13 +339,15 @@ def denoise_tensor(
     model.eval()
     try:
         x_hat, _ = _run_tiled(
-            model,
+            _with_ensemble(model, ensemble),
             y,
             in_channels=getattr(model, "in_channels", None),
             tile=tile,
             overlap=overlap,
             batch_pixels=batch_pixels,
             progress=progress,
+            sigma=sigma,
+            model_name=_model_name(model),
         )
     finally:
         for module, training in modes:
@@ -299,17 +381,150 @@ def _load_model(name_or_path: str | os.PathLike | None, channels: int) -> nn.Mod
     return zoo.load_model(name_or_path)
 
 
+class _Runner:
+    """The model of a denoising run, loaded and prepared once per channel count.
+
+    ``model`` None means the shipped default for each image's channel count, loaded
+    when the first image of that count comes; a name or path is loaded at once (so a
+    bad checkpoint stops the run before any image is read).
+    """
+
+    def __init__(self, model, *, precision, device, ensemble, tile, overlap, sigma):
+        self.given = model
+        self.precision = default_precision() if precision is None else precision
+        if self.precision not in PRECISIONS:
+            raise InputError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+        self.device = _resolve_device(device)
+        self.ensemble = bool(ensemble)
+        _validate_options(tile, 0 if overlap is None else overlap)
+        self.tile, self.overlap = tile, overlap
+        self.sigma = _validate_sigma(sigma)
+        self._prepared: dict[int | None, tuple[nn.Module, nn.Module, str]] = {}
+        if model is not None:
+            self._prepare(None, model)
+
+    def _prepare(self, key: int | None, model) -> tuple[nn.Module, nn.Module, str]:
+        if isinstance(model, nn.Module):
+            net, name = model, _model_name(model)
+        else:
+            net, name = _load_model(model, key or 1), str(model)
+        net = net.to(self.device).eval()
+        runner = _with_ensemble(prepare_model(net, precision=self.precision), self.ensemble)
+        self._prepared[key] = (net, runner, name)
+        return self._prepared[key]
+
+    def for_channels(self, channels: int) -> tuple[nn.Module, nn.Module, str]:
+        """(model, prepared model, name) for images of ``channels`` channels."""
+        if self.given is not None:
+            return self._prepared[None]
+        if channels not in self._prepared:
+            from .models import zoo
+
+            name = zoo.default_model_name(channels)
+            if name not in zoo.list_shipped():
+                raise CheckpointError(
+                    f"no model given and the default model {name!r} is not installed; "
+                    "pass a model name or checkpoint path (--model)"
+                )
+            self._prepare(channels, name)
+        return self._prepared[channels]
+
+    def denoise(
+        self,
+        input_path: Path,
+        output_path: Path,
+        *,
+        overwrite: bool,
+        progress: bool,
+        estimate_noise: bool,
+    ) -> dict[str, Any]:
+        start = time.perf_counter()
+        image, info = read_image(input_path)
+        # Refuse before loading the model and computing anything.
+        out_dtype = check_output_path(
+            output_path, overwrite=overwrite, dtype=info.dtype, channels=info.channels
+        )
+        net, runner, name = self.for_channels(info.channels)
+        in_channels = getattr(net, "in_channels", None)
+        check_model_channels(
+            in_channels, info.channels, model_name=name, image_name=str(input_path)
+        )
+        overlap = self.overlap
+        if overlap is None:
+            overlap = int(getattr(net, "receptive_radius", DEFAULT_OVERLAP))
+        noise = _estimate_noise_255(image) if estimate_noise else None
+        y = to_tensor(image)
+        height, width, channels = image.shape
+        del image  # keep one full-size copy of the input in memory, not two
+        x_hat, tiles = _run_tiled(
+            runner,
+            y,
+            in_channels=in_channels,
+            tile=self.tile,
+            overlap=overlap,
+            batch_pixels=DEFAULT_BATCH_PIXELS,
+            progress=progress,
+            sigma=self.sigma,
+            model_name=name,
+        )
+        del y
+        result = x_hat[0].permute(1, 2, 0).numpy()
+        if out_dtype != "float32":
+            # Integer output: the estimate must lie in the representable range.
+            np.clip(result, 0.0, 1.0, out=result)
+        write_image(
+            output_path, result, dtype=out_dtype, overwrite=overwrite, metadata=info.metadata
+        )
+        record = {
+            "input": str(input_path),
+            "output": str(output_path),
+            "model": name,
+            "shape": (height, width, channels),
+            "width": width,
+            "height": height,
+            "channels": channels,
+            "bit_depth": info.dtype,
+            "orientation": info.orientation,
+            "input_bytes": input_path.stat().st_size,
+            "output_bytes": output_path.stat().st_size,
+            "tiles": tiles,
+            "precision": self.precision,
+            "sigma_255": None if self.sigma is None else self.sigma * 255.0,
+            "ensemble": self.ensemble,
+            "seconds": time.perf_counter() - start,
+        }
+        if estimate_noise:
+            record["estimated_noise_255"] = noise
+        return record
+
+
+def _estimate_noise_255(image: np.ndarray) -> float | None:
+    """Wavelet (median absolute deviation) noise estimate on the 0-255 scale; None when
+    PyWavelets, which the estimator needs, is not installed."""
+    from .evaluation.baselines import estimate_noise_sigma
+
+    try:
+        return 255.0 * estimate_noise_sigma(image)
+    except ImportError:
+        return None
+
+
 def denoise_file(
     input_path: str | os.PathLike,
     output_path: str | os.PathLike,
     *,
     model: str | os.PathLike | nn.Module | None = None,
+    sigma: float | None = None,
+    ensemble: bool = False,
     overwrite: bool = False,
     tile: int = 512,
     overlap: int | None = None,
     precision: str | None = None,
     device: str | torch.device | None = None,
     progress: bool = False,
+    estimate_noise: bool = False,
 ) -> dict[str, Any]:
     """Denoise an image file and write the result in the input's mode and bit depth.
 
@@ -317,12 +532,19 @@ def denoise_file(
     ----------
     input_path : str or path-like
         Gray or RGB PNG, TIFF or JPEG; 8- or 16-bit integer, or float32 TIFF.
+        Read with :func:`filterscope.io.read_image` (EXIF orientation applied).
     output_path : str or path-like
-        Destination; the format follows the suffix. Written atomically.
+        Destination; the format follows the suffix. Written atomically, with the
+        input's colour profile, resolution and EXIF (see :func:`~filterscope.io.write_image`).
     model : str, path-like, nn.Module or None, keyword-only
         A shipped model name, a checkpoint path (see
         :func:`filterscope.models.zoo.load_model`) or a loaded model. None: the
         shipped default for the image's channel count.
+    sigma : float or None, keyword-only
+        Noise level on the image scale (25/255 ≈ 0.098) given to the model, see
+        :func:`denoise_tensor`; blind models ignore it.
+    ensemble : bool, keyword-only
+        Self-ensemble over the 8 flips and rotations (8 times the work).
     overwrite : bool, keyword-only
         Replace an existing ``output_path``; otherwise refuse before doing any work.
     tile, overlap : int, keyword-only
@@ -335,62 +557,220 @@ def denoise_file(
         A model passed as a module is moved there and put in eval mode.
     progress : bool, keyword-only
         Progress bar on stderr when there are several tiles.
+    estimate_noise : bool, keyword-only
+        Also estimate the input's noise level (``estimated_noise_255``).
 
     Returns
     -------
     dict
-        ``input``, ``output`` (str), ``shape`` ((H, W, C) of the image), ``tiles``
-        (number of tiles), ``precision``, ``seconds`` (wall time).
+        ``input``, ``output`` (str), ``model``, ``shape`` ((H, W, C) of the image),
+        ``width``, ``height``, ``channels``, ``bit_depth``, ``orientation`` (EXIF,
+        applied), ``input_bytes``, ``output_bytes``, ``tiles`` (number of tiles),
+        ``precision``, ``sigma_255``, ``ensemble``, ``seconds`` (wall time), and
+        ``estimated_noise_255`` when asked.
 
     Raises
     ------
     InputError
         Unreadable or unsupported input, output exists and ``overwrite`` is False,
-        unwritable output.
+        unwritable output, bad options.
+    ChannelError
+        A colour model on a gray image.
     CheckpointError
         Model that cannot be found or loaded safely.
     """
-    start = time.perf_counter()
     input_path, output_path = Path(input_path), Path(output_path)
-    image, info = read_image(input_path)
-    # Refuse before loading the model and computing anything.
-    out_dtype = check_output_path(
-        output_path, overwrite=overwrite, dtype=info.dtype, channels=info.channels
-    )
-
-    net = model if isinstance(model, nn.Module) else _load_model(model, info.channels)
-
-    if overlap is None:
-        overlap = int(getattr(net, "receptive_radius", DEFAULT_OVERLAP))
-    in_channels = getattr(net, "in_channels", None)
-    if precision is None:
-        precision = default_precision()
-    net = net.to(_resolve_device(device)).eval()
-    runner = prepare_model(net, precision=precision)
-
-    y = to_tensor(image)
-    height, width, channels = image.shape
-    del image  # keep one full-size copy of the input in memory, not two
-    x_hat, tiles = _run_tiled(
-        runner,
-        y,
-        in_channels=in_channels,
+    # Refuse an existing output before loading the model.
+    check_output_path(output_path, overwrite=overwrite)
+    runner = _Runner(
+        model,
+        precision=precision,
+        device=device,
+        ensemble=ensemble,
         tile=tile,
         overlap=overlap,
-        batch_pixels=DEFAULT_BATCH_PIXELS,
-        progress=progress,
+        sigma=sigma,
     )
-    del y
-    result = x_hat[0].permute(1, 2, 0).numpy()
-    if out_dtype != "float32":
-        # Integer output: the estimate must lie in the representable range.
-        np.clip(result, 0.0, 1.0, out=result)
-    write_image(output_path, result, dtype=out_dtype, overwrite=overwrite)
-    return {
-        "input": str(input_path),
-        "output": str(output_path),
-        "shape": (height, width, channels),
-        "tiles": tiles,
-        "precision": precision,
-        "seconds": time.perf_counter() - start,
-    }
+    return runner.denoise(
+        input_path,
+        output_path,
+        overwrite=overwrite,
+        progress=progress,
+        estimate_noise=estimate_noise,
+    )
+
+
+def plan_outputs(
+    inputs: Sequence[str | os.PathLike], output: str | os.PathLike
+) -> tuple[list[tuple[Path, Path]], bool]:
+    """Pair each input image with its output file.
+
+    Parameters
+    ----------
+    inputs : sequence of str or path-like
+        Image files and folders (a folder stands for the image files directly in it).
+    output : str or path-like
+        For one input file: the output file, or an existing folder to write it into.
+        Otherwise a folder (made if missing; its parent must exist) that receives
+        each result under its input's file name.
+
+    Returns
+    -------
+    pairs : list of (Path, Path)
+        (input, output) in the order given, folders in name order.
+    to_folder : bool
+        Whether ``output`` is a folder (that may still have to be made).
+
+    Raises
+    ------
+    InputError
+        No inputs, a folder without images, ``output`` an existing file while it must
+        be a folder, a missing parent folder, two inputs of the same file name, or an
+        output that is its own input.
+    """
+    output = Path(output)
+    if not inputs:
+        raise InputError("no input images given")
+    files: list[Path] = []
+    any_folder = False
+    for item in map(Path, inputs):
+        if item.is_dir():
+            any_folder = True
+            images = list_images(item)
+            if not images:
+                raise InputError(f"{item}: no image files in this folder")
+            files.extend(images)
+        else:
+            files.append(item)
+    to_folder = len(files) > 1 or any_folder or output.is_dir()
+    if not to_folder:
+        pairs = [(files[0], output)]
+    else:
+        if output.exists() and not output.is_dir():
+            raise InputError(
+                f"{output}: is a file; with several inputs or a folder, the output must be a folder"
+            )
+        if not output.parent.is_dir():
+            raise InputError(f"{output.parent}: output folder's parent does not exist")
+        pairs = [(file, output / file.name) for file in files]
+    seen: dict[Path, Path] = {}
+    for source, target in pairs:
+        if target.resolve() == source.resolve():
+            raise InputError(f"{source}: the output would replace this input; write elsewhere")
+        if target.resolve() in seen:
+            raise InputError(
+                f"{seen[target.resolve()]} and {source} would both be written to {target}"
+            )
+        seen[target.resolve()] = source
+    return pairs, to_folder
+
+
+def denoise_files(
+    inputs: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    *,
+    model: str | os.PathLike | nn.Module | None = None,
+    sigma: float | None = None,
+    ensemble: bool = False,
+    overwrite: bool = False,
+    tile: int = 512,
+    overlap: int | None = None,
+    precision: str | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    estimate_noise: bool = False,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Denoise image files and folders; a failure of one file does not stop the others.
+
+    Parameters
+    ----------
+    inputs : sequence of str or path-like
+        Image files and folders of images (not searched recursively).
+    output : str or path-like
+        Output file (one input file) or folder, see :func:`plan_outputs`.
+    model, sigma, ensemble, overwrite, tile, overlap, precision, device, estimate_noise
+        As for :func:`denoise_file`; the model is loaded once (the default one once per
+        channel count).
+    progress : bool, keyword-only
+        A progress bar on stderr: over the tiles for one file, over the files for
+        several.
+    on_result : callable or None, keyword-only
+        Called with each file's record as soon as the file is done or has failed.
+
+    Returns
+    -------
+    list of dict
+        One record per input image, in order: ``status`` (``"ok"`` or ``"failed"``),
+        ``input``, ``output``, ``error`` (the one-line message, or None), and for the
+        files done the fields :func:`denoise_file` returns.
+
+    Raises
+    ------
+    InputError, CheckpointError
+        Only for what stops every file: bad options, outputs that cannot be planned
+        (see :func:`plan_outputs`), a given model that cannot be loaded.
+    """
+    pairs, to_folder = plan_outputs(inputs, output)
+    records: list[dict[str, Any] | None] = [None] * len(pairs)
+
+    def fail(index: int, message: str) -> None:
+        source, target = pairs[index]
+        record = {"status": "failed", "input": str(source), "output": str(target)}
+        records[index] = {**record, "error": message}
+        if on_result is not None:
+            on_result(records[index])
+
+    # Existing outputs are refused before any model is loaded or image read.
+    pending = []
+    for index, (_, target) in enumerate(pairs):
+        if target.exists() and not overwrite:
+            fail(index, f"{target}: already exists (use --force to overwrite)")
+        else:
+            pending.append(index)
+    runner = None
+    if pending:
+        runner = _Runner(
+            model,
+            precision=precision,
+            device=device,
+            ensemble=ensemble,
+            tile=tile,
+            overlap=overlap,
+            sigma=sigma,
+        )
+        if to_folder:
+            Path(output).mkdir(exist_ok=True)
+
+    from tqdm import tqdm
+
+    several = len(pairs) > 1
+    bar = tqdm(
+        total=len(pending),
+        desc="denoising",
+        unit="image",
+        file=sys.stderr,
+        disable=not (progress and several),
+    )
+    with bar:
+        for index in pending:
+            source, target = pairs[index]
+            try:
+                record = runner.denoise(
+                    source,
+                    target,
+                    overwrite=overwrite,
+                    progress=progress and not several,
+                    estimate_noise=estimate_noise,
+                )
+            except FilterscopeError as exc:
+                fail(index, str(exc))
+            except (MemoryError, torch.OutOfMemoryError) as exc:
+                detail = (str(exc).strip().splitlines() or [""])[0]
+                fail(index, f"{source}: out of memory ({detail}); try a smaller tile")
+            else:
+                records[index] = {"status": "ok", **record, "error": None}
+                if on_result is not None:
+                    on_result(records[index])
+            bar.update(1)
+    return records

@@ -1,33 +1,75 @@
-"""``filterscope denoise INPUT -o OUTPUT``: blind denoising of one image file."""
+"""``filterscope denoise INPUT... -o OUTPUT``: denoising of image files and folders."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+import warnings
+
+from ..errors import InputError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "denoise",
-        help="denoise an image file (blind: no noise level needed)",
+        help="denoise image files or folders (blind: no noise level needed)",
         description=(
-            "Denoise a gray or RGB image (PNG, TIFF or JPEG; 8-bit, 16-bit or float TIFF) "
-            "without knowing its noise level. The result has the input's mode and bit "
-            "depth. Large images are processed in overlapping tiles, so memory stays bounded."
+            "Denoise gray or RGB images (PNG, TIFF or JPEG; 8-bit, 16-bit or float TIFF) "
+            "without knowing their noise level. Each result has its input's mode, bit "
+            "depth, colour profile, resolution and EXIF; photos are turned upright by "
+            "their EXIF orientation. Large images are processed in overlapping tiles, so "
+            "memory stays bounded. With several inputs or a folder, OUTPUT is a folder "
+            "(made if missing) that receives each result under its input's name; a file "
+            "that fails is reported by name and the others go on (exit status 2 if any "
+            "failed). A colour model is refused on gray images; a gray model denoises "
+            "each channel of an RGB image separately."
         ),
     )
-    parser.add_argument("input", metavar="INPUT", help="noisy image file")
     parser.add_argument(
-        "-o", "--output", required=True, metavar="OUTPUT", help="output image file (.png/.tif/.jpg)"
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="noisy image file, or folder of images (not searched recursively)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUTPUT",
+        help="output image file (.png/.tif/.jpg) for one input file; otherwise a folder",
     )
     parser.add_argument(
         "--model",
         metavar="NAME_OR_PATH",
         default=None,
         help="shipped model name (see `filterscope models`) or checkpoint file path "
-        "(default: the shipped model for the image's channel count)",
+        "(default: the shipped model for each image's channel count)",
     )
     parser.add_argument(
-        "--force", action="store_true", help="overwrite OUTPUT if it already exists"
+        "--sigma",
+        type=float,
+        default=None,
+        metavar="S",
+        help="noise level of the inputs on the 0-255 scale, given to the model: a model "
+        "with a noise-level input (drunet) becomes non-blind; blind models (dncnn) "
+        "ignore it (default: not given, blind)",
+    )
+    parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="average the model over the 8 flips and rotations of each image "
+        "(self-ensemble): a little better, 8 times slower",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="overwrite output files (and --json) that exist"
+    )
+    parser.add_argument(
+        "--json",
+        metavar="FILE",
+        default=None,
+        help="write a JSON summary per file: size, tiles, seconds, estimated noise level "
+        "of the input (0-255 scale), or the error",
     )
     parser.add_argument(
         "--tile",
@@ -57,27 +99,82 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="torch device to run the network on, e.g. cpu or cuda (default: cuda if "
         "available, else cpu)",
     )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars and no line per file written (errors and warnings still shown)",
+    )
     parser.set_defaults(run=run)
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..inference import denoise_file
+def _describe(record: dict) -> str:
+    return (
+        f"wrote {record['output']} ({record['width']}x{record['height']} pixels, "
+        f"{record['channels']} channel(s), {record['tiles']} tile(s), {record['precision']}, "
+        f"{record['seconds']:.1f} s)"
+    )
 
-    result = denoise_file(
-        args.input,
-        args.output,
-        model=args.model,
-        overwrite=args.force,
-        tile=args.tile,
-        overlap=args.overlap,
-        precision=args.precision,
-        device=args.device,
-        progress=True,
-    )
-    height, width, channels = result["shape"]
-    print(
-        f"wrote {result['output']} ({width}x{height} pixels, {channels} channel(s), "
-        f"{result['tiles']} tile(s), {result['precision']}, {result['seconds']:.1f} s)"
-    )
-    return 0
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .._files import check_output_paths
+    from ..errors import FilterscopeWarning
+    from ..inference import denoise_files
+    from ._common import write_json
+
+    if args.sigma is not None and not args.sigma >= 0:
+        raise InputError(f"--sigma must be >= 0 (0-255 scale), got {args.sigma:g}")
+    check_output_paths({"--json": args.json}, overwrite=args.force, figures=())
+
+    def report(record: dict) -> None:
+        # tqdm.write keeps the lines clear of a running progress bar.
+        if record["status"] == "failed":
+            tqdm.write(f"filterscope: error: {record['error']}", file=sys.stderr)
+        elif not args.quiet:
+            tqdm.write(_describe(record), file=sys.stdout)
+
+    def show_warning(message, category, *_args, **_kwargs) -> None:
+        tqdm.write(f"filterscope: warning: {message}", file=sys.stderr)
+
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", FilterscopeWarning)
+        warnings.showwarning = show_warning
+        records = denoise_files(
+            args.inputs,
+            args.output,
+            model=args.model,
+            sigma=None if args.sigma is None else args.sigma / 255.0,
+            ensemble=args.ensemble,
+            overwrite=args.force,
+            tile=args.tile,
+            overlap=args.overlap,
+            precision=args.precision,
+            device=args.device,
+            progress=not args.quiet,
+            estimate_noise=args.json is not None,
+            on_result=report,
+        )
+    failed = sum(record["status"] == "failed" for record in records)
+    if args.json is not None:
+        write_json(
+            args.json,
+            {
+                "model": args.model,
+                "sigma_255": args.sigma,
+                "ensemble": args.ensemble,
+                "images": len(records),
+                "failed": failed,
+                "seconds": time.perf_counter() - start,
+                "files": records,
+            },
+        )
+    if failed and len(records) > 1:
+        print(
+            f"filterscope: {failed} of {len(records)} images failed (listed above)",
+            file=sys.stderr,
+        )
+    return 2 if failed else 0

@@ -199,14 +199,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def _read(path) -> torch.Tensor:  # noqa: F821
+def _read(path, *, with_info: bool = False):
+    """(C, H, W) float64 tensor of an image file; with its ImageInfo when asked."""
     import numpy as np
     import torch
 
     from ..io import read_image
 
-    image, _ = read_image(path)
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).double()
+    image, info = read_image(path)
+    tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).double()
+    return (tensor, info) if with_info else tensor
 
 
 def _arch_kwargs(args) -> dict:
@@ -235,7 +237,11 @@ def run_denoise(args: argparse.Namespace) -> int:
     stop = args.stop or ("oracle" if args.clean else "sure")
     check_output_path(args.output, overwrite=args.force)
     check_output_paths({"-o": args.output, "--json": args.json}, overwrite=args.force, figures=())
-    y = _read(args.input)
+    y, input_info = _read(args.input, with_info=True)
+    # Written as `denoise` writes: the input's bit depth, colour profile and metadata.
+    out_dtype = check_output_path(
+        args.output, overwrite=args.force, dtype=input_info.dtype, channels=input_info.channels
+    )
     clean = _read(args.clean) if args.clean else None
     if clean is not None and clean.shape != y.shape:
         raise InputError(f"{args.clean}: shape {tuple(clean.shape)} differs from the input's")
@@ -257,7 +263,13 @@ def run_denoise(args: argparse.Namespace) -> int:
         error_columns=ERROR_COLUMNS if args.nystrom_error else 0,
         **options,
     )
-    write_image(args.output, x_hat.permute(1, 2, 0).numpy(), overwrite=args.force)
+    write_image(
+        args.output,
+        x_hat.permute(1, 2, 0).numpy(),
+        dtype=out_dtype,
+        overwrite=args.force,
+        metadata=input_info.metadata,
+    )
     report = {
         "input": str(args.input),
         "output": str(args.output),
