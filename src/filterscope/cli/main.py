@@ -28,7 +28,6 @@ COMMANDS = {
     "evaluate": "filterscope.cli.evaluate",
     "experiment": "filterscope.cli.experiment",
     "explore": "filterscope.cli.explore",
-    "explore": "filterscope.cli.explore",
     "denoise": "filterscope.cli.denoise",
     "dip": "filterscope.cli.dip",
     "models": "filterscope.cli.models",
