@@ -118,6 +118,16 @@ def test_color_model_on_gray_is_refused():
         denoise_tensor(make_tiny_dncnn(3), torch.rand(2, 1, 20, 18), tile=8)
 
 
+def test_channel_rule():
+    check = inference.check_model_channels
+    for in_channels, channels in [(None, 1), (None, 3), (1, 1), (3, 3), (1, 3)]:
+        check(in_channels, channels, model_name="m", image_name="i")
+    with pytest.raises(ChannelError, match="m takes gray images"):
+        check(1, 3, model_name="m", image_name="i", per_channel=False)
+    with pytest.raises(ChannelError, match="m takes RGB images"):
+        check(3, 1, model_name="m", image_name="i")
+
+
 class SigmaSpy(nn.Module):
     """Records the σ of every call; its estimate is y scaled by (1 - σ)."""
 

@@ -269,6 +269,15 @@ def test_exif_and_png_text_are_kept(tmp_path, name):
             assert img.text["Title"] == "harbour at dusk"
 
 
+def test_exif_too_large_for_jpeg_is_left_out_with_a_warning(tmp_path):
+    big = ImageMetadata(exif=exif_with(make="x" * 70_000).tobytes(), dpi=(96.0, 96.0))
+    write_image(tmp_path / "big.png", random_image(9, 11, 3), metadata=big)
+    with pytest.warns(FilterscopeWarning, match="does not fit in a JPEG"):
+        write_image(tmp_path / "big.jpg", random_image(9, 11, 3), metadata=big)
+    assert read_image(tmp_path / "big.jpg")[1].metadata.dpi == (96.0, 96.0)
+    assert len(read_image(tmp_path / "big.png")[1].metadata.exif) > 70_000
+
+
 def test_profile_of_another_colour_space_is_left_out(tmp_path):
     # An RGB profile on a gray image would make a file that viewers reject.
     metadata = ImageMetadata(icc_profile=srgb_profile())

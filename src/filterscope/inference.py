@@ -154,7 +154,12 @@ _CHANNEL_KINDS = {1: "gray", 3: "RGB"}
 
 
 def check_model_channels(
-    in_channels: int | None, channels: int, *, model_name: str, image_name: str
+    in_channels: int | None,
+    channels: int,
+    *,
+    model_name: str,
+    image_name: str,
+    per_channel: bool = True,
 ) -> None:
     """Refuse a model for images of ``channels`` channels it should not run on.
 
@@ -166,14 +171,20 @@ def check_model_channels(
         Channels of the image(s): 1 (gray) or 3 (RGB).
     model_name, image_name : str, keyword-only
         How to name them in the message.
+    per_channel : bool, keyword-only
+        Whether the caller runs a gray model on each channel of an RGB image
+        (:func:`denoise_tensor` does); False refuses that pairing too (an evaluation
+        measures a model on its own kind of image).
 
     Raises
     ------
     ChannelError
-        A colour model on a gray image, or any other mismatch except a gray model on
-        RGB images (which denoises each channel separately, see :func:`denoise_tensor`).
+        A colour model on a gray image, or any other mismatch except (with
+        ``per_channel``) a gray model on RGB images.
     """
-    if in_channels is None or in_channels == channels or (in_channels, channels) == (1, 3):
+    if in_channels is None or in_channels == channels:
+        return
+    if per_channel and (in_channels, channels) == (1, 3):
         return
 
     def count(n: int) -> str:

@@ -32,6 +32,8 @@ _TIFF_SUFFIXES = (".tif", ".tiff")
 _ORIENTATION_TAG = 0x0112
 _XMP_TAG = 700
 _ICC_TAG = 34675
+#: Room for EXIF or XMP in one JPEG marker segment (64 KiB less headers, with margin).
+_JPEG_SEGMENT_BYTES = 65_000
 #: PNG text key under which XMP travels.
 _PNG_XMP_KEY = "XML:com.adobe.xmp"
 
@@ -534,10 +536,20 @@ def _pillow_options(suffix: str, metadata: ImageMetadata, icc_profile: bytes | N
         options["icc_profile"] = icc_profile
     if metadata.dpi is not None:
         options["dpi"] = metadata.dpi
-    if metadata.exif is not None and suffix in (".jpg", ".jpeg", ".png"):
+    jpeg = suffix in (".jpg", ".jpeg")
+    if metadata.exif is not None and (suffix == ".png" or jpeg):
         options["exif"] = metadata.exif
-    if suffix in (".jpg", ".jpeg") and metadata.xmp is not None:
+    if jpeg and metadata.xmp is not None:
         options["xmp"] = metadata.xmp
+    for key in ("exif", "xmp"):
+        # A JPEG marker segment holds at most 64 KiB; a PNG chunk could hold more.
+        if jpeg and key in options and len(options[key]) > _JPEG_SEGMENT_BYTES:
+            warnings.warn(
+                f"{key.upper()} block of {len(options.pop(key))} bytes does not fit in a "
+                "JPEG; left out (write PNG or TIFF to keep it)",
+                FilterscopeWarning,
+                stacklevel=3,
+            )
     if suffix == ".png" and (metadata.text or metadata.xmp is not None):
         from PIL.PngImagePlugin import PngInfo
 
