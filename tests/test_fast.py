@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from filterscope import create_model, list_models
+from filterscope import create_model
+from filterscope.models import list_models
 from filterscope.models.fast import fold_norm_into_conv, optimize_for_inference
 from filterscope.nn import BFBatchNorm2d
 

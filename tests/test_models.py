@@ -11,7 +11,7 @@ from filterscope.models import RecurrentCNN, UNet
 from filterscope.models.checkpoints import load_checkpoint, save_model
 from filterscope.nn import BFBatchNorm2d
 
-MODELS = filterscope.list_models()
+MODELS = filterscope.list_models(kind="architecture")
 BIAS = [False, True]
 CHANNELS = [1, 3]
 HEIGHT, WIDTH = 37, 31  # both odd, and different, to catch transposed or dropped rows

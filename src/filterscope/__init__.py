@@ -27,8 +27,13 @@ _LAZY: dict[str, str] = {
     "Denoiser": "filterscope.models",
     "add_noise": "filterscope.noise",
     "create_model": "filterscope.models",
-    "list_models": "filterscope.models",
+    "check_homogeneous": "filterscope.nn.bias_free",
+    "denoise": "filterscope.api",
+    "list_models": "filterscope.hub",
     "load_checkpoint": "filterscope.models.checkpoints",
+    "load_model": "filterscope.hub",
+    "make_bias_free": "filterscope.nn.bias_free",
+    "model_info": "filterscope.hub",
     "psnr": "filterscope.metrics",
     "read_image": "filterscope.io",
     "save_model": "filterscope.models.checkpoints",
@@ -42,9 +47,14 @@ __all__ = [
     "FilterscopeError",
     "InputError",
     "add_noise",
+    "check_homogeneous",
     "create_model",
+    "denoise",
     "list_models",
     "load_checkpoint",
+    "load_model",
+    "make_bias_free",
+    "model_info",
     "psnr",
     "read_image",
     "save_model",
@@ -53,10 +63,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports
+    from .api import denoise
+    from .hub import list_models, load_model, model_info
     from .io import read_image, write_image
     from .metrics import psnr, ssim
-    from .models import Denoiser, create_model, list_models
+    from .models import Denoiser, create_model
     from .models.checkpoints import load_checkpoint, save_model
+    from .nn.bias_free import check_homogeneous, make_bias_free
     from .noise import add_noise
 
 

@@ -459,7 +459,7 @@ def _register_architectures() -> None:
             ModelInfo(
                 name=arch,
                 kind="architecture",
-                description=f"{summary} Random weights; options of create_model.",
+                description=summary,
                 blind=True,
                 sigma_source="blind",
                 channels=(1, 3),

@@ -42,10 +42,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         action="append",
         required=True,
         metavar="M",
-        help="shipped model name (see `filterscope models`), checkpoint path (filterscope "
-        ".safetensors/.pt or a published .pt), or a classical baseline: bm3d, nlm (given "
-        "the true sigma) or bm3d:estimate, nlm:estimate (sigma estimated from the noisy "
-        "image); repeat for several models. Results name a model exactly as given here",
+        help="a model of `filterscope models` (shipped name, bm3d, nlm, bm3d:estimate, "
+        "nlm:estimate, ntk, nlm-twicing, dip, an architecture), a checkpoint path "
+        "(filterscope .safetensors/.pt or a published .pt), or a Python object path "
+        "package.module:attribute; repeat for several models, all run on the same noisy "
+        "images. Results name a model exactly as given here",
     )
     parser.add_argument(
         "--data",
@@ -100,6 +101,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="write the generalization figure: output against input PSNR and SSIM, "
         "training ranges shaded",
     )
+    parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="run every model as a self-ensemble: the mean over the 8 flips and rotations "
+        "of the noisy image (8 times the cost)",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
@@ -129,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         plot_path=args.plot,
         overwrite=args.force,
         progress=not args.no_progress,
+        ensemble=args.ensemble,
     )
     protocol = result["protocol"]
     blur = f", blur {protocol['blur']:g} px" if protocol["blur"] else ""

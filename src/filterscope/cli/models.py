@@ -1,4 +1,4 @@
-"""``filterscope models``: the shipped models and the registered architectures."""
+"""``filterscope models``: every registered denoiser (shipped models first), by kind."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "models",
-        help="list the shipped models and the available architectures",
+        help="list every model --model accepts: shipped, classical, non-local, DIP, architectures",
         description=(
             "List the models shipped with filterscope (architecture, bias or bias-free, "
             "channels, training noise range on the 0-255 scale, key metric) and the "
@@ -59,21 +59,35 @@ def describe_card(name: str, card: dict[str, Any]) -> str:
     return "  " + "  ".join(parts)
 
 
-def run(args: argparse.Namespace) -> int:
-    from .. import list_models
-    from ..models import zoo
+#: Heading of each kind of registered model, in the order listed.
+KIND_HEADINGS = {
+    "shipped": "Shipped models (trained weights; use with --model NAME)",
+    "classical": "Classical methods (NAME:estimate estimates sigma from each image)",
+    "nonlocal": "Non-local filters with twicing (Tachella et al. 2021)",
+    "dip": "Deep image prior",
+    "architecture": "Architectures with random weights (filterscope.create_model)",
+}
 
-    shipped = zoo.list_shipped()
-    print("Shipped models (use with --model NAME):")
-    if shipped:
-        for name, card in shipped.items():
-            print(describe_card(name, card))
-    else:
-        print("  none shipped yet")
-    print()
-    print("Architectures (filterscope.create_model):", ", ".join(list_models()))
-    print()
-    print("A checkpoint file (filterscope .safetensors with its .json card, a trainer .pt,")
-    print("or a published checkpoint of Mohan et al. 2020) loads by path:")
+
+def run(args: argparse.Namespace) -> int:
+    from .. import hub
+
+    for kind, heading in KIND_HEADINGS.items():
+        names = hub.list_models(kind)
+        print(f"{heading}:")
+        if kind == "shipped":
+            for name in names:
+                print(describe_card(name, hub.model_info(name).card or {}))
+            if not names:
+                print("  none shipped yet")
+        else:
+            for name in names:
+                info = hub.model_info(name)
+                licence = f" [{info.license}]" if info.license else ""
+                print(f"  {name}  {info.description}{licence}")
+        print()
+    print("Also accepted by --model: a checkpoint file (filterscope .safetensors with its")
+    print(".json card, a trainer .pt, or a published checkpoint of Mohan et al. 2020), e.g.")
     print("  filterscope denoise noisy.png -o clean.png --model path/to/dncnn/bias_free/0-55.pt")
+    print("or a Python object path package.module:attribute (an nn.Module class or factory).")
     return 0

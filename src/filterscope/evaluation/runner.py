@@ -164,15 +164,17 @@ def evaluate_models(
     plot_path: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    ensemble: bool = False,
 ) -> dict[str, Any]:
     """Evaluate models given by name, path or baseline spec on a folder of clean images.
 
     Parameters
     ----------
     models : sequence of str
-        Specs as :func:`~filterscope.evaluation.specs.resolve_model` reads them: shipped
-        names, checkpoint paths, ``bm3d``/``nlm`` (true σ) or ``bm3d:estimate``/
-        ``nlm:estimate``. Each is named in the results exactly as given.
+        Specs as :func:`~filterscope.evaluation.specs.resolve_model` reads them: any
+        registered name (shipped models, ``bm3d``/``nlm`` with the true σ or
+        ``bm3d:estimate``/``nlm:estimate``, ``ntk``, ``dip``...), checkpoint paths, or
+        ``package.module:attribute``. Each is named in the results exactly as given.
     data : str or path-like
         Folder of clean test images, all gray or all RGB.
     sigmas_255 : sequence of float
@@ -198,6 +200,9 @@ def evaluate_models(
         Replace existing output files (otherwise they are refused before any work).
     progress : bool, keyword-only
         Progress bar on stderr across the whole sweep.
+    ensemble : bool, keyword-only
+        Run every model as a self-ensemble (:class:`filterscope.ensemble.SelfEnsemble`:
+        the mean over the 8 flips and rotations; 8 times the cost).
 
     Returns
     -------
@@ -227,7 +232,7 @@ def evaluate_models(
     if duplicates:
         raise InputError(f"model {duplicates[0]} is given twice")
     images = load_folder(data, limit=limit)
-    specs = [resolve_model(str(m)) for m in models]
+    specs = [resolve_model(str(m), ensemble=ensemble) for m in models]
     _check_channels(specs, images[0][1].shape[1], data)
 
     result = evaluate(

@@ -1,0 +1,126 @@
+"""NumPy in, NumPy out: :func:`denoise` for users who hold an image as an array.
+
+Like scikit-image's ``denoise_*`` functions: a gray ``(H, W)`` or colour ``(H, W, 3)``
+array, float in [0, 1] or an integer type scaled by its maximum, comes back as a float
+array of the same shape. Any size works: the image is denoised tile by tile as
+``filterscope denoise`` does (:func:`filterscope.inference.denoise_tensor`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import InputError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def _as_float_image(image: np.ndarray, channel_axis: int | None) -> np.ndarray:
+    """``(H, W, C)`` float array in [0, 1] (nominally) from the caller's layout and dtype."""
+    array = np.asarray(image)
+    if array.dtype == bool or not (
+        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+    ):
+        raise InputError(f"image must be a float or integer array, got dtype {array.dtype}")
+    if np.issubdtype(array.dtype, np.integer):
+        # Integer images are scaled by their type's maximum, as scikit-image does.
+        array = array.astype(np.float64) / np.iinfo(array.dtype).max
+    if channel_axis is None:
+        if array.ndim == 2:
+            array = array[..., None]
+        elif array.ndim != 3:
+            raise InputError(
+                f"image must be (H, W) gray or (H, W, 3) colour, got shape {array.shape}"
+            )
+    else:
+        if array.ndim != 3:
+            raise InputError(
+                f"with channel_axis={channel_axis} the image must have 3 dimensions, "
+                f"got shape {array.shape}"
+            )
+        array = np.moveaxis(array, channel_axis, -1)
+    if array.shape[-1] not in (1, 3):
+        raise InputError(
+            f"image must have 1 or 3 channels, got {array.shape[-1]} (shape {array.shape}); "
+            "set channel_axis if the channels are not on the last axis"
+        )
+    return array
+
+
+def denoise(
+    image: np.ndarray,
+    *,
+    model: str | nn.Module = "default",
+    sigma: float | None = None,
+    channel_axis: int | None = None,
+    tile: int = 512,
+) -> np.ndarray:
+    """Denoise one image held as a NumPy array.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W) or (H, W, 3)
+        Gray or RGB image: float nominally in [0, 1], or an integer type scaled by its
+        maximum (uint8 / 255, uint16 / 65535).
+    model : str or nn.Module, keyword-only
+        ``"default"`` (the shipped model for the image's channel count), any name or
+        path :func:`filterscope.load_model` accepts, or a loaded denoiser.
+    sigma : float or None, keyword-only
+        Noise standard deviation on the image scale (25/255 for σ = 25 on 0–255);
+        blind models ignore it, non-blind ones (``bm3d``, ``ntk``...) need it.
+    channel_axis : int or None, keyword-only
+        Axis of the channels. None: a 2-D array is gray and a 3-D array has its
+        channels last.
+    tile : int, keyword-only
+        Tile side in pixels; the halo around each tile is the model's receptive
+        radius, so a convolutional network gives the whole-image result.
+
+    Returns
+    -------
+    ndarray
+        The estimate, the shape of ``image``, not clipped; float32 for a float32
+        input, float64 otherwise.
+
+    Raises
+    ------
+    InputError
+        An array that is not a gray or colour image, or a bad ``sigma``.
+    UnknownModelError, ChannelError, CheckpointError
+        A model that cannot be loaded or does not take the image's channels.
+
+    Examples
+    --------
+    >>> import numpy as np, filterscope as fs
+    >>> noisy = np.clip(0.5 + 0.1 * np.random.default_rng(0).standard_normal((40, 50)), 0, 1)
+    >>> fs.denoise(noisy).shape
+    (40, 50)
+    """
+    import torch
+
+    from .hub import load_model
+    from .inference import denoise_tensor
+    from .models import zoo
+
+    original = np.asarray(image)
+    array = _as_float_image(original, channel_axis)
+    if sigma is not None and (isinstance(sigma, bool) or not np.isfinite(sigma) or sigma < 0):
+        raise InputError(f"sigma must be a number >= 0 on the image scale, got {sigma!r}")
+    channels = array.shape[-1]
+    if isinstance(model, str) and model == "default":
+        model = zoo.default_model_name(channels)
+    denoiser = model if isinstance(model, torch.nn.Module) else load_model(model)
+    y = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)[None]
+    x_hat = denoise_tensor(denoiser, y, tile=tile, sigma=None if sigma is None else float(sigma))
+    out = x_hat[0].permute(1, 2, 0).numpy()
+    dtype = np.float32 if original.dtype == np.float32 else np.float64
+    if channel_axis is None:
+        out = out[..., 0] if original.ndim == 2 else out
+    else:
+        out = np.moveaxis(out, -1, channel_axis)
+    return out.astype(dtype, copy=False)
+
+
+__all__ = ["denoise"]
