@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import math
 import os
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future
 from importlib import resources
 from pathlib import Path
 
@@ -47,6 +50,8 @@ MAX_UPLOAD_BYTES = 16 << 20
 MAX_UPLOAD_PIXELS = 1 << 22
 #: Requests waiting for the worker beyond which new ones are refused (503).
 MAX_PENDING = 64
+#: Worker priorities: filters first, then images, then the slow panels.
+URGENT, IMAGES, SLOW = 0, 1, 2
 #: Longest query value read, in characters.
 MAX_PARAM_CHARS = 64
 
@@ -105,33 +110,63 @@ def _sigma(request: Request) -> float | None:
 
 
 class Worker:
-    """One background thread for all computations, with a bound on waiting requests."""
+    """One background thread for all computations, most urgent first.
+
+    Jobs wait in a priority queue (lower first, then in order of arrival): a filter the
+    user just asked for overtakes a patch spectrum still waiting from an earlier pick.
+    At most :data:`MAX_PENDING` jobs wait; more are refused (503).
+    """
 
     def __init__(self):
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="explore-worker")
-        self.pending = 0
+        self._queue: list = []
+        self._count = itertools.count()
+        self._ready = threading.Condition()
+        self._closed = False
+        self.thread = threading.Thread(target=self._loop, name="explore-worker", daemon=True)
+        self.thread.start()
 
-    async def run(self, function, *args, **kwargs):
-        if self.pending >= MAX_PENDING:
-            raise BadRequest("the server is busy; try again shortly", status=503)
-        self.pending += 1
-        try:
-            future = self.executor.submit(function, *args, **kwargs)
-            return await asyncio.wrap_future(future)
-        finally:
-            self.pending -= 1
+    def _loop(self) -> None:
+        while True:
+            with self._ready:
+                while not self._queue and not self._closed:
+                    self._ready.wait()
+                if self._closed:
+                    return
+                _, _, future, function, args, kwargs = heapq.heappop(self._queue)
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(function(*args, **kwargs))
+            except Exception as exc:  # handed to the request that asked
+                future.set_exception(exc)
+
+    async def run(self, function, *args, priority: int = 0, **kwargs):
+        future: Future = Future()
+        with self._ready:
+            if len(self._queue) >= MAX_PENDING:
+                raise BadRequest("the server is busy; try again shortly", status=503)
+            heapq.heappush(
+                self._queue, (priority, next(self._count), future, function, args, kwargs)
+            )
+            self._ready.notify()
+        return await asyncio.wrap_future(future)
 
     def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        with self._ready:
+            self._closed = True
+            for _, _, future, *_ in self._queue:
+                future.cancel()
+            self._queue.clear()
+            self._ready.notify()
 
 
-async def _cached_or_computed(worker: Worker, method, *args, **kwargs):
+async def _cached_or_computed(worker: Worker, priority: int, method, *args, **kwargs):
     """``method(..., compute=False)`` here (checks arguments, answers from the cache),
-    else ``method(..., compute=True)`` on the worker thread."""
+    else ``method(..., compute=True)`` on the worker thread at ``priority``."""
     found = method(*args, compute=False, **kwargs)
     if found is not None:
         return found
-    return await worker.run(method, *args, compute=True, **kwargs)
+    return await worker.run(method, *args, compute=True, priority=priority, **kwargs)
 
 
 def decode_upload(data: bytes, *, max_pixels: int = MAX_UPLOAD_PIXELS):
@@ -187,6 +222,43 @@ def _BytesFile(data: bytes):
     return io.BytesIO(data)
 
 
+class BackgroundServer:
+    """uvicorn serving an app on a daemon thread (for notebooks, tests and benchmarks).
+
+    Parameters
+    ----------
+    app : Starlette
+        What :func:`create_app` returns.
+    host : str, keyword-only
+        Address to bind; the default keeps the page on this machine.
+    port : int, keyword-only
+        0 picks a free port; :attr:`url` says which.
+    """
+
+    def __init__(self, app: Starlette, *, host: str = "127.0.0.1", port: int = 0):
+        import threading
+        import time
+
+        import uvicorn
+
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30.0
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the explorer could not serve on {host}:{port}")
+            time.sleep(0.02)
+        bound = self.server.servers[0].sockets[0].getsockname()
+        self.url = f"http://{host}:{bound[1]}/"
+
+    def stop(self) -> None:
+        """Stop serving and wait for the thread to end."""
+        self.server.should_exit = True
+        self.thread.join(timeout=10.0)
+
+
 def create_app(
     explorer: Explorer,
     *,
@@ -218,6 +290,7 @@ def create_app(
     async def filter_(request: Request) -> Response:
         found = await _cached_or_computed(
             worker,
+            URGENT,
             explorer.filter,
             _param(request, "model"),
             _int(request, "x"),
@@ -229,19 +302,20 @@ def create_app(
 
     async def output(request: Request) -> Response:
         found = await _cached_or_computed(
-            worker, explorer.output, _param(request, "model"), _sigma(request)
+            worker, IMAGES, explorer.output, _param(request, "model"), _sigma(request)
         )
         return JSONResponse(found["info"])
 
     async def decomposition(request: Request) -> Response:
         found = await _cached_or_computed(
-            worker, explorer.decomposition, _param(request, "model"), _sigma(request)
+            worker, SLOW, explorer.decomposition, _param(request, "model"), _sigma(request)
         )
         return JSONResponse(found["info"])
 
     async def spectrum(request: Request) -> Response:
         found = await _cached_or_computed(
             worker,
+            SLOW,
             explorer.spectrum,
             _param(request, "model"),
             _int(request, "x"),
@@ -253,13 +327,14 @@ def create_app(
 
     async def eigen(request: Request) -> Response:
         found = await _cached_or_computed(
-            worker, explorer.eigenimages, _param(request, "model"), _sigma(request)
+            worker, SLOW, explorer.eigenimages, _param(request, "model"), _sigma(request)
         )
         return JSONResponse(found["info"])
 
     async def image(request: Request) -> Response:
         data = await _cached_or_computed(
             worker,
+            IMAGES,
             explorer.picture,
             request.path_params["kind"],
             _param(request, "model", required=False),
