@@ -43,7 +43,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..metrics import psnr
-from ..models.base import Denoiser
+from ..models.base import Denoised, Denoiser, per_image_sigmas
 from ..ntk.kernels import as_image
 from .networks import ARCHITECTURES, PARAMETERIZATIONS, build_network
 from .weights import WeightTracker
@@ -744,9 +744,8 @@ class DIPDenoiser(Denoiser):
         Keyword options of :func:`fit_single_image` (``arch``, ``input``, ``optimizer``,
         ``iters``, ``width``, ``stop``...).
 
-    Attributes
-    ----------
-    last_results : list of FitResult
+    :meth:`denoise_with_info` returns, with the estimate, each image's
+    :class:`FitResult` summary (``"iterations"``, stopping choices, timing) per image.
     """
 
     def __init__(self, **options):
@@ -755,18 +754,26 @@ class DIPDenoiser(Denoiser):
             raise InputError("oracle stopping needs the clean image; call fit_single_image()")
         self.options = options
         self.blind = options.get("stop", "none") != "sure"
-        self.last_results: list[FitResult] = []
 
-    def forward(self, y: torch.Tensor, sigma=None) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, sigma=None, **kwargs) -> torch.Tensor:
+        return self.denoise_with_info(y, sigma).x_hat
+
+    def fit(self, y: torch.Tensor, sigma=None) -> list[FitResult]:
+        """The full :class:`FitResult` of each image of ``y`` (trajectories included)."""
         if not self.blind:
             sigma = self.require_sigma(sigma)
-        outs, self.last_results = [], []
-        for b in range(y.shape[0]):
-            s = sigma
-            if isinstance(s, torch.Tensor):
-                s = float(s.reshape(-1)[b] if s.numel() > 1 else s)
+        results = []
+        for b, s in enumerate(per_image_sigmas(sigma, y.shape[0])):
             options = {"device": y.device, **self.options}
-            result = fit_single_image(y[b], sigma=s, **options)
-            outs.append(result.x_hat.to(y.device, y.dtype))
-            self.last_results.append(result)
-        return torch.stack(outs)
+            results.append(fit_single_image(y[b], sigma=s, **options))
+        return results
+
+    def denoise_with_info(self, y: torch.Tensor, sigma=None, **kwargs) -> Denoised:
+        """The estimate, and per image the scalar stopping choices of its fit."""
+        results = self.fit(y, sigma)
+        x_hat = torch.stack([r.x_hat.to(y.device, y.dtype) for r in results])
+        per_image = [
+            {k: v for k, v in r.choices.items() if isinstance(v, (int, float)) or v is None}
+            for r in results
+        ]
+        return Denoised(x_hat, per_image)

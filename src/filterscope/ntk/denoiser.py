@@ -16,7 +16,7 @@ import time
 import torch
 
 from ..errors import InputError
-from ..models.base import Denoiser
+from ..models.base import Denoised, Denoiser, per_image_sigmas
 from .kernels import CNNKernel, ColumnEngine, as_image, kernel_matrix_spec
 from .nlm import NLM_H_FACTOR, NLMAffinity
 from .nystrom import (
@@ -244,7 +244,7 @@ class FixedFilter(Denoiser):
             h = b.left[:, None] * h * b.right[None, :]
         return h
 
-    def forward(self, y: torch.Tensor, sigma=None) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, sigma=None, **kwargs) -> torch.Tensor:
         b = self.basis
         bsz, c, hh, ww = y.shape
         flat = y.to(torch.float64).reshape(bsz * c, hh * ww).T
@@ -270,10 +270,8 @@ class NonLocalFilterDenoiser(Denoiser):
         Passed to :func:`filter_basis` (``method``, ``depth``, ``kernel_size``,
         ``columns``...).
 
-    Attributes
-    ----------
-    last_info : list of dict
-        What :func:`denoise` reported for each image of the last batch.
+    :meth:`denoise_with_info` returns, with the estimate, what :func:`denoise`
+    reported for each image (``t``, ``stop``, ``rank``, timings...).
     """
 
     def __init__(self, *, stop: str | float = "sure", **filter_options):
@@ -284,7 +282,6 @@ class NonLocalFilterDenoiser(Denoiser):
         self.filter_options = filter_options
         method = filter_options.get("method", "ntk")
         self.blind = not (isinstance(stop, str) or method == "nlm")
-        self.last_info: list[dict] = []
 
     def fixed_filter(self, y: torch.Tensor, sigma: float | None = None) -> FixedFilter:
         """The filter and ``t`` this denoiser would use for one image, frozen."""
@@ -299,18 +296,19 @@ class NonLocalFilterDenoiser(Denoiser):
         )
         return FixedFilter(basis, t)
 
-    def forward(self, y: torch.Tensor, sigma=None) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, sigma=None, **kwargs) -> torch.Tensor:
+        return self.denoise_with_info(y, sigma).x_hat
+
+    def denoise_with_info(self, y: torch.Tensor, sigma=None, **kwargs) -> Denoised:
+        """The estimate, and per image what :func:`denoise` reported (``t``, ``stop``...)."""
         if not self.blind:
             sigma = self.require_sigma(sigma)
-        outs, self.last_info = [], []
-        for b in range(y.shape[0]):
-            s = sigma
-            if isinstance(s, torch.Tensor):
-                s = float(s.reshape(-1)[b] if s.numel() > 1 else s)
+        outs, infos = [], []
+        for b, s in enumerate(per_image_sigmas(sigma, y.shape[0])):
             x_hat, info = denoise(y[b], sigma=s, stop=self.stop, **self.filter_options)
             outs.append(x_hat.to(y.dtype))
-            self.last_info.append(info)
-        return torch.stack(outs)
+            infos.append(info)
+        return Denoised(torch.stack(outs), infos)
 
 
 def ntk_denoiser(**options) -> NonLocalFilterDenoiser:
