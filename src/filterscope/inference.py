@@ -420,7 +420,13 @@ class _Runner:
         if isinstance(model, nn.Module):
             net, name = model, _model_name(model)
         else:
-            net, name = _load_model(model, key or 1), str(model)
+            net = _load_model(model, key or 1)
+            if model is None:
+                from .models import zoo
+
+                name = zoo.default_model_name(key or 1)
+            else:
+                name = str(model)
         net = net.to(self.device).eval()
         runner = _with_ensemble(prepare_model(net, precision=self.precision), self.ensemble)
         self._prepared[key] = (net, runner, name)
@@ -431,15 +437,7 @@ class _Runner:
         if self.given is not None:
             return self._prepared[None]
         if channels not in self._prepared:
-            from .models import zoo
-
-            name = zoo.default_model_name(channels)
-            if name not in zoo.list_shipped():
-                raise CheckpointError(
-                    f"no model given and the default model {name!r} is not installed; "
-                    "pass a model name or checkpoint path (--model)"
-                )
-            self._prepare(channels, name)
+            self._prepare(channels, None)
         return self._prepared[channels]
 
     def denoise(
