@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -441,3 +445,16 @@ def test_plans_that_cannot_work_are_refused_before_any_work(tmp_path, case, mess
         output = tmp_path / "no" / "out"
     with pytest.raises(InputError, match=message):
         denoise_files(inputs, output, model=tmp_path / "never-loaded.pt")
+
+
+def test_output_folder_that_cannot_be_made_is_an_input_error(
+    tmp_path, tiny_model_path, monkeypatch
+):
+    files = gray_files(tmp_path / "in", ["a.png", "b.png"])
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "mkdir", full_disk)
+    with pytest.raises(InputError, match="cannot make the output folder"):
+        denoise_files(files, tmp_path / "out", model=tiny_model_path)

@@ -133,9 +133,20 @@ def tile_grid(
     return tiles
 
 
+#: Smallest tile side: below it the tiles are so many (tile 1: 262,144 for 512x512) and
+#: their context so large relative to them that the run would crawl.
+MIN_TILE = 8
+
+
 def _validate_options(tile: int, overlap: int) -> None:
     if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
         raise InputError(f"tile must be a positive number of pixels, got {tile!r}")
+    floor = max(MIN_TILE, overlap)
+    if tile < floor:
+        raise InputError(
+            f"tile must be at least {floor} pixels, got {tile}: smaller tiles only multiply "
+            "the work (each tile also computes its context, the overlap, on every side)"
+        )
     if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
         raise InputError(f"overlap must be a number of pixels >= 0, got {overlap!r}")
 
@@ -749,7 +760,12 @@ def denoise_files(
             sigma=sigma,
         )
         if to_folder:
-            Path(output).mkdir(exist_ok=True)
+            try:
+                Path(output).mkdir(exist_ok=True)
+            except OSError as exc:  # a read-only or full disk: the user's to fix
+                raise InputError(
+                    f"{output}: cannot make the output folder ({exc.strerror})"
+                ) from None
 
     from tqdm import tqdm
 
