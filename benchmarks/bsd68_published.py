@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(
             todo,
             images,
-            [sigma],
+            [sigma / 255.0],
             seed=args.seed,
             batch_size=args.batch_size,
             progress=not args.no_progress,

@@ -290,7 +290,7 @@ def measure_speed(models: Models, key: str, images: list, args: argparse.Namespa
     result = evaluate(
         {key: model},
         images,
-        PUBLISHED_SIGMAS,
+        [s / 255.0 for s in PUBLISHED_SIGMAS],
         seed=args.seed,
         batch_size=args.batch_size,
         progress=not args.no_progress,
@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(
             {key: models[key]},
             images,
-            [sigma],
+            [sigma / 255.0],
             seed=args.seed,
             batch_size=args.batch_size,
             progress=not args.no_progress,

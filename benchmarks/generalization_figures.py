@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                 sweep = evaluate_models(
                     [spec],
                     data,
-                    args.sigmas,
+                    [s / 255.0 for s in args.sigmas],
                     noise=noise,
                     seed=args.seed,
                     precision=args.precision,

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                     result = evaluate(
                         {name: spec.denoiser},
                         images,
-                        [sigma],
+                        [sigma / 255.0],
                         precision="float32",
                         progress=not args.no_progress,
                     )

@@ -125,7 +125,7 @@ def test_sweep_records_sigma_source_and_per_image_estimates():
         "nlm:estimate": resolve_model("nlm:estimate").denoiser,
     }
     # a precision only converts networks: the baselines still get their σ
-    result = evaluate(denoisers, images, [25], progress=False, precision="float32")
+    result = evaluate(denoisers, images, [25 / 255], progress=False, precision="float32")
     true_entry, estimated_entry = result["results"]
     assert true_entry["sigma_source"] == "true"
     assert estimated_entry["sigma_source"] == "estimated"

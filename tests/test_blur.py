@@ -85,12 +85,14 @@ def sweep_images():
 
 def test_sweep_blurs_the_clean_image_then_adds_the_same_noise(sweep_images):
     plain, blurred = Recorder(), Recorder()
-    base = evaluate({"m": plain}, sweep_images, [20], progress=False, batch_size=2)
-    result = evaluate({"m": blurred}, sweep_images, [20], blur=1.5, progress=False, batch_size=2)
+    base = evaluate({"m": plain}, sweep_images, [20 / 255], progress=False, batch_size=2)
+    result = evaluate(
+        {"m": blurred}, sweep_images, [20 / 255], blur=1.5, progress=False, batch_size=2
+    )
     x = torch.cat([image for _, image in sweep_images])
     noise = torch.cat(
         [
-            add_noise(torch.zeros_like(image), 20 / 255, generator=noise_seed(0, i, 20))
+            add_noise(torch.zeros_like(image), 20 / 255, generator=noise_seed(0, i, 20 / 255))
             for i, (_, image) in enumerate(sweep_images)
         ]
     )
@@ -105,4 +107,4 @@ def test_sweep_blurs_the_clean_image_then_adds_the_same_noise(sweep_images):
 
 def test_sweep_refuses_negative_blur(sweep_images):
     with pytest.raises(ValueError, match="blur"):
-        evaluate({"id": lambda y, sigma: y}, sweep_images, [20], blur=-1, progress=False)
+        evaluate({"id": lambda y, sigma: y}, sweep_images, [20 / 255], blur=-1, progress=False)

@@ -397,7 +397,7 @@ def test_filters_are_models_for_the_analysis_and_evaluation_code():
     expected = torch.block_diag(h, h, h)  # one filter for every colour channel
     assert torch.allclose(jac.reshape(243, 243), expected, atol=1e-10)
     denoiser = NonLocalFilterDenoiser(method="ntk", kernel_size=3, columns=0.5, stop="sure")
-    result = evaluate({"ntk": denoiser}, [("a", y[None].float())], [25], progress=False)
+    result = evaluate({"ntk": denoiser}, [("a", y[None].float())], [25 / 255], progress=False)
     (item,) = result["results"][0]["per_image"]
     assert item["stop"] == "sure" and item["t"] >= 1  # what the filter chose, in the JSON
 

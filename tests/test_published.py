@@ -156,12 +156,12 @@ def test_bf_dncnn_psnr_matches_an_independent_forward(crop):
     sigma_255 = 50
     path = PRETRAINED / "dncnn" / "bias_free" / "0-55.pt"
     images = bsd68_images(3, crop)
-    result = evaluate({"bf": load_checkpoint(path)}, images, [sigma_255], progress=False)
+    result = evaluate({"bf": load_checkpoint(path)}, images, [sigma_255 / 255], progress=False)
     per_image = result["results"][0]["per_image"]
 
     state = raw_checkpoint(path)["model"][0]
     for index, (name, x) in enumerate(images):
-        y = add_noise(x, sigma_255 / 255, generator=noise_seed(0, index, sigma_255))
+        y = add_noise(x, sigma_255 / 255, generator=noise_seed(0, index, sigma_255 / 255))
         with torch.no_grad():
             x_hat = independent_bf_dncnn(state, y)
         clean = x[0, 0].numpy()

@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_models(
         args.model,
         args.data,
-        parse_sigmas(args.sigmas),
+        [s / 255.0 for s in parse_sigmas(args.sigmas)],
         noise=args.noise,
         blur=parse_blur(args.blur),
         seed=args.seed,

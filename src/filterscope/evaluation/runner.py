@@ -21,10 +21,11 @@ from ..errors import InputError
 from ..io import list_images, read_image, to_tensor
 from ..noise import NOISE_KINDS
 from .specs import ModelSpec, resolve_model
-from .sweep import evaluate, results_table
+from .sweep import check_sigmas, evaluate, results_table
 
-#: The published protocol's noise levels (0–255 scale), the default of the command.
-DEFAULT_SIGMAS_255 = tuple(float(s) for s in range(10, 101, 10))
+#: The published protocol's noise levels (image scale: 10/255, ..., 100/255), the
+#: default of the command.
+DEFAULT_SIGMAS = tuple(s / 255.0 for s in range(10, 101, 10))
 PRECISIONS = ("float32", "bfloat16")
 CSV_COLUMNS = (
     "model",
@@ -42,19 +43,15 @@ CSV_COLUMNS = (
 
 
 def check_options(
-    sigmas_255: Sequence[float], *, noise: str, blur: float, seed: int, batch_size: int
+    sigmas: Sequence[float], *, noise: str, blur: float, seed: int, batch_size: int
 ) -> list[float]:
-    """The σ list as floats, after checking every option; InputError for the first bad one."""
+    """The σ list (image scale) as floats, after checking every option; InputError for
+    the first bad one."""
     if noise not in NOISE_KINDS:
         raise InputError(f"unknown noise kind {noise!r}; choose from {', '.join(NOISE_KINDS)}")
     if not (isinstance(blur, (int, float)) and math.isfinite(blur) and blur >= 0):
         raise InputError(f"blur width must be a number of pixels >= 0, got {blur}")
-    sigmas = [float(s) for s in sigmas_255]
-    if not sigmas:
-        raise InputError("no noise level given")
-    for sigma in sigmas:
-        if not (math.isfinite(sigma) and sigma >= 0):
-            raise InputError(f"noise levels must be finite and >= 0 (0-255 scale), got {sigma:g}")
+    sigmas = check_sigmas(sigmas)
     if seed < 0:
         raise InputError(f"seed must be >= 0, got {seed}")
     if batch_size < 1:
@@ -151,7 +148,7 @@ def write_outputs(
 def evaluate_models(
     models: Sequence[str],
     data: str | os.PathLike,
-    sigmas_255: Sequence[float] = DEFAULT_SIGMAS_255,
+    sigmas: Sequence[float] = DEFAULT_SIGMAS,
     *,
     noise: str = "gaussian",
     blur: float = 0.0,
@@ -177,8 +174,8 @@ def evaluate_models(
         ``package.module:attribute``. Each is named in the results exactly as given.
     data : str or path-like
         Folder of clean test images, all gray or all RGB.
-    sigmas_255 : sequence of float
-        Noise levels on the 0–255 scale (default 10, 20, …, 100).
+    sigmas : sequence of float
+        Noise levels on the image scale (default 10/255, 20/255, …, 100/255).
     noise : {"gaussian", "uniform"}, keyword-only
         Noise distribution, of standard deviation σ either way.
     blur : float, keyword-only
@@ -216,7 +213,7 @@ def evaluate_models(
     InputError, CheckpointError
         Any bad option, output path, folder, image or model, before any model runs.
     """
-    sigmas = check_options(sigmas_255, noise=noise, blur=blur, seed=seed, batch_size=batch_size)
+    sigmas = check_options(sigmas, noise=noise, blur=blur, seed=seed, batch_size=batch_size)
     if precision is not None and precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if limit is not None and limit < 1:
@@ -256,7 +253,7 @@ def evaluate_models(
 
 
 __all__ = [
-    "DEFAULT_SIGMAS_255",
+    "DEFAULT_SIGMAS",
     "check_options",
     "check_output_paths",
     "csv_text",

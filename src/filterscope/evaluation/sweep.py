@@ -21,6 +21,7 @@ reference of PSNR/SSIM stays the clean, unblurred image.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -32,6 +33,7 @@ import torch
 from torch import nn
 
 from ..blur import gaussian_blur
+from ..errors import InputError
 from ..io import list_images, read_image, to_tensor
 from ..metrics import psnr, ssim
 from ..models.base import Denoised, Denoiser, module_device
@@ -41,24 +43,59 @@ ImageList = Sequence[tuple[str, torch.Tensor]]
 DenoiserLike = Callable[..., torch.Tensor]
 
 
-def noise_seed(seed: int, image_index: int, sigma_255: float) -> int:
-    """Seed of the noise added to image ``image_index`` at noise level ``sigma_255``.
+def sigma_to_255(sigma: float) -> float:
+    """σ on the 0–255 scale of results and JSON: ``255 σ``, rounded to 9 decimals so that
+    ``25 / 255`` reads back as ``25.0``."""
+    return round(255.0 * float(sigma), 9)
+
+
+def noise_seed(seed: int, image_index: int, sigma: float) -> int:
+    """Seed of the noise added to image ``image_index`` at noise level ``sigma``.
 
     Derived with :class:`numpy.random.SeedSequence` from ``(seed, image_index,
-    round(1000 * sigma_255))``, so nearby σ values and consecutive images get
-    independent streams, and the value does not depend on which other images or σ
-    are in the sweep.
+    round(1000 * 255 σ))``, so nearby σ values and consecutive images get independent
+    streams, and the value does not depend on which other images or σ are in the sweep.
+
+    Parameters
+    ----------
+    seed, image_index : int
+        Base seed and position of the image in the sweep, both >= 0.
+    sigma : float
+        Noise level on the image scale (25/255 for σ = 25 on the 0–255 scale).
 
     Returns
     -------
     int
         A 63-bit seed for :meth:`torch.Generator.manual_seed`.
     """
-    if seed < 0 or image_index < 0 or sigma_255 < 0:
+    if seed < 0 or image_index < 0 or sigma < 0:
         raise ValueError("seed, image index and sigma must be non-negative")
-    entropy = [int(seed), int(image_index), int(round(1000 * float(sigma_255)))]
+    entropy = [int(seed), int(image_index), int(round(1000 * sigma_to_255(sigma)))]
     state = np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0]
     return int(state) & ((1 << 63) - 1)
+
+
+def check_sigmas(sigmas: Sequence[float]) -> list[float]:
+    """The noise levels as floats, after checking they are on the image scale.
+
+    Raises
+    ------
+    InputError
+        No σ, a negative or non-finite one, or one above 1: a σ of 25 means the caller
+        used the 0–255 scale, which Python functions do not take.
+    """
+    values = [float(s) for s in sigmas]
+    if not values:
+        raise InputError("no noise level (sigma) given")
+    for value in values:
+        if not (math.isfinite(value) and value >= 0):
+            raise InputError(f"noise levels must be finite and >= 0, got {value:g}")
+        if value > 1:
+            raise InputError(
+                f"noise level {value:g} is above 1: sigmas are on the image scale "
+                f"(25/255 = 0.098 for sigma 25 on the 0-255 scale); divide by 255"
+            )
+    return values
 
 
 def load_image_folder(
@@ -164,7 +201,7 @@ def _batches(images: list[tuple[str, torch.Tensor]], batch_size: int) -> list[li
 def evaluate(
     denoisers: Mapping[str, DenoiserLike],
     images: ImageList | str | os.PathLike,
-    sigmas_255: Sequence[float],
+    sigmas: Sequence[float],
     *,
     noise: str = "gaussian",
     blur: float = 0.0,
@@ -187,8 +224,9 @@ def evaluate(
     images : sequence of (str, Tensor) or path
         ``(name, (1, C, H, W) float32 tensor in [0, 1])`` pairs, or a folder of image
         files (read in name order).
-    sigmas_255 : sequence of float
-        Noise standard deviations on the 0–255 scale (``25`` means σ = 25/255).
+    sigmas : sequence of float
+        Noise standard deviations on the image scale (``25 / 255`` for σ = 25 on the
+        0–255 scale); values above 1 are refused as a sign of the 0–255 scale.
     noise : {"gaussian", "uniform"}, keyword-only
         Noise distribution (uniform noise of the same standard deviation).
     blur : float, keyword-only
@@ -227,7 +265,7 @@ def evaluate(
                           "ssim": ..., "psnr_in": ..., "ssim_in": ...}, ...]}, ...]}
 
         ``results`` is ordered by model (in the order of ``denoisers``), then σ (in
-        the order of ``sigmas_255``). ``sigma`` is on the 0–255 scale; PSNR in dB;
+        the order of ``sigmas``). ``sigma`` is on the 0–255 scale; PSNR in dB;
         ``psnr``/``ssim`` are means over the images; ``seconds`` is the time spent
         in the denoiser. ``sigma_source`` is :func:`sigma_source` of the denoiser.
         What a :class:`~filterscope.models.base.Denoiser` reports per image through
@@ -248,9 +286,7 @@ def evaluate(
         raise ValueError("no denoisers to evaluate")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    sigmas = [float(s) for s in sigmas_255]
-    if not sigmas or min(sigmas) < 0:
-        raise ValueError(f"need at least one non-negative sigma, got {list(sigmas_255)}")
+    sigmas = check_sigmas(sigmas)
     blur = float(blur)
     if not blur >= 0 or not np.isfinite(blur):
         raise ValueError(f"blur width must be a non-negative number of pixels, got {blur}")
@@ -266,7 +302,7 @@ def evaluate(
                 "model": name,
                 "noise": noise,
                 "blur": blur,
-                "sigma": sigma,
+                "sigma": sigma_to_255(sigma),
                 "sigma_source": sigma_source(originals[name]),
                 "seconds": 0.0,
                 "per_image": [None] * len(image_list),
@@ -279,8 +315,7 @@ def evaluate(
     bar = tqdm(total=total, desc="evaluate", unit="img", file=sys.stderr, disable=not progress)
     try:
         with torch.inference_mode():
-            for s_index, sigma_255 in enumerate(sigmas):
-                sigma = sigma_255 / 255.0
+            for s_index, sigma in enumerate(sigmas):
                 for group in groups:
                     x = torch.cat([image_list[i][1] for i in group])
                     # Zero blur skips the convolution, so plain denoising sweeps see
@@ -292,7 +327,7 @@ def evaluate(
                                 degraded[k : k + 1],
                                 sigma,
                                 kind=noise,
-                                generator=noise_seed(seed, i, sigma_255),
+                                generator=noise_seed(seed, i, sigma),
                             )
                             for k, i in enumerate(group)
                         ]
@@ -367,7 +402,7 @@ def _protocol(
     protocol = {
         "noise": noise,
         "blur": blur,
-        "sigmas_255": sigmas,
+        "sigmas_255": [sigma_to_255(s) for s in sigmas],
         "seed": seed,
         "noise_seed": "numpy SeedSequence([seed, image index, round(1000 * sigma_255)])",
         "num_images": len(images),
@@ -402,4 +437,12 @@ def results_table(result: dict[str, Any]) -> list[dict[str, Any]]:
     return [{k: v for k, v in entry.items() if k != "per_image"} for entry in result["results"]]
 
 
-__all__ = ["evaluate", "load_image_folder", "noise_seed", "results_table", "sigma_source"]
+__all__ = [
+    "check_sigmas",
+    "evaluate",
+    "load_image_folder",
+    "noise_seed",
+    "results_table",
+    "sigma_source",
+    "sigma_to_255",
+]

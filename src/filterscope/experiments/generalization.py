@@ -151,7 +151,7 @@ def run_generalization_experiment(
     result = evaluate_models(
         [*models, *baselines],
         test_dir,
-        test_sigmas,
+        [s / 255.0 for s in test_sigmas],
         limit=test_images,
         json_path=out_dir / OUTPUT_NAMES[0],
         csv_path=out_dir / OUTPUT_NAMES[1],

@@ -79,7 +79,7 @@ def restoration_grid(
         result = evaluate(
             {key: spec.denoiser for key, spec in specs.items()},
             images,
-            sigmas_255,
+            [s / 255.0 for s in sigmas_255],
             blur=float(blur),
             seed=seed,
             precision="float32",
