@@ -27,11 +27,15 @@ def _blocks(channels: int, count: int, *, bias: bool) -> nn.Sequential:
     return nn.Sequential(*(ResidualBlock(channels, bias=bias) for _ in range(count)))
 
 
-def noise_level_map(y: torch.Tensor, sigma: float | torch.Tensor | None) -> torch.Tensor:
+def noise_level_map(
+    y: torch.Tensor, sigma: float | torch.Tensor | None, *, check: bool = True
+) -> torch.Tensor:
     """A ``(B, 1, H, W)`` map holding each image's σ (image scale); zeros when unknown.
 
     ``sigma`` is None (blind), a float, or a ``(B,)`` tensor. A σ of 0 is the blind
-    mode too: the network was trained to estimate the noise itself there.
+    mode too: the network was trained to estimate the noise itself there. ``check``
+    refuses negative or non-finite σ; reading that answer from a GPU makes the host
+    wait, so training (whose σ the sampler draws) skips it.
     """
     batch, _, height, width = y.shape
     if sigma is None:
@@ -41,7 +45,7 @@ def noise_level_map(y: torch.Tensor, sigma: float | torch.Tensor | None) -> torc
         raise ValueError(
             f"sigma must be a float or hold one value per image ({batch}), got {level.numel()}"
         )
-    if bool((level < 0).any()) or not bool(torch.isfinite(level).all()):
+    if check and (bool((level < 0).any()) or not bool(torch.isfinite(level).all())):
         raise ValueError(f"sigma must be finite and non-negative, got {level.tolist()}")
     return level.view(-1, 1, 1, 1).expand(batch, 1, height, width)
 
@@ -153,7 +157,8 @@ class DRUNet(CNNDenoiser):
         padded = F.pad(y, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else y
         inputs = padded
         if self.config["noise_map"]:
-            inputs = torch.cat([padded, noise_level_map(padded, sigma)], dim=1)
+            level = noise_level_map(padded, sigma, check=not self.training)
+            inputs = torch.cat([padded, level], dim=1)
         h = self.head(inputs)
         skips = []
         for blocks, down in zip(self.down_blocks, self.downs, strict=True):
