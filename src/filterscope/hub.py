@@ -19,8 +19,9 @@ that is not a :class:`~filterscope.models.base.Denoiser` is wrapped in
 :class:`~filterscope.models.adapter.ModuleDenoiser`.
 
 Resolution order: registered name (optionally ``name:variant``), existing file, object
-path. Anything else is an :class:`~filterscope.errors.UnknownModelError` listing the
-close matches.
+path. A missing file (a name with a ``/`` or a checkpoint suffix) is a
+:class:`~filterscope.errors.CheckpointError`; anything else is an
+:class:`~filterscope.errors.UnknownModelError` listing the close matches.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ModelImportError, UnknownModelError
+from .errors import CheckpointError, ModelImportError, UnknownModelError
 
 if TYPE_CHECKING:  # torch is imported when a model is loaded, not to list them
     from torch import nn
@@ -41,6 +42,9 @@ if TYPE_CHECKING:  # torch is imported when a model is loaded, not to list them
     from .models.base import Denoiser
 
 KINDS = ("architecture", "shipped", "classical", "nonlocal", "dip", "checkpoint", "python")
+
+#: File suffixes that make a name a checkpoint path (refused when the file is missing).
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".json")
 
 # package.module:attribute (attribute may be dotted: module:Class.factory)
 _OBJECT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -295,6 +299,8 @@ def resolve(name_or_path: str | Path, **options: Any) -> LoadedModel:
         return LoadedModel(denoiser.eval(), _info_of(info, denoiser), options)
     if path.exists():
         return _load_file(path, text, options)
+    if "/" in text or "\\" in text or path.suffix in CHECKPOINT_SUFFIXES:
+        raise CheckpointError(f"{text}: no such checkpoint file")
     _check_variant(text, entries)
     if _OBJECT_PATH.match(text):
         module = load_object(text, **options)

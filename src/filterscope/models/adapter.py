@@ -36,6 +36,9 @@ class ModuleDenoiser(Denoiser):
         first_conv = next((m for m in module.modules() if isinstance(m, nn.Conv2d)), None)
         self.in_channels = None if first_conv is None else first_conv.in_channels
 
+    def label(self) -> str:
+        return type(self.module).__name__
+
     def forward(
         self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs
     ) -> torch.Tensor:

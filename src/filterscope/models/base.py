@@ -124,7 +124,7 @@ class Denoiser(nn.Module):
     def require_sigma(self, sigma: float | torch.Tensor | None) -> float | torch.Tensor:
         """Return ``sigma``, or raise a clear error when a non-blind method lacks it."""
         if sigma is None:
-            raise InputError(f"{type(self).__name__} is not blind: it needs the noise level sigma")
+            raise InputError(f"{self.label()} is not blind: it needs the noise level sigma")
         return sigma
 
     def check_channels(self, y: torch.Tensor) -> None:
@@ -133,8 +133,12 @@ class Denoiser(nn.Module):
         if y.dim() != 4 or (self.in_channels is not None and y.shape[1] != self.in_channels):
             channels = "C" if self.in_channels is None else self.in_channels
             raise ChannelError(
-                f"{type(self).__name__} takes a (B, {channels}, H, W) tensor, got {tuple(y.shape)}"
+                f"{self.label()} takes a (B, {channels}, H, W) tensor, got {tuple(y.shape)}"
             )
+
+    def label(self) -> str:
+        """How messages name this denoiser (its class name)."""
+        return type(self).__name__
 
 
 class CNNDenoiser(Denoiser):

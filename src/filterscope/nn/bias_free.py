@@ -127,9 +127,11 @@ def make_bias_free(module: nn.Module) -> nn.Module:
     nn.Module
         A deep copy where convolution and linear layers have no bias and every
         ``BatchNorm2d`` is a :class:`~filterscope.nn.BFBatchNorm2d` keeping its scale
-        and running variance. Attributes such as ``bias`` flags of the copy are not
-        changed; the weights that remain are the original ones (retrain or fine-tune
-        for good results).
+        and running variance; the weights that remain are the original ones (retrain
+        or fine-tune for good results). A registered architecture
+        (:class:`~filterscope.models.base.CNNDenoiser`) gets ``bias = False`` in its
+        attributes and ``config``, so that it saves and reloads as the bias-free
+        variant.
 
     Raises
     ------
@@ -152,6 +154,13 @@ def make_bias_free(module: nn.Module) -> nn.Module:
         converted.bias = None
         return converted
     _convert(converted, "")
+    from ..models.base import CNNDenoiser
+
+    if isinstance(converted, CNNDenoiser):
+        # A registered architecture is now its own bias-free variant: say so, so that
+        # save_model / load_checkpoint rebuild it as one.
+        converted.bias = False
+        converted.config = {**converted.config, "bias": False}
     return converted
 
 
