@@ -348,7 +348,7 @@ def test_bad_checkpoint_is_one_line_exit_2(tmp_path, capsys, case):
     if case == "unknown_arch":
         checkpoint, message = unknown_arch_checkpoint(tmp_path), "unknown architecture"
     elif case == "missing_file":
-        checkpoint, message = tmp_path / "nothing.pt", "neither a shipped model"
+        checkpoint, message = tmp_path / "nothing.pt", "no such checkpoint file"
     else:
         checkpoint, message = tmp_path / "junk.pt", "not a "  # "not a (readable) checkpoint"
         checkpoint.write_text("junk")

@@ -73,7 +73,8 @@ def prepare_model(model: nn.Module, *, precision: str | None = None) -> nn.Modul
     -------
     nn.Module
         What :func:`filterscope.models.fast.optimize_for_inference` returns: a copy with
-        norms folded into convolutions, channels-last, at ``precision``.
+        norms folded into convolutions, channels-last, at ``precision``; a model
+        without parameters (BM3D, NLM, NTK filters) is returned as it is.
 
     Raises
     ------
@@ -84,6 +85,10 @@ def prepare_model(model: nn.Module, *, precision: str | None = None) -> nn.Modul
         precision = default_precision()
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if not any(True for _ in model.parameters()):
+        # A method without weights (BM3D, NLM, an NTK filter, DIP) has no network
+        # arithmetic to convert; it runs in its own precision.
+        return model
     return optimize_for_inference(model, precision=precision)
 
 
@@ -390,7 +395,9 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def _load_model(name_or_path: str | os.PathLike | None, channels: int) -> nn.Module:
-    """Resolve a model name or checkpoint path; every failure is a CheckpointError."""
+    """Resolve a model by :func:`filterscope.hub.load_model` (registered name, checkpoint
+    path or object path), or the shipped default for ``channels`` when None."""
+    from .hub import load_model
     from .models import zoo
 
     if name_or_path is None:
@@ -400,7 +407,7 @@ def _load_model(name_or_path: str | os.PathLike | None, channels: int) -> nn.Mod
                 f"no model given and the default model {name_or_path!r} is not installed; "
                 "pass a model name or checkpoint path (--model)"
             )
-    return zoo.load_model(name_or_path)
+    return load_model(name_or_path)
 
 
 class _Runner:

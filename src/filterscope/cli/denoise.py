@@ -43,7 +43,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--model",
         metavar="NAME_OR_PATH",
         default=None,
-        help="shipped model name (see `filterscope models`) or checkpoint file path "
+        help="a model of `filterscope models` (shipped name, bm3d, nlm, ntk...), a "
+        "checkpoint file path, or a Python object path package.module:attribute "
         "(default: the shipped model for each image's channel count)",
     )
     parser.add_argument(
