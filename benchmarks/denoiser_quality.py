@@ -1,0 +1,258 @@
+"""Is the shipped default worth choosing? Side by side with BM3D, NLM and the published model.
+
+Run from the repository root (needs ../shared)::
+
+    python benchmarks/denoiser_quality.py gray  --images 68    # BSD68, σ = 5 … 100
+    python benchmarks/denoiser_quality.py color --images 10    # CBSD68, Kodak24, McMaster
+    python benchmarks/denoiser_quality.py speed      # 512² gray Mpx/s, 3000×2000 RGB memory
+
+Every method sees the same noisy images: the noise of image ``i`` at σ comes from
+``filterscope.evaluation.sweep.noise_seed(0, i, σ)``. PSNR of the estimate clipped to
+[0, 1], data range 1, mean over images of per-image values. Networks run in float32.
+
+Gray methods: the default gray model blind (``sigma=None``) and told σ, the default blind
+with the 8-fold self-ensemble (at ``--ensemble-sigmas``), BM3D and scikit-image NLM
+given the true σ, the published BF-DnCNN trained on [0, 100] (blind), and the previous
+default ``bf-dncnn-gray``. Colour methods: the default colour model blind and told σ,
+CBM3D (``bm3d.bm3d_rgb``, true σ), the published gray BF-DnCNN [0, 100] per channel,
+and the previous ``bf-dncnn-color``.
+
+Per-image PSNRs are cached in ``benchmarks/results/denoiser_quality.partial.json``
+(keyed by method, set, image and σ), so an interrupted or extended run (more images,
+more σ) computes only what is missing; ``--forget LABEL`` drops one method's entries
+(after retraining a model). Results: ``benchmarks/results/denoiser_quality.json`` and
+markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import torch
+
+from _common import RESULTS_DIR, print_table, write_results
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+PUBLISHED_0_100 = SHARED / "reference/bias_free_denoising/pretrained/dncnn/bias_free/0-100.pt"
+CACHE = RESULTS_DIR / "denoiser_quality.partial.json"
+GRAY_SIGMAS = [5, 10, 15, 25, 35, 50, 75, 100]
+COLOR_SIGMAS = [15, 25, 50]
+COLOR_SETS = ["CBSD68", "Kodak24", "McMaster"]
+
+
+def _load(name: str):
+    from filterscope.hub import load_model
+
+    return load_model(name).eval()
+
+
+def _per_channel(model):
+    """A gray model run on each channel of an RGB batch."""
+
+    def run(y, sigma):
+        b, c, h, w = y.shape
+        return model(y.reshape(b * c, 1, h, w), None).reshape(b, c, h, w)
+
+    return run
+
+
+def methods(part: str, default: str) -> dict[str, Callable[[], Callable]]:
+    """Label -> factory of ``fn(y, sigma) -> x_hat`` (σ on the image scale)."""
+    from filterscope.ensemble import self_ensemble
+
+    def blind(name):
+        return lambda: (lambda m: lambda y, s: m(y, None))(_load(name))
+
+    def told(name):
+        return lambda: (lambda m: lambda y, s: m(y, s))(_load(name))
+
+    def ensemble(name):
+        return lambda: (lambda m: lambda y, s: self_ensemble(m, y, None))(_load(name))
+
+    if part == "gray":
+        return {
+            f"{default} (blind)": blind(default),
+            f"{default} (told sigma)": told(default),
+            f"{default} (blind, ensemble)": ensemble(default),
+            "BM3D (true sigma)": told("bm3d"),
+            "NLM (true sigma)": told("nlm"),
+            "published BF-DnCNN [0,100]": blind(str(PUBLISHED_0_100)),
+            "bf-dncnn-gray (old default)": blind("bf-dncnn-gray"),
+        }
+    return {
+        f"{default} (blind)": blind(default),
+        f"{default} (told sigma)": told(default),
+        "CBM3D (true sigma)": told("bm3d"),
+        "published gray BF-DnCNN [0,100] per channel": lambda: _per_channel(
+            _load(str(PUBLISHED_0_100))
+        ),
+        "bf-dncnn-color (old default)": blind("bf-dncnn-color"),
+    }
+
+
+def _noisy(clean: torch.Tensor, index: int, sigma: float) -> torch.Tensor:
+    from filterscope.evaluation.sweep import noise_seed
+
+    generator = torch.Generator().manual_seed(noise_seed(0, index, sigma))
+    return clean + torch.randn(clean.shape, generator=generator) * (sigma / 255.0)
+
+
+def _score(job) -> float:
+    """PSNR of one (method, image, σ): a picklable job for the worker processes."""
+    label, part, default, path, index, sigma = job
+    from filterscope.io import read_image, to_tensor
+    from filterscope.metrics import psnr
+
+    torch.set_num_threads(1)
+    fn = _worker_method(label, part, default)
+    image, _ = read_image(path)
+    clean = to_tensor(image)
+    with torch.inference_mode():
+        estimate = fn(_noisy(clean, index, sigma), sigma / 255.0)
+    return float(psnr(estimate.float(), clean)[0])
+
+
+_WORKER_CACHE: dict[str, Callable] = {}
+
+
+def _worker_method(label: str, part: str, default: str) -> Callable:
+    if label not in _WORKER_CACHE:
+        _WORKER_CACHE[label] = methods(part, default)[label]()
+    return _WORKER_CACHE[label]
+
+
+def _sets(part: str, sigmas: list[int] | None = None) -> list[tuple[str, list[int]]]:
+    if part == "gray":
+        return [("BSD68", sigmas or GRAY_SIGMAS)]
+    return [(name, sigmas or COLOR_SIGMAS) for name in COLOR_SETS]
+
+
+def quality(part: str, args) -> dict:
+    cache = json.loads(CACHE.read_text()) if CACHE.exists() else {}
+    for label in args.forget:
+        cache = {k: v for k, v in cache.items() if not k.startswith(label + "|")}
+    labels = list(methods(part, args.default))
+    jobs = []
+    for set_name, sigmas in _sets(part, args.sigmas):
+        files = sorted((SHARED / "data" / set_name).glob("*.png"))[: args.images]
+        for label in labels:
+            use = args.ensemble_sigmas if "ensemble" in label else sigmas
+            for sigma in use:
+                for index, path in enumerate(files):
+                    key = f"{label}|{set_name}|{path.name}|{sigma}"
+                    if key not in cache:
+                        jobs.append((key, (label, part, args.default, str(path), index, sigma)))
+    print(f"{len(jobs)} (method, image, sigma) runs to do, {args.jobs} processes")
+    start = time.perf_counter()
+    with ProcessPoolExecutor(args.jobs) as pool:
+        for done, (key, value) in enumerate(
+            zip([k for k, _ in jobs], pool.map(_score, [j for _, j in jobs]), strict=True), start=1
+        ):
+            cache[key] = value
+            if done % 20 == 0 or done == len(jobs):
+                CACHE.write_text(json.dumps(cache, indent=1) + "\n")
+                print(f"  {done}/{len(jobs)} ({time.perf_counter() - start:.0f} s)", flush=True)
+    return _summarise(part, args, cache, labels)
+
+
+def _summarise(part: str, args, cache: dict, labels: list[str]) -> dict:
+    tables = {}
+    for set_name, sigmas in _sets(part, args.sigmas):
+        files = sorted((SHARED / "data" / set_name).glob("*.png"))[: args.images]
+        rows = []
+        for label in labels:
+            row = {"method": label}
+            for sigma in sigmas:
+                values = [cache.get(f"{label}|{set_name}|{p.name}|{sigma}") for p in files]
+                if all(v is not None for v in values):
+                    row[str(sigma)] = round(statistics.fmean(values), 3)
+            rows.append(row)
+        tables[set_name] = {"images": len(files), "sigmas_255": sigmas, "rows": rows}
+        print(f"\n{set_name} ({len(files)} images), mean PSNR (dB), sigma on the 0-255 scale")
+        print_table(rows, ["method"] + [str(s) for s in sigmas])
+    return tables
+
+
+def _speed_child(name: str, height: int, width: int, channels: int, repeats: int) -> dict:
+    from filterscope.inference import denoise_tensor, prepare_model
+
+    torch.set_num_threads(2)
+    model = prepare_model(_load(name), precision="bfloat16")
+    y = torch.rand(1, channels, height, width, generator=torch.Generator().manual_seed(0))
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            denoise_tensor(model, y)
+            times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    median = statistics.median(times[1:] if len(times) > 1 else times)
+    return {"seconds": median, "mpx_per_s": height * width / median / 1e6, "peak_gib": peak}
+
+
+def speed(args) -> dict:
+    """Each measurement in a fresh process, so peak memory is that run's own."""
+    cases = [
+        (args.default, 512, 512, 1, 6),
+        ("bf-dncnn-gray", 512, 512, 1, 6),
+        (args.default_color, 2000, 3000, 3, 1),
+        ("bf-dncnn-color", 2000, 3000, 3, 1),
+    ]
+    rows = []
+    for name, height, width, channels, repeats in cases:
+        code = (
+            "import json, sys; sys.path.insert(0, 'benchmarks'); import denoiser_quality as q; "
+            f"print(json.dumps(q._speed_child({name!r}, {height}, {width}, {channels}, {repeats})))"
+        )
+        out = (
+            subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        rows.append({"model": name, "image": f"{width}x{height}x{channels}", **json.loads(out)})
+    print_table(rows, ["model", "image", "seconds", "mpx_per_s", "peak_gib"])
+    return {"precision": "bfloat16 (the CPU default)", "threads": 2, "rows": rows}
+
+
+def main() -> int:
+    from filterscope.models.zoo import default_model_name
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("part", choices=["gray", "color", "speed"])
+    parser.add_argument("--images", type=int, default=68, help="first N images of each set")
+    parser.add_argument("--default", default=default_model_name(1), help="gray model")
+    parser.add_argument("--default-color", default=default_model_name(3), help="color model")
+    parser.add_argument("--sigmas", default="", help="sigmas (0-255), default: the target's")
+    parser.add_argument("--ensemble-sigmas", default="25,50", help="sigmas (0-255) for ensemble")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes")
+    parser.add_argument("--forget", action="append", default=[], help="drop a method's cache")
+    args = parser.parse_args()
+    args.ensemble_sigmas = [int(s) for s in args.ensemble_sigmas.split(",") if s]
+    args.sigmas = [int(s) for s in args.sigmas.split(",") if s]
+    if args.part == "color":
+        args.default = args.default_color
+    if args.part != "speed" and not (SHARED / "data").is_dir():
+        print(f"needs {SHARED}/data", file=sys.stderr)
+        return 2
+    path = RESULTS_DIR / "denoiser_quality.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results[args.part] = speed(args) if args.part == "speed" else quality(args.part, args)
+    results[args.part]["command"] = " ".join(
+        ["python benchmarks/denoiser_quality.py"] + sys.argv[1:]
+    )
+    write_results("denoiser_quality", results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
