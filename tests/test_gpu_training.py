@@ -12,8 +12,8 @@ from PIL import Image
 
 from filterscope import load_checkpoint
 from filterscope.cli.main import main
-from filterscope.errors import InputError
-from filterscope.training import PatchSampler, TrainConfig
+from filterscope.errors import CheckpointError, InputError
+from filterscope.training import PatchSampler, TrainConfig, train
 from filterscope.training.gpu import (
     DevicePatchBank,
     budget_learning_rate,
@@ -166,6 +166,13 @@ def test_refusals(tmp_path):
     train_on_device(_tiny_config(data, steps=1), tmp_path / "run", minutes=1)
     with pytest.raises(InputError, match="holds a run already"):
         train_on_device(_tiny_config(data, steps=1), tmp_path / "run", minutes=1)
+    with pytest.raises(InputError, match="nothing to resume"):
+        train_on_device(_tiny_config(data), tmp_path / "none", minutes=1, resume=True)
+    # A run of the CPU trainer is not continued here (its generators live elsewhere).
+    cpu_config = _tiny_config(data, steps=1, precision="float32", channels_last=False)
+    train(cpu_config, tmp_path / "cpu", progress=False)
+    with pytest.raises(CheckpointError, match="filterscope train"):
+        train_on_device(_tiny_config(data, steps=2), tmp_path / "cpu", minutes=1, resume=True)
 
 
 def test_cli_trains_each_recipe_into_its_folder(tmp_path, capsys):

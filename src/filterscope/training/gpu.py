@@ -32,11 +32,11 @@ from typing import Any
 import torch
 
 from .._files import atomic_write
-from ..errors import InputError
+from ..errors import CheckpointError, InputError
 from ..models.checkpoints import save_model
 from ..noise import NOISE_KINDS, sample_sigmas
 from .config import TrainConfig, recipe_text
-from .data import PatchSampler, load_validation_images
+from .data import PatchSampler, check_validation_folder, load_validation_images
 from .distributed import resolve_device
 from .trainer import (
     CHECKPOINT_NAME,
@@ -215,6 +215,7 @@ def train_on_device(
         ``device`` (its name) and ``bank_megabytes``.
     """
     config.validate()
+    check_validation_folder(config.val_dir)
     _check_supported(config)
     if not minutes > 0:
         raise InputError(f"minutes: must be positive, got {minutes}")
@@ -232,6 +233,10 @@ def train_on_device(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # one patch size: the fastest kernels pay off
     state = _load_resume_state(checkpoint_path, config) if resume else None
+    if state is not None and "device" not in state["generators"][0]:
+        raise CheckpointError(
+            f"{checkpoint_path}: was written by filterscope train; resume it with that command"
+        )
 
     start = time.perf_counter()
     sampler = PatchSampler(
