@@ -53,14 +53,16 @@ def parse_pixel(text: str) -> tuple[int, int]:
     return x, y
 
 
-def read_tensor(path: str | os.PathLike) -> torch.Tensor:
-    """An image file as a ``(1, C, H, W)`` float64 tensor in [0, 1]."""
+def read_tensor(path: str | os.PathLike, *, with_info: bool = False):
+    """An image file as a ``(1, C, H, W)`` float64 tensor in [0, 1]; with its
+    :class:`~filterscope.io.ImageInfo` (bit depth, metadata) when asked."""
     import torch
 
     from ..io import read_image, to_tensor
 
-    image, _ = read_image(path)
-    return to_tensor(image).to(torch.float64)
+    image, info = read_image(path)
+    tensor = to_tensor(image).to(torch.float64)
+    return (tensor, info) if with_info else tensor
 
 
 def read_folder(

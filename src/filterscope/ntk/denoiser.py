@@ -27,6 +27,7 @@ from .nystrom import (
     nystrom_error,
     sample_columns,
 )
+from .tiling import DEFAULT_MAX_BYTES, choose_tile, denoise_in_tiles
 from .twicing import select_steps, twicing, twicing_gains
 
 METHODS = ("ntk", "nlm")
@@ -108,6 +109,8 @@ def filter_basis(
     """
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, got {method!r}")
+    if rank is not None and (int(rank) != rank or rank < 1):
+        raise InputError(f"rank must be a whole number >= 1 (or None), got {rank}")
     if int(error_columns) != error_columns or error_columns < 0:
         raise InputError(f"error_columns must be a whole number >= 0, got {error_columns}")
     x = as_image(y)
@@ -161,6 +164,7 @@ def denoise(
     sigma: float | None = None,
     clean: torch.Tensor | None = None,
     stop: str | float = "sure",
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
     **filter_options,
 ) -> tuple[torch.Tensor, dict]:
     """Denoise one image with a non-local filter and twicing (equations 5–6).
@@ -172,11 +176,15 @@ def denoise(
     sigma : float, keyword-only
         Noise level on the image scale (needed by SURE and by NLM).
     clean : Tensor, keyword-only
-        Clean image, for ``stop="oracle"``.
+        Clean image of the same shape, for ``stop="oracle"``.
     stop : {"sure", "sure-trace", "oracle"} or float, keyword-only
         Stopping rule, or a fixed number of twicing steps ``t`` (1: plain filtering
         ``z = W y``). ``"sure"`` is the Monte-Carlo SURE, which recomputes the filter once
         for a perturbed image (about twice the cost).
+    max_bytes : int or None, keyword-only
+        Memory budget (default 4 GiB). An image whose filter would need more is denoised
+        in overlapping tiles, each with its own filter and ``t``
+        (:mod:`filterscope.ntk.tiling`); None: always the whole image.
     **filter_options
         Passed to :func:`filter_basis`.
 
@@ -185,29 +193,51 @@ def denoise(
     x_hat : Tensor, shape (C, H, W), float64, not clipped
     info : dict
         ``t``, ``stop``, ``rank``, ``columns``, timings, and ``nystrom_error`` when
-        ``error_columns`` was given (see :func:`filter_basis`).
+        ``error_columns`` was given (see :func:`filter_basis`); for a tiled image also
+        ``tiles``, ``tile`` (side) and ``tile_t`` (see
+        :func:`filterscope.ntk.tiling.denoise_in_tiles`).
     """
     start = time.perf_counter()
     x = as_image(y)
     if sigma is not None and (math.isnan(sigma) or sigma <= 0):
         raise InputError(f"sigma must be positive, got {sigma}")
     if stop in ("sure", "sure-trace") and sigma is None:
-        raise InputError("SURE stopping needs the noise level sigma (--sigma)")
+        raise InputError("SURE stopping needs the noise level sigma")
     if stop == "oracle" and clean is None:
-        raise InputError("oracle stopping needs the clean image (--clean)")
+        raise InputError("oracle stopping needs the clean image (clean)")
+    if clean is not None:
+        clean = as_image(clean)
+        if clean.shape != x.shape:
+            raise InputError(
+                f"clean has shape {tuple(clean.shape)}, the noisy image {tuple(x.shape)}"
+            )
+    channels, height, width = x.shape
+    columns = filter_options.get("columns", DEFAULT_COLUMNS)
+    tile = None
+    if max_bytes is not None:
+        tile = choose_tile(height, width, channels, columns=columns, max_bytes=max_bytes)
+    if tile is None:
+        x_hat, info = _denoise_whole(x, sigma, clean, stop, filter_options)
+    else:
+
+        def denoise_tile(part, where):
+            part_clean = None if clean is None else clean[:, where[0], where[1]]
+            return _denoise_whole(part, sigma, part_clean, stop, filter_options)
+
+        x_hat, info = denoise_in_tiles(x, tile, denoise_tile)
+    info["seconds"] = time.perf_counter() - start
+    return x_hat, info
+
+
+def _denoise_whole(x, sigma, clean, stop, filter_options) -> tuple[torch.Tensor, dict]:
+    """:func:`denoise` of one image or tile with one filter."""
+    start = time.perf_counter()
 
     def build(image):
         return filter_basis(image, sigma=sigma, **filter_options)
 
     basis = build(x)
-    t, info = select_steps(
-        basis,
-        x,
-        stop=stop,
-        sigma=sigma,
-        clean=None if clean is None else as_image(clean),
-        rebuild=build,
-    )
+    t, info = select_steps(basis, x, stop=stop, sigma=sigma, clean=clean, rebuild=build)
     x_hat = twicing(basis, x, t)
     info.update(
         rank=basis.rank,
