@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .inference import denoise_tensor, prepare_model
+from .errors import InputError
+from .inference import _resolve_device, denoise_tensor, prepare_model
 from .io import to_numpy, write_image
 from .metrics import psnr, ssim
 from .models.zoo import default_model_name, load_model
@@ -29,6 +30,7 @@ def run_demo(
     model: str | None = None,
     seed: int = 0,
     precision: str | None = None,
+    device: str | None = None,
     overwrite: bool = True,
 ) -> dict[str, Any]:
     """Add Gaussian noise to the built-in image, denoise it blindly, save a comparison.
@@ -46,16 +48,22 @@ def run_demo(
         Seed of the noise.
     precision : {"float32", "bfloat16"}, keyword-only
         Arithmetic of the network (default: the fast path).
+    device : str, keyword-only
+        Torch device of the network, e.g. ``"cpu"`` or ``"cuda"`` (default: cuda if
+        available, else cpu).
 
     Returns
     -------
     dict
         ``model``, ``sigma``, ``psnr_in``, ``psnr_out``, ``ssim_in``, ``ssim_out``, ``image``.
     """
+    target = _resolve_device(device)  # before the folder is made: a bad device leaves none
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"out_dir: {out_dir} is a file, not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     name = model or default_model_name(1)
-    network = prepare_model(load_model(name), precision=precision)
+    network = prepare_model(load_model(name), precision=precision).to(target)
     clean = torch.from_numpy(builtin_image()).permute(2, 0, 1)[None]
     noisy = add_noise(clean, sigma_255 / 255.0, generator=seed)
     estimate = denoise_tensor(network, noisy)

@@ -33,6 +33,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         help="network arithmetic (default: bfloat16 fast path)",
     )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="torch device to run the network on, e.g. cpu or cuda (default: cuda if "
+        "available, else cpu)",
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -44,7 +50,12 @@ def run(args: argparse.Namespace) -> int:
     if args.sigma < 0:
         raise InputError(f"--sigma must be non-negative, got {args.sigma}")
     result = run_demo(
-        args.out, sigma_255=args.sigma, model=args.model, seed=args.seed, precision=args.precision
+        args.out,
+        sigma_255=args.sigma,
+        model=args.model,
+        seed=args.seed,
+        precision=args.precision,
+        device=args.device,
     )
     print(f"model {result['model']}, Gaussian noise sigma = {result['sigma']:g} (0-255 scale)")
     print(f"noisy    PSNR {result['psnr_in']:6.2f} dB   SSIM {result['ssim_in']:.3f}")

@@ -29,7 +29,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("input", metavar="INPUT", help="noisy image file")
     parser.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="output image")
-    parser.add_argument("--arch", choices=ARCHS, default="autoencoder")
+    parser.add_argument(
+        "--arch",
+        choices=ARCHS,
+        default="autoencoder",
+        help="network: one-hidden-layer CNN, U-Net or autoencoder (default autoencoder)",
+    )
     parser.add_argument(
         "--input",
         choices=("noise", "image"),
@@ -37,7 +42,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         dest="net_input",
         help="network input: fixed i.i.d. noise (the DIP) or the noisy image (default noise)",
     )
-    parser.add_argument("--optimizer", choices=("adam", "gd"), default="adam")
+    parser.add_argument(
+        "--optimizer",
+        choices=("adam", "gd"),
+        default="adam",
+        help="Adam, or plain gradient descent as in the NTK theory (default adam)",
+    )
     parser.add_argument("--iters", type=int, default=3000, metavar="N", help="steps (3000)")
     parser.add_argument(
         "--lr",
@@ -68,7 +78,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="N",
         help="end when the stopping criterion has not improved for N steps",
     )
-    parser.add_argument("--parameterization", choices=("standard", "ntk"), default="standard")
+    parser.add_argument(
+        "--parameterization",
+        choices=("standard", "ntk"),
+        default="standard",
+        help="weight scaling: standard, or ntk (weights scaled by 1/sqrt(fan-in) in the "
+        "forward pass, as in the theory; default standard)",
+    )
     parser.add_argument(
         "--weight-log",
         type=int,

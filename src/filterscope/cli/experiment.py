@@ -28,7 +28,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     gen.add_argument("--quick", action="store_true", help="small network (minutes, not hours)")
     gen.add_argument("--out", default="experiment_generalization", help="output folder")
     gen.add_argument(
-        "--sigma-range", nargs=2, type=float, default=(0.0, 10.0), metavar=("LO", "HI")
+        "--sigma-range",
+        nargs=2,
+        type=float,
+        default=(0.0, 10.0),
+        metavar=("LO", "HI"),
+        help="training noise range of both networks, 0-255 scale (default: 0 10)",
     )
     gen.add_argument("--data-dir", default="../shared/data/BSD400", help="training images")
     gen.add_argument("--test-dir", default="../shared/data/BSD68", help="test images")
@@ -50,7 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "on a CPU; 0 = torch's default)",
     )
     gen.add_argument("--force", action="store_true", help="replace earlier results in --out")
-    gen.add_argument("--no-progress", action="store_true")
+    gen.add_argument("--no-progress", action="store_true", help="no progress bars")
     gen.set_defaults(run=run)
 
     rest = experiments.add_parser(
@@ -73,7 +78,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     rest.add_argument("--slice-blur", type=float, default=2.0, help="blur of the right panel")
     rest.add_argument("--test-images", type=int, default=None, help="use the first N images")
     rest.add_argument("--force", action="store_true", help="replace earlier results in --out")
-    rest.add_argument("--no-progress", action="store_true")
+    rest.add_argument("--no-progress", action="store_true", help="no progress bars")
     rest.set_defaults(run=run_restoration)
     return parser
 

@@ -16,7 +16,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
+import signal
 import sys
+import threading
 
 from .. import __version__
 from ..errors import FilterscopeError
@@ -37,8 +40,31 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, reading every word that starts with ``-`` and a digit as a value.
+
+    Python 3.11's argparse takes only ``-5`` or ``-0.5`` for a number, so that
+    ``--sigmas -10,20`` failed with "expected one argument" instead of reaching the
+    check that reports the negative value. No option of filterscope starts with a digit.
+    Subparsers are made by the same class, so every command gets this.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that ``finally`` blocks and the temporary
+    files of atomic writes are cleaned up as for Ctrl-C (a plain SIGTERM kills at once)."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="filterscope",
         description="Blind image denoising you can look inside.",
     )
@@ -55,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         result = args.run(args)
     except FilterscopeError as exc:
@@ -63,10 +91,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("filterscope: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("filterscope: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except BrokenPipeError:
         # The reader of our output went away (`filterscope models | head`): not an error.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stdout must stay usable at exit
         return 0
+    except OSError as exc:
+        # The machine refused (disk full, name too long, permission denied): its own words,
+        # on one line. Writes are atomic, so nothing half-written is left behind.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"filterscope: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return int(result or 0)
 
 

@@ -39,7 +39,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar=("LO", "HI"),
         help="training noise range, 0-255 scale",
     )
-    parser.add_argument("--noise", choices=("gaussian", "uniform"), default=None)
+    parser.add_argument(
+        "--noise", choices=("gaussian", "uniform"), default=None, help="noise distribution"
+    )
     parser.add_argument(
         "--blur-range",
         nargs=2,
@@ -53,11 +55,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--epochs", type=float, default=None, help="run length in epochs (needs epoch_patches)"
     )
     parser.add_argument("--batch-size", type=int, default=None, help="global batch size")
-    parser.add_argument("--patch-size", type=int, default=None)
+    parser.add_argument("--patch-size", type=int, default=None, help="training patch side")
     parser.add_argument("--lr", type=float, default=None, help="initial learning rate")
     parser.add_argument("--data-dir", default=None, help="folder of training images")
     parser.add_argument("--val-dir", default=None, help="folder of validation images")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default=None,
+        help="where to train (default: the recipe's, auto = cuda if available)",
+    )
     parser.add_argument(
         "--precision",
         choices=("float32", "bfloat16"),
@@ -65,7 +72,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="bfloat16: forward pass under bfloat16 autocast (float32 weights and optimizer)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (0 = default)")
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None, help="seed of weights and patches")
     parser.add_argument(
         "--set",
         dest="assignments",

@@ -31,7 +31,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="training time per recipe in minutes (default 5.25: two recipes and their data "
         "loading fit in 12 minutes; loading, validation and checkpoints are not counted)",
     )
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default=None,
+        help="where to train (default: the recipe's, auto = cuda if available)",
+    )
     parser.add_argument("--steps", type=int, default=None, help="cap on optimizer steps")
     parser.add_argument(
         "--set",

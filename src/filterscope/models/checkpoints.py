@@ -17,9 +17,12 @@ object in a pickle is refused with a :class:`~filterscope.errors.CheckpointError
 from __future__ import annotations
 
 import argparse
+import errno
+import inspect
 import json
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,7 @@ from .._files import atomic_write
 from ..errors import CheckpointError
 from .base import CNNDenoiser
 from .published import build_published_model, is_published_checkpoint
-from .registry import create_model, list_models
+from .registry import architecture_class, create_model, list_models
 
 CARD_FORMAT = "filterscope-model-card/1"
 SAFE_GLOBALS = [argparse.Namespace]
@@ -88,11 +91,31 @@ def save_model(
     return path
 
 
+def _check_option_types(arch: str, config: dict[str, Any], source: Path) -> None:
+    """Refuse a config value whose type differs from the constructor's default for it
+    (``hidden = "sixty-four"``), naming the option, before the constructor sees it."""
+    expected = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
+    parameters = inspect.signature(architecture_class(arch)).parameters
+    for key, value in config.items():
+        default = parameters[key].default if key in parameters else None
+        kind = type(default)
+        if kind not in expected:
+            continue  # no default to compare with: the constructor decides
+        fits = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        if kind is float:
+            fits = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not fits:
+            raise CheckpointError(
+                f"{source}: {arch} option {key} must be {expected[kind]}, got {value!r}"
+            )
+
+
 def _build(arch: Any, config: Any, state: dict[str, torch.Tensor], source: Path) -> CNNDenoiser:
     if arch not in list_models():
         raise CheckpointError(f"{source}: unknown architecture {arch!r} in checkpoint")
     if not isinstance(config, dict):
         raise CheckpointError(f"{source}: checkpoint config is not a mapping")
+    _check_option_types(arch, config, source)
     try:
         model = create_model(arch, **config)
     except (TypeError, ValueError) as exc:
@@ -125,21 +148,59 @@ def _load_safetensors(path: Path) -> CNNDenoiser:
     return model
 
 
-def _torch_load(path: Path) -> Any:
+def save_pickle(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` to ``path``, atomically (:func:`~filterscope._files.atomic_write`).
+
+    A failed write (a full disk) is an ``OSError`` naming ``path``: ``torch.save``
+    reports it as a ``RuntimeError`` from its C++ stream, which says nothing useful.
+    """
+
+    def write(tmp: str) -> None:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError:
+            raise OSError(errno.EIO, "write failed (is the disk full?)", str(path)) from None
+
+    return atomic_write(path, write, suffix=".pt")
+
+
+def load_pickle_safely(path: str | os.PathLike) -> Any:
+    """``torch.load`` of ``path`` that never runs code from the file (weights-only).
+
+    The one way filterscope opens a pickled file (model checkpoints, training
+    checkpoints). Objects outside the allow-list (:data:`SAFE_GLOBALS`) are refused,
+    and every failure becomes one :class:`CheckpointError` that says what the file is,
+    never PyTorch's advice to retry with ``weights_only=False``.
+
+    Raises
+    ------
+    CheckpointError
+        ``refused: ... could run code`` for a pickle referencing a forbidden object;
+        ``not a checkpoint ...`` for anything else that is not a PyTorch file (random
+        bytes, a truncated or damaged file).
+    """
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols it did not write ("return Unpickler(...)")
+            # before refusing such files: the error below says all there is to say
+            warnings.simplefilter("ignore")
+            with torch.serialization.safe_globals(SAFE_GLOBALS):
+                return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        if "GLOBAL" in str(exc) or "global" in str(exc) or "Unsupported" in str(exc):
+        if "GLOBAL" in str(exc):
             raise CheckpointError(
                 f"{path}: refused: the file holds Python objects that could run code; "
                 "only plain tensors and dicts are accepted"
             ) from None
-        raise CheckpointError(f"{path}: not a readable checkpoint ({detail})") from None
-    except Exception as exc:  # torch raises struct.error, RuntimeError... on junk files
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first})") from None
+        raise CheckpointError(
+            f"{path}: not a checkpoint (not a PyTorch or safetensors file, or a damaged one)"
+        ) from None
+    except OSError:
+        raise
+    except Exception:  # torch raises struct.error, RuntimeError... on junk files
+        raise CheckpointError(
+            f"{path}: not a checkpoint (not a PyTorch or safetensors file, or a damaged one)"
+        ) from None
 
 
 def load_checkpoint(path: str | os.PathLike) -> CNNDenoiser:
@@ -171,7 +232,7 @@ def load_checkpoint(path: str | os.PathLike) -> CNNDenoiser:
         return _load_safetensors(path)
     if path.suffix == ".json" and path.with_suffix(".safetensors").exists():
         return _load_safetensors(path.with_suffix(".safetensors"))
-    obj = _torch_load(path)
+    obj = load_pickle_safely(path)
     if is_published_checkpoint(obj):
         return build_published_model(obj, path)
     if isinstance(obj, dict) and {"arch", "config", "state_dict"} <= set(obj):

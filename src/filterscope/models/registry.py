@@ -57,8 +57,19 @@ def create_model(name: str, *, bias: bool = False, in_channels: int = 1, **kwarg
     **kwargs
         Architecture options (e.g. ``num_layers`` for DnCNN).
     """
+    return architecture_class(name)(bias=bias, in_channels=in_channels, **kwargs)
+
+
+def architecture_class(name: str) -> type[CNNDenoiser]:
+    """The class registered as ``name`` (a built-in one is imported on first use).
+
+    Raises
+    ------
+    KeyError
+        For a name that is not registered.
+    """
     if name not in _REGISTRY and name in BUILTIN_ARCHITECTURES:
         importlib.import_module(BUILTIN_ARCHITECTURES[name])  # registers it
     if name not in _REGISTRY:
         raise KeyError(f"unknown architecture {name!r}; choose from {', '.join(list_models())}")
-    return _REGISTRY[name](bias=bias, in_channels=in_channels, **kwargs)
+    return _REGISTRY[name]

@@ -1,6 +1,7 @@
 """Figures of the Jacobian analysis (Mohan et al. 2020, Figures 1, 4–10).
 
-Every function writes one PNG (matplotlib with the Agg backend) and returns its path.
+Every function writes one PNG and returns its path; matplotlib's global state (the
+pyplot backend and figure list) is left alone.
 """
 
 from __future__ import annotations
@@ -15,17 +16,34 @@ import torch
 from ..errors import FilterscopeError
 
 
-def _pyplot():
-    try:
-        import matplotlib
+class _Figures:
+    """The pyplot calls the figures make (``subplots``, ``close``, ``Rectangle``), on
+    plain :class:`matplotlib.figure.Figure` objects: pyplot is never imported, so the
+    global backend is never switched (a notebook's inline backend survives) and no
+    figure is left open in pyplot's list. ``Figure.savefig`` draws with Agg by itself."""
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+    def __init__(self):
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Rectangle
+
+        self._figure = Figure
+        self.Rectangle = Rectangle
+
+    def subplots(self, nrows: int = 1, ncols: int = 1, *, figsize=None, **kwargs):
+        figure = self._figure(figsize=figsize)
+        return figure, figure.subplots(nrows, ncols, **kwargs)
+
+    def close(self, figure) -> None:
+        """Nothing to release: a figure outside pyplot is freed like any object."""
+
+
+def _pyplot() -> _Figures:
+    try:
+        return _Figures()
     except ImportError:
         raise FilterscopeError(
             "plotting needs matplotlib; install it with `pip install filterscope[plot]`"
         ) from None
-    return plt
 
 
 def _gray(t: torch.Tensor) -> np.ndarray:

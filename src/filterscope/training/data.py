@@ -87,12 +87,13 @@ class PatchSampler:
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._cached_bytes = 0
         self.skipped: list[str] = []
+        reasons: list[str] = []
         for path in files:
             try:
                 image = self._decode(path)
             except InputError as exc:
                 self.skipped.append(str(path))
-                print(f"filterscope: skipping {exc}", file=sys.stderr)
+                reasons.append(str(exc))
                 continue
             file_index = len(self.files)
             self.files.append(path)
@@ -102,6 +103,10 @@ class PatchSampler:
                     tensor = to_tensor(scaled)[0]
                     self.entries.append((file_index, scale, *tensor.shape))
                     self._remember(len(self.entries) - 1, tensor)
+        if not self.files:
+            raise InputError(f"{folder}: no image could be read ({len(files)} files tried)")
+        for reason in reasons:  # some were readable: training goes on without these
+            print(f"filterscope: skipping {reason}", file=sys.stderr)
         if not self.entries:
             raise InputError(f"patch_size: {patch_size} is larger than every image in {folder}")
         sizes = torch.tensor([h * w for *_, h, w in self.entries], dtype=torch.float)
@@ -167,6 +172,15 @@ def _match_channels(image: np.ndarray, channels: int, path: Path) -> np.ndarray:
         weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
         return (image @ weights)[:, :, None]
     raise InputError(f"{path}: gray image in a color training set")
+
+
+def check_validation_folder(val_dir: str) -> None:
+    """Refuse a validation folder that is named but missing: training would otherwise run
+    without validation and write a model card without scores, unnoticed."""
+    if val_dir and not Path(val_dir).is_dir():
+        raise InputError(
+            f'val_dir: {val_dir} is not a folder (val_dir = "" trains without validation)'
+        )
 
 
 def load_validation_images(folder: str | Path, *, channels: int, limit: int = 0) -> list:

@@ -26,10 +26,10 @@ from ..blur import gaussian_blur
 from ..errors import CheckpointError, InputError
 from ..metrics import psnr
 from ..models import create_model
-from ..models.checkpoints import save_model
+from ..models.checkpoints import load_pickle_safely, save_model, save_pickle
 from ..noise import NOISE_KINDS, sample_sigmas
 from .config import TrainConfig, config_from_dict, recipe_text
-from .data import PatchSampler, load_validation_images
+from .data import PatchSampler, check_validation_folder, load_validation_images
 from .distributed import (
     DistributedContext,
     average_over_processes,
@@ -225,10 +225,10 @@ def _build_model(config: TrainConfig) -> torch.nn.Module:
 
 
 def _load_resume_state(checkpoint_path: Path, config: TrainConfig) -> dict[str, Any]:
+    state = load_pickle_safely(checkpoint_path)  # never runs code from the file
     try:
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         saved = config_from_dict(state["train_config"], source=str(checkpoint_path))
-    except (RuntimeError, KeyError, EOFError, OSError) as exc:
+    except (KeyError, TypeError) as exc:
         raise CheckpointError(
             f"{checkpoint_path}: not a filterscope training checkpoint ({exc})"
         ) from None
@@ -293,12 +293,15 @@ def train(
     and writes the run folder.
     """
     config.validate()
+    check_validation_folder(config.val_dir)
     ctx = init_distributed(config.device)
     if config.batch_size % ctx.world_size:
         raise InputError(
             f"batch_size: {config.batch_size} does not split over {ctx.world_size} processes"
         )
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"out_dir: {out_dir} is a file, not a run folder")
     checkpoint_path = out_dir / CHECKPOINT_NAME
     if checkpoint_path.exists() and not resume:
         raise InputError(f"{out_dir}: holds a run already; use --resume or another --out")
@@ -357,8 +360,10 @@ def train(
 
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / RECIPE_NAME).write_text(recipe_text(config))
-        (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        # atomic: a full disk leaves no empty recipe.toml that a later --resume would read
+        recipe, resolved = recipe_text(config), json.dumps(config.to_dict(), indent=2) + "\n"
+        atomic_write(out_dir / RECIPE_NAME, lambda tmp: Path(tmp).write_text(recipe))
+        atomic_write(out_dir / "config.json", lambda tmp: Path(tmp).write_text(resolved))
     logger = _Logger(out_dir, config, resume=resume, enabled=ctx.is_main)
 
     # Generator states after the last batch the model consumed (the prefetcher runs ahead).
@@ -382,7 +387,7 @@ def train(
         }
         if hasattr(model, "stage_generator"):
             payload["stage_generator"] = model.stage_generator.get_state()
-        atomic_write(checkpoint_path, lambda tmp: torch.save(payload, tmp), suffix=".pt")
+        save_pickle(payload, checkpoint_path)
 
     total_steps = config.total_steps()
     steps_per_epoch = config.steps_per_epoch()
