@@ -142,3 +142,11 @@ def test_original_module_is_not_modified():
     fs.make_bias_free(original)
     assert original.state_dict().keys() == state.keys()
     assert all(torch.equal(original.state_dict()[k], v) for k, v in state.items())
+
+
+def test_plain_sequential_networks_are_checked_and_converted():
+    net = trained_looking(
+        nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    )
+    assert not fs.check_homogeneous(net).passed  # called as net(y): no sigma argument
+    assert fs.check_homogeneous(fs.make_bias_free(net)).passed

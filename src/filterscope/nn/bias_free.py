@@ -216,8 +216,8 @@ def check_homogeneous(
     Parameters
     ----------
     model : nn.Module
-        A denoiser, ``model(y, sigma) -> x_hat``; run in eval mode on a float64 copy
-        (it is not modified).
+        A denoiser, ``model(y, sigma) -> x_hat``, or any module ``model(y) -> x_hat``;
+        run in eval mode on a float64 copy (it is not modified).
     y : Tensor, shape (B, C, H, W), optional
         Input; default a seeded uniform ``(1, C, 37, 31)`` image, ``C`` the model's
         ``in_channels`` (1 when it takes any).
@@ -240,9 +240,12 @@ def check_homogeneous(
     """
     if not alphas or min(alphas) <= 0:
         raise UnsupportedLayerError(f"alphas must be positive, got {list(alphas)}")
-    net = copy.deepcopy(model).to(dtype).eval()
+    from ..hub import as_denoiser
+
+    # A plain module (forward(y) only) is called through the registry's adapter.
+    net = as_denoiser(copy.deepcopy(model).to(dtype).eval())
     if y is None:
-        channels = getattr(net, "in_channels", None) or 1
+        channels = net.in_channels or 1
         generator = torch.Generator().manual_seed(seed)
         y = torch.rand(1, channels, 37, 31, generator=generator, dtype=dtype)
     y = y.to(dtype)
