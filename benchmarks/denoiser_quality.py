@@ -141,7 +141,11 @@ def quality(part: str, args) -> dict:
     cache = json.loads(CACHE.read_text()) if CACHE.exists() else {}
     for label in args.forget:
         cache = {k: v for k, v in cache.items() if not k.startswith(label + "|")}
-    labels = list(methods(part, args.default))
+    labels = [
+        label
+        for label in methods(part, args.default)
+        if not args.methods or any(word in label for word in args.methods)
+    ]
     jobs = []
     for set_name, sigmas in _sets(part, args.sigmas):
         files = sorted((SHARED / "data" / set_name).glob("*.png"))[: args.images]
@@ -235,6 +239,9 @@ def main() -> int:
     parser.add_argument("--sigmas", default="", help="sigmas (0-255), default: the target's")
     parser.add_argument("--ensemble-sigmas", default="25,50", help="sigmas (0-255) for ensemble")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes")
+    parser.add_argument(
+        "--methods", type=lambda t: t.split(","), default=[], help="only labels containing these"
+    )
     parser.add_argument("--forget", action="append", default=[], help="drop a method's cache")
     args = parser.parse_args()
     args.ensemble_sigmas = [int(s) for s in args.ensemble_sigmas.split(",") if s]

@@ -4,6 +4,7 @@
         --recipe recipes/cpu-bf-dncnn-gray.toml \
         --bsd68 benchmarks/results/bsd68_published.json   # gray models
         [--zoo benchmarks/results/zoo.json]                # color models
+        [--quality benchmarks/results/denoiser_quality.json]   # side-by-side benchmark
 
 The card of the run (architecture, recipe, validation scores) is kept and extended
 with the recipe file, the command that reproduces the run, and — when given — the
@@ -68,6 +69,41 @@ def zoo_scores(result_file: Path, name: str) -> dict | None:
     }
 
 
+def quality_scores(result_file: Path, name: str) -> dict | None:
+    """Mean PSNR of ``name`` (blind, told σ, ensemble) per set and σ from
+    ``benchmarks/denoiser_quality.py``'s result file, with the command that made it."""
+    payload = json.loads(result_file.read_text())
+    found = {}
+    for part in ("gray", "color"):
+        for set_name, table in payload.get(part, {}).items():
+            if not isinstance(table, dict) or "rows" not in table:
+                continue
+            rows = {r["method"]: r for r in table["rows"] if r["method"].startswith(name + " (")}
+            if rows:
+                found[set_name] = {
+                    "images": table["images"],
+                    "psnr_by_sigma_255": {
+                        method[len(name) + 2 : -1]: {k: v for k, v in row.items() if k != "method"}
+                        for method, row in rows.items()
+                    },
+                    "command": payload[part].get("command"),
+                }
+    if not found:
+        return None
+    return {"benchmark": "benchmarks/denoiser_quality.py", "sets": found}
+
+
+def training_seconds(rows: list[dict]) -> float:
+    """Wall seconds over every session of a run: the log's clock restarts on resume."""
+    total, last = 0.0, 0.0
+    for row in rows:
+        seconds = float(row["seconds"])
+        if seconds < last:
+            total += last
+        last = seconds
+    return round(total + last, 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="training run folder (holds model.safetensors)")
@@ -75,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", required=True, help="recipe file the run used")
     parser.add_argument("--bsd68", type=Path, help="bsd68_published.json holding this model")
     parser.add_argument("--zoo", type=Path, help="zoo.json (color test sets) holding this model")
+    parser.add_argument("--quality", type=Path, help="denoiser_quality.json holding this model")
     parser.add_argument("--force", action="store_true", help="replace an existing shipped model")
     args = parser.parse_args(argv)
 
@@ -90,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         with log.open(newline="") as handle:
             rows = list(csv.DictReader(handle))
         if rows:
-            card["training"]["seconds"] = float(rows[-1]["seconds"])
+            card["training"]["seconds"] = training_seconds(rows)
         # The training log stays in the repository: learning curves are evidence.
         logs = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "training_logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -106,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         if scores is None:
             sys.exit(f"{args.zoo}: no results for model {args.name!r}")
         card.setdefault("metrics", {})["color_test_sets"] = scores
+    if args.quality:
+        scores = quality_scores(args.quality, args.name)
+        if scores is None:
+            sys.exit(f"{args.quality}: no results for model {args.name!r}")
+        card.setdefault("metrics", {})["side_by_side"] = scores
     target = weights_dir() / f"{args.name}.safetensors"
     save_model(model, target, card=card, overwrite=args.force)
     print(f"shipped {target} and {card_path(target).name}")
