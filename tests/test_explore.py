@@ -243,3 +243,17 @@ def test_cli_checks_its_image_options(tmp_path, capsys):
     assert "--clean and --sigma go together" in capsys.readouterr().err
     assert main(["explore", str(path), "--clean", str(path), "--sigma", "5"]) == 2
     assert main(["explore", str(path), "--model", "/no/such.safetensors"]) == 2
+
+
+def test_colour_filter_per_output_channel():
+    model = load_model("bf-dncnn-color", 3)
+    clean = torch.rand(1, 3, 17, 19, generator=torch.Generator().manual_seed(0))
+    explorer = Explorer(clean, [model], sigma=SIGMA / 255.0, seed=SEED)
+    with TestClient(create_app(explorer)) as client:
+        params = {"model": "bf-dncnn-color", "x": 4, "y": 9, "channel": 2}
+        answer = client.get("/api/filter", params=params).json()
+        noisy3 = add_noise(clean.double(), SIGMA / 255.0, generator=SEED)
+        (expected,) = adaptive_filters(model.denoiser, noisy3, [(4, 9)], channel=2)
+        assert np.array(answer["filter"]).shape == tuple(expected.row.weights.shape)
+        np.testing.assert_allclose(np.array(answer["filter"]), expected.row.weights, atol=1e-5)
+        assert client.get("/api/image/residual", params={"model": "bf-dncnn-color"}).is_success

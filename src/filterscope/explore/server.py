@@ -375,7 +375,12 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
+        # Warm up on the worker, behind anything the page asks for first.
+        warming = asyncio.ensure_future(worker.run(explorer.warm_up, priority=SLOW))
+        # A failure shows again, as a 4xx, when the page asks for that filter itself.
+        warming.add_done_callback(lambda done: done.cancelled() or done.exception())
         yield
+        warming.cancel()
         worker.close()
 
     routes = [Route(path, page) for path in PAGE_FILES]

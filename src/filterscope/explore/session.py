@@ -32,6 +32,9 @@ MAX_NONLOCAL_RADIUS = 48
 #: Singular vectors / eigenimages returned.
 VECTORS = 6
 EIGENIMAGES = 8
+#: Images up to this many pixels get the exact NTK/NLM filter matrix; larger ones the
+#: Nyström approximation (its eigendecomposition costs seconds from about 40×40 on).
+FULL_MATRIX_PIXELS = 40 * 40
 #: Largest noise level (0–255 scale) the σ slider may ask for.
 MAX_SIGMA_255 = 255.0
 
@@ -278,11 +281,10 @@ class Explorer:
 
         def make():
             from ..ntk.denoiser import filter_basis
-            from ..ntk.kernels import MAX_MATRIX_PIXELS
 
             y = self.noisy(sigma)
             _, height, width = self.shape
-            small = height * width <= MAX_MATRIX_PIXELS
+            small = height * width <= FULL_MATRIX_PIXELS
             options = {"kernel_size": 7} if model.name == "nlm" else {}
             return filter_basis(
                 y[0],
@@ -380,7 +382,7 @@ class Explorer:
             from ..analysis import adaptive_filters, describe_row
             from ..analysis.jacobian import JacobianRow
 
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             noisy = self.noisy(sigma)
             if model.kind == "jacobian":
                 (found,) = adaptive_filters(model.denoiser, noisy, [(x, y)], channel=channel)
@@ -413,10 +415,21 @@ class Explorer:
                 origin=[box["left"], box["top"]],
                 size=[box["right"] - box["left"], box["bottom"] - box["top"]],
                 seconds=time.perf_counter() - start,
+                # CPU time of the whole process (all torch threads): the work itself,
+                # whatever else the machine is doing.
+                cpu_seconds=time.process_time() - cpu,
             )
             return out
 
         return self._cached("filter", (model.name, x, y, channel, sigma), make if compute else None)
+
+    def warm_up(self) -> None:
+        """Compute one filter of each network at the centre of the image, so that the
+        first click does not also pay PyTorch's one-time costs (autograd, vmap)."""
+        _, height, width = self.shape
+        for model in self.models.values():
+            if model.kind == "jacobian":
+                self.filter(model.name, width // 2, height // 2)
 
     # ------------------------------------------------------------------ decomposition
 

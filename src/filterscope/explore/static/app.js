@@ -24,6 +24,7 @@ const views = () => Array.from(document.querySelectorAll(".view"));
 let progressTimer = null;
 function busy(delta) {
   S.pending += delta;
+  document.body.dataset.pending = S.pending;  // read by tests and benchmarks/explore.py
   if (S.pending > 0 && progressTimer === null) {
     // Show the indicator only for work that takes more than 0.3 s.
     progressTimer = setTimeout(() => { $("progress").hidden = false; }, 300);
@@ -63,6 +64,7 @@ function showError(error) {
   $("error").hidden = !error;
 }
 
+const channel = () => (S.state && S.state.channels === 3 ? Number($("channel").value) : 0);
 const sigmaParam = () => (S.state && S.state.sigma_adjustable ? S.sigma : null);
 
 // ------------------------------------------------------------------ colours
@@ -237,20 +239,21 @@ async function setImage(kind, params) {
   if (old.startsWith("blob:")) URL.revokeObjectURL(old);
 }
 
-async function loadImages() {
+async function loadOutput() {
   const sigma = sigmaParam();
   const model = $("output-model").value;
-  const jobs = [setImage("noisy", { sigma })];
-  if (model) {
-    jobs.push((async () => {
-      await setImage("denoised", { model, sigma });
-      await setImage("residual", { model, sigma });
-      const info = await request("/api/output", { model, sigma });
-      $("denoised-psnr").textContent = info.psnr !== undefined ? `(PSNR ${fmt(info.psnr, 2)} dB)` : "";
-      $("noisy-psnr").textContent = info.noisy_psnr !== undefined ? `(PSNR ${fmt(info.noisy_psnr, 2)} dB)` : "";
-    })());
-  }
-  await Promise.all(jobs);
+  if (!model) return;
+  await setImage("denoised", { model, sigma });
+  await setImage("residual", { model, sigma });
+  const info = await request("/api/output", { model, sigma });
+  $("denoised-psnr").textContent = info.psnr !== undefined ? `(PSNR ${fmt(info.psnr, 2)} dB)` : "";
+  $("noisy-psnr").textContent = info.noisy_psnr !== undefined ? `(PSNR ${fmt(info.noisy_psnr, 2)} dB)` : "";
+}
+
+// The noisy image first: once it is shown the page can be used; the outputs follow.
+async function loadImages() {
+  await setImage("noisy", { sigma: sigmaParam() });
+  loadOutput().catch(showError);
 }
 
 // ------------------------------------------------------------------ filters
@@ -368,7 +371,7 @@ async function loadFilters(id) {
   }
   await Promise.all(S.models.filter((m) => m.has_filter).map(async (model) => {
     try {
-      const f = await request("/api/filter", { model: model.name, x, y, sigma });
+      const f = await request("/api/filter", { model: model.name, x, y, sigma, channel: channel() });
       if (id !== S.pickId) return;
       S.filters[model.name] = f;
       slot(model).replaceWith(filterCard(model, f));
@@ -388,7 +391,7 @@ async function loadSigmaRow(id) {
   row.innerHTML = "";
   const [x, y] = S.pixel;
   for (const sigma of [10, 25, 50, 75, 100]) {
-    const f = await request("/api/filter", { model: model.name, x, y, sigma });
+    const f = await request("/api/filter", { model: model.name, x, y, sigma, channel: channel() });
     if (id !== S.pickId) return;
     const card = document.createElement("article");
     card.className = "card";
@@ -463,6 +466,7 @@ function plotValues(values, mark) {
 }
 
 async function pick(pixel) {
+  const started = performance.now();
   S.pixel = pixel;
   const id = ++S.pickId;
   $("pixel-info").textContent = `Picked pixel (x, y) = (${pixel[0]}, ${pixel[1]}).`;
@@ -471,7 +475,11 @@ async function pick(pixel) {
   showError(null);
   try {
     await loadFilters(id);
-    if (id === S.pickId) document.body.dataset.filtersShown = pixel.join(",");
+    if (id === S.pickId) {
+      // Milliseconds from the pick to every filter card drawn (benchmarks/explore.py).
+      document.body.dataset.filterMs = (performance.now() - started).toFixed(1);
+      document.body.dataset.filtersShown = pixel.join(",");
+    }
     await loadSpectrum(id);
     await loadSigmaRow(id);
   } catch (error) {
@@ -555,6 +563,7 @@ async function reset() {
   $("pixel-info").textContent = "No pixel picked yet.";
   const slider = $("sigma");
   $("sigma-control").hidden = !S.state.sigma_adjustable;
+  $("channel-control").hidden = S.state.channels !== 3;
   if (S.state.sigma_adjustable) {
     slider.max = Math.max(100, Math.ceil(S.sigma));
     slider.value = S.sigma;
@@ -583,7 +592,7 @@ async function main() {
   await reset();
   document.body.dataset.ready = "1";
 
-  $("output-model").addEventListener("change", () => loadImages().catch(showError));
+  $("output-model").addEventListener("change", () => loadOutput().catch(showError));
   $("sigma").addEventListener("input", () => { $("sigma-value").textContent = $("sigma").value; });
   $("sigma").addEventListener("change", () => {
     S.sigma = Number($("sigma").value);
@@ -591,6 +600,7 @@ async function main() {
     loadImages().catch(showError);
     if (S.pixel) pick(S.pixel);
   });
+  $("channel").addEventListener("change", () => { if (S.pixel) pick(S.pixel); });
   $("decomposition-button").addEventListener("click", () => loadDecomposition().catch(showError));
   $("eigen-button").addEventListener("click", () => loadEigen().catch(showError));
   $("spectrum-model").addEventListener("change", () => loadSpectrum(S.pickId).catch(showError));

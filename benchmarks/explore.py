@@ -1,0 +1,410 @@
+"""``filterscope explore`` against its targets (issue 18), and the README's screenshot.
+
+Starts the real command (``filterscope explore --clean camera.png --sigma 25``, the
+512×512 gray ``camera`` photograph bundled with scikit-image, the default model) and
+drives the page in headless Chromium (Selenium):
+
+- page interactive: from starting the command to the page showing its image with
+  every control wired (``document.body.dataset.ready``), model loading included;
+- filter shown after a click: the page's own clock from the click to every filter card
+  drawn, uncached (new pixels) and cached (the same pixels again); the API alone
+  (``GET /api/filter`` from Python) beside it;
+- the API's filter against ``filterscope analyze filters`` at the same pixels
+  (largest absolute difference) and its sum in the smoothest parts of the image at
+  σ = 10, 25, 50;
+- 200 bad requests (out-of-range pixels, unknown models, malformed numbers, path-like
+  names, oversized and corrupt uploads): their status codes, whether the server still
+  answers, and its resident memory before and after.
+
+Then ``docs/explore.png``: the page on a 192×192 crop with BF-DnCNN, DnCNN (with bias)
+and the NTK filter, a pixel picked and the decomposition shown. Run from the
+repository root (needs ``filterscope[explore]``, selenium, chromium + chromedriver)::
+
+    python benchmarks/explore.py
+
+Results go to ``benchmarks/results/explore.json`` and are printed as a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from _common import print_table, write_results
+
+ENTRY_POINT = str(Path(sys.executable).with_name("filterscope"))
+ROOT = Path(__file__).resolve().parent.parent
+SIGMA = 25.0
+#: Pixels clicked for the uncached/cached timings (x, y): edges, texture, flat parts.
+CLICKS = [(250, 100), (300, 400), (60, 40), (400, 300)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_browser(width: int = 1400, height: int = 1000):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    binary = next(filter(None, map(shutil.which, ("chromium", "chromium-browser"))), None)
+    driver_path = shutil.which("chromedriver")
+    if binary is None or driver_path is None:
+        sys.exit("benchmarks/explore.py: needs chromium and chromedriver")
+    options = Options()
+    options.binary_location = binary
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    options.add_argument(f"--window-size={width},{height}")
+    return webdriver.Chrome(service=Service(driver_path), options=options)
+
+
+def start_server(arguments: list[str]) -> tuple[subprocess.Popen, str, float]:
+    """Start ``filterscope explore``; return it, its URL and the start time."""
+    port = free_port()
+    command = [ENTRY_POINT, "explore", *arguments, "--no-browser", "--port", str(port)]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return process, f"http://127.0.0.1:{port}/", start
+
+
+def wait_up(url: str, process: subprocess.Popen, limit: float = 120.0) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"the server stopped: {process.stderr.read().decode()}")
+        try:
+            if httpx.get(url + "api/state", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.02)
+    sys.exit("the server did not come up")
+
+
+def wait_js(driver, script: str, limit: float = 120.0):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.005)
+    raise TimeoutError(script)
+
+
+def wait_idle(driver) -> None:
+    wait_js(driver, "return document.body.dataset.pending === '0'", limit=300.0)
+
+
+def click_pixel(driver, x: int, y: int) -> float:
+    """Click pixel (x, y) of the noisy view; return the page's click-to-filters time (ms)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    view = driver.find_element(By.CSS_SELECTOR, '.view[data-kind="noisy"]')
+    # Zoom to 3 screen pixels per image pixel, centred on the target, as a user would
+    # before clicking one pixel of a 512-pixel image in a 360-pixel view.
+    driver.execute_script(
+        """const [x, y] = arguments, v = document.querySelector(".view");
+        S.view = {scale: 3, tx: v.clientWidth / 2 - 3 * (x + 0.5),
+                  ty: v.clientHeight / 2 - 3 * (y + 0.5)};
+        applyView();""",
+        x,
+        y,
+    )
+    dx, dy = driver.execute_script(
+        """const [view, x, y] = arguments, img = view.querySelector("img");
+        const r = img.getBoundingClientRect(), v = view.getBoundingClientRect();
+        return [r.left + (x + 0.5) * r.width / img.width - (v.left + v.width / 2),
+                r.top + (y + 0.5) * r.height / img.height - (v.top + v.height / 2)];""",
+        view,
+        x,
+        y,
+    )
+    driver.execute_script("delete document.body.dataset.filtersShown")
+    ActionChains(driver).move_to_element_with_offset(view, round(dx), round(dy)).click().perform()
+    shown = wait_js(driver, "return document.body.dataset.filtersShown")
+    if shown != f"{x},{y}":
+        raise RuntimeError(f"clicked ({x}, {y}) but the page picked {shown}")
+    return float(driver.execute_script("return document.body.dataset.filterMs"))
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def smooth_pixels(clean: np.ndarray, count: int = 4, half: int = 10) -> list[tuple[int, int]]:
+    """The ``count`` pixels of a 16-px grid whose (2·half+1)² clean neighbourhood varies least."""
+    height, width = clean.shape
+    scored = []
+    for y in range(half + 8, height - half - 8, 16):
+        for x in range(half + 8, width - half - 8, 16):
+            scored.append(
+                (float(clean[y - half : y + half + 1, x - half : x + half + 1].std()), x, y)
+            )
+    return [(x, y) for _, x, y in sorted(scored)[:count]]
+
+
+def bad_requests(url: str, count: int = 200) -> list[int]:
+    """``count`` bad requests cycling through every kind; their status codes."""
+    import io
+
+    big = io.BytesIO()
+    Image.fromarray(np.zeros((3000, 3000), np.uint8)).save(big, format="PNG")
+    kinds = [
+        ("GET", "api/filter", {"model": "bf-dncnn-gray", "x": 512, "y": 0}, None),
+        ("GET", "api/filter", {"model": "bf-dncnn-gray", "x": -3, "y": 7}, None),
+        ("GET", "api/filter", {"model": "bf-dncnn-gray", "x": 5, "y": 99999}, None),
+        ("GET", "api/filter", {"model": "no-such-model", "x": 5, "y": 5}, None),
+        ("GET", "api/filter", {"model": "../../etc/passwd", "x": 5, "y": 5}, None),
+        ("GET", "api/filter", {"model": "/root/.ssh/id_rsa", "x": 5, "y": 5}, None),
+        ("GET", "api/filter", {"model": "bf-dncnn-gray", "x": "1.5", "y": 5}, None),
+        ("GET", "api/filter", {"model": "bf-dncnn-gray", "x": "0x10", "y": 5}, None),
+        ("GET", "api/filter", {"model": "bf-dncnn-gray", "x": 5, "y": 5, "sigma": "nan"}, None),
+        ("GET", "api/filter", {"model": "bf-dncnn-gray", "x": 5, "y": 5, "sigma": "-1"}, None),
+        ("GET", "api/filter", {"model": "bf-dncnn-gray", "x": "9" * 400, "y": 5}, None),
+        ("GET", "api/spectrum", {"model": "bf-dncnn-gray", "x": 5, "y": 5, "patch": 999}, None),
+        ("GET", "api/image/..%2F..%2Fetc%2Fpasswd", {}, None),
+        ("GET", "static/../../pyproject.toml", {}, None),
+        ("GET", "api/image/denoised", {"model": "C:\\weights\\evil.pt"}, None),
+        ("POST", "api/upload", {}, b"\x89PNG\r\n\x1a\n corrupt"),
+        ("POST", "api/upload", {}, b"\0" * (17 << 20)),
+        ("POST", "api/upload", {}, big.getvalue()),
+        ("POST", "api/upload", {}, b""),
+        ("POST", "api/filter", {}, b"x"),
+    ]
+    codes = []
+    with httpx.Client(base_url=url, timeout=60.0) as client:
+        for k in range(count):
+            method, path, params, body = kinds[k % len(kinds)]
+            response = client.request(method, path, params=params, content=body)
+            codes.append(response.status_code)
+    return codes
+
+
+def timing_and_safety(driver, clean_path: Path, clean: np.ndarray, out_dir: Path) -> dict:
+    process, url, start = start_server(["--clean", str(clean_path), "--sigma", str(SIGMA)])
+    try:
+        wait_up(url, process)
+        server_up = time.perf_counter() - start
+        driver.get(url)
+        wait_js(driver, "return document.body.dataset.ready")
+        interactive = time.perf_counter() - start
+        wait_idle(driver)
+        uncached, cached, compute_wall, compute_cpu = [], [], [], []
+        for x, y in CLICKS:
+            uncached.append(click_pixel(driver, x, y) / 1000.0)
+            wait_idle(driver)  # the spectrum and σ row that follow each pick
+            params = {"model": "bf-dncnn-gray", "x": x, "y": y}
+            found = httpx.get(url + "api/filter", params=params, timeout=60.0).json()
+            compute_wall.append(found["seconds"])
+            compute_cpu.append(found["cpu_seconds"])
+        for x, y in CLICKS:
+            cached.append(click_pixel(driver, x, y) / 1000.0)
+            wait_idle(driver)
+
+        api_uncached, api_cached = [], []
+        with httpx.Client(base_url=url, timeout=120.0) as client:
+            for x, y in [(333, 222), (77, 444)]:
+                params = {"model": "bf-dncnn-gray", "x": x, "y": y}
+                t = time.perf_counter()
+                client.get("api/filter", params=params).raise_for_status()
+                api_uncached.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                client.get("api/filter", params=params).raise_for_status()
+                api_cached.append(time.perf_counter() - t)
+
+            # The API against the command line at the same pixels.
+            pixels = [CLICKS[0], CLICKS[1]]
+            json_path = out_dir / "analyze_filters.json"
+            command = [ENTRY_POINT, "analyze", "filters", "--image", str(clean_path)]
+            command += ["--sigma", str(SIGMA)]
+            command += ["--seed", "0", "--json", str(json_path), "--pixels"]
+            command += [f"{x},{y}" for x, y in pixels]
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            reference = json.loads(json_path.read_text())["filters"]
+            max_difference = 0.0
+            for (x, y), expected in zip(pixels, reference, strict=True):
+                got = client.get("api/filter", params={"model": "bf-dncnn-gray", "x": x, "y": y})
+                difference = np.abs(np.array(got.json()["filter"]) - np.array(expected["filter"]))
+                max_difference = max(max_difference, float(difference.max()))
+
+            sums = {}
+            for sigma in (10, 25, 50):
+                sums[sigma] = [
+                    client.get(
+                        "api/filter",
+                        params={"model": "bf-dncnn-gray", "x": x, "y": y, "sigma": sigma},
+                    ).json()["sum"]
+                    for x, y in smooth_pixels(clean)
+                ]
+
+            rss_before = rss_mib(process.pid)
+            codes = bad_requests(url)
+            alive = client.get("api/state").status_code == 200
+            after = client.get("api/filter", params={"model": "bf-dncnn-gray", "x": 10, "y": 10})
+            rss_after = rss_mib(process.pid)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return {
+        "server_up_s": server_up,
+        "interactive_s": interactive,
+        "click_to_filter_uncached_s": uncached,
+        "click_to_filter_cached_s": cached,
+        "filter_compute_wall_s": compute_wall,
+        "filter_compute_cpu_s": compute_cpu,
+        "api_filter_uncached_s": api_uncached,
+        "api_filter_cached_s": api_cached,
+        "api_vs_analyze_filters_max_abs_difference": max_difference,
+        "smooth_pixels": smooth_pixels(clean),
+        "smooth_pixel_clean_values": [float(clean[y, x]) for x, y in smooth_pixels(clean)],
+        "filter_sums_in_smooth_pixels": sums,
+        "bad_requests": len(codes),
+        "bad_requests_4xx": sum(400 <= c < 500 for c in codes),
+        "bad_request_codes": sorted(set(codes)),
+        "alive_after_bad_requests": alive and after.status_code == 200,
+        "rss_mib_before_bad_requests": rss_before,
+        "rss_mib_after_bad_requests": rss_after,
+    }
+
+
+def screenshot(driver, clean: np.ndarray, work: Path, path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    crop = work / "crop.png"
+    Image.fromarray(np.round(clean[40:232, 160:352] * 255).astype(np.uint8)).save(crop)
+    arguments = ["--clean", str(crop), "--sigma", str(SIGMA)]
+    for model in ("bf-dncnn-gray", "dncnn-gray", "ntk"):
+        arguments += ["--model", model]
+    process, url, _ = start_server(arguments)
+    try:
+        wait_up(url, process)
+        driver.set_window_size(1250, 1000)
+        driver.get(url)
+        wait_js(driver, "return document.body.dataset.ready")
+        wait_idle(driver)
+        click_pixel(driver, 96, 62)
+        wait_idle(driver)
+        for button in ("decomposition-button", "eigen-button"):
+            driver.find_element(By.ID, button).click()
+            time.sleep(0.5)
+            wait_idle(driver)
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(1250, height + 40)
+        driver.execute_script("window.scrollTo(0, 0)")
+        time.sleep(0.5)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(path))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-screenshot", action="store_true", help="skip docs/explore.png")
+    args = parser.parse_args()
+    from skimage import data
+
+    clean = data.camera().astype(np.float64) / 255.0
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        clean_path = work / "camera.png"
+        Image.fromarray(data.camera()).save(clean_path)
+        driver = start_browser()
+        try:
+            results = timing_and_safety(driver, clean_path, clean, work)
+            if not args.no_screenshot:
+                screenshot(driver, clean, work, ROOT / "docs" / "explore.png")
+        finally:
+            driver.quit()
+    payload = {
+        "image": "scikit-image camera, 512x512 gray, clean + Gaussian noise sigma 25 (seed 0)",
+        "model": "default (bf-dncnn-gray)",
+        "machine": "2 CPU cores shared with two training runs (timings slower than quiet)",
+        **results,
+    }
+    path = write_results("explore", payload)
+    r = results
+    rows = [
+        {
+            "measure": "page interactive after start (s)",
+            "value": r["interactive_s"],
+            "target": "<= 2",
+        },
+        {"measure": "server answering after start (s)", "value": r["server_up_s"], "target": ""},
+        {
+            "measure": "click -> filter, uncached, median / max (s)",
+            "value": f"{statistics.median(r['click_to_filter_uncached_s']):.3f} / "
+            f"{max(r['click_to_filter_uncached_s']):.3f}",
+            "target": "<= 0.5",
+        },
+        {
+            "measure": "click -> filter, cached, median / max (s)",
+            "value": f"{statistics.median(r['click_to_filter_cached_s']):.3f} / "
+            f"{max(r['click_to_filter_cached_s']):.3f}",
+            "target": "<= 0.05",
+        },
+        {
+            "measure": "its computation: wall / CPU time (all threads), median (s)",
+            "value": f"{statistics.median(r['filter_compute_wall_s']):.3f} / "
+            f"{statistics.median(r['filter_compute_cpu_s']):.3f}",
+            "target": "",
+        },
+        {
+            "measure": "API filter uncached / cached, median (s)",
+            "value": f"{statistics.median(r['api_filter_uncached_s']):.3f} / "
+            f"{statistics.median(r['api_filter_cached_s']):.4f}",
+            "target": "",
+        },
+        {
+            "measure": "API vs analyze filters, max |diff|",
+            "value": r["api_vs_analyze_filters_max_abs_difference"],
+            "target": "<= 1e-5",
+        },
+        *(
+            {
+                "measure": f"filter sums, smooth pixels, sigma {s}",
+                "value": ", ".join(f"{v:.3f}" for v in r["filter_sums_in_smooth_pixels"][s]),
+                "target": "1 +- 0.05",
+            }
+            for s in (10, 25, 50)
+        ),
+        {
+            "measure": "bad requests answered 4xx",
+            "value": f"{r['bad_requests_4xx']} / {r['bad_requests']}",
+            "target": "all",
+        },
+        {"measure": "alive after them", "value": r["alive_after_bad_requests"], "target": "True"},
+        {
+            "measure": "server RSS before / after (MiB)",
+            "value": f"{r['rss_mib_before_bad_requests']:.0f} / "
+            f"{r['rss_mib_after_bad_requests']:.0f}",
+            "target": "bounded",
+        },
+    ]
+    print_table(rows, ["measure", "value", "target"])
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
