@@ -8,14 +8,13 @@ prediction (:mod:`.theory`). Plots are in :mod:`filterscope.plotting.dip`; the c
 line is ``filterscope dip``.
 """
 
+from ..sure import monte_carlo_sure, sure_estimate
 from .fit import (
     DIPDenoiser,
     FitResult,
     fit_single_image,
-    monte_carlo_sure,
     ntk_max_eigenvalue,
     patience_stop,
-    sure_estimate,
 )
 from .networks import (
     ARCHITECTURES,

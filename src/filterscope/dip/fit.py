@@ -15,7 +15,8 @@ gradient descent with an ``O(1/c)`` step on a wide network is twicing with the f
 filter ``ηΘ⁰`` (the NTK at initialisation), which for noise at the input is a crude
 low-pass filter; Adam changes the filter during training.
 
-Monte-Carlo SURE (Ramani, Blu & Unser 2008): the estimate after ``t`` steps is a function
+Monte-Carlo SURE (Ramani, Blu & Unser 2008; :mod:`filterscope.sure`, shared with the
+NTK filters): the estimate after ``t`` steps is a function
 ``z^t(y)`` of the noisy image through the whole training run, so its divergence is
 estimated with a twin network, a copy of the network at initialisation (same weights,
 same input noise) trained in lockstep on ``y + εb`` for one Gaussian probe ``b``:
@@ -45,6 +46,14 @@ from ..errors import InputError
 from ..metrics import psnr
 from ..models.base import Denoised, Denoiser, per_image_sigmas
 from ..ntk.kernels import as_image
+from ..sure import (
+    PROBE_SEED,
+    check_sigma,
+    default_epsilon,
+    draw_probe,
+    probe_divergence,
+    sure_estimate,
+)
 from .networks import ARCHITECTURES, PARAMETERIZATIONS, build_network
 from .weights import WeightTracker
 
@@ -69,86 +78,6 @@ DEFAULT_ADAM_LR = {
     "autoencoder": {"noise": 2e-3, "image": 1e-3},
 }
 DEFAULT_NOISE_STD = 0.1
-PROBE_SEED = 0x5EED1  # an odd constant, so the SURE probe is not the image noise's stream
-
-
-# --------------------------------------------------------------------------- SURE
-
-
-def sure_estimate(
-    residual_mse: float, divergence: float, *, sigma: float, num_entries: int
-) -> float:
-    """``SURE = ‖y − z‖²/n − σ² + 2σ² div/n``, the per-entry MSE estimate.
-
-    ``residual_mse`` is ``‖y − z‖²/n``; ``sigma`` on the image scale.
-    """
-    return residual_mse - sigma**2 + 2.0 * sigma**2 * divergence / num_entries
-
-
-def monte_carlo_sure(
-    denoiser: Callable[[torch.Tensor], torch.Tensor],
-    y: torch.Tensor,
-    *,
-    sigma: float,
-    epsilon: float | None = None,
-    generator: int | torch.Generator | None = PROBE_SEED,
-) -> dict:
-    """Monte-Carlo SURE of any denoiser ``y ↦ f(y)`` with one random probe.
-
-    Parameters
-    ----------
-    denoiser : callable
-        Maps a tensor shaped like ``y`` to an estimate of the same shape.
-    y : Tensor, any shape
-        Noisy image, image scale.
-    sigma : float, keyword-only
-        Noise standard deviation, image scale (> 0).
-    epsilon : float, keyword-only
-        Finite-difference step (default ``σ/5``).
-    generator : int or torch.Generator, keyword-only
-        Seed of the Gaussian probe ``b``.
-
-    Returns
-    -------
-    dict
-        ``sure`` (per-entry MSE estimate), ``divergence`` (``bᵀ(f(y + εb) − f(y))/ε``,
-        an unbiased estimate of ``Σ_i ∂f_i/∂y_i`` for small ``ε``), ``x_hat``.
-
-    Notes
-    -----
-    Two calls of ``denoiser``. For a linear ``f(y) = A y`` the divergence estimate is
-    ``bᵀAb`` whatever ``ε``: mean ``tr(A)``, standard deviation ``√2 ‖A_sym‖_F``.
-    """
-    _check_sigma(sigma)
-    from ..noise import _generator
-
-    eps = _default_epsilon(sigma) if epsilon is None else float(epsilon)
-    probe = torch.randn(y.shape, generator=_generator(generator), dtype=torch.float64)
-    probe = probe.to(y.device, y.dtype)
-    x_hat = denoiser(y)
-    perturbed = denoiser(y + eps * probe)
-    divergence = float((probe * (perturbed - x_hat)).double().sum()) / eps
-    residual = float((y - x_hat).double().pow(2).mean())
-    return {
-        "sure": sure_estimate(residual, divergence, sigma=sigma, num_entries=y.numel()),
-        "divergence": divergence,
-        "x_hat": x_hat,
-    }
-
-
-def _default_epsilon(sigma: float) -> float:
-    # Small against σ (the divergence is a first-order quantity), but not too small:
-    # Adam trajectories amplify tiny differences between the two runs (on 48×48 and
-    # 96×96 crops of House, ε = σ/25 gave erratic divergences after a few hundred
-    # steps, σ/10 to σ/4 did not). Far above float32 round-off either way.
-    return max(sigma / 5.0, 1e-4)
-
-
-def _check_sigma(sigma) -> None:
-    if sigma is None:
-        raise InputError("SURE needs the noise level sigma")
-    if not isinstance(sigma, (int, float)) or math.isnan(sigma) or sigma <= 0:
-        raise InputError(f"sigma must be positive, got {sigma}")
 
 
 # --------------------------------------------------------------------------- step size
@@ -465,7 +394,7 @@ def fit_single_image(
     if lr is not None and (not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0):
         raise InputError(f"learning rate must be a non-negative number, got {lr}")
     if sigma is not None:
-        _check_sigma(sigma)
+        check_sigma(sigma)
     if not 0 < gd_step < 2:
         raise InputError(f"gd_step must lie in (0, 2) (larger steps diverge), got {gd_step}")
     if not (isinstance(noise_std, (int, float)) and noise_std > 0):
@@ -530,9 +459,8 @@ def fit_single_image(
     twin = twin_input = twin_target = twin_offset = probe = None
     epsilon = None
     if estimate_sure:
-        epsilon = _default_epsilon(sigma) if sure_epsilon is None else float(sure_epsilon)
-        probe_gen = torch.Generator().manual_seed(PROBE_SEED + int(seed))
-        probe = torch.randn(y.shape, generator=probe_gen, dtype=torch.float64).to(device, dtype)
+        epsilon = default_epsilon(sigma) if sure_epsilon is None else float(sure_epsilon)
+        probe = draw_probe(y.shape, generator=PROBE_SEED + int(seed)).to(device, dtype)
         twin = copy.deepcopy(network)  # same initial weights: only the target differs
         twin_target = y + epsilon * probe
         twin_input = twin_target if input == "image" else net_input
@@ -639,7 +567,7 @@ def fit_single_image(
             if clean_t is not None:
                 record["psnr"] = float(psnr(z_out, clean_t))
             if twin is not None:
-                div = float((probe * (z_twin.detach() - z_out)).double().sum()) / epsilon
+                div = probe_divergence(probe, z_twin.detach(), z_out, epsilon)
                 record["divergence"] = div
                 record["sure"] = sure_estimate(
                     record["loss"], div, sigma=sigma, num_entries=num_entries

@@ -34,9 +34,8 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..sure import PROBE_SEED, check_sigma, draw_probe, sure_estimate
 from .nystrom import FilterBasis
-
-PROBE_SEED = 0x5EED1
 
 
 def _as_cd(image: torch.Tensor, d: int) -> torch.Tensor:
@@ -171,14 +170,14 @@ def sure(basis: FilterBasis, y: torch.Tensor, t, *, sigma: float) -> torch.Tenso
     -------
     Tensor, shape (T,)
     """
-    _check_sigma(sigma)
+    check_sigma(sigma)
     co = _coefficients(basis, y)
     ts = _grid(t)
     g = twicing_gains(basis.eigvals, ts)
     u = g[:, :, None] * co.c_y[None]
     resid = _distance_sq(co, co.proj_y, co.y_sq, u)
     trace = co.channels * g.sum(1)
-    return (resid - co.n * sigma**2 + 2 * sigma**2 * trace) / co.n
+    return sure_estimate(resid / co.n, trace, sigma=sigma, num_entries=co.n)
 
 
 def oracle_mse(basis: FilterBasis, y: torch.Tensor, x: torch.Tensor, t) -> torch.Tensor:
@@ -205,7 +204,7 @@ def mse_estimate(basis: FilterBasis, x: torch.Tensor, t, *, sigma: float) -> dic
     dict of Tensor, shape (T,)
         ``bias2``, ``variance`` and ``mse`` (their sum).
     """
-    _check_sigma(sigma, allow_zero=True)
+    check_sigma(sigma, allow_zero=True)
     co = _coefficients(basis, x)
     ts = _grid(t)
     g = twicing_gains(basis.eigvals, ts)
@@ -219,14 +218,6 @@ def mse_estimate(basis: FilterBasis, x: torch.Tensor, t, *, sigma: float) -> dic
         fro = torch.einsum("ti,ij,tj,ji->t", g, co.metric, g, m_r)
     variance = sigma**2 * co.channels * fro / co.n
     return {"bias2": bias2, "variance": variance, "mse": bias2 + variance}
-
-
-def _check_sigma(sigma, *, allow_zero: bool = False) -> None:
-    if sigma is None:
-        raise InputError("SURE stopping needs the noise level sigma")
-    bad = sigma < 0 if allow_zero else sigma <= 0
-    if bad or math.isnan(sigma):
-        raise InputError(f"sigma must be positive, got {sigma}")
 
 
 def sure_monte_carlo(
@@ -253,13 +244,10 @@ def sure_monte_carlo(
     Tensor, shape (T,)
         Per-entry MSE estimates.
     """
-    _check_sigma(sigma)
-    from ..noise import _generator
-
+    check_sigma(sigma)
     ts = _grid(t)
-    probe = torch.randn(
-        tuple(_as_cd(y, basis.d).T.shape), generator=_generator(generator), dtype=torch.float64
-    ).reshape(-1, *basis.shape)
+    probe = draw_probe(_as_cd(y, basis.d).T.shape, generator=generator)
+    probe = probe.reshape(-1, *basis.shape)
     y_pert = y.to(torch.float64).reshape(-1, *basis.shape) + epsilon * probe
     other = rebuild(y_pert)
     co = _coefficients(basis, y)
@@ -267,7 +255,7 @@ def sure_monte_carlo(
     u = g[:, :, None] * co.c_y[None]
     resid = _distance_sq(co, co.proj_y, co.y_sq, u)
     div = (_probe_dot(other, y_pert, probe, ts) - _probe_dot(basis, y, probe, ts)) / epsilon
-    return (resid - co.n * sigma**2 + 2 * sigma**2 * div) / co.n
+    return sure_estimate(resid / co.n, div, sigma=sigma, num_entries=co.n)
 
 
 def _probe_dot(basis: FilterBasis, y: torch.Tensor, probe: torch.Tensor, ts) -> torch.Tensor:
@@ -342,7 +330,7 @@ def select_steps(
             return _distance_sq(co, proj_x, x_sq, u) / co.n
 
     elif stop in ("sure", "sure-trace"):
-        _check_sigma(sigma)
+        check_sigma(sigma)
         divergence = None
         if stop == "sure" and rebuild is not None:
             grid = t_candidates(basis)
@@ -350,6 +338,7 @@ def select_steps(
             g = twicing_gains(basis.eigvals, grid)
             u = g[:, :, None] * co.c_y[None]
             resid = _distance_sq(co, co.proj_y, co.y_sq, u)
+            # the divergence behind each Monte-Carlo SURE value, interpolated below
             divergence = (mc * co.n - resid + co.n * sigma**2) / (2 * sigma**2)
             log_grid = torch.log(grid)
 
@@ -364,7 +353,7 @@ def select_steps(
                 div = torch.from_numpy(
                     np.interp(torch.log(ts).numpy(), log_grid.numpy(), divergence.numpy())
                 )
-            return (resid - co.n * sigma**2 + 2 * sigma**2 * div) / co.n
+            return sure_estimate(resid / co.n, div, sigma=sigma, num_entries=co.n)
 
     else:
         raise InputError(
