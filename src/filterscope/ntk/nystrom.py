@@ -33,13 +33,13 @@ filters) scales ``W = ηΘ`` with ``η = 1/λ_max``, so the eigenvalues lie in (
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 
 from ..errors import InputError
 from ..noise import _generator
+from .basis import FilterBasis
 
 NORMALIZATIONS = ("max", "row", "sinkhorn", "none")
 PRECISIONS = ("int8", "single", "double")
@@ -58,88 +58,6 @@ class ColumnSource(Protocol):
     def columns(self, cols: torch.Tensor) -> torch.Tensor: ...
 
     def column_chunk(self, budget_bytes: int) -> int: ...
-
-
-@dataclass
-class FilterBasis:
-    """A filter ``W = diag(left) V diag(λ) Vᵀ diag(right)`` in its eigenbasis.
-
-    Attributes
-    ----------
-    eigvals : Tensor, shape (k,), float64
-        Eigenvalues of the (scaled) filter, descending, in [0, 1].
-    eigvecs : Tensor, shape (d, k), float64
-        Orthonormal eigenvectors (eigenimages, row-major pixels).
-    shape : tuple of int
-        ``(H, W)``.
-    left, right : Tensor, shape (d,), or None
-        Diagonal similarity of a non-symmetric filter (row normalisation:
-        ``left = D^{-1/2}``, ``right = D^{1/2}``); None for symmetric filters.
-    scale : float
-        Factor ``η`` applied to the raw affinity (``W = η K``; 1 when normalised).
-    info : dict
-        How it was computed (columns, rank, timings...).
-    """
-
-    eigvals: torch.Tensor
-    eigvecs: torch.Tensor
-    shape: tuple[int, int]
-    left: torch.Tensor | None = None
-    right: torch.Tensor | None = None
-    scale: float = 1.0
-    info: dict = field(default_factory=dict)
-
-    @property
-    def d(self) -> int:
-        return self.eigvecs.shape[0]
-
-    @property
-    def rank(self) -> int:
-        return self.eigvals.numel()
-
-    def matrix(self) -> torch.Tensor:
-        """The ``d × d`` filter (small images only)."""
-        w = (self.eigvecs * self.eigvals) @ self.eigvecs.T
-        if self.left is not None:
-            w = self.left[:, None] * w * self.right[None, :]
-        return w
-
-    def rows(self, pixels, *, t: float | None = None) -> torch.Tensor:
-        """Rows of the filter for chosen pixels, as images (Figure 2).
-
-        Parameters
-        ----------
-        pixels : sequence of (row, col) or of int (flat indices)
-        t : float or None, keyword-only
-            None: rows of ``W``; a number: rows of the twicing filter
-            ``H_t = I - (I - W)^t`` (equation 6).
-
-        Returns
-        -------
-        Tensor, shape (n, H, W), float64
-            ``out[k]`` holds the weights ``W[i_k, j]`` of every pixel ``j``.
-        """
-        w = self.shape[1]
-        idx = torch.tensor(
-            [p[0] * w + p[1] if isinstance(p, (tuple, list)) else int(p) for p in pixels]
-        )
-        if idx.numel() and (idx.min() < 0 or idx.max() >= self.d):
-            raise InputError(f"pixels must lie inside the {self.shape[0]}x{w} image")
-        if t is None:
-            gains = self.eigvals
-        else:
-            from .twicing import twicing_gains
-
-            gains = twicing_gains(self.eigvals, t)
-        out = (self.eigvecs[idx] * gains) @ self.eigvecs.T
-        if self.left is not None:
-            out = self.left[idx, None] * out * self.right[None, :]
-        return out.reshape(-1, *self.shape)
-
-    def eigenimages(self, n: int | None = None) -> torch.Tensor:
-        """The ``n`` leading eigenvectors as images, shape ``(n, H, W)``."""
-        n = self.rank if n is None else min(n, self.rank)
-        return self.eigvecs[:, :n].T.reshape(n, *self.shape)
 
 
 def sample_columns(

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 
 from ..errors import InputError
+from .basis import FilterBasis
 from .denoiser import DEFAULT_COLUMNS, denoise, filter_basis
 from .kernels import MAX_MATRIX_PIXELS, as_image
-from .nystrom import FilterBasis
 
 
 def nystrom_error_text(info: dict) -> str:

@@ -35,7 +35,7 @@ import torch
 
 from ..errors import InputError
 from ..sure import PROBE_SEED, check_sigma, draw_probe, sure_estimate
-from .nystrom import FilterBasis
+from .basis import FilterBasis, twicing_gains
 
 
 def _as_cd(image: torch.Tensor, d: int) -> torch.Tensor:
@@ -57,18 +57,6 @@ def _project(v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     transposed thin product for large ``d``).
     """
     return (a.T.contiguous() @ v).T
-
-
-def twicing_gains(eigvals: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
-    """``g_i(t) = 1 - (1 - λ_i)^t`` (equation 6); ``t`` scalar or ``(T,)`` → ``(T, k)``.
-
-    ``λ`` is clamped to [0, 1] so that the power is real for non-integer ``t``.
-    """
-    base = (1.0 - eigvals.clamp(0.0, 1.0)).to(torch.float64)
-    t = torch.as_tensor(t, dtype=torch.float64)
-    if t.dim() == 0:
-        return 1.0 - base.pow(t)
-    return 1.0 - base[None, :].pow(t[:, None])
 
 
 def twicing(basis: FilterBasis, y: torch.Tensor, t: float) -> torch.Tensor:
