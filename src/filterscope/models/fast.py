@@ -112,8 +112,9 @@ class FastDenoiser(Denoiser):
         super().__init__()
         self.precision = precision
         self.dtype = PRECISIONS[precision]
-        self.blind = getattr(source, "blind", True)
-        self.in_channels = getattr(source, "in_channels", None)
+        if isinstance(source, Denoiser):
+            self.blind = source.blind
+            self.in_channels = source.in_channels
         for name in ("arch", "bias", "config", "card"):
             if hasattr(source, name):
                 setattr(self, name, copy.deepcopy(getattr(source, name)))
