@@ -57,7 +57,9 @@ def explorer(models):
 
 @pytest.fixture()
 def client(explorer):
-    with TestClient(create_app(explorer), raise_server_exceptions=False) as test_client:
+    with TestClient(
+        create_app(explorer, warm_up=False), raise_server_exceptions=False
+    ) as test_client:
         yield test_client
 
 
@@ -89,6 +91,17 @@ def test_filter_equals_library_call(client, models, sigma):
     np.testing.assert_allclose(np.array(answer["filter"]), expected.row.weights[0], atol=1e-5)
     assert answer["sum"] == pytest.approx(expected.sum, abs=1e-5)
     assert answer["extent_99"] == expected.extent_99
+
+
+def test_warm_up_fills_the_cache_at_start(explorer):
+    import time
+
+    centre = ("bf-dncnn-gray", WIDTH // 2, HEIGHT // 2)
+    with TestClient(create_app(explorer)):
+        deadline = time.monotonic() + 120
+        while explorer.filter(*centre, compute=False) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert explorer.filter(*centre, compute=False) is not None
 
 
 def test_filter_cached_and_pixel_order_is_column_row(client, explorer):
@@ -191,7 +204,7 @@ def test_bad_requests_get_json_4xx_and_server_keeps_working(client):
 
 def test_noisy_photo_has_a_fixed_sigma(models):
     explorer = Explorer(noisy().float(), models[:1])
-    with TestClient(create_app(explorer)) as client:
+    with TestClient(create_app(explorer, warm_up=False)) as client:
         assert client.get("/api/state").json()["sigma_adjustable"] is False
         refused = client.get("/api/filter", params={"model": "bf-dncnn-gray", "x": 1, "y": 1,
                                                     "sigma": 10})  # fmt: skip
@@ -200,7 +213,7 @@ def test_noisy_photo_has_a_fixed_sigma(models):
 
 
 def test_uploads_are_bounded_and_validated(explorer):
-    app = create_app(explorer, max_upload_bytes=20_000, max_upload_pixels=64 * 64)
+    app = create_app(explorer, max_upload_bytes=20_000, max_upload_pixels=64 * 64, warm_up=False)
     with TestClient(app) as client:
         too_many_bytes = client.post("/api/upload", content=b"\0" * 20_001)
         assert too_many_bytes.status_code == 413
@@ -249,7 +262,7 @@ def test_colour_filter_per_output_channel():
     model = load_model("bf-dncnn-color", 3)
     clean = torch.rand(1, 3, 17, 19, generator=torch.Generator().manual_seed(0))
     explorer = Explorer(clean, [model], sigma=SIGMA / 255.0, seed=SEED)
-    with TestClient(create_app(explorer)) as client:
+    with TestClient(create_app(explorer, warm_up=False)) as client:
         params = {"model": "bf-dncnn-color", "x": 4, "y": 9, "channel": 2}
         answer = client.get("/api/filter", params=params).json()
         noisy3 = add_noise(clean.double(), SIGMA / 255.0, generator=SEED)

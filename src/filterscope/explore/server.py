@@ -151,13 +151,16 @@ class Worker:
             self._ready.notify()
         return await asyncio.wrap_future(future)
 
-    def close(self) -> None:
+    def close(self, *, timeout: float = 60.0) -> None:
+        """Drop the waiting jobs and wait for the running one (PyTorch must not be
+        stopped halfway by the interpreter's exit)."""
         with self._ready:
             self._closed = True
             for _, _, future, *_ in self._queue:
                 future.cancel()
             self._queue.clear()
             self._ready.notify()
+        self.thread.join(timeout)
 
 
 async def _cached_or_computed(worker: Worker, priority: int, method, *args, **kwargs):
@@ -264,6 +267,7 @@ def create_app(
     *,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     max_upload_pixels: int = MAX_UPLOAD_PIXELS,
+    warm_up: bool = True,
 ) -> Starlette:
     """The Starlette app serving ``explorer``'s page and API.
 
@@ -273,6 +277,9 @@ def create_app(
         The image and models; the app never loads anything else.
     max_upload_bytes, max_upload_pixels : int, keyword-only
         Bounds of ``POST /api/upload``.
+    warm_up : bool, keyword-only
+        At start, compute one filter per network in the background
+        (:meth:`Explorer.warm_up`) so that the first click is as fast as the next.
     """
     worker = Worker()
     static = resources.files("filterscope.explore") / "static"
@@ -375,12 +382,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
-        # Warm up on the worker, behind anything the page asks for first.
-        warming = asyncio.ensure_future(worker.run(explorer.warm_up, priority=SLOW))
-        # A failure shows again, as a 4xx, when the page asks for that filter itself.
-        warming.add_done_callback(lambda done: done.cancelled() or done.exception())
+        if warm_up:  # on the worker, behind anything the page asks for first
+            warming = asyncio.ensure_future(worker.run(explorer.warm_up, priority=SLOW))
+            # A failure shows again, as a 4xx, when the page asks for that filter itself.
+            warming.add_done_callback(lambda done: done.cancelled() or done.exception())
         yield
-        warming.cancel()
         worker.close()
 
     routes = [Route(path, page) for path in PAGE_FILES]
