@@ -96,6 +96,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--device", default=None, help="torch device (default cpu)")
     parser.add_argument("--json", default=None, metavar="OUT", help="write a JSON report")
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT and the report")
+    parser.add_argument("--no-progress", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
     return parser
 
@@ -164,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         parameterization=args.parameterization,
         weight_log_every=args.weight_log,
         device=args.device,
-        progress=True,
+        progress=not args.no_progress,
     )
     write_image(
         args.output, result.x_hat.permute(1, 2, 0).numpy(), dtype=dtype, overwrite=args.force

@@ -108,7 +108,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "of the noisy image (8 times the cost)",
     )
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
     return parser
 

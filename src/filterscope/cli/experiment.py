@@ -55,7 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "on a CPU; 0 = torch's default)",
     )
     gen.add_argument("--force", action="store_true", help="replace earlier results in --out")
-    gen.add_argument("--no-progress", action="store_true", help="no progress bars")
+    gen.add_argument("--no-progress", "--quiet", action="store_true", help="no progress bars")
     gen.set_defaults(run=run)
 
     rest = experiments.add_parser(
@@ -78,7 +78,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     rest.add_argument("--slice-blur", type=float, default=2.0, help="blur of the right panel")
     rest.add_argument("--test-images", type=int, default=None, help="use the first N images")
     rest.add_argument("--force", action="store_true", help="replace earlier results in --out")
-    rest.add_argument("--no-progress", action="store_true", help="no progress bars")
+    rest.add_argument("--no-progress", "--quiet", action="store_true", help="no progress bars")
     rest.set_defaults(run=run_restoration)
     return parser
 
