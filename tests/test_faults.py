@@ -349,8 +349,9 @@ def test_every_option_has_help_text():
     assert missing == []
 
 
-def test_plotting_leaves_matplotlib_global_state_alone(tmp_path):
-    """A notebook's backend stays selected and pyplot's figure list stays empty."""
+def test_plotting_returns_figures_and_leaves_matplotlib_alone(tmp_path):
+    """Without a path a plotting function returns its figure; with one it writes it. A
+    notebook's backend stays selected and pyplot is never imported."""
     matplotlib = pytest.importorskip("matplotlib")
     code = (
         "import matplotlib\n"
@@ -358,12 +359,14 @@ def test_plotting_leaves_matplotlib_global_state_alone(tmp_path):
         "from filterscope.plotting import plot_dimension\n"
         "result = {'samples': [10.0, 12.0, 11.0], 'interval': [9.5, 12.5], 'confidence': 0.95}\n"
         f"plot_dimension(result, {str(tmp_path / 'd.png')!r})\n"
+        "figure = plot_dimension(result)\n"  # no path: the figure itself
         "import sys\n"
-        "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)\n"
+        "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules,"
+        " type(figure).__name__, len(figure.axes))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["svg", "False"]
+    assert done.stdout.split() == ["svg", "False", "Figure", "1"]
     assert (tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert matplotlib.get_backend()  # this process's backend untouched too
 

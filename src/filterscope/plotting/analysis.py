@@ -1,7 +1,9 @@
 """Figures of the Jacobian analysis (Mohan et al. 2020, Figures 1, 4–10).
 
-Every function writes one PNG and returns its path; matplotlib's global state (the
-pyplot backend and figure list) is left alone.
+Every function returns a :class:`matplotlib.figure.Figure` (to show in a notebook, or to
+edit), or, given a ``path``, writes the figure there (PNG, PDF, SVG... by suffix) and
+returns the path. matplotlib's global state (the pyplot backend and figure list) is left
+alone.
 """
 
 from __future__ import annotations
@@ -9,11 +11,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..errors import FilterscopeError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class _Figures:
@@ -54,20 +60,23 @@ def _gray(t: torch.Tensor) -> np.ndarray:
     return a
 
 
-def _save(fig, path: str | os.PathLike, *, dpi: int = 120) -> Path:
+def _save(fig: Figure, path: str | os.PathLike | None, *, dpi: int = 120) -> Path | Figure:
+    """What every plotting function returns: the figure itself when no ``path`` is
+    given (to show in a notebook or edit), else the path it was written to."""
+    if path is None:
+        return fig
     path = Path(path)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    _pyplot().close(fig)
     return path
 
 
 def plot_decomposition(
     results: Sequence[dict],
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     *,
     title: str = "",
     training_range: tuple[float, float] | None = None,
-) -> Path:
+) -> Path | Figure:
     """Figures 1 and 8: mean norms of noise, residual and net bias against σ (0–255).
 
     Parameters
@@ -75,8 +84,8 @@ def plot_decomposition(
     results : sequence of dict
         The dicts of :func:`~filterscope.analysis.decomposition_vs_sigma` (``sigma``,
         ``noise_norm``, ``residual_norm``, ``bias_norm``).
-    path : str or path-like
-        PNG to write.
+    path : str, path-like or None
+        File to write (format from the suffix); None: return the figure instead.
     title : str, keyword-only
         Figure title.
     training_range : (float, float) or None, keyword-only
@@ -102,10 +111,10 @@ def plot_decomposition_images(
     output: torch.Tensor,
     linear: torch.Tensor,
     bias: torch.Tensor,
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     *,
     title: str = "",
-) -> Path:
+) -> Path | Figure:
     """Figures 9–10: noisy input, output, linear part ``A_y y`` and net bias ``b_y``."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
@@ -130,8 +139,8 @@ def plot_decomposition_images(
 
 
 def plot_filters(
-    y: torch.Tensor, filters: Sequence, path: str | os.PathLike, *, title: str = ""
-) -> Path:
+    y: torch.Tensor, filters: Sequence, path: str | os.PathLike | None = None, *, title: str = ""
+) -> Path | Figure:
     """Figure 4: the noisy image with the pixels marked, and each pixel's filter.
 
     Positive weights are gray levels, negative weights red (as in the paper); each
@@ -178,8 +187,12 @@ def _draw_effective_dimension(ax, results: list[dict], fit: dict | None) -> None
 
 
 def plot_spectrum(
-    results: Sequence[dict], path: str | os.PathLike, *, fit: dict | None = None, title: str = ""
-) -> Path:
+    results: Sequence[dict],
+    path: str | os.PathLike | None = None,
+    *,
+    fit: dict | None = None,
+    title: str = "",
+) -> Path | Figure:
     """Figure 5: singular values per σ, and effective dimension against σ with the 1/σ fit.
 
     ``results`` are ``PatchSpectrum.to_dict()`` dicts (σ on 0–255).
@@ -201,20 +214,20 @@ def plot_spectrum(
 
 def plot_singular_vectors(
     vectors: torch.Tensor,
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     *,
     labels: Sequence[str] | None = None,
     clean: torch.Tensor | None = None,
     title: str = "",
-) -> Path:
+) -> Path | Figure:
     """Figure 6: singular vectors as images, each on its own symmetric gray scale.
 
     Parameters
     ----------
     vectors : Tensor, shape (k, C, H, W)
         Singular vectors reshaped to the patch (``PatchSpectrum.singular_vector_images``).
-    path : str or path-like
-        PNG to write.
+    path : str, path-like or None
+        File to write (format from the suffix); None: return the figure instead.
     labels : sequence of str or None, keyword-only
         One title per vector.
     clean : Tensor of shape (C, H, W) or None, keyword-only
@@ -241,7 +254,9 @@ def plot_singular_vectors(
     return _save(fig, path)
 
 
-def plot_dimension(result: dict, path: str | os.PathLike, *, title: str = "") -> Path:
+def plot_dimension(
+    result: dict, path: str | os.PathLike | None = None, *, title: str = ""
+) -> Path | Figure:
     """Running mean of the probe values with the final confidence interval."""
     plt = _pyplot()
     samples = np.asarray(result["samples"], dtype=float)
@@ -261,10 +276,10 @@ def plot_dimension(result: dict, path: str | os.PathLike, *, title: str = "") ->
 def plot_decomposition_grid(
     examples: Sequence,
     sigmas: Sequence[float],
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     *,
     title: str = "",
-) -> Path:
+) -> Path | Figure:
     """Figures 9–10: one row per σ — noisy ``y``, denoised ``f(y)``, linear part
     ``A_y y``, net bias ``b_y`` and residual ``y − f(y)``.
 
@@ -275,8 +290,8 @@ def plot_decomposition_grid(
         the first image of each is shown.
     sigmas : sequence of float
         The σ of each row, 0–255 (row labels).
-    path : str or path-like
-        PNG to write.
+    path : str, path-like or None
+        File to write (format from the suffix); None: return the figure instead.
     title : str, keyword-only
         Figure title.
 
@@ -321,11 +336,11 @@ def plot_decomposition_grid(
 
 def plot_spectrum_panels(
     results: Sequence[dict],
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     *,
     fit: dict | None = None,
     title: str = "",
-) -> Path:
+) -> Path | Figure:
     """Figure 5 a–c: singular values per σ, cosines ``u_i · v_i`` in the signal subspace,
     and effective dimension against σ with the ``α/σ`` fit.
 
@@ -362,10 +377,10 @@ def plot_spectrum_panels(
 def plot_subspaces(
     results: Sequence[dict],
     nesting: Sequence[dict],
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     *,
     title: str = "",
-) -> Path:
+) -> Path | Figure:
     """Figure 7: clean-image energy inside the signal subspace against σ (left), and the
     fraction of each σ's signal subspace inside the reference σ's (right).
 
@@ -394,20 +409,20 @@ def plot_subspaces(
 
 def plot_filter_sums(
     sums: dict,
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     *,
     highlight: Sequence[bool] | None = None,
     highlight_label: str = "",
     title: str = "",
-) -> Path:
+) -> Path | Figure:
     """Histograms of adaptive-filter sums, one panel per σ, with the 1 ± 0.05 band.
 
     Parameters
     ----------
     sums : dict
         σ (0–255) -> sequence of filter sums (same pixel order for every σ).
-    path : str or path-like
-        PNG to write.
+    path : str, path-like or None
+        File to write (format from the suffix); None: return the figure instead.
     highlight : sequence of bool or None, keyword-only
         Pixels drawn as a separate, stacked histogram (e.g. dark regions).
     highlight_label : str, keyword-only

@@ -15,11 +15,15 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .analysis import _pyplot, _save
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _slope(widths, values) -> float | None:
@@ -32,8 +36,8 @@ def _slope(widths, values) -> float | None:
 
 
 def plot_weight_change(
-    rows: Sequence[Mapping], path: str | os.PathLike, *, title: str = ""
-) -> Path:
+    rows: Sequence[Mapping], path: str | os.PathLike | None = None, *, title: str = ""
+) -> Path | Figure:
     """Figure 4: weight change of the intermediate layers against the width.
 
     Parameters
@@ -44,13 +48,13 @@ def plot_weight_change(
         optionally, ``psnr`` (dB). Several rows with the same optimiser and width (Monte
         Carlo repetitions) are drawn as their mean (geometric for the weight changes)
         with min–max error bars.
-    path : str or path-like
-        Output image file (the format follows the suffix).
+    path : str, path-like or None
+        File to write (format from the suffix); None: return the figure instead.
     title : str, keyword-only
 
     Returns
     -------
-    Path
+    Path or Figure
 
     Notes
     -----
@@ -100,8 +104,8 @@ def plot_weight_change(
 
 
 def plot_preactivation_eigenvectors(
-    panels: Mapping[str, torch.Tensor], path: str | os.PathLike, *, title: str = ""
-) -> Path:
+    panels: Mapping[str, torch.Tensor], path: str | os.PathLike | None = None, *, title: str = ""
+) -> Path | Figure:
     """Figure 5: leading eigenvectors of ``Σ_{a^{L-1}}`` as images, one row per setting.
 
     Parameters
@@ -109,12 +113,13 @@ def plot_preactivation_eigenvectors(
     panels : mapping of str to Tensor, shape (k, H, W)
         Row label (e.g. ``"Adam, noise input"``) to the eigenvectors of
         :func:`~filterscope.dip.weights.preactivation_eigenvectors`.
-    path : str or path-like
+    path : str, path-like or None
+        File to write (format from the suffix); None: return the figure instead.
     title : str, keyword-only
 
     Returns
     -------
-    Path
+    Path or Figure
     """
     plt = _pyplot()
     rows = list(panels.items())
@@ -136,11 +141,11 @@ def plot_preactivation_eigenvectors(
 
 def plot_trajectories(
     runs: Mapping[str, Mapping],
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     *,
     title: str = "",
     levels: Mapping[str, float] | None = None,
-) -> Path:
+) -> Path | Figure:
     """PSNR against the iteration (log scale) for several runs.
 
     ``runs`` maps a label to a trajectory dict (``FitResult.trajectory``). Runs without
@@ -175,7 +180,9 @@ def plot_trajectories(
     return _save(fig, path)
 
 
-def plot_ntk_gap(result: Mapping, path: str | os.PathLike, *, title: str = "") -> Path:
+def plot_ntk_gap(
+    result: Mapping, path: str | os.PathLike | None = None, *, title: str = ""
+) -> Path | Figure:
     """Theory against practice: the relative gap to NTK twicing against the width.
 
     ``result`` is the dict of :func:`filterscope.dip.ntk_gap`; the left panel is the

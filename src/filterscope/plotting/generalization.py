@@ -22,11 +22,14 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .analysis import _pyplot, _save
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 METRICS = {"psnr": ("PSNR (dB)", "psnr_in", "psnr"), "ssim": ("SSIM", "ssim_in", "ssim")}
 ARCH_LABELS = {"dncnn": "DnCNN", "rcnn": "Recurrent CNN", "unet": "UNet", "sdensenet": "DenseNet"}
@@ -166,13 +169,13 @@ def _default_title(result: Mapping[str, Any]) -> str:
 
 def plot_generalization(
     result: Mapping[str, Any] | str | os.PathLike,
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     *,
     models: Sequence[str] | None = None,
     training_ranges: Mapping[str, Sequence[float] | None] | None = None,
     metrics: Sequence[str] = ("psnr", "ssim"),
     title: str | None = None,
-) -> Path:
+) -> Path | Figure:
     """Output against input quality for every model of a sweep (Figure 3 layout).
 
     Parameters
@@ -180,8 +183,8 @@ def plot_generalization(
     result : dict or path
         What :func:`filterscope.evaluation.evaluate` returned (optionally with a
         ``models`` section, as written by ``filterscope evaluate``), or its JSON file.
-    path : str or path-like
-        Image file to write (format from the suffix, e.g. ``.png``).
+    path : str, path-like or None
+        File to write (format from the suffix); None: return the figure instead.
     models : sequence of str, keyword-only
         Models to draw, in this order (default: all, in the result's order).
     training_ranges : mapping, keyword-only
@@ -195,7 +198,7 @@ def plot_generalization(
 
     Returns
     -------
-    Path
+    Path or Figure
         ``path``.
 
     Notes
@@ -274,13 +277,13 @@ def classify_model(
 
 def plot_generalization_grid(
     result: Mapping[str, Any] | str | os.PathLike,
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     *,
     metric: str = "psnr",
     archs: Sequence[str] | None = None,
     include_others: bool = True,
     title: str | None = None,
-) -> Path:
+) -> Path | Figure:
     """Bias against bias-free, one panel per architecture and training range.
 
     Rows are architectures, columns training ranges (increasing); in each panel the
@@ -293,8 +296,8 @@ def plot_generalization_grid(
     result : dict or path
         An evaluation result holding many networks (e.g. all published checkpoints,
         named by their paths ``.../<arch>/<bias|bias_free>/<lo>-<hi>.pt``).
-    path : str or path-like
-        Image file to write.
+    path : str, path-like or None
+        File to write (format from the suffix); None: return the figure instead.
     metric : {"psnr", "ssim"}, keyword-only
         Output PSNR against input PSNR, or output SSIM against input SSIM.
     archs : sequence of str, keyword-only
@@ -307,7 +310,7 @@ def plot_generalization_grid(
 
     Returns
     -------
-    Path
+    Path or Figure
         ``path``.
 
     Raises

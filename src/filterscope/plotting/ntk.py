@@ -15,11 +15,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .analysis import _gray, _pyplot, _save
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DPI = 90  # image panels: small PNGs
 
@@ -35,12 +39,12 @@ def plot_filter_rows(
     y: torch.Tensor,
     rows: torch.Tensor | np.ndarray,
     pixels: Sequence[tuple[int, int]],
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     *,
     window: int | None = None,
     stretch: bool = True,
     title: str = "",
-) -> Path:
+) -> Path | Figure:
     """Figure 2: each chosen pixel's filter weights, as an image around the pixel.
 
     Parameters
@@ -51,8 +55,8 @@ def plot_filter_rows(
         Row ``i`` of the filter for each pixel (``FilterBasis.rows(pixels)``).
     pixels : sequence of (row, col)
         The ``n`` pixels.
-    path : str or path-like
-        PNG to write.
+    path : str, path-like or None
+        File to write (format from the suffix); None: return the figure instead.
     window : int or None, keyword-only
         Show a ``window × window`` crop around each pixel (None: the whole image).
     stretch : bool, keyword-only
@@ -101,11 +105,11 @@ def plot_filter_rows(
 def plot_eigenimages(
     eigenimages: torch.Tensor | np.ndarray,
     eigvals: torch.Tensor | np.ndarray,
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     *,
     columns: int = 4,
     title: str = "",
-) -> Path:
+) -> Path | Figure:
     """Figure 1: the leading eigenimages of a filter and its eigenvalue decay.
 
     Parameters
@@ -115,8 +119,8 @@ def plot_eigenimages(
         with a symmetric gray scale (mid-gray = 0; an eigenvector's sign is arbitrary).
     eigvals : Tensor or ndarray, shape (k,)
         Eigenvalues, descending (``k ≥ n``); the last panel plots all of them, log scale.
-    path : str or path-like
-        PNG to write.
+    path : str, path-like or None
+        File to write (format from the suffix); None: return the figure instead.
     columns : int, keyword-only
         Panels per row.
     title : str, keyword-only
