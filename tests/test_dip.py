@@ -490,3 +490,18 @@ def test_plots_are_written(tmp_path):
     assert plot_trajectories({"a": traj}, tmp_path / "l.png", levels=levels).exists()
     gap = {"widths": [8, 32], "gap": [0.2, 0.1], "gap_per_iteration": [[0.1, 0.2], [0.05, 0.1]]}
     assert plot_ntk_gap({**gap, "slope": -0.5}, tmp_path / "g.png").exists()
+
+
+def test_fit_config_object_gives_the_same_run_as_keyword_options():
+    from filterscope.dip import FitConfig
+
+    y = torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(2))
+    options = dict(arch="autoencoder", iters=3, width=4, sigma=0.1, stop="sure", seed=3)
+    by_keywords = fit_single_image(y, **options)
+    by_config = fit_single_image(y, FitConfig(**options))
+    assert torch.equal(by_keywords.x_hat, by_config.x_hat)
+    assert by_keywords.trajectory == by_config.trajectory
+    with pytest.raises(InputError, match="not both"):
+        fit_single_image(y, FitConfig(**options), iters=5)
+    with pytest.raises(InputError, match="sigma"):
+        FitConfig(stop="sure")  # refused when made, before any image is seen

@@ -11,6 +11,7 @@ line is ``filterscope dip``.
 from ..sure import monte_carlo_sure, sure_estimate
 from .fit import (
     DIPDenoiser,
+    FitConfig,
     FitResult,
     fit_single_image,
     ntk_max_eigenvalue,
@@ -35,6 +36,7 @@ __all__ = [
     "ARCHITECTURES",
     "DIPDenoiser",
     "EncoderDecoder",
+    "FitConfig",
     "FitResult",
     "VanillaDIP",
     "WeightTracker",

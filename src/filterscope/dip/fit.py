@@ -254,53 +254,28 @@ def _check_choice(name: str, value, choices) -> None:
         raise InputError(f"{name} must be one of {choices}, got {value!r}")
 
 
-def fit_single_image(
-    noisy: torch.Tensor | np.ndarray,
-    *,
-    arch: str = "autoencoder",
-    input: str = "noise",
-    optimizer: str = "adam",
-    iters: int = 3000,
-    lr: float | None = None,
-    width: int = 128,
-    sigma: float | None = None,
-    clean: torch.Tensor | np.ndarray | None = None,
-    stop: str = "none",
-    estimate_sure: bool | None = None,
-    patience: int | None = None,
-    seed: int = 0,
-    parameterization: str = "standard",
-    kernel_size: int = 11,
-    noise_channels: int | None = None,
-    noise_std: float = DEFAULT_NOISE_STD,
-    gd_step: float = 1.0,
-    sure_epsilon: float | None = None,
-    log_every: int = 1,
-    weight_log_every: int = 0,
-    dtype: torch.dtype = torch.float32,
-    device: str | torch.device | None = None,
-    progress: bool = False,
-    callback: Callable[[int, dict, torch.Tensor], bool | None] | None = None,
-) -> FitResult:
-    """Denoise one image by training a network on it alone (Section 6 of the paper).
+@dataclass(frozen=True)
+class FitConfig:
+    """How :func:`fit_single_image` trains: network, input, optimiser, stopping rule.
 
-    Parameters
+    Every field is checked when the configuration is made, so bad options fail before
+    any work.
+
+    Attributes
     ----------
-    noisy : Tensor or ndarray, shape (C, H, W), (1, C, H, W), (H, W) or (H, W, C)
-        The noisy image ``y`` on the image scale (nominally [0, 1], not clipped);
-        ``C`` = 1 or 3.
-    arch : {"vanilla", "unet", "autoencoder"}, keyword-only
+    arch : {"vanilla", "unet", "autoencoder"}
         See :mod:`filterscope.dip.networks`. The vanilla CNN needs sides of at least
         ``kernel_size``; the others pad sides that are not multiples of 8.
-    input : {"noise", "image"}, keyword-only
+    input : {"noise", "image"}
         Fixed i.i.d. ``N(0, noise_std²)`` noise with ``noise_channels`` channels, or
         ``y`` itself with the output shifted by its initial value (``z̃ = z − z⁰``,
         so training starts from exactly 0).
-    optimizer : {"adam", "gd"}, keyword-only
+    optimizer : {"adam", "gd"}
         Adam with ``β = (0.9, 0.99)``, or gradient descent without momentum.
-    iters : int, keyword-only
-        Optimiser steps (at most; see ``patience`` and ``callback``).
-    lr : float or None, keyword-only
+    iters : int
+        Optimiser steps (at most; see ``patience`` and the ``callback`` of
+        :func:`fit_single_image`).
+    lr : float or None
         Adam: the learning rate (default :data:`DEFAULT_ADAM_LR`: 3e-4 for the vanilla
         CNN; 2e-3 for the U-Net and the autoencoder with noise input, 5e-5 and 1e-3 with
         image input). Gradient descent: the step
@@ -313,45 +288,277 @@ def fit_single_image(
         with a filter whose largest eigenvalue is ``gd_step``, and ``η`` scales as
         ``1/c`` in the standard parameterisation automatically. ``lr = 0`` leaves the
         weights where they are.
-    width : int, keyword-only
+    width : int
         Channels ``c`` of every hidden layer.
-    sigma : float, keyword-only
+    sigma : float or None
         Noise standard deviation on the image scale (25/255); needed by SURE.
-    clean : Tensor or ndarray, keyword-only
-        Clean image of the same shape: PSNR at every logged iteration, oracle stopping.
-    stop : {"none", "oracle", "sure"}, keyword-only
-        Which iterate is kept: the last one, the one of highest PSNR, or the one of
-        lowest SURE.
-    estimate_sure : bool, keyword-only
+    stop : {"none", "oracle", "sure"}
+        Which iterate is kept: the last one, the one of highest PSNR (needs the clean
+        image), or the one of lowest SURE.
+    estimate_sure : bool or None
         Also compute SURE when ``stop`` is not ``"sure"`` (needs ``sigma``; doubles the
-        cost). Default: only for ``stop="sure"``.
-    patience : int, keyword-only
+        cost). Default: only for ``stop="sure"``; :attr:`with_sure` is the resolved value.
+    patience : int or None
         With ``stop`` oracle or SURE, end training when the criterion has not improved
         for this many iterations (the paper trains "until there is no further
         improvement").
-    seed : int, keyword-only
+    seed : int
         Seed of the weights, the input noise and the SURE probe.
-    parameterization : {"standard", "ntk"}, keyword-only
-    kernel_size : int, keyword-only
+    parameterization : {"standard", "ntk"}
+    kernel_size : int
         Kernel side of the vanilla CNN (11 in the paper).
-    noise_channels : int, keyword-only
+    noise_channels : int or None
         Channels of the input noise (default ``width``, footnote 8's ``O(c)``).
-    noise_std : float, keyword-only
+    noise_std : float
         Standard deviation of the input noise.
-    gd_step : float, keyword-only
+    gd_step : float
         Largest eigenvalue of the linearised twicing filter for the automatic gradient
         descent step, in (0, 2) (stability needs < 2).
-    sure_epsilon : float, keyword-only
+    sure_epsilon : float or None
         Finite-difference step of the divergence (default ``max(σ/5, 1e-4)``).
-    log_every : int, keyword-only
+    log_every : int
         Record the trajectory (and evaluate the stopping rule) every this many
         iterations; the last iteration is always recorded.
-    weight_log_every : int, keyword-only
+    weight_log_every : int
         Record the weight change every this many iterations (0: never).
-    dtype : torch.dtype, keyword-only
+    dtype : torch.dtype
         Arithmetic of the network (float32; float64 for comparisons with the theory).
-    device : str or torch.device, keyword-only
+    device : str, torch.device or None
         Where to train (default CPU).
+    """
+
+    arch: str = "autoencoder"
+    input: str = "noise"
+    optimizer: str = "adam"
+    iters: int = 3000
+    lr: float | None = None
+    width: int = 128
+    sigma: float | None = None
+    stop: str = "none"
+    estimate_sure: bool | None = None
+    patience: int | None = None
+    seed: int = 0
+    parameterization: str = "standard"
+    kernel_size: int = 11
+    noise_channels: int | None = None
+    noise_std: float = DEFAULT_NOISE_STD
+    gd_step: float = 1.0
+    sure_epsilon: float | None = None
+    log_every: int = 1
+    weight_log_every: int = 0
+    dtype: torch.dtype = torch.float32
+    device: str | torch.device | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("arch", self.arch, ARCHITECTURES)
+        _check_choice("input", self.input, INPUTS)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("stop", self.stop, STOPS)
+        _check_choice("parameterization", self.parameterization, PARAMETERIZATIONS)
+        checked = {
+            "iters": _positive_int("iters (the number of iterations)", self.iters),
+            "width": _positive_int("width", self.width),
+            "log_every": _positive_int("log_every", self.log_every),
+            "weight_log_every": _positive_int("weight_log_every", self.weight_log_every, minimum=0),
+        }
+        if self.patience is not None:
+            checked["patience"] = _positive_int("patience", self.patience)
+        lr = self.lr
+        if lr is not None and (not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0):
+            raise InputError(f"learning rate must be a non-negative number, got {lr}")
+        if self.sigma is not None:
+            check_sigma(self.sigma)
+        if not 0 < self.gd_step < 2:
+            raise InputError(
+                f"gd_step must lie in (0, 2) (larger steps diverge), got {self.gd_step}"
+            )
+        if not (isinstance(self.noise_std, (int, float)) and self.noise_std > 0):
+            raise InputError(f"noise_std must be positive, got {self.noise_std}")
+        if self.with_sure and self.sigma is None:
+            raise InputError("SURE stopping needs the noise level sigma")
+        channels = self.width if self.noise_channels is None else self.noise_channels
+        checked["noise_channels"] = _positive_int("noise_channels", channels)
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def with_sure(self) -> bool:
+        """Whether SURE is computed: for ``stop="sure"``, or when ``estimate_sure`` asks."""
+        return bool(self.estimate_sure) or self.stop == "sure"
+
+    def record(self, *, lr_effective: float, lambda_max: float | None, epsilon, shape) -> dict:
+        """The options as :attr:`FitResult.config` reports them (before ``diverged_at``)."""
+        noise = self.input == "noise"
+        return {
+            "arch": self.arch,
+            "input": self.input,
+            "optimizer": self.optimizer,
+            "iters": self.iters,
+            "lr": self.lr,
+            "lr_effective": lr_effective,
+            "ntk_lambda_max": lambda_max,
+            "width": self.width,
+            "sigma_255": None if self.sigma is None else self.sigma * 255.0,
+            "stop": self.stop,
+            "estimate_sure": self.with_sure,
+            "sure_epsilon": epsilon,
+            "patience": self.patience,
+            "seed": self.seed,
+            "parameterization": self.parameterization,
+            "kernel_size": self.kernel_size if self.arch == "vanilla" else 3,
+            "noise_channels": self.noise_channels if noise else None,
+            "noise_std": self.noise_std if noise else None,
+            "adam_betas": list(ADAM_BETAS) if self.optimizer == "adam" else None,
+            "image_shape": list(shape),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "device": str(torch.device(self.device or "cpu")),
+        }
+
+
+class _Run:
+    """One network (and, for SURE, its twin trained on ``y + εb``) set up for training."""
+
+    def __init__(self, y_cpu: torch.Tensor, cfg: FitConfig):
+        self.device = device = torch.device(cfg.device or "cpu")
+        _, height, width = y_cpu.shape
+        generator = torch.Generator().manual_seed(int(cfg.seed))
+        self.y = y = y_cpu.to(device, cfg.dtype)[None]
+        if cfg.input == "noise":
+            shape = (1, cfg.noise_channels, height, width)
+            noise = cfg.noise_std * torch.randn(shape, generator=generator)
+            self.net_input = noise.to(device, cfg.dtype)
+        else:
+            self.net_input = y
+        self.network = build_network(
+            cfg.arch,
+            self.net_input.shape[1],
+            y_cpu.shape[0],
+            cfg.width,
+            parameterization=cfg.parameterization,
+            kernel_size=cfg.kernel_size,
+            generator=generator,
+            dtype=cfg.dtype,
+        ).to(device)
+        self.network.check_size(height, width)
+        # the image-input network is redefined as z̃ = z − z⁰ (Section 6), so it starts at 0
+        self.offset = self._initial_output(self.network, self.net_input, cfg)
+        self.lambda_max = None
+        if cfg.optimizer == "adam":
+            self.lr = DEFAULT_ADAM_LR[cfg.arch][cfg.input] if cfg.lr is None else float(cfg.lr)
+        elif cfg.lr is not None:
+            self.lr = float(cfg.lr) / cfg.width if cfg.parameterization == "standard" else cfg.lr
+            self.lr = float(self.lr)
+        else:
+            self.lambda_max = ntk_max_eigenvalue(self.network, self.net_input, generator=cfg.seed)
+            self.lr = cfg.gd_step * y.numel() / (2.0 * self.lambda_max)
+        self.twin = self.epsilon = self.probe = None
+        if cfg.with_sure:
+            self._make_twin(cfg)
+        self.optimizers = [self._optimizer(self.network, cfg)]
+        if self.twin is not None:
+            self.optimizers.append(self._optimizer(self.twin, cfg))
+
+    @staticmethod
+    def _initial_output(network, net_input, cfg):
+        if cfg.input != "image":
+            return None
+        with torch.no_grad():
+            return network(net_input)
+
+    def _make_twin(self, cfg: FitConfig) -> None:
+        sigma = cfg.sigma
+        self.epsilon = (
+            default_epsilon(sigma) if cfg.sure_epsilon is None else float(cfg.sure_epsilon)
+        )
+        probe = draw_probe(self.y.shape, generator=PROBE_SEED + int(cfg.seed))
+        self.probe = probe.to(self.device, cfg.dtype)
+        self.twin = copy.deepcopy(self.network)  # same initial weights: only the target differs
+        self.twin_target = self.y + self.epsilon * self.probe
+        self.twin_input = self.twin_target if cfg.input == "image" else self.net_input
+        self.twin_offset = self._initial_output(self.twin, self.twin_input, cfg)
+
+    def _optimizer(self, network: nn.Module, cfg: FitConfig):
+        if cfg.optimizer == "adam":
+            return torch.optim.Adam(network.parameters(), lr=self.lr, betas=ADAM_BETAS)
+        return torch.optim.SGD(network.parameters(), lr=self.lr, momentum=0.0)
+
+    def forward_backward(self, *, backward: bool):
+        """Outputs and losses of the network (and twin); gradients unless ``backward`` is False."""
+        with torch.set_grad_enabled(backward):
+            z = self.network(self.net_input)
+            if self.offset is not None:
+                z = z - self.offset
+            loss = (z - self.y).pow(2).mean()
+            total_loss, z_twin = loss, None
+            if self.twin is not None:
+                z_twin = self.twin(self.twin_input)
+                if self.twin_offset is not None:
+                    z_twin = z_twin - self.twin_offset
+                total_loss = loss + (z_twin - self.twin_target).pow(2).mean()
+            if backward:
+                for opt in self.optimizers:
+                    opt.zero_grad(set_to_none=True)
+                total_loss.backward()
+        return z, loss, z_twin
+
+    def record(self, t: int, z_out, loss, z_twin, clean_t, sigma) -> dict:
+        """The trajectory entry of iteration ``t``: loss, PSNR, divergence and SURE."""
+        record = {"iteration": t, "loss": float(loss.detach())}
+        if not math.isfinite(record["loss"]):
+            return record
+        if clean_t is not None:
+            record["psnr"] = float(psnr(z_out, clean_t))
+        if z_twin is not None:
+            div = probe_divergence(self.probe, z_twin.detach(), z_out, self.epsilon)
+            record["divergence"] = div
+            n = self.y.numel()
+            record["sure"] = sure_estimate(record["loss"], div, sigma=sigma, num_entries=n)
+        return record
+
+
+class _Keeper:
+    """The kept iterate under a stopping rule, and whether patience has run out."""
+
+    def __init__(self, stop: str, patience: int | None):
+        self.stop, self.patience = stop, patience
+        self.value = None
+        self.iteration = 0
+        self.best = None
+
+    def update(self, t: int, record: dict, z_out: torch.Tensor) -> bool:
+        """Take iteration ``t`` into account; True when patience has run out."""
+        if self.stop == "none":
+            self.iteration, self.best = t, z_out
+            return False
+        value = record["psnr"] if self.stop == "oracle" else record["sure"]
+        if self.value is None or (
+            value > self.value if self.stop == "oracle" else value < self.value
+        ):
+            self.value, self.iteration, self.best = value, t, z_out.clone()
+        return self.patience is not None and t - self.iteration >= self.patience
+
+
+def fit_single_image(
+    noisy: torch.Tensor | np.ndarray,
+    config: FitConfig | None = None,
+    *,
+    clean: torch.Tensor | np.ndarray | None = None,
+    progress: bool = False,
+    callback: Callable[[int, dict, torch.Tensor], bool | None] | None = None,
+    **options,
+) -> FitResult:
+    """Denoise one image by training a network on it alone (Section 6 of the paper).
+
+    Parameters
+    ----------
+    noisy : Tensor or ndarray, shape (C, H, W), (1, C, H, W), (H, W) or (H, W, C)
+        The noisy image ``y`` on the image scale (nominally [0, 1], not clipped);
+        ``C`` = 1 or 3.
+    config : FitConfig, optional
+        How to train; or give its fields as keyword options (``arch="unet"``,
+        ``iters=500``...), not both.
+    clean : Tensor or ndarray, keyword-only
+        Clean image of the same shape: PSNR at every logged iteration, oracle stopping.
     progress : bool, keyword-only
         A tqdm bar on stderr showing the current PSNR (with ``clean``), SURE (as a PSNR
         estimate, ``10 log10(1/SURE)``) or loss.
@@ -359,6 +566,8 @@ def fit_single_image(
         ``callback(iteration, record, output)`` at every logged iteration, with the
         trajectory entry and the output ``z^t`` of shape ``(1, C, H, W)``; returning True
         ends training.
+    **options
+        The fields of :class:`FitConfig`.
 
     Returns
     -------
@@ -379,180 +588,68 @@ def fit_single_image(
     shift needs one extra forward pass and the automatic gradient descent step up to 30
     Jacobian-vector products. Memory: the activations of one pass (twice with SURE).
     """
+    if config is not None and options:
+        raise InputError("give either config or keyword options, not both")
     y_cpu = _as_image(noisy)
-    _check_choice("arch", arch, ARCHITECTURES)
-    _check_choice("input", input, INPUTS)
-    _check_choice("optimizer", optimizer, OPTIMIZERS)
-    _check_choice("stop", stop, STOPS)
-    _check_choice("parameterization", parameterization, PARAMETERIZATIONS)
-    iters = _positive_int("iters (the number of iterations)", iters)
-    width = _positive_int("width", width)
-    log_every = _positive_int("log_every", log_every)
-    weight_log_every = _positive_int("weight_log_every", weight_log_every, minimum=0)
-    if patience is not None:
-        patience = _positive_int("patience", patience)
-    if lr is not None and (not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0):
-        raise InputError(f"learning rate must be a non-negative number, got {lr}")
-    if sigma is not None:
-        check_sigma(sigma)
-    if not 0 < gd_step < 2:
-        raise InputError(f"gd_step must lie in (0, 2) (larger steps diverge), got {gd_step}")
-    if not (isinstance(noise_std, (int, float)) and noise_std > 0):
-        raise InputError(f"noise_std must be positive, got {noise_std}")
-    if estimate_sure is None:
-        estimate_sure = stop == "sure"
-    estimate_sure = estimate_sure or stop == "sure"
-    if estimate_sure and sigma is None:
-        raise InputError("SURE stopping needs the noise level sigma")
-    clean_cpu = None
-    if clean is not None:
-        clean_cpu = _as_image(clean)
-        if clean_cpu.shape != y_cpu.shape:
-            raise InputError(
-                f"the clean image has shape {tuple(clean_cpu.shape)}, the noisy one "
-                f"{tuple(y_cpu.shape)}"
-            )
-    if stop == "oracle" and clean_cpu is None:
+    cfg = FitConfig(**options) if config is None else config
+    clean_cpu = None if clean is None else _as_image(clean)
+    if clean_cpu is not None and clean_cpu.shape != y_cpu.shape:
+        raise InputError(
+            f"the clean image has shape {tuple(clean_cpu.shape)}, the noisy one "
+            f"{tuple(y_cpu.shape)}"
+        )
+    if cfg.stop == "oracle" and clean_cpu is None:
         raise InputError("oracle stopping needs the clean image")
-    channels, height, img_width = y_cpu.shape
-    if noise_channels is None:
-        noise_channels = width
-    noise_channels = _positive_int("noise_channels", noise_channels)
-    device = torch.device(device or "cpu")
     setup_start = time.perf_counter()
-
-    generator = torch.Generator().manual_seed(int(seed))
-    y = y_cpu.to(device, dtype)[None]
-    if input == "noise":
-        shape = (1, noise_channels, height, img_width)
-        net_input = (noise_std * torch.randn(shape, generator=generator)).to(device, dtype)
-    else:
-        net_input = y
-    network = build_network(
-        arch,
-        net_input.shape[1],
-        channels,
-        width,
-        parameterization=parameterization,
-        kernel_size=kernel_size,
-        generator=generator,
-        dtype=dtype,
-    ).to(device)
-    network.check_size(height, img_width)
-    clean_t = None if clean_cpu is None else clean_cpu.to(device, torch.float64)[None]
-
-    # the image-input network is redefined as z̃ = z − z⁰ (Section 6), so it starts at 0
-    offset = None
-    if input == "image":
-        with torch.no_grad():
-            offset = network(net_input)
-
-    lambda_max = None
-    if optimizer == "adam":
-        lr_effective = DEFAULT_ADAM_LR[arch][input] if lr is None else float(lr)
-    elif lr is not None:
-        lr_effective = float(lr) / width if parameterization == "standard" else float(lr)
-    else:
-        lambda_max = ntk_max_eigenvalue(network, net_input, generator=seed)
-        lr_effective = gd_step * y.numel() / (2.0 * lambda_max)
-
-    twin = twin_input = twin_target = twin_offset = probe = None
-    epsilon = None
-    if estimate_sure:
-        epsilon = default_epsilon(sigma) if sure_epsilon is None else float(sure_epsilon)
-        probe = draw_probe(y.shape, generator=PROBE_SEED + int(seed)).to(device, dtype)
-        twin = copy.deepcopy(network)  # same initial weights: only the target differs
-        twin_target = y + epsilon * probe
-        twin_input = twin_target if input == "image" else net_input
-        if input == "image":
-            with torch.no_grad():
-                twin_offset = twin(twin_input)
-
-    def make_optimizer(params):
-        if optimizer == "adam":
-            return torch.optim.Adam(params, lr=lr_effective, betas=ADAM_BETAS)
-        return torch.optim.SGD(params, lr=lr_effective, momentum=0.0)
-
-    optimizers = [make_optimizer(network.parameters())]
-    if twin is not None:
-        optimizers.append(make_optimizer(twin.parameters()))
-    tracker = WeightTracker(network, every=weight_log_every) if weight_log_every else None
-
-    config = {
-        "arch": arch,
-        "input": input,
-        "optimizer": optimizer,
-        "iters": iters,
-        "lr": lr,
-        "lr_effective": lr_effective,
-        "ntk_lambda_max": lambda_max,
-        "width": width,
-        "sigma_255": None if sigma is None else sigma * 255.0,
-        "stop": stop,
-        "estimate_sure": estimate_sure,
-        "sure_epsilon": epsilon,
-        "patience": patience,
-        "seed": seed,
-        "parameterization": parameterization,
-        "kernel_size": kernel_size if arch == "vanilla" else 3,
-        "noise_channels": noise_channels if input == "noise" else None,
-        "noise_std": noise_std if input == "noise" else None,
-        "adam_betas": list(ADAM_BETAS) if optimizer == "adam" else None,
-        "image_shape": [channels, height, img_width],
-        "dtype": str(dtype).replace("torch.", ""),
-        "device": str(device),
-    }
-
-    trajectory: dict[str, list] = {"iteration": [], "loss": []}
-    if clean_t is not None:
-        trajectory["psnr"] = []
-    if estimate_sure:
-        trajectory["sure"] = []
-        trajectory["divergence"] = []
-    num_entries = y.numel()
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=iters, desc=f"dip {arch}/{optimizer}", unit="it", file=sys.stderr)
-    postfix_every = max(1, min(50, iters // 100))
-
-    best_value = None
-    best_iteration = 0
-    best = previous = last = None
-    diverged_at = None
-    forward_backward = 0.0
-    optimizer_time = 0.0
+    run = _Run(y_cpu, cfg)
+    clean_t = None if clean_cpu is None else clean_cpu.to(run.device, torch.float64)[None]
+    config_record = cfg.record(
+        lr_effective=run.lr, lambda_max=run.lambda_max, epsilon=run.epsilon, shape=y_cpu.shape
+    )
     setup_s = time.perf_counter() - setup_start
-    loop_start = time.perf_counter()
-    steps_done = 0
-    for t in range(iters + 1):
-        final = t == iters
+    loop = _train(run, cfg, clean_t, progress=progress, callback=callback)
+    config_record["diverged_at"] = loop["diverged_at"]
+    x_hat = loop["best"][0].to("cpu", torch.float32)
+    return FitResult(
+        x_hat=x_hat,
+        last=loop["last"][0].to("cpu", torch.float32),
+        iteration=loop["best_iteration"],
+        stop=cfg.stop,
+        trajectory=loop["trajectory"],
+        choices=_choices(loop["trajectory"], x_hat, clean_cpu),
+        weights=loop["weights"],
+        timing=loop["timing"] | {"setup_s": setup_s},
+        config=config_record,
+        network=run.network,
+        network_input=run.net_input,
+    )
+
+
+def _train(run: _Run, cfg: FitConfig, clean_t, *, progress: bool, callback) -> dict:
+    """The training loop of :func:`fit_single_image`: trajectory, kept and last iterates."""
+    trajectory: dict[str, list] = {"iteration": [], "loss": []}
+    trajectory |= {"psnr": []} if clean_t is not None else {}
+    trajectory |= {"sure": [], "divergence": []} if cfg.with_sure else {}
+    sync = torch.cuda.synchronize if run.device.type == "cuda" else (lambda: None)
+    tracker = (
+        WeightTracker(run.network, every=cfg.weight_log_every) if cfg.weight_log_every else None
+    )
+    bar = _progress_bar(cfg) if progress else None
+    postfix_every = max(1, min(50, cfg.iters // 100))
+    keeper = _Keeper(cfg.stop, cfg.patience)
+    previous = last = diverged_at = None
+    forward_backward = optimizer_time = 0.0
+    steps_done, loop_start = 0, time.perf_counter()
+    for t in range(cfg.iters + 1):
+        final = t == cfg.iters
         start = time.perf_counter()
-        with torch.set_grad_enabled(not final):
-            z = network(net_input)
-            if offset is not None:
-                z = z - offset
-            loss = (z - y).pow(2).mean()
-            total_loss = loss
-            if twin is not None:
-                z_twin = twin(twin_input)
-                if twin_offset is not None:
-                    z_twin = z_twin - twin_offset
-                total_loss = loss + (z_twin - twin_target).pow(2).mean()
-            if not final:
-                for opt in optimizers:
-                    opt.zero_grad(set_to_none=True)
-                total_loss.backward()
+        z, loss, z_twin = run.forward_backward(backward=not final)
         sync()
         forward_backward += time.perf_counter() - start
-
         stop_now = final
-        if t % log_every == 0 or final:
+        if t % cfg.log_every == 0 or final:
             z_out = z.detach()
-            record = {"iteration": t, "loss": float(loss.detach())}
+            record = run.record(t, z_out, loss, z_twin, clean_t, cfg.sigma)
             if not math.isfinite(record["loss"]):
                 if previous is None:
                     if bar is not None:
@@ -560,42 +657,23 @@ def fit_single_image(
                     raise InputError(
                         "the network's initial output is not finite (an input too large?)"
                     )
-                # a step too large for this network: keep what we had
-                diverged_at = t
+                diverged_at = t  # a step too large for this network: keep what we had
                 break
             previous = z_out
-            if clean_t is not None:
-                record["psnr"] = float(psnr(z_out, clean_t))
-            if twin is not None:
-                div = probe_divergence(probe, z_twin.detach(), z_out, epsilon)
-                record["divergence"] = div
-                record["sure"] = sure_estimate(
-                    record["loss"], div, sigma=sigma, num_entries=num_entries
-                )
             for key, value in record.items():
                 trajectory[key].append(value)
-            value = {"oracle": record.get("psnr"), "sure": record.get("sure")}.get(stop)
-            if stop == "none":
-                best_iteration, best = t, z_out
-            else:
-                better = best_value is None or (
-                    value > best_value if stop == "oracle" else value < best_value
-                )
-                if better:
-                    best_value, best_iteration, best = value, t, z_out.clone()
-                if patience is not None and t - best_iteration >= patience:
-                    stop_now = True
+            stop_now = keeper.update(t, record, z_out) or stop_now
             if callback is not None and callback(t, record, z_out):
                 stop_now = True
             if bar is not None and (t % postfix_every == 0 or stop_now):
                 bar.set_postfix_str(_progress_text(record), refresh=False)
-        if tracker is not None and (t % weight_log_every == 0 or stop_now):
+        if tracker is not None and (t % cfg.weight_log_every == 0 or stop_now):
             tracker.log(t)
         if stop_now:
             last = z.detach()
             break
         start = time.perf_counter()
-        for opt in optimizers:
+        for opt in run.optimizers:
             opt.step()
         sync()
         optimizer_time += time.perf_counter() - start
@@ -605,34 +683,32 @@ def fit_single_image(
     total = time.perf_counter() - loop_start
     if bar is not None:
         bar.close()
-    if last is None:  # diverged: the last finite iterate stands in for the last one
-        last = previous
-    config["diverged_at"] = diverged_at
+    return {
+        "trajectory": trajectory,
+        "best": keeper.best,
+        "best_iteration": keeper.iteration,
+        "last": previous if last is None else last,  # diverged: the last finite iterate
+        "diverged_at": diverged_at,
+        "weights": [] if tracker is None else tracker.records,
+        "timing": _timing(total, forward_backward, optimizer_time, steps_done),
+    }
 
-    timing = {
+
+def _progress_bar(cfg: FitConfig):
+    from tqdm import tqdm
+
+    return tqdm(total=cfg.iters, desc=f"dip {cfg.arch}/{cfg.optimizer}", unit="it", file=sys.stderr)
+
+
+def _timing(total: float, forward_backward: float, optimizer_time: float, steps: int) -> dict:
+    return {
         "total_s": total,
         "forward_backward_s": forward_backward,
         "optimizer_s": optimizer_time,
         "outside_share": 1.0 - forward_backward / total if total > 0 else 0.0,
-        "iterations": steps_done,
-        "iterations_per_s": steps_done / total if total > 0 else float("inf"),
-        "setup_s": setup_s,
+        "iterations": steps,
+        "iterations_per_s": steps / total if total > 0 else float("inf"),
     }
-    x_hat = best[0].to("cpu", torch.float32)
-    choices = _choices(trajectory, x_hat, clean_cpu)
-    return FitResult(
-        x_hat=x_hat,
-        last=last[0].to("cpu", torch.float32),
-        iteration=best_iteration,
-        stop=stop,
-        trajectory=trajectory,
-        choices=choices,
-        weights=[] if tracker is None else tracker.records,
-        timing=timing,
-        config=config,
-        network=network,
-        network_input=net_input,
-    )
 
 
 def _progress_text(record: dict) -> str:
