@@ -4,6 +4,11 @@ Run from the repository root::
 
     python benchmarks/training.py            # full run, about 10 minutes on 2 cores
     python benchmarks/training.py --quick    # smoke run: few steps, small network
+    python benchmarks/training.py --recipe recipes/cpu-bf-drunet-gray.toml --ab-steps 300
+
+``--recipe`` picks the network, batch, precision and layout (default: the DnCNN CPU
+recipe). ``--ab-steps N`` adds a paired quality A/B: the recipe trained N steps on the
+same batches as float32 NCHW and as bfloat16 channels-last, validation PSNR compared.
 
 Three measurements (issue 3 targets), each case in a fresh subprocess so its timing and
 peak resident memory are its own:
@@ -59,13 +64,15 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
-def _network(arch_options: dict, channels_last: bool = False):
+def _network(case: dict, channels_last: bool = False):
     import torch
 
     from filterscope import create_model
 
     torch.manual_seed(0)
-    model = create_model("dncnn", bias=False, in_channels=1, **arch_options).train()
+    model = create_model(
+        case["arch"], bias=False, in_channels=case["in_channels"], **case["arch_options"]
+    ).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -77,17 +84,22 @@ def run_bare(case: dict) -> dict:
     import torch.nn.functional as F
 
     torch.set_num_threads(case["threads"])
-    model = _network(case["arch_options"])
+    model = _network(case, channels_last=case["channels_last"])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     generator = torch.Generator().manual_seed(0)
-    shape = (case["batch_size"], 1, case["patch_size"], case["patch_size"])
+    shape = (case["batch_size"], case["in_channels"], case["patch_size"], case["patch_size"])
     clean = torch.rand(shape, generator=generator)
     noisy = clean + 0.1 * torch.randn(shape, generator=generator)
+    if case["channels_last"]:
+        noisy = noisy.contiguous(memory_format=torch.channels_last)
     with_step = case["variant"] == "bare-step"
+    bf16 = case["precision"] == "bfloat16"
     times = []
     for index in range(case["steps"] + 1):
         start = time.perf_counter()
-        loss = F.mse_loss(model(noisy), clean)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            estimate = model(noisy)
+        loss = F.mse_loss(estimate.float(), clean)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if with_step:
@@ -95,7 +107,8 @@ def run_bare(case: dict) -> dict:
         if index:  # the first step warms up the allocator and kernels
             times.append(time.perf_counter() - start)
     seconds = sum(times) / len(times)
-    return {"seconds_per_step": seconds, "pixels_per_s": clean.numel() / seconds}
+    pixels = case["batch_size"] * case["patch_size"] ** 2
+    return {"seconds_per_step": seconds, "pixels_per_s": pixels / seconds}
 
 
 def run_pipeline(case: dict) -> dict:
@@ -139,10 +152,10 @@ def run_numeric(case: dict) -> dict:
     torch.set_num_threads(case["threads"])
     channels_last = case["variant"].endswith("channels-last")
     bf16 = case["variant"].startswith("bfloat16")
-    model = _network(case["arch_options"], channels_last=channels_last)
+    model = _network(case, channels_last=channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     generator = torch.Generator().manual_seed(0)
-    shape = (case["batch_size"], 1, case["patch_size"], case["patch_size"])
+    shape = (case["batch_size"], case["in_channels"], case["patch_size"], case["patch_size"])
     clean = torch.rand(shape, generator=generator)
     noisy = clean + 0.1 * torch.randn(shape, generator=generator)
     if channels_last:
@@ -173,7 +186,8 @@ def run_numeric(case: dict) -> dict:
     top = [
         {"op": e.key, "share": e.self_cpu_time_total / total, "calls": e.count} for e in events[:6]
     ]
-    return {"seconds_per_step": seconds, "pixels_per_s": clean.numel() / seconds, "top_ops": top}
+    pixels = case["batch_size"] * case["patch_size"] ** 2
+    return {"seconds_per_step": seconds, "pixels_per_s": pixels / seconds, "top_ops": top}
 
 
 def _link_dataset(folder: Path, count: int) -> Path:
@@ -193,7 +207,32 @@ def run_memory(case: dict) -> dict:
     return result
 
 
-WORKERS = {"bare": run_bare, "pipeline": run_pipeline, "numeric": run_numeric, "memory": run_memory}
+def run_ab(case: dict) -> dict:
+    """The recipe trained ``steps`` steps at one numeric path; its last validation."""
+    from filterscope.training import load_recipe, train
+
+    config = load_recipe(
+        case["recipe"],
+        steps=case["steps"],
+        threads=case["threads"],
+        precision=case["precision"],
+        channels_last=case["channels_last"],
+        val_every=case["steps"],
+        tensorboard=False,
+        checkpoint_every=case["steps"],
+    )
+    with tempfile.TemporaryDirectory() as run_dir:
+        result = train(config, run_dir, progress=False)
+    return {"validation": result["validation"], "pixels_per_s": result["pixels_per_s"]}
+
+
+WORKERS = {
+    "bare": run_bare,
+    "pipeline": run_pipeline,
+    "numeric": run_numeric,
+    "memory": run_memory,
+    "ab": run_ab,
+}
 
 
 # --------------------------------------------------------------------------- driver side
@@ -213,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few steps, small network")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--recipe", type=Path, default=RECIPE, help="training recipe (TOML)")
+    parser.add_argument("--ab-steps", type=int, default=0, help="paired float32/bf16 A/B")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -226,15 +267,20 @@ def main(argv: list[str] | None = None) -> int:
 
     from filterscope.training import load_recipe
 
-    recipe = load_recipe(RECIPE)
-    arch = {"num_layers": 5, "hidden": 16} if args.quick else dict(recipe.arch_options)
+    recipe = load_recipe(args.recipe)
+    quick_options = {"dncnn": {"num_layers": 5, "hidden": 16}, "drunet": {"widths": [8, 16]}}
+    arch = quick_options[recipe.arch] if args.quick else dict(recipe.arch_options)
     steps = 3 if args.quick else 12
     base = {
         "threads": args.threads,
+        "arch": recipe.arch,
+        "in_channels": recipe.in_channels,
         "arch_options": arch,
+        "precision": recipe.precision,
+        "channels_last": recipe.channels_last,
         "batch_size": recipe.batch_size,
         "patch_size": recipe.patch_size,
-        "recipe": str(RECIPE),
+        "recipe": str(args.recipe),
         "steps": steps,
     }
 
@@ -261,21 +307,37 @@ def main(argv: list[str] | None = None) -> int:
     sizes = (50, 100, 200) if args.quick else (100, 400, 1600)
     small = {"num_layers": 5, "hidden": 16}
     for images in sizes:
-        case = {**base, "kind": "memory", "arch_options": small, "steps": 3, "images": images}
+        case = {**base, "kind": "memory", "arch": "dncnn", "arch_options": small, "steps": 3}
+        case.update(images=images, recipe=str(RECIPE), in_channels=1)
         case["cache_mb"] = 64.0
         result = run_in_subprocess(case)
         memory.append({"images": images, "cache_mb": 64.0, **result})
         print(f"{images} images: {result['peak_rss_mb']:.0f} MB", file=sys.stderr)
 
+    ab = []
+    for precision, channels_last in (("float32", False), ("bfloat16", True)):
+        if args.ab_steps <= 0:
+            break
+        case = {**base, "kind": "ab", "steps": args.ab_steps}
+        case.update(precision=precision, channels_last=channels_last)
+        result = run_in_subprocess(case)
+        ab.append({"precision": precision, "channels_last": channels_last, **result})
+        print(f"A/B {precision}: {result['validation']}", file=sys.stderr)
+
     payload = {
-        "command": "python benchmarks/training.py" + (" --quick" if args.quick else ""),
+        "command": "python benchmarks/training.py " + " ".join(sys.argv[1:]),
         "machine": {
             "cpu_count": os.cpu_count(),
             "threads": args.threads,
             "platform": platform.platform(),
             "load_average_at_start": os.getloadavg(),
         },
-        "network": {"arch": "dncnn", "bias": False, **arch},
+        "network": {"arch": recipe.arch, "bias": False, **arch},
+        "recipe": str(args.recipe),
+        "numeric_path_of_recipe": {
+            "precision": recipe.precision,
+            "channels_last": recipe.channels_last,
+        },
         "batch": {"batch_size": recipe.batch_size, "patch_size": recipe.patch_size},
         "targets": {"pipeline_fraction_of_bare": TARGET_PIPELINE_FRACTION},
         "pipeline_fraction_of_bare": pipeline_fraction,
@@ -283,9 +345,11 @@ def main(argv: list[str] | None = None) -> int:
         "overhead": overhead,
         "numeric_paths": numeric,
         "memory": memory,
+        "quality_ab": ab,
     }
     if not args.quick:
-        write_results("training", payload)
+        name = "training" if args.recipe == RECIPE else f"training_{args.recipe.stem}"
+        write_results(name, payload)
     print("\nPipeline overhead (training pixels/s, same network and batch):")
     columns = ["variant", "seconds_per_step", "pixels_per_s", "fraction_of_bare_fwd_bwd"]
     print_table(overhead, columns)
@@ -296,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {row['variant']}: {ops}")
     print("\nPeak memory of a short run as the data grows (64 MB image cache):")
     print_table(memory, ["images", "cache_mb", "peak_rss_mb", "pixels_per_s"])
+    if ab:
+        print(f"\nPaired A/B, {args.ab_steps} steps on the same batches (validation PSNR):")
+        rows = [{"path": f"{r['precision']}, channels_last={r['channels_last']}"} for r in ab]
+        for row, result in zip(rows, ab, strict=True):
+            row.update(result["validation"], pixels_per_s=result["pixels_per_s"])
+        print_table(rows, list(rows[0]))
     return 0
 
 
