@@ -7,7 +7,7 @@ Run from the repository root (needs ../shared)::
     python benchmarks/denoiser_quality.py speed      # 512² gray Mpx/s, 3000×2000 RGB memory
 
 Every method sees the same noisy images: the noise of image ``i`` at σ comes from
-``filterscope.evaluation.sweep.noise_seed(0, i, σ)``. PSNR of the estimate clipped to
+``filterscope.evaluation.sweep.noise_seed(0, i, σ / 255)``, as in ``filterscope evaluate``. PSNR of the estimate clipped to
 [0, 1], data range 1, mean over images of per-image values. Networks run in float32.
 
 Gray methods: the default gray model blind (``sigma=None``) and told σ, the default blind
@@ -103,7 +103,7 @@ def methods(part: str, default: str) -> dict[str, Callable[[], Callable]]:
 def _noisy(clean: torch.Tensor, index: int, sigma: float) -> torch.Tensor:
     from filterscope.evaluation.sweep import noise_seed
 
-    generator = torch.Generator().manual_seed(noise_seed(0, index, sigma))
+    generator = torch.Generator().manual_seed(noise_seed(0, index, sigma / 255.0))
     return clean + torch.randn(clean.shape, generator=generator) * (sigma / 255.0)
 
 
