@@ -7,8 +7,9 @@ Run from the repository root (needs ../shared)::
     python benchmarks/denoiser_quality.py speed      # 512² gray Mpx/s, 3000×2000 RGB memory
 
 Every method sees the same noisy images: the noise of image ``i`` at σ comes from
-``filterscope.evaluation.sweep.noise_seed(0, i, σ / 255)``, as in ``filterscope evaluate``. PSNR of the estimate clipped to
-[0, 1], data range 1, mean over images of per-image values. Networks run in float32.
+``filterscope.evaluation.sweep.noise_seed(0, i, σ / 255)``, as in ``filterscope
+evaluate``. PSNR of the estimate clipped to [0, 1], data range 1, mean over images of
+per-image values. Networks run in float32.
 
 Gray methods: the default gray model blind (``sigma=None``) and told σ, the default blind
 with the 8-fold self-ensemble (at ``--ensemble-sigmas``), BM3D and scikit-image NLM
