@@ -140,8 +140,14 @@ def main(argv: list[str] | None = None) -> int:
     from filterscope.models.zoo import default_model_name
 
     model_spec = args.model or default_model_name(1)
-    # Fail here, in one line, rather than in every worker.
-    model_card = getattr(_denoiser("model", model_spec), "card", {}) if "model" in priors else {}
+    from filterscope.errors import FilterscopeError
+
+    model_card = {}
+    if "model" in priors:  # fail here, in one line, rather than in every worker
+        try:
+            model_card = getattr(_denoiser("model", model_spec), "card", {})
+        except FilterscopeError as exc:
+            parser.error(f"--model: {exc}")
     paths = list_images(SET12)[: args.images]
     # The slow prior first, so the workers finish together.
     tasks = [
