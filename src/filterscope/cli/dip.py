@@ -8,13 +8,11 @@ line and in the JSON report.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-from pathlib import Path
 
+from .._files import check_output_paths
 from ..errors import InputError
-
-ARCHS = ("vanilla", "unet", "autoencoder")
+from ._common import write_json
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -31,8 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="output image")
     parser.add_argument(
         "--arch",
-        choices=ARCHS,
         default="autoencoder",
+        metavar="vanilla|unet|autoencoder",
         help="network: one-hidden-layer CNN, U-Net or autoencoder (default autoencoder)",
     )
     parser.add_argument(
@@ -101,79 +99,46 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def _check_options(args: argparse.Namespace) -> str:
-    """Every check that needs no file, so bad options fail before any work."""
-    if args.iters <= 0:
-        raise InputError(f"--iters must be a positive number of steps, got {args.iters}")
-    if args.width <= 0:
-        raise InputError(f"--width must be a positive number of channels, got {args.width}")
-    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
-        raise InputError(f"--lr must be positive, got {args.lr}")
-    if args.sigma is not None and not (math.isfinite(args.sigma) and args.sigma > 0):
-        raise InputError(f"--sigma must be positive (0-255 scale), got {args.sigma}")
-    if args.patience is not None and args.patience <= 0:
-        raise InputError(f"--patience must be positive, got {args.patience}")
-    if args.weight_log < 0:
-        raise InputError(f"--weight-log must be >= 0, got {args.weight_log}")
-    stop = args.stop or ("oracle" if args.clean else "sure" if args.sigma else "none")
-    if stop == "sure" and args.sigma is None:
-        raise InputError("--stop sure needs the noise level --sigma")
-    if stop == "oracle" and args.clean is None:
-        raise InputError("--stop oracle needs the clean image --clean")
-    if args.json:
-        report = Path(args.json)
-        if report.exists() and not args.force:
-            raise InputError(f"{report}: already exists (use --force to overwrite)")
-        if not report.parent.is_dir():
-            raise InputError(f"{report.parent}: output folder does not exist")
-    return stop
-
-
 def run(args: argparse.Namespace) -> int:
-    from .._files import atomic_write
-    from ..dip import fit_single_image
+    from ..dip import FitConfig, fit_single_image
     from ..io import check_output_path, read_image, to_tensor, write_image
 
-    stop = _check_options(args)
-    check_output_path(args.output, overwrite=args.force)
-    noisy, info = read_image(args.input)
-    dtype = check_output_path(
-        args.output, overwrite=args.force, dtype=info.dtype, channels=noisy.shape[2]
-    )
-    clean = None
-    if args.clean:
-        clean, _ = read_image(args.clean)
-        if clean.shape != noisy.shape:
-            raise InputError(
-                f"{args.clean}: {clean.shape[1]}x{clean.shape[0]}x{clean.shape[2]} differs "
-                f"from the input's {noisy.shape[1]}x{noisy.shape[0]}x{noisy.shape[2]}"
-            )
-    sigma = None if args.sigma is None else args.sigma / 255.0
-    result = fit_single_image(
-        to_tensor(noisy),
+    if args.sigma is not None and not (math.isfinite(args.sigma) and args.sigma > 0):
+        raise InputError(f"--sigma must be positive (0-255 scale), got {args.sigma}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise InputError(f"--lr must be positive, got {args.lr}")  # 0 would train nothing
+    stop = args.stop or ("oracle" if args.clean else "sure" if args.sigma else "none")
+    if stop == "oracle" and args.clean is None:
+        raise InputError("--stop oracle needs the clean image --clean")
+    config = FitConfig(  # checks every option before any work
         arch=args.arch,
         input=args.net_input,
         optimizer=args.optimizer,
         iters=args.iters,
         lr=args.lr,
         width=args.width,
-        sigma=sigma,
-        clean=None if clean is None else to_tensor(clean),
+        sigma=None if args.sigma is None else args.sigma / 255.0,
         stop=stop,
         patience=args.patience,
         seed=args.seed,
         parameterization=args.parameterization,
         weight_log_every=args.weight_log,
         device=args.device,
-        progress=not args.no_progress,
     )
-    write_image(
-        args.output, result.x_hat.permute(1, 2, 0).numpy(), dtype=dtype, overwrite=args.force
+    check_output_paths({"-o": args.output, "--json": args.json}, overwrite=args.force, figures=())
+    noisy, info = read_image(args.input)
+    dtype = check_output_path(
+        args.output, overwrite=args.force, dtype=info.dtype, channels=noisy.shape[2]
     )
+    clean = None if args.clean is None else to_tensor(read_image(args.clean)[0])
+    progress = not args.no_progress
+    result = fit_single_image(to_tensor(noisy), config, clean=clean, progress=progress)
+    image = result.x_hat.permute(1, 2, 0).numpy()
+    write_image(args.output, image, dtype=dtype, overwrite=args.force)
     if args.json:
-        report = {"input": str(args.input), "output": str(args.output), **result.to_dict()}
-        text = json.dumps(report, indent=2) + "\n"
-        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text), suffix=".json")
+        write_json(
+            args.json, {"input": str(args.input), "output": str(args.output)} | result.to_dict()
+        )
     if result.config["diverged_at"] is not None:
         print(
             f"note: training diverged at iteration {result.config['diverged_at']} "
