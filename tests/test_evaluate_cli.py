@@ -397,3 +397,9 @@ def test_generalization_figures_are_written(tmp_path):
             "results": [r for r in result["results"] if r["model"] == "bm3d"],
         }
         plot_generalization_grid(only_baseline, tmp_path / "none.png")
+
+
+def test_sigmas_above_255_are_refused_on_the_command_line(gray_dir, capsys):
+    code = main(["evaluate", "--model", "nlm", "--data", str(gray_dir), "--sigmas", "25,300"])
+    err = capsys.readouterr().err
+    assert code == 2 and "0-255 scale" in err and "300" in err

@@ -24,6 +24,17 @@ def parse_blur(text: str) -> float:
     return value
 
 
+def _sigmas_255(text: str) -> list[float]:
+    """``--sigmas`` on the 0-255 scale; InputError for a value above 255."""
+    from ._common import parse_sigmas
+
+    sigmas = parse_sigmas(text)
+    for sigma in sigmas:
+        if math.isfinite(sigma) and sigma > 255:
+            raise InputError(f"--sigmas are on the 0-255 scale; {sigma:g} is above 255")
+    return sigmas
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "evaluate",
@@ -115,7 +126,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluation.runner import evaluate_models, format_table
-    from .analyze import parse_sigmas
 
     if args.noise not in NOISE_CHOICES:
         raise InputError(
@@ -124,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_models(
         args.model,
         args.data,
-        [s / 255.0 for s in parse_sigmas(args.sigmas)],
+        [s / 255.0 for s in _sigmas_255(args.sigmas)],
         noise=args.noise,
         blur=parse_blur(args.blur),
         seed=args.seed,

@@ -24,7 +24,8 @@ from torch import nn
 
 from .. import hub
 
-#: Registry kinds described as ``"network"`` in evaluation results (trained weights).
+#: Registry kinds that are networks of :mod:`filterscope.models`: their description adds
+#: ``arch``, ``bias`` and ``source``.
 NETWORK_KINDS = ("shipped", "checkpoint", "architecture")
 
 
