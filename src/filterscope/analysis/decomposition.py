@@ -152,6 +152,16 @@ def _noisy_images(x: Sequence[torch.Tensor], sigma: float, seed: int) -> list[to
     ]
 
 
+def _noisy_pairs(x, sigma: float, seed: int, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(noisy, clean) network inputs: batches of ``batch`` patches of a ``(B, C, H, W)``
+    tensor, or one ``(1, C, H, W)`` pair per image of a sequence."""
+    if isinstance(x, torch.Tensor):
+        y = add_noise(x, sigma, generator=seed)
+        return [(y[s : s + batch], x[s : s + batch]) for s in range(0, len(y), batch)]
+    noisy = _noisy_images(x, sigma, seed)
+    return [(yk[None], xk[None]) for yk, xk in zip(noisy, x, strict=True)]
+
+
 def decomposition_vs_sigma(
     denoiser: nn.Module | Function,
     x: torch.Tensor | Sequence[torch.Tensor],
@@ -229,15 +239,7 @@ def decomposition_vs_sigma(
         sigma = float(sigma)
         if sigma < 0:
             raise InputError(f"sigma must be >= 0, got {sigma * 255:g}")
-        if images is None:
-            y = add_noise(x, sigma, generator=seed)
-            pairs = [
-                (y[start : start + batch], x[start : start + batch])
-                for start in range(0, len(y), batch)
-            ]
-        else:
-            noisy = _noisy_images(images, sigma, seed)
-            pairs = [(yk[None], xk[None]) for yk, xk in zip(noisy, images, strict=True)]
+        pairs = _noisy_pairs(x if images is None else images, sigma, seed, batch)
         norms: dict[str, list[torch.Tensor]] = {
             k: [] for k in ("noise", "residual", "linear", "bias", "residual_linear", "offset")
         }
