@@ -101,3 +101,19 @@ def test_restoration_grid_json_figure_and_delta(tmp_path, tiny_model_path, capsy
     unknown = [a if a != str(bias_path) else "no-such-model" for a in elsewhere]
     assert main(unknown) == 2  # found inside the grid run, after the folder was made
     assert not (tmp_path / "new").exists()
+
+
+def test_experiment_library_names_the_overwrite_parameter(tmp_path):
+    import pytest
+
+    from filterscope.errors import InputError
+    from filterscope.experiments.generalization import (
+        existing_outputs,
+        run_generalization_experiment,
+    )
+
+    (tmp_path / "generalization.json").write_text("{}")
+    assert existing_outputs(tmp_path) == [tmp_path / "generalization.json"]
+    with pytest.raises(InputError, match="overwrite=True") as info:
+        run_generalization_experiment(tmp_path, quick=True)
+    assert "--" not in str(info.value)

@@ -99,7 +99,7 @@ def run_restoration(args: argparse.Namespace) -> int:
         format_grid,
         run_restoration_experiment,
     )
-    from .analyze import parse_sigmas
+    from ._common import parse_sigmas
 
     grid = run_restoration_experiment(
         args.bias_model,
@@ -119,7 +119,15 @@ def run_restoration(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..experiments.generalization import OUTPUT_NAMES, run_generalization_experiment
+    from ..experiments.generalization import (
+        OUTPUT_NAMES,
+        existing_outputs,
+        run_generalization_experiment,
+    )
+
+    existing = existing_outputs(args.out)
+    if existing and not args.force:
+        raise InputError(f"{existing[0]}: exists; use --force to replace it")
 
     outcome = run_generalization_experiment(
         args.out,

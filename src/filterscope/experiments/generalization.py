@@ -57,6 +57,25 @@ FULL_RECIPE = replace(
 )
 
 
+def existing_outputs(out_dir: str | os.PathLike) -> list[Path]:
+    """The files and run folders of an earlier run in ``out_dir`` that a new run replaces."""
+    names = (*RUN_NAMES.values(), *OUTPUT_NAMES)
+    return [Path(out_dir) / name for name in names if (Path(out_dir) / name).exists()]
+
+
+def _check_inputs(out_dir: Path, baselines, data_dir, test_dir, *, overwrite: bool) -> None:
+    """Everything :func:`run_generalization_experiment` refuses before any work."""
+    existing = existing_outputs(out_dir)
+    if existing and not overwrite:
+        raise InputError(f"{existing[0]}: exists; pass overwrite=True to replace it")
+    for spec in baselines:
+        if model_info(spec).kind != "classical":
+            raise InputError(f"{spec}: not a classical baseline; use nlm, bm3d or NAME:estimate")
+    for folder, what in ((data_dir, "training"), (test_dir, "test")):
+        if not Path(folder).is_dir():
+            raise InputError(f"{folder}: {what} image folder not found")
+
+
 def run_generalization_experiment(
     out_dir: str | os.PathLike,
     *,
@@ -115,15 +134,7 @@ def run_generalization_experiment(
         "total": ...}, "files": [...]}``.
     """
     out_dir = Path(out_dir)
-    for name in (*RUN_NAMES.values(), *OUTPUT_NAMES):
-        if (out_dir / name).exists() and not overwrite:
-            raise InputError(f"{out_dir / name}: exists; use --force to replace it")
-    for spec in baselines:
-        if model_info(spec).kind != "classical":
-            raise InputError(f"{spec}: not a classical baseline; use nlm, bm3d or NAME:estimate")
-    for folder, what in ((data_dir, "training"), (test_dir, "test")):
-        if not Path(folder).is_dir():
-            raise InputError(f"{folder}: {what} image folder not found")
+    _check_inputs(out_dir, baselines, data_dir, test_dir, overwrite=overwrite)
     recipe = replace(
         QUICK_RECIPE if quick else FULL_RECIPE,
         sigma_range=[float(s) for s in sigma_range],
@@ -185,4 +196,4 @@ def run_generalization_experiment(
     }
 
 
-__all__ = ["FULL_RECIPE", "QUICK_RECIPE", "run_generalization_experiment"]
+__all__ = ["FULL_RECIPE", "QUICK_RECIPE", "existing_outputs", "run_generalization_experiment"]

@@ -211,7 +211,7 @@ def run_restoration_experiment(
     import json
 
     if slice_blur not in [float(b) for b in blurs]:
-        raise InputError(f"--slice-blur {slice_blur:g} is not one of the blur widths {list(blurs)}")
+        raise InputError(f"slice_blur {slice_blur:g} is not one of the blur widths {list(blurs)}")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: is a file; give a folder for the results")
