@@ -371,14 +371,13 @@ def test_plotting_returns_figures_and_leaves_matplotlib_alone(tmp_path):
     assert matplotlib.get_backend()  # this process's backend untouched too
 
 
-#: Commands that run a network but take no --device yet: the analysis, evaluation and
+#: Commands that run a network but take no --device yet: the analysis, experiment and
 #: explore code moves its tensors between devices in many places (issue 19, item 15).
 DEVICE_NOT_YET = {
     "analyze decomposition",
     "analyze dimension",
     "analyze filters",
     "analyze spectrum",
-    "evaluate",
     "experiment generalization",
     "experiment restoration",
     "explore",
@@ -411,3 +410,17 @@ def test_quiet_silences_progress_bars():
     for command, names in options.items():
         if "--no-progress" in names:  # one switch under two names
             assert names.get("--quiet") == names["--no-progress"], command
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("command", ["denoise", "demo", "evaluate"])
+def test_an_absent_device_is_refused_before_any_work(tmp_path, capsys, data, command):
+    out = tmp_path / "out"
+    argv = {
+        "denoise": ["denoise", data / "im0.png", "-o", out],
+        "demo": ["demo", "--out", out],
+        "evaluate": ["evaluate", "--model", "nlm", "--data", data, "--json", out],
+    }[command]
+    code, err = run(capsys, *argv, "--device", "cuda")
+    one_line(code, err, "cuda")
+    assert not out.exists()

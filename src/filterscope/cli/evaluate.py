@@ -120,6 +120,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
     parser.add_argument("--no-progress", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="torch device to run the networks on, e.g. cpu or cuda (default: cpu)",
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -147,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.force,
         progress=not args.no_progress,
         ensemble=args.ensemble,
+        device=args.device,
     )
     protocol = result["protocol"]
     blur = f", blur {protocol['blur']:g} px" if protocol["blur"] else ""

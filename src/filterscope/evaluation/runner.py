@@ -162,6 +162,7 @@ def evaluate_models(
     overwrite: bool = False,
     progress: bool = True,
     ensemble: bool = False,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate models given by name, path or baseline spec on a folder of clean images.
 
@@ -200,6 +201,10 @@ def evaluate_models(
     ensemble : bool, keyword-only
         Run every model as a self-ensemble (:class:`filterscope.ensemble.SelfEnsemble`:
         the mean over the 8 flips and rotations; 8 times the cost).
+    device : str or None, keyword-only
+        Torch device of the networks, e.g. ``"cpu"`` or ``"cuda"`` (default: where they
+        are loaded, the CPU); each batch is moved there and the results back. Classical
+        baselines run on the CPU whatever the device.
 
     Returns
     -------
@@ -218,6 +223,10 @@ def evaluate_models(
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if limit is not None and limit < 1:
         raise InputError(f"image limit must be at least 1, got {limit}")
+    if device is not None:
+        from ..inference import _resolve_device
+
+        device = _resolve_device(device)  # an unknown or absent device fails before any work
     check_output_paths(
         {"--json": json_path, "--csv": csv_path, "--plot": plot_path}, overwrite=overwrite
     )
@@ -231,6 +240,10 @@ def evaluate_models(
     images = load_folder(data, limit=limit)
     specs = [resolve_model(str(m), ensemble=ensemble) for m in models]
     _check_channels(specs, images[0][1].shape[1], data)
+    if device is not None:
+        for spec in specs:  # the sweep runs each network where its weights are
+            if callable(getattr(spec.denoiser, "to", None)):
+                spec.denoiser.to(device)
 
     result = evaluate(
         {spec.name: spec.denoiser for spec in specs},
