@@ -296,3 +296,18 @@ def test_evaluate_runs_a_users_module_and_a_filter_in_one_table(user_module, tmp
     ntk_item = result["results"][2]["per_image"][0]
     assert ntk_item["stop"] == "sure" and ntk_item["t"] >= 1  # what the filter chose
     assert "ntk" in capsys.readouterr().out
+
+
+def test_register_denoiser_adds_a_method_once(monkeypatch):
+    monkeypatch.setattr(hub, "_REGISTRY", dict(hub._REGISTRY))  # leave the real one as it was
+    info = hub.ModelInfo(
+        name="identity", kind="classical", description="returns y", blind=True, sigma_source="blind"
+    )
+    hub.register_denoiser(info, lambda: torch.nn.Identity())
+    assert "identity" in fs.list_models(kind="classical")
+    y = noisy_batch(1)
+    assert torch.equal(fs.load_model("identity")(y, SIGMA), y)
+    with pytest.raises(ValueError, match="registered twice"):
+        hub.register_denoiser(info, lambda: torch.nn.Identity())
+    with pytest.raises(ValueError, match="kind must be one of"):
+        hub.register_denoiser(hub.ModelInfo("x", "magic", "", True, "blind"), torch.nn.Identity)
