@@ -259,3 +259,17 @@ def test_real_install_into_an_environment_with_torch(tmp_path):
         [python, "-m", "filterscope", "--version"], capture_output=True, text=True, cwd=tmp_path
     )
     assert version.stdout.strip() == f"filterscope {filterscope.__version__}", version.stderr
+
+
+def test_missing_bm3d_stops_the_experiment_before_training(tmp_path, monkeypatch):
+    """``experiment generalization --baselines bm3d`` says so before 15 minutes of training."""
+    from filterscope.experiments.generalization import run_generalization_experiment
+
+    monkeypatch.setitem(sys.modules, "bm3d", None)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    with pytest.raises(FilterscopeError, match=r"filterscope\[baselines\]"):
+        run_generalization_experiment(
+            tmp_path / "out", baselines=["bm3d"], data_dir=folder, test_dir=folder
+        )
+    assert not (tmp_path / "out").exists()

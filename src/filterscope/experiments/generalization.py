@@ -21,7 +21,7 @@ from typing import Any
 from .._files import atomic_write
 from ..errors import InputError
 from ..evaluation.runner import evaluate_models, format_table
-from ..hub import model_info
+from ..hub import load_model, model_info
 from ..training import TrainConfig, train
 
 RUN_NAMES = {True: "bias", False: "bias-free"}
@@ -71,6 +71,7 @@ def _check_inputs(out_dir: Path, baselines, data_dir, test_dir, *, overwrite: bo
     for spec in baselines:
         if model_info(spec).kind != "classical":
             raise InputError(f"{spec}: not a classical baseline; use nlm, bm3d or NAME:estimate")
+        load_model(spec)  # a missing optional package (bm3d) is said now, not after training
     for folder, what in ((data_dir, "training"), (test_dir, "test")):
         if not Path(folder).is_dir():
             raise InputError(f"{folder}: {what} image folder not found")
