@@ -286,6 +286,17 @@ def test_resume_with_another_number_of_processes_is_refused(tmp_path):
         train(_tiny_config(data, steps=4), tmp_path / "run", resume=True, progress=False)
 
 
+def test_resume_of_a_train_gpu_checkpoint_is_refused_by_name(tmp_path):
+    data = _image_folder(tmp_path / "data")
+    train(_tiny_config(data, steps=2), tmp_path / "run", progress=False)
+    path = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    state["generators"] = [{"device": state["generators"][0]["patch"]}]  # train-gpu's layout
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="train-gpu"):
+        train(_tiny_config(data, steps=4), tmp_path / "run", resume=True, progress=False)
+
+
 def test_prefetching_does_not_change_the_batches(tmp_path):
     data = _image_folder(tmp_path / "data")
     train(_tiny_config(data, prefetch_batches=0), tmp_path / "plain", progress=False)

@@ -242,8 +242,14 @@ def _load_resume_state(checkpoint_path: Path, config: TrainConfig) -> dict[str, 
         )
     if "generators" not in state:  # checkpoints of filterscope 0.1 (one process)
         state["generators"] = [
-            {"patch": state["patch_generator"], "noise": state["noise_generator"]}
+            {"patch": state.get("patch_generator"), "noise": state.get("noise_generator")}
         ]
+    if any("device" in g for g in state["generators"]):
+        raise CheckpointError(
+            f"{checkpoint_path}: written by train-gpu; resume it with filterscope train-gpu"
+        )
+    if any(g.get("patch") is None or g.get("noise") is None for g in state["generators"]):
+        raise CheckpointError(f"{checkpoint_path}: holds no generator states to resume from")
     return state
 
 
