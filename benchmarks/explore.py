@@ -208,9 +208,11 @@ def timing_and_safety(driver, clean_path: Path, clean: np.ndarray, out_dir: Path
         driver.get(url)
         wait_js(driver, "return document.body.dataset.ready")
         interactive = time.perf_counter() - start
-        # The patch spectrum that follows each pick is not part of these timings, and
-        # costs seconds on a busy machine.
-        driver.execute_script('document.getElementById("spectrum-auto").checked = false')
+        print(f"server up {server_up:.2f} s, page interactive {interactive:.2f} s", flush=True)
+        # The patch spectrum and the σ row that follow each pick are not part of these
+        # timings, and cost seconds on a busy machine.
+        for box in ("spectrum-auto", "sigma-row-auto"):
+            driver.execute_script(f'document.getElementById("{box}").checked = false')
         wait_idle(driver)
         uncached, cached, compute_wall, compute_cpu = [], [], [], []
         for x, y in CLICKS:
@@ -223,6 +225,7 @@ def timing_and_safety(driver, clean_path: Path, clean: np.ndarray, out_dir: Path
         for x, y in CLICKS:
             cached.append(click_pixel(driver, x, y) / 1000.0)
             wait_idle(driver)
+        print(f"clicks: uncached {uncached}, cached {cached} (s)", flush=True)
 
         api_uncached, api_cached = [], []
         with httpx.Client(base_url=url, timeout=120.0) as client:
@@ -260,6 +263,7 @@ def timing_and_safety(driver, clean_path: Path, clean: np.ndarray, out_dir: Path
                     for x, y in smooth_pixels(clean)
                 ]
 
+            print(f"API vs analyze filters {max_difference:.3g}, sums {sums}", flush=True)
             rss_before = rss_mib(process.pid)
             codes = bad_requests(url)
             alive = client.get("api/state").status_code == 200

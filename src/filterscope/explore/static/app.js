@@ -386,6 +386,7 @@ async function loadSigmaRow(id) {
   const model = S.models.find((m) => m.has_filter && m.kind === "jacobian");
   if (!S.state.sigma_adjustable || !model) return;
   $("sigma-row-block").hidden = false;
+  if (!$("sigma-row-auto").checked) return;
   $("sigma-row-model").textContent = model.name;
   const row = $("sigma-row");
   row.innerHTML = "";
