@@ -138,10 +138,20 @@ def _sets(part: str, sigmas: list[int] | None = None) -> list[tuple[str, list[in
     return [(name, sigmas or COLOR_SIGMAS) for name in COLOR_SETS]
 
 
+def _save_cache(cache: dict) -> None:
+    """Merge into the cache on disk (another run may be adding to it) and replace it whole."""
+    on_disk = json.loads(CACHE.read_text()) if CACHE.exists() else {}
+    cache.update({k: v for k, v in on_disk.items() if k not in cache})
+    partial = CACHE.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(cache, indent=1) + "\n")
+    partial.replace(CACHE)
+
+
 def quality(part: str, args) -> dict:
     cache = json.loads(CACHE.read_text()) if CACHE.exists() else {}
     for label in args.forget:
         cache = {k: v for k, v in cache.items() if not k.startswith(label + "|")}
+        CACHE.write_text(json.dumps(cache, indent=1) + "\n")
     labels = [
         label
         for label in methods(part, args.default)
@@ -165,7 +175,7 @@ def quality(part: str, args) -> dict:
         ):
             cache[key] = value
             if done % 20 == 0 or done == len(jobs):
-                CACHE.write_text(json.dumps(cache, indent=1) + "\n")
+                _save_cache(cache)
                 print(f"  {done}/{len(jobs)} ({time.perf_counter() - start:.0f} s)", flush=True)
     return _summarise(part, args, cache, labels)
 
