@@ -311,3 +311,27 @@ def test_register_denoiser_adds_a_method_once(monkeypatch):
         hub.register_denoiser(info, lambda: torch.nn.Identity())
     with pytest.raises(ValueError, match="kind must be one of"):
         hub.register_denoiser(hub.ModelInfo("x", "magic", "", True, "blind"), torch.nn.Identity)
+
+
+def test_a_noise_level_network_has_a_blind_variant_that_never_passes_sigma():
+    noise_level_models = [
+        name
+        for name in fs.list_models(kind="shipped")
+        if (fs.model_info(name).card or {}).get("config", {}).get("noise_map")
+    ]
+    if not noise_level_models:
+        pytest.skip("no shipped network with a noise-level input")
+    name = noise_level_models[0]
+    assert fs.model_info(name).sigma_source == "true"
+    assert fs.model_info(f"{name}:blind").sigma_source == "blind"
+    told, blind = fs.load_model(name), fs.load_model(f"{name}:blind")
+    y = noisy_batch(told.in_channels)
+    with torch.no_grad():
+        assert torch.equal(blind(y, SIGMA), told(y, None))
+        assert not torch.allclose(told(y, SIGMA), told(y, None), atol=1e-4)  # σ is used
+
+
+def test_drunet_says_where_its_noise_level_comes_from():
+    with_map = fs.create_model("drunet", widths=[4, 8], blocks=1)
+    without = fs.create_model("drunet", widths=[4, 8], blocks=1, noise_map=False)
+    assert with_map.sigma_source == "true" and without.sigma_source == "blind"

@@ -59,16 +59,19 @@ class SelfEnsemble(Denoiser):
     Parameters
     ----------
     model : nn.Module
-        Any denoiser with ``forward(y, sigma=None)``. Its ``blind``, ``in_channels``,
+        Any denoiser with ``forward(y, sigma=None)`` (a plain module is adapted as
+        :func:`filterscope.hub.as_denoiser` does). Its ``blind``, ``in_channels``,
         ``bias`` and ``receptive_radius`` are passed through, so tiling, channel checks
         and the analyses treat the ensemble like the model.
     """
 
     def __init__(self, model: torch.nn.Module):
+        from .hub import as_denoiser
+
         super().__init__()
-        self.model = model
-        self.blind = getattr(model, "blind", True)
-        self.in_channels = getattr(model, "in_channels", None)
+        self.model = as_denoiser(model)
+        self.blind = self.model.blind
+        self.in_channels = self.model.in_channels
 
     @property
     def receptive_radius(self) -> int:

@@ -173,14 +173,21 @@ def _shipped() -> dict[str, tuple[ModelInfo, Callable[..., nn.Module]]]:
 def _shipped_factory(name: str) -> Callable[..., nn.Module]:
     def load(**options: Any) -> nn.Module:
         from .models import zoo
+        from .models.base import BlindMode
 
+        blind_mode = options.pop("sigma_source", None) == "blind"
         if options:
             raise ModelImportError(
                 f"{name}: a shipped model takes no options, got {sorted(options)}"
             )
-        return zoo.load_model(name)
+        model = zoo.load_model(name)
+        return BlindMode(model) if blind_mode else model
 
     return load
+
+
+#: ``name:blind`` for networks with a noise-level input: σ is never passed on.
+BLIND_VARIANT = {"blind": {"sigma_source": "blind"}}
 
 
 def _sigma_range(card: Mapping[str, Any]) -> tuple[float, float] | None:
@@ -211,6 +218,7 @@ def shipped_info(name: str, card: Mapping[str, Any], *, kind: str = "shipped") -
         training_sigma_range_255=_sigma_range(card),
         data=None if data is None else str(data),
         card=dict(card),
+        variants=BLIND_VARIANT if uses_sigma and kind == "shipped" else {},
     )
 
 

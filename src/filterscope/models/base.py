@@ -180,3 +180,31 @@ def orthogonal_init(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+class BlindMode(Denoiser):
+    """A network with a noise-level input, always run in its blind mode (σ not passed).
+
+    ``filterscope evaluate`` and the analyses pass the true σ to every method; this
+    wrapper (the registry's ``NAME:blind``) measures what the network does without it,
+    as ``filterscope denoise`` does when no ``--sigma`` is given.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.in_channels = model.in_channels
+        for name in ("arch", "bias", "config", "card"):
+            if hasattr(model, name):
+                setattr(self, name, getattr(model, name))
+
+    @property
+    def receptive_radius(self) -> int:
+        return self.model.receptive_radius
+
+    @property
+    def sigma_source(self) -> str:
+        return "blind"
+
+    def forward(self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs):
+        return self.model(y, None, **kwargs)

@@ -134,6 +134,11 @@ class DRUNet(CNNDenoiser):
             self.tail.weight.mul_(0.1)
 
     @property
+    def sigma_source(self) -> str:
+        """``"true"`` with a noise-level input (σ used when given, blind without it)."""
+        return "true" if self.config["noise_map"] else "blind"
+
+    @property
     def multiple(self) -> int:
         """Image sides are padded to a multiple of this."""
         return 2 ** (len(self.config["widths"]) - 1)

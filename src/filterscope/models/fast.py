@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ..nn.norm import BFBatchNorm2d
-from .base import Denoiser
+from .base import BlindMode, Denoiser
 from .dncnn import DnCNN
 from .drunet import DRUNet
 from .stacks import ConvStack
@@ -325,6 +325,8 @@ def optimize_for_inference(model: nn.Module, *, precision: str = "bfloat16") -> 
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     if isinstance(model, FastDenoiser):
         raise TypeError("model is already optimized for inference")
+    if isinstance(model, BlindMode):
+        return BlindMode(optimize_for_inference(model.model, precision=precision)).eval()
     if isinstance(model, DnCNN):
         fast = FastDnCNN(model, precision)
     elif isinstance(model, DRUNet):
