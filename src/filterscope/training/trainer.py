@@ -244,13 +244,17 @@ def _load_resume_state(checkpoint_path: Path, config: TrainConfig) -> dict[str, 
         state["generators"] = [
             {"patch": state.get("patch_generator"), "noise": state.get("noise_generator")}
         ]
+    return state
+
+
+def _check_cpu_generators(state: dict[str, Any], checkpoint_path: Path) -> None:
+    """Refuse a checkpoint whose generator states are not this trainer's (train-gpu's)."""
     if any("device" in g for g in state["generators"]):
         raise CheckpointError(
             f"{checkpoint_path}: written by train-gpu; resume it with filterscope train-gpu"
         )
     if any(g.get("patch") is None or g.get("noise") is None for g in state["generators"]):
         raise CheckpointError(f"{checkpoint_path}: holds no generator states to resume from")
-    return state
 
 
 def train(
@@ -317,6 +321,8 @@ def train(
         torch.set_num_threads(config.threads)
 
     state = _load_resume_state(checkpoint_path, config) if resume else None
+    if state is not None:
+        _check_cpu_generators(state, checkpoint_path)
     if state is not None and len(state["generators"]) != ctx.world_size:
         raise CheckpointError(
             f"{checkpoint_path}: was written by {len(state['generators'])} processes; "
