@@ -1,4 +1,4 @@
-"""The main job: denoise a built-in image at a noise level far outside the training range."""
+"""The main job: denoise a built-in image blindly at a heavy noise level."""
 
 from __future__ import annotations
 
@@ -35,13 +35,15 @@ def run_demo(
 ) -> dict[str, Any]:
     """Add Gaussian noise to the built-in image, denoise it blindly, save a comparison.
 
+    Blindly: the model is not told σ (a network with a noise-level input runs in its
+    blind mode).
+
     Parameters
     ----------
     out_dir : str or Path
         Folder for ``demo.png`` (clean | noisy | denoised, side by side); created if needed.
     sigma_255 : float, keyword-only
-        Noise standard deviation on the 0–255 scale. The default, 90, lies far outside
-        the default model's training range [0, 55].
+        Noise standard deviation on the 0–255 scale (default 90: heavy noise).
     model : str, keyword-only
         Shipped model name or checkpoint path (default: the shipped gray model).
     seed : int, keyword-only

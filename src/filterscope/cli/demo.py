@@ -10,7 +10,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "demo",
         help="denoise a built-in image at sigma 90 (0-255 scale) and save a comparison",
         description="Adds Gaussian noise to scikit-image's 'camera' photograph, denoises it "
-        "blindly with the default model (trained on sigma in [0, 55]) and writes "
+        "blindly (the model is not told sigma) with the default gray model and writes "
         "clean | noisy | denoised side by side as OUT/demo.png.",
     )
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # torch is imported only to load weights: `filterscope models
 
 #: Default shipped model per channel count, used when no ``--model`` is given: the
 #: best shipped model for that kind of image (their cards hold the scores).
-DEFAULT_MODELS = {1: "bf-dncnn-gray", 3: "bf-dncnn-color"}
+DEFAULT_MODELS = {1: "bf-drunet-gray", 3: "bf-drunet-color"}
 
 
 def weights_dir() -> Path:
