@@ -13,6 +13,19 @@ import filterscope
 torch.set_num_threads(1)
 
 
+def make_image_folder(folder: Path, count: int = 3, size: tuple[int, int] = (41, 37)) -> Path:
+    """``count`` random 8-bit gray PNGs of ``size`` (rows, columns) in ``folder``."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        pixels = (rng.random(size) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{index}.png")
+    return folder
+
+
 def make_tiny_dncnn(in_channels: int = 1, seed: int = 0) -> torch.nn.Module:
     """A random 4-layer, 8-channel bias-free DnCNN in eval mode (receptive radius 4)."""
     torch.manual_seed(seed)

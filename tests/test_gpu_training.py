@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from conftest import make_image_folder
 from filterscope import load_checkpoint
 from filterscope.cli.main import main
 from filterscope.errors import CheckpointError, InputError
@@ -21,14 +22,7 @@ from filterscope.training.gpu import (
     train_on_device,
 )
 
-
-def _image_folder(folder: Path, count: int = 2, size: tuple[int, int] = (37, 31)) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for index in range(count):
-        pixels = (rng.random(size) * 255).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"img{index}.png")
-    return folder
+_image_folder = functools.partial(make_image_folder, count=2, size=(37, 31))
 
 
 def _tiny_config(data: Path, **changes) -> TrainConfig:

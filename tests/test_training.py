@@ -8,22 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from conftest import make_image_folder
 from filterscope import load_checkpoint
 from filterscope.blur import gaussian_blur
 from filterscope.errors import CheckpointError, InputError
 from filterscope.training import PatchSampler, TrainConfig, load_recipe, train
 from filterscope.training.trainer import learning_rate, make_batch
 
-
-def _image_folder(folder: Path, count: int = 3, size: tuple[int, int] = (41, 37)) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for index in range(count):
-        pixels = (rng.random(size) * 255).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"img{index}.png")
-    return folder
+_image_folder = make_image_folder
 
 
 def _tiny_config(data: Path, **changes) -> TrainConfig:
