@@ -102,10 +102,11 @@ def methods(part: str, default: str) -> dict[str, Callable[[], Callable]]:
 
 
 def _noisy(clean: torch.Tensor, index: int, sigma: float) -> torch.Tensor:
+    """The noisy image ``filterscope evaluate`` makes for image ``index`` at σ (0–255)."""
     from filterscope.evaluation.sweep import noise_seed
+    from filterscope.noise import add_noise
 
-    generator = torch.Generator().manual_seed(noise_seed(0, index, sigma / 255.0))
-    return clean + torch.randn(clean.shape, generator=generator) * (sigma / 255.0)
+    return add_noise(clean, sigma / 255.0, generator=noise_seed(0, index, sigma / 255.0))
 
 
 def _score(job) -> float:
