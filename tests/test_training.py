@@ -319,3 +319,53 @@ def test_bfloat16_autocast_training_keeps_float32_weights(tmp_path):
     assert all(v.dtype in (torch.float32, torch.int64) for v in state.values())
     with pytest.raises(InputError, match="precision"):
         _tiny_config(data, precision="float16").validate()
+
+
+def test_sigma_power_moves_the_draw_toward_low_noise():
+    from filterscope.noise import sample_sigmas
+
+    uniform = sample_sigmas(20000, (0.0, 1.0), generator=torch.Generator().manual_seed(0))
+    squared = sample_sigmas(
+        20000, (0.0, 1.0), generator=torch.Generator().manual_seed(0), power=2.0
+    )
+    # Same uniform draw u, so u^2 = the uniform draw squared, sample by sample.
+    torch.testing.assert_close(squared, uniform**2)
+    # P(sigma < 0.05) is 0.05 uniform and sqrt(0.05) = 0.224 for power 2 (+-0.01: 20000 draws).
+    assert float((squared < 0.05).float().mean()) == pytest.approx(0.05**0.5, abs=0.01)
+    with pytest.raises(ValueError, match="power"):
+        sample_sigmas(4, (0.0, 1.0), power=0.0)
+
+
+def test_init_from_starts_the_run_from_a_trained_model(tmp_path):
+    data = _image_folder(tmp_path / "data")
+    train(_tiny_config(data, steps=3), tmp_path / "first", progress=False)
+    first = tmp_path / "first" / "model.safetensors"
+    config = _tiny_config(data, steps=1, lr=1e-12, warmup_steps=0, init_from=str(first))
+    train(config, tmp_path / "second", progress=False)
+    before = dict(load_checkpoint(first).named_parameters())
+    after = dict(load_checkpoint(tmp_path / "second" / "model.safetensors").named_parameters())
+    for key in before:  # one step at lr 1e-12 leaves the weights where init_from put them
+        torch.testing.assert_close(after[key], before[key], rtol=0, atol=1e-8)
+    fresh = dict(load_checkpoint(tmp_path / "first" / "model.safetensors").named_parameters())
+    config = _tiny_config(data, steps=1, lr=1e-12, warmup_steps=0, seed=99)
+    train(config, tmp_path / "random", progress=False)
+    random = dict(load_checkpoint(tmp_path / "random" / "model.safetensors").named_parameters())
+    assert any(not torch.allclose(random[k], fresh[k]) for k in fresh)  # the check can fail
+
+
+def test_init_from_another_architecture_is_refused_by_name(tmp_path):
+    data = _image_folder(tmp_path / "data")
+    train(_tiny_config(data, steps=3), tmp_path / "first", progress=False)
+    other = _tiny_config(
+        data,
+        arch_options={"num_layers": 4, "hidden": 4},
+        init_from=str(tmp_path / "first" / "model.safetensors"),
+    )
+    with pytest.raises(CheckpointError, match="init_from"):
+        train(other, tmp_path / "second", progress=False)
+    assert not (tmp_path / "second" / "checkpoint.pt").exists()
+
+
+def test_recipe_refuses_a_non_positive_sigma_power(tmp_path):
+    with pytest.raises(InputError, match="sigma_power"):
+        TrainConfig(sigma_power=0.0).validate()

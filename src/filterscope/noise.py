@@ -72,13 +72,20 @@ def sample_sigmas(
     *,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    power: float = 1.0,
 ) -> torch.Tensor:
-    """One σ per image drawn uniformly from ``sigma_range``; shape ``(B, 1, 1, 1)``.
+    """One σ per image from ``sigma_range``; shape ``(B, 1, 1, 1)``.
 
-    Drawn on the CPU, or on ``device`` from a generator of that device.
+    σ = lo + (hi − lo)·u^power with u uniform in [0, 1]: uniform for ``power`` = 1,
+    denser toward ``lo`` above 1. Drawn on the CPU, or on ``device`` from a generator
+    of that device.
     """
     lo, hi = sigma_range
     if lo < 0 or hi < lo:
         raise ValueError(f"sigma_range must satisfy 0 <= lo <= hi, got {sigma_range}")
+    if not power > 0:
+        raise ValueError(f"power must be positive, got {power}")
     u = torch.rand(batch_size, 1, 1, 1, generator=generator, device=device)
+    if power != 1:
+        u = u**power
     return lo + (hi - lo) * u

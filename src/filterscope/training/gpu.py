@@ -145,7 +145,9 @@ def make_device_batch(
     device = bank.device
     clean = bank.sample(batch_size, generator)
     sigma_range = tuple(s / 255.0 for s in config.sigma_range)
-    sigmas = sample_sigmas(batch_size, sigma_range, generator=generator, device=device)
+    sigmas = sample_sigmas(
+        batch_size, sigma_range, generator=generator, device=device, power=config.sigma_power
+    )
     noise = NOISE_KINDS[config.noise](
         tuple(clean.shape), sigmas, generator=generator, device=device
     )

@@ -27,6 +27,7 @@ from ..errors import CheckpointError, InputError
 from ..metrics import psnr
 from ..models import create_model
 from ..models.checkpoints import load_pickle_safely, save_model, save_pickle
+from ..models.zoo import load_model as load_trained_model
 from ..noise import NOISE_KINDS, sample_sigmas
 from .config import TrainConfig, config_from_dict, recipe_text
 from .data import PatchSampler, check_validation_folder, load_validation_images
@@ -80,7 +81,10 @@ def make_batch(
     """
     clean = sampler.sample(batch_size, patch_generator)
     sigmas = sample_sigmas(
-        batch_size, tuple(s / 255.0 for s in config.sigma_range), generator=noise_generator
+        batch_size,
+        tuple(s / 255.0 for s in config.sigma_range),
+        generator=noise_generator,
+        power=config.sigma_power,
     )
     noise = NOISE_KINDS[config.noise](tuple(clean.shape), sigmas, generator=noise_generator)
     degraded = clean
@@ -218,10 +222,20 @@ def _gather_generator_states(
 
 
 def _build_model(config: TrainConfig) -> torch.nn.Module:
+    """The recipe's network: random weights (seeded), or those of ``init_from``."""
     torch.manual_seed(config.seed)
-    return create_model(
+    model = create_model(
         config.arch, bias=config.bias, in_channels=config.in_channels, **config.arch_options
     )
+    if config.init_from:
+        source = load_trained_model(config.init_from)
+        if (source.arch, source.config) != (config.arch, model.config):
+            raise CheckpointError(
+                f"init_from: {config.init_from} is {source.arch} {source.config}, "
+                f"not the recipe's {config.arch} {model.config}"
+            )
+        model.load_state_dict(source.state_dict())
+    return model
 
 
 def _load_resume_state(checkpoint_path: Path, config: TrainConfig) -> dict[str, Any]:
