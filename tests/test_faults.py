@@ -236,19 +236,18 @@ def test_analyze_negative_sigma(tmp_path, capsys, tiny_model_path, command):
     assert not report.exists()
 
 
-def test_ntk_denoise_stop_zero_means_zero_steps(tmp_path, capsys):
-    import json
-
+def test_ntk_denoise_stop_zero_is_refused(tmp_path, capsys):
+    """Zero twicing steps is the zero filter: a black image, so fewer than 1 is refused."""
     image = gray_png(tmp_path / "in.png")
-    code = main(
-        [
-            "ntk", "denoise", str(image), "--sigma", "25", "-o", str(tmp_path / "o.png"),
-            "--stop", "0", "--json", str(tmp_path / "r.json"),
-        ]
-    )  # fmt: skip
-    assert code == 0, capsys.readouterr().err
-    report = json.loads((tmp_path / "r.json").read_text())
-    assert report["stop"] == "steps" and report["t"] == 0
+    out = tmp_path / "o.png"
+    argv = ["ntk", "denoise", image, "--sigma", "25", "-o", out, "--stop"]
+    for steps in ("0", "0.5"):
+        code, err = run(capsys, *argv, steps)
+        one_line(code, err, "stop must be at least 1", steps)
+        assert "--stop" not in err[0]  # the library names its parameter
+        assert not out.exists()
+    code, _ = run(capsys, *argv, "1")
+    assert code == 0 and out.exists()
 
 
 def test_train_with_a_missing_validation_folder(tmp_path, data, capsys):

@@ -316,6 +316,18 @@ def test_bad_inputs_raise_input_error():
         kernel_matrix(_image(1, 65, 65), kernel_size=3)
 
 
+@pytest.mark.parametrize("steps", [0, 0.5, -1.0, float("nan")])
+def test_fewer_than_one_twicing_step_is_refused(steps):
+    """t = 0 is the zero filter (a black image): a fixed number of steps must be >= 1."""
+    y = _image(1, 9, 11)
+    with pytest.raises(InputError, match="stop must be at least 1"):
+        denoise(y, sigma=0.1, stop=steps, kernel_size=3, columns=0.5)
+    with pytest.raises(InputError, match="stop must be at least 1"):
+        NonLocalFilterDenoiser(method="ntk", kernel_size=3, stop=steps)
+    x_hat, info = denoise(y, sigma=0.1, stop=1, kernel_size=3, columns=0.5)  # the least
+    assert info["t"] == 1 and float(x_hat.abs().mean()) > 0.1 * float(y.abs().mean())
+
+
 @pytest.fixture
 def main(monkeypatch):
     """The CLI entry point with the ``ntk`` command registered."""

@@ -94,7 +94,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     den.add_argument("--clean", default=None, metavar="CLEAN", help="clean image (oracle, PSNR)")
     _nystrom(den, error=True)
     den.add_argument("--rank", type=int, default=64, help="leading eigenpairs kept (default 64)")
-    rule = "stopping rule (default: oracle with --clean, else sure)"
+    rule = "stopping rule, or twicing steps >= 1 (default: oracle with --clean, else sure)"
     stops = "sure|sure-trace|oracle|STEPS"
     den.add_argument("--stop", type=_stop, metavar=stops, help=rule)
     den.add_argument(
@@ -152,7 +152,7 @@ def run_denoise(args: argparse.Namespace) -> int:
         y[0],
         sigma=_sigma(args),
         clean=read_tensor(args.clean)[0] if args.clean else None,
-        stop=args.stop,  # None: the default rule; a number of steps, 0 included
+        stop=args.stop,  # None: the default rule; a number of steps (>= 1, checked there)
         error_columns=ERROR_COLUMNS * args.nystrom_error,
         max_bytes=int(args.max_gib * 2**30),
         **options(args, "method", "columns", "rank", "normalize", "seed", "precision"),

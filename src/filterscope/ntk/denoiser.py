@@ -178,7 +178,7 @@ def denoise(
     clean : Tensor, keyword-only
         Clean image of the same shape, for ``stop="oracle"``.
     stop : {"sure", "sure-trace", "oracle"} or float, keyword-only
-        Stopping rule, or a fixed number of twicing steps ``t`` (1: plain filtering
+        Stopping rule, or a fixed number of twicing steps ``t >= 1`` (1: plain filtering
         ``z = W y``). ``"sure"`` is the Monte-Carlo SURE, which recomputes the filter once
         for a perturbed image (about twice the cost).
     max_bytes : int or None, keyword-only
@@ -201,6 +201,7 @@ def denoise(
     x = as_image(y)
     if sigma is not None and (math.isnan(sigma) or sigma <= 0):
         raise InputError(f"sigma must be positive, got {sigma}")
+    _check_steps(stop)
     if stop in ("sure", "sure-trace") and sigma is None:
         raise InputError("SURE stopping needs the noise level sigma")
     if stop == "oracle" and clean is None:
@@ -227,6 +228,22 @@ def denoise(
         x_hat, info = denoise_in_tiles(x, tile, denoise_tile)
     info["seconds"] = time.perf_counter() - start
     return x_hat, info
+
+
+def _check_steps(stop: str | float) -> None:
+    """Refuse a fixed number of twicing steps below 1 (``t = 0`` is the zero filter: a
+    black image). The stopping rules still search ``t`` on their own grid."""
+    if isinstance(stop, str):
+        return
+    try:
+        t = float(stop)
+    except (TypeError, ValueError):
+        raise InputError(f"stop must be a rule or a number of steps, got {stop!r}") from None
+    if not t >= 1:
+        raise InputError(
+            f"stop must be at least 1 twicing step (1: plain filtering; 0 steps would give "
+            f"a black image), got {stop:g}"
+        )
 
 
 def _denoise_whole(x, sigma, clean, stop, filter_options) -> tuple[torch.Tensor, dict]:
@@ -295,7 +312,8 @@ class NonLocalFilterDenoiser(Denoiser):
     Parameters
     ----------
     stop : {"sure", "sure-trace"} or float, keyword-only
-        Oracle stopping needs the clean image: use :func:`denoise` directly.
+        Stopping rule or a number of twicing steps (at least 1). Oracle stopping needs
+        the clean image: use :func:`denoise` directly.
     **filter_options
         Passed to :func:`filter_basis` (``method``, ``depth``, ``kernel_size``,
         ``columns``...).
@@ -308,6 +326,7 @@ class NonLocalFilterDenoiser(Denoiser):
         super().__init__()
         if stop == "oracle":
             raise InputError("oracle stopping needs the clean image; call ntk.denoise()")
+        _check_steps(stop)
         self.stop = stop
         self.filter_options = filter_options
         method = filter_options.get("method", "ntk")

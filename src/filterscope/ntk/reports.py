@@ -104,7 +104,8 @@ def denoise_image(
     clean : Tensor, keyword-only
         Clean image of the same shape: oracle stopping and PSNR.
     stop : {"sure", "sure-trace", "oracle"}, float or None, keyword-only
-        None: ``"oracle"`` with a clean image, else ``"sure"``; a number: that many steps.
+        None: ``"oracle"`` with a clean image, else ``"sure"``; a number: that many steps
+        (at least 1).
     method : {"ntk", "nlm"}, keyword-only
     **options
         Passed to :func:`~filterscope.ntk.denoiser.denoise` (filter options,
