@@ -26,6 +26,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -280,35 +281,15 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
-    if noise not in NOISE_KINDS:
-        raise ValueError(f"unknown noise kind {noise!r}; choose from {sorted(NOISE_KINDS)}")
-    if not denoisers:
-        raise ValueError("no denoisers to evaluate")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    sigmas = check_sigmas(sigmas)
-    blur = float(blur)
-    if not blur >= 0 or not np.isfinite(blur):
-        raise ValueError(f"blur width must be a non-negative number of pixels, got {blur}")
+    sigmas, blur = _check_arguments(denoisers, sigmas, noise, blur, batch_size)
     image_list = _check_images(images)
     originals = {str(name): d for name, d in denoisers.items()}
     models = {name: _prepare(d, precision) for name, d in originals.items()}
+    sweep = _Sweep(image_list, models, noise, blur, seed)
     groups = _batches(image_list, batch_size)
-
     # entries[model][sigma index] accumulates per-image results
     entries = {
-        name: [
-            {
-                "model": name,
-                "noise": noise,
-                "blur": blur,
-                "sigma": sigma_to_255(sigma),
-                "sigma_source": sigma_source(originals[name]),
-                "seconds": 0.0,
-                "per_image": [None] * len(image_list),
-            }
-            for sigma in sigmas
-        ]
+        name: [sweep.empty_entry(name, originals[name], sigma) for sigma in sigmas]
         for name in models
     }
     total = len(models) * len(image_list) * len(sigmas)
@@ -316,44 +297,11 @@ def evaluate(
     try:
         with torch.inference_mode():
             for s_index, sigma in enumerate(sigmas):
+                at_sigma = {name: entries[name][s_index] for name in models}
                 for group in groups:
-                    x = torch.cat([image_list[i][1] for i in group])
-                    # Zero blur skips the convolution, so plain denoising sweeps see
-                    # exactly the noisy images they always did.
-                    degraded = x if blur == 0 else gaussian_blur(x, blur)
-                    y = torch.cat(
-                        [
-                            add_noise(
-                                degraded[k : k + 1],
-                                sigma,
-                                kind=noise,
-                                generator=noise_seed(seed, i, sigma),
-                            )
-                            for k, i in enumerate(group)
-                        ]
-                    )
-                    # Input quality on the clipped noisy image (the published deltas).
-                    psnr_in = psnr(y, x).tolist()
-                    ssim_in = ssim(y, x).tolist()
-                    for name, model in models.items():
-                        start = time.perf_counter()
-                        out = _run(model, y, sigma)
-                        entry = entries[name][s_index]
-                        entry["seconds"] += time.perf_counter() - start
-                        x_hat = out.x_hat
-                        values = zip(psnr(x_hat, x).tolist(), ssim(x_hat, x).tolist(), strict=True)
-                        for k, (i, (p, s)) in enumerate(zip(group, values, strict=True)):
-                            entry["per_image"][i] = {
-                                "image": image_list[i][0],
-                                "psnr": p,
-                                "ssim": s,
-                                "psnr_in": psnr_in[k],
-                                "ssim_in": ssim_in[k],
-                            }
-                            entry["per_image"][i].update(_estimated(out.per_image[k]))
-                        bar.update(len(group))
-                for name in models:
-                    entry = _summarise(entries[name][s_index])
+                    sweep.score_group(group, sigma, at_sigma, bar.update)
+                for entry in at_sigma.values():
+                    _summarise(entry)
                     if on_result is not None:
                         on_result(entry)
     finally:
@@ -362,6 +310,102 @@ def evaluate(
     results = [entry for name in models for entry in entries[name]]
     protocol = _protocol(image_list, sigmas, noise, blur, seed, precision)
     return {"protocol": protocol, "results": results}
+
+
+def _check_arguments(
+    denoisers: Mapping[str, DenoiserLike],
+    sigmas: Sequence[float],
+    noise: str,
+    blur: float,
+    batch_size: int,
+) -> tuple[list[float], float]:
+    """:func:`evaluate`'s checks of its arguments; the checked σ list and blur width."""
+    if noise not in NOISE_KINDS:
+        raise ValueError(f"unknown noise kind {noise!r}; choose from {sorted(NOISE_KINDS)}")
+    if not denoisers:
+        raise ValueError("no denoisers to evaluate")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    checked = check_sigmas(sigmas)
+    blur = float(blur)
+    if not blur >= 0 or not np.isfinite(blur):
+        raise ValueError(f"blur width must be a non-negative number of pixels, got {blur}")
+    return checked, blur
+
+
+@dataclass(frozen=True)
+class _Sweep:
+    """What stays fixed during one :func:`evaluate` call: the checked images, the
+    prepared models and how the clean images are degraded."""
+
+    images: list[tuple[str, torch.Tensor]]
+    models: dict[str, DenoiserLike]
+    noise: str
+    blur: float
+    seed: int
+
+    def empty_entry(self, name: str, denoiser: DenoiserLike, sigma: float) -> dict[str, Any]:
+        """The result entry of model ``name`` at ``sigma``, before any image is scored."""
+        return {
+            "model": name,
+            "noise": self.noise,
+            "blur": self.blur,
+            "sigma": sigma_to_255(sigma),
+            "sigma_source": sigma_source(denoiser),
+            "seconds": 0.0,
+            "per_image": [None] * len(self.images),
+        }
+
+    def noisy(self, x: torch.Tensor, group: list[int], sigma: float) -> torch.Tensor:
+        """The noisy batch of the images ``group`` (clean batch ``x``) at ``sigma``: each
+        image blurred (when ``blur`` > 0) and given its own seeded noise draw."""
+        # Zero blur skips the convolution, so plain denoising sweeps see
+        # exactly the noisy images they always did.
+        degraded = x if self.blur == 0 else gaussian_blur(x, self.blur)
+        return torch.cat(
+            [
+                add_noise(
+                    degraded[k : k + 1],
+                    sigma,
+                    kind=self.noise,
+                    generator=noise_seed(self.seed, i, sigma),
+                )
+                for k, i in enumerate(group)
+            ]
+        )
+
+    def score_group(
+        self,
+        group: list[int],
+        sigma: float,
+        entries: dict[str, dict[str, Any]],
+        advance: Callable[[int], Any],
+    ) -> None:
+        """Run every model on the noisy batch of the images ``group`` at ``sigma``, record
+        time and per-image scores in ``entries[model]``, and call ``advance`` with the
+        number of images after each model."""
+        x = torch.cat([self.images[i][1] for i in group])
+        y = self.noisy(x, group, sigma)
+        # Input quality on the clipped noisy image (the published deltas).
+        psnr_in = psnr(y, x).tolist()
+        ssim_in = ssim(y, x).tolist()
+        for name, model in self.models.items():
+            start = time.perf_counter()
+            out = _run(model, y, sigma)
+            entry = entries[name]
+            entry["seconds"] += time.perf_counter() - start
+            x_hat = out.x_hat
+            values = zip(psnr(x_hat, x).tolist(), ssim(x_hat, x).tolist(), strict=True)
+            for k, (i, (p, s)) in enumerate(zip(group, values, strict=True)):
+                entry["per_image"][i] = {
+                    "image": self.images[i][0],
+                    "psnr": p,
+                    "ssim": s,
+                    "psnr_in": psnr_in[k],
+                    "ssim_in": ssim_in[k],
+                }
+                entry["per_image"][i].update(_estimated(out.per_image[k]))
+            advance(len(group))
 
 
 def _estimated(info: dict[str, Any]) -> dict[str, Any]:
