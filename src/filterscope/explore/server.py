@@ -33,8 +33,10 @@ import os
 import tempfile
 import threading
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -44,6 +46,9 @@ from starlette.routing import Route
 
 from ..errors import FilterscopeError
 from .session import PATCH_RANGE, Explorer
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 #: Largest upload (bytes) and image (pixels) accepted by ``POST /api/upload``.
 MAX_UPLOAD_BYTES = 16 << 20
@@ -281,24 +286,52 @@ def create_app(
         At start, compute one filter per network in the background
         (:meth:`Explorer.warm_up`) so that the first click is as fast as the next.
     """
-    worker = Worker()
-    static = resources.files("filterscope.explore") / "static"
+    api = _Api(explorer, Worker(), max_upload_bytes, max_upload_pixels, warm_up)
+    app = Starlette(
+        routes=_routes(api),
+        exception_handlers={
+            BadRequest: _bad_request,
+            FilterscopeError: _user_error,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+        lifespan=api.lifespan,
+    )
+    app.state.explorer = explorer
+    app.state.worker = api.worker
+    app.state.patch_range = PATCH_RANGE
+    return app
 
-    async def page(request: Request) -> Response:
+
+@dataclass
+class _Api:
+    """The request handlers of one app: the explorer they answer about, the worker that
+    computes, and the upload bounds."""
+
+    explorer: Explorer
+    worker: Worker
+    max_upload_bytes: int
+    max_upload_pixels: int
+    warm_up: bool
+    static: Traversable = field(
+        default_factory=lambda: resources.files("filterscope.explore") / "static"
+    )
+
+    async def page(self, request: Request) -> Response:
         name, media_type = PAGE_FILES[request.url.path]
-        return Response((static / name).read_bytes(), media_type=media_type)
+        return Response((self.static / name).read_bytes(), media_type=media_type)
 
-    async def state(request: Request) -> Response:
-        return JSONResponse(explorer.state())
+    async def state(self, request: Request) -> Response:
+        return JSONResponse(self.explorer.state())
 
-    async def models(request: Request) -> Response:
-        return JSONResponse({"models": [m.to_dict() for m in explorer.models.values()]})
+    async def models(self, request: Request) -> Response:
+        return JSONResponse({"models": [m.to_dict() for m in self.explorer.models.values()]})
 
-    async def filter_(request: Request) -> Response:
+    async def filter_(self, request: Request) -> Response:
         found = await _cached_or_computed(
-            worker,
+            self.worker,
             URGENT,
-            explorer.filter,
+            self.explorer.filter,
             _param(request, "model"),
             _int(request, "x"),
             _int(request, "y"),
@@ -307,42 +340,46 @@ def create_app(
         )
         return JSONResponse(found)
 
-    async def output(request: Request) -> Response:
+    async def output(self, request: Request) -> Response:
         found = await _cached_or_computed(
-            worker, IMAGES, explorer.output, _param(request, "model"), _sigma(request)
+            self.worker, IMAGES, self.explorer.output, _param(request, "model"), _sigma(request)
         )
         return JSONResponse(found["info"])
 
-    async def decomposition(request: Request) -> Response:
+    async def decomposition(self, request: Request) -> Response:
         found = await _cached_or_computed(
-            worker, SLOW, explorer.decomposition, _param(request, "model"), _sigma(request)
-        )
-        return JSONResponse(found["info"])
-
-    async def spectrum(request: Request) -> Response:
-        found = await _cached_or_computed(
-            worker,
+            self.worker,
             SLOW,
-            explorer.spectrum,
+            self.explorer.decomposition,
+            _param(request, "model"),
+            _sigma(request),
+        )
+        return JSONResponse(found["info"])
+
+    async def spectrum(self, request: Request) -> Response:
+        found = await _cached_or_computed(
+            self.worker,
+            SLOW,
+            self.explorer.spectrum,
             _param(request, "model"),
             _int(request, "x"),
             _int(request, "y"),
             _sigma(request),
-            patch=_int(request, "patch", default=explorer.state()["patch"]),
+            patch=_int(request, "patch", default=self.explorer.state()["patch"]),
         )
         return JSONResponse(found)
 
-    async def eigen(request: Request) -> Response:
+    async def eigen(self, request: Request) -> Response:
         found = await _cached_or_computed(
-            worker, SLOW, explorer.eigenimages, _param(request, "model"), _sigma(request)
+            self.worker, SLOW, self.explorer.eigenimages, _param(request, "model"), _sigma(request)
         )
         return JSONResponse(found["info"])
 
-    async def image(request: Request) -> Response:
+    async def image(self, request: Request) -> Response:
         data = await _cached_or_computed(
-            worker,
+            self.worker,
             IMAGES,
-            explorer.picture,
+            self.explorer.picture,
             request.path_params["kind"],
             _param(request, "model", required=False),
             _sigma(request),
@@ -350,68 +387,64 @@ def create_app(
         )
         return Response(data, media_type="image/png", headers={"Cache-Control": "no-store"})
 
-    async def upload(request: Request) -> Response:
+    async def upload(self, request: Request) -> Response:
+        limit = self.max_upload_bytes
         declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > max_upload_bytes):
-            raise BadRequest(f"uploads are limited to {max_upload_bytes} bytes", status=413)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            raise BadRequest(f"uploads are limited to {limit} bytes", status=413)
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > max_upload_bytes:
-                raise BadRequest(f"uploads are limited to {max_upload_bytes} bytes", status=413)
+            if size > limit:
+                raise BadRequest(f"uploads are limited to {limit} bytes", status=413)
             chunks.append(chunk)
         if size == 0:
             raise BadRequest("the upload is empty: send the image file as the request body")
-        tensor = await worker.run(decode_upload, b"".join(chunks), max_pixels=max_upload_pixels)
-        await worker.run(explorer.replace_image, tensor)
-        return JSONResponse(explorer.state())
-
-    async def bad_request(request: Request, exc: Exception) -> Response:
-        return _error(str(exc), exc.status)  # type: ignore[attr-defined]
-
-    async def user_error(request: Request, exc: Exception) -> Response:
-        return _error(str(exc), 400)
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        detail = getattr(exc, "detail", "error")
-        return _error(str(detail), getattr(exc, "status_code", 400))
-
-    async def server_error(request: Request, exc: Exception) -> Response:
-        # The traceback goes to the server's log (uvicorn), never to the client.
-        return _error(f"internal error ({type(exc).__name__})", 500)
+        tensor = await self.worker.run(
+            decode_upload, b"".join(chunks), max_pixels=self.max_upload_pixels
+        )
+        await self.worker.run(self.explorer.replace_image, tensor)
+        return JSONResponse(self.explorer.state())
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette):
-        if warm_up:  # on the worker, behind anything the page asks for first
-            warming = asyncio.ensure_future(worker.run(explorer.warm_up, priority=SLOW))
+    async def lifespan(self, app: Starlette):
+        if self.warm_up:  # on the worker, behind anything the page asks for first
+            warming = asyncio.ensure_future(self.worker.run(self.explorer.warm_up, priority=SLOW))
             # A failure shows again, as a 4xx, when the page asks for that filter itself.
             warming.add_done_callback(lambda done: done.cancelled() or done.exception())
         yield
-        worker.close()
+        self.worker.close()
 
-    routes = [Route(path, page) for path in PAGE_FILES]
+
+def _routes(api: _Api) -> list[Route]:
+    routes = [Route(path, api.page) for path in PAGE_FILES]
     routes += [
-        Route("/api/state", state),
-        Route("/api/models", models),
-        Route("/api/filter", filter_),
-        Route("/api/output", output),
-        Route("/api/decomposition", decomposition),
-        Route("/api/spectrum", spectrum),
-        Route("/api/eigen", eigen),
-        Route("/api/image/{kind}", image),
-        Route("/api/upload", upload, methods=["POST"]),
+        Route("/api/state", api.state),
+        Route("/api/models", api.models),
+        Route("/api/filter", api.filter_),
+        Route("/api/output", api.output),
+        Route("/api/decomposition", api.decomposition),
+        Route("/api/spectrum", api.spectrum),
+        Route("/api/eigen", api.eigen),
+        Route("/api/image/{kind}", api.image),
+        Route("/api/upload", api.upload, methods=["POST"]),
     ]
-    app = Starlette(
-        routes=routes,
-        exception_handlers={
-            BadRequest: bad_request,
-            FilterscopeError: user_error,
-            HTTPException: http_error,
-            Exception: server_error,
-        },
-        lifespan=lifespan,
-    )
-    app.state.explorer = explorer
-    app.state.worker = worker
-    app.state.patch_range = PATCH_RANGE
-    return app
+    return routes
+
+
+async def _bad_request(request: Request, exc: Exception) -> Response:
+    return _error(str(exc), exc.status)  # type: ignore[attr-defined]
+
+
+async def _user_error(request: Request, exc: Exception) -> Response:
+    return _error(str(exc), 400)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    detail = getattr(exc, "detail", "error")
+    return _error(str(detail), getattr(exc, "status_code", 400))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    # The traceback goes to the server's log (uvicorn), never to the client.
+    return _error(f"internal error ({type(exc).__name__})", 500)
