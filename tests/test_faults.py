@@ -84,6 +84,35 @@ class Evil:
         return (os.system, ("echo PWNED",))
 
 
+# ------------------------------------------------------------------ 8: converted inputs
+
+
+def palette_png(path: Path, size: tuple[int, int] = (37, 31)) -> Path:
+    """A gray image stored as a palette PNG (read back as gray, with a notice)."""
+    Image.open(gray_png(path, size)).convert("P").save(path)
+    return path
+
+
+@pytest.mark.parametrize("command", ["analyze filters", "ntk matrix"])
+def test_a_converted_input_gives_one_warning_line_in_every_command(
+    tmp_path, capsys, tiny_model_path, command
+):
+    import warnings
+
+    image = palette_png(tmp_path / "p.png", (11, 9))
+    argv = {
+        "analyze filters": ["analyze", "filters", "--model", tiny_model_path, "--image", image,
+                            "--sigma", "25", "--pixels", "3,4", "--json", tmp_path / "r.json"],
+        "ntk matrix": ["ntk", "matrix", image, "-o", tmp_path / "k.npy"],
+    }[command]  # fmt: skip
+    before = warnings.showwarning
+    code, err = run(capsys, *argv)
+    assert code == 0, err
+    assert len(err) == 1 and err[0].startswith(f"filterscope: warning: {image}: "), err
+    assert "palette image converted to gray" in err[0]
+    assert warnings.showwarning is before  # Python's own way is back afterwards
+
+
 # ------------------------------------------------------------------ 11: SIGTERM
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 
 from ..errors import InputError
 
@@ -122,7 +121,6 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .._files import check_output_paths
-    from ..errors import FilterscopeWarning
     from ..inference import denoise_files
     from ._common import write_json
 
@@ -137,28 +135,22 @@ def run(args: argparse.Namespace) -> int:
         elif not args.quiet:
             tqdm.write(_describe(record), file=sys.stdout)
 
-    def show_warning(message, category, *_args, **_kwargs) -> None:
-        tqdm.write(f"filterscope: warning: {message}", file=sys.stderr)
-
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", FilterscopeWarning)
-        warnings.showwarning = show_warning
-        records = denoise_files(
-            args.inputs,
-            args.output,
-            model=args.model,
-            sigma=None if args.sigma is None else args.sigma / 255.0,
-            ensemble=args.ensemble,
-            overwrite=args.force,
-            tile=args.tile,
-            overlap=args.overlap,
-            precision=args.precision,
-            device=args.device,
-            progress=not args.quiet,
-            estimate_noise=args.json is not None,
-            on_result=report,
-        )
+    records = denoise_files(
+        args.inputs,
+        args.output,
+        model=args.model,
+        sigma=None if args.sigma is None else args.sigma / 255.0,
+        ensemble=args.ensemble,
+        overwrite=args.force,
+        tile=args.tile,
+        overlap=args.overlap,
+        precision=args.precision,
+        device=args.device,
+        progress=not args.quiet,
+        estimate_noise=args.json is not None,
+        on_result=report,
+    )
     failed = sum(record["status"] == "failed" for record in records)
     if args.json is not None:
         write_json(

@@ -3,7 +3,8 @@
 Each command lives in its own module with two functions: ``add_parser(subparsers)``
 declares its options, and ``run(args)`` unpacks them into plain arguments for a
 library function. Errors the user can fix (:class:`~filterscope.errors.FilterscopeError`)
-become one line on stderr and exit status 2.
+become one line on stderr and exit status 2; notices about the user's data
+(:class:`~filterscope.errors.FilterscopeWarning`) one line ``filterscope: warning: ...``.
 
 The command modules import PyTorch and the library inside ``run``, never at the top,
 so that ``--help``, ``--version`` and ``models`` answer at once
@@ -20,9 +21,10 @@ import re
 import signal
 import sys
 import threading
+import warnings
 
 from .. import __version__
-from ..errors import FilterscopeError
+from ..errors import FilterscopeError, FilterscopeWarning
 
 # command name -> module (imported lazily so `filterscope --help` stays fast)
 COMMANDS = {
@@ -63,6 +65,26 @@ def _raise_terminated(signum, frame):
     raise _Terminated
 
 
+def _run_command(args: argparse.Namespace):
+    """``args.run(args)`` with every :class:`FilterscopeWarning` shown as one line, each
+    time it is raised; other warnings keep Python's format. ``catch_warnings`` puts the
+    previous ``warnings.showwarning`` and filters back afterwards."""
+    python_format = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if not issubclass(category, FilterscopeWarning):
+            python_format(message, category, filename, lineno, file, line)
+            return
+        from tqdm import tqdm  # tqdm.write keeps the line clear of a running progress bar
+
+        tqdm.write(f"filterscope: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", FilterscopeWarning)
+        warnings.showwarning = show
+        return args.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="filterscope",
@@ -84,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
-        result = args.run(args)
+        result = _run_command(args)
     except FilterscopeError as exc:
         print(f"filterscope: error: {exc}", file=sys.stderr)
         return 2
