@@ -26,6 +26,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -216,19 +217,10 @@ def train_on_device(
         call), ``pixels_per_s`` (this call), last ``loss``, ``validation`` scores,
         ``device`` (its name) and ``bank_megabytes``.
     """
-    config.validate()
-    check_validation_folder(config.val_dir)
-    _check_supported(config)
-    if not minutes > 0:
-        raise InputError(f"minutes: must be positive, got {minutes}")
-    if log_every < 1:
-        raise InputError(f"log_every: must be a positive integer, got {log_every}")
     out_dir = Path(out_dir)
-    checkpoint_path = out_dir / CHECKPOINT_NAME
-    if checkpoint_path.exists() and not resume:
-        raise InputError(f"{out_dir}: holds a run already; use --resume or another --out")
-    if resume and not checkpoint_path.exists():
-        raise InputError(f"{checkpoint_path}: nothing to resume")
+    checkpoint_path = _check_run(
+        config, out_dir, minutes=minutes, resume=resume, log_every=log_every
+    )
     device = resolve_device(config.device)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -239,159 +231,290 @@ def train_on_device(
         raise CheckpointError(
             f"{checkpoint_path}: was written by filterscope train; resume it with that command"
         )
-
-    start = time.perf_counter()
-    sampler = PatchSampler(
-        config.data_dir,
-        patch_size=config.patch_size,
-        channels=config.in_channels,
-        scales=tuple(config.scales),
-        cache_mb=config.cache_mb,
+    run = _DeviceRun.start(
+        config, out_dir, device, state, minutes=minutes, resume=resume, progress=progress
     )
-    bank = DevicePatchBank(sampler, device)
-    val_images = []
-    if config.val_dir and Path(config.val_dir).is_dir():
-        val_images = load_validation_images(
-            config.val_dir, channels=config.in_channels, limit=config.val_images
+    run.say(
+        f"{config.arch} on {device}: {len(run.sampler.entries)} images/scales "
+        f"({run.bank.megabytes:.0f} MB on the device), {minutes:g} min budget"
+    )
+    run.train(log_every)
+    return run.finish()
+
+
+def _check_run(
+    config: TrainConfig, out_dir: Path, *, minutes: float, resume: bool, log_every: int
+) -> Path:
+    """:func:`train_on_device`'s checks of its arguments; the checkpoint's path."""
+    config.validate()
+    check_validation_folder(config.val_dir)
+    _check_supported(config)
+    if not minutes > 0:
+        raise InputError(f"minutes: must be positive, got {minutes}")
+    if log_every < 1:
+        raise InputError(f"log_every: must be a positive integer, got {log_every}")
+    checkpoint_path = out_dir / CHECKPOINT_NAME
+    if checkpoint_path.exists() and not resume:
+        raise InputError(f"{out_dir}: holds a run already; use --resume or another --out")
+    if resume and not checkpoint_path.exists():
+        raise InputError(f"{checkpoint_path}: nothing to resume")
+    return checkpoint_path
+
+
+@dataclass
+class _DeviceRun:
+    """One :func:`train_on_device` call: what it trains with, where it stands, and its
+    clock (training time counts only between ``lap`` and the next read-back)."""
+
+    config: TrainConfig
+    out_dir: Path
+    minutes: float
+    device: torch.device
+    sampler: PatchSampler
+    bank: DevicePatchBank
+    val_images: list
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    logger: _Logger
+    progress: bool
+    started: float  # time.perf_counter() when the data began to load
+    step: int
+    spent: float  # training seconds of all sessions
+    history: list
+    first_step: int  # step at which this call began
+    loss_sum: torch.Tensor  # on the device, since the last read-back
+    loss_count: int = 0
+    loss_value: float = float("nan")
+    this_call: float = 0.0  # training seconds of this call
+    lap: float = 0.0
+
+    @classmethod
+    def start(
+        cls,
+        config: TrainConfig,
+        out_dir: Path,
+        device: torch.device,
+        state: dict[str, Any] | None,
+        *,
+        minutes: float,
+        resume: bool,
+        progress: bool,
+    ) -> _DeviceRun:
+        """Load the data onto ``device``, build the model (from ``state`` when resuming)
+        and write the run folder's recipe, config and log."""
+        started = time.perf_counter()
+        sampler = PatchSampler(
+            config.data_dir,
+            patch_size=config.patch_size,
+            channels=config.in_channels,
+            scales=tuple(config.scales),
+            cache_mb=config.cache_mb,
+        )
+        bank = DevicePatchBank(sampler, device)
+        val_images = []
+        if config.val_dir and Path(config.val_dir).is_dir():
+            val_images = load_validation_images(
+                config.val_dir, channels=config.in_channels, limit=config.val_images
+            )
+        model = _build_model(config).to(device)
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type == "cuda")
+        generator = torch.Generator(device=device).manual_seed(config.seed)
+        step, spent, history = 0, 0.0, []
+        if state is not None:
+            model.load_state_dict(state["state_dict"])
+            optimizer.load_state_dict(state["optimizer"])
+            generator.set_state(state["generators"][0]["device"])
+            step = int(state["step"])
+            spent = float(state.get("train_seconds", 0.0))
+            history = list(state.get("history", []))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / RECIPE_NAME).write_text(recipe_text(config))
+        (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        logger = _Logger(out_dir, config, resume=resume, enabled=True)
+        return cls(
+            config=config,
+            out_dir=out_dir,
+            minutes=minutes,
+            device=device,
+            sampler=sampler,
+            bank=bank,
+            val_images=val_images,
+            model=model,
+            optimizer=optimizer,
+            generator=generator,
+            logger=logger,
+            progress=progress,
+            started=started,
+            step=step,
+            spent=spent,
+            history=history,
+            first_step=step,
+            loss_sum=torch.zeros((), device=device),
         )
 
-    model = _build_model(config).to(device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type == "cuda")
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    step, spent, history = 0, 0.0, []
-    if state is not None:
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generators"][0]["device"])
-        step = int(state["step"])
-        spent = float(state.get("train_seconds", 0.0))
-        history = list(state.get("history", []))
+    @property
+    def budget(self) -> float:
+        """Training time allowed, in seconds."""
+        return self.minutes * 60.0
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / RECIPE_NAME).write_text(recipe_text(config))
-    (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    logger = _Logger(out_dir, config, resume=resume, enabled=True)
+    @property
+    def pixels_per_step(self) -> int:
+        return self.config.batch_size * self.config.patch_size**2
 
-    def save_checkpoint() -> None:
-        payload = {
-            "arch": config.arch,
-            "config": model.config,
-            "train_config": config.to_dict(),
-            "state_dict": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "generators": [{"device": generator.get_state()}],
-            "step": step,
-            "train_seconds": spent,
-            "minutes": minutes,
-            "history": history,
-        }
-        atomic_write(checkpoint_path, lambda tmp: torch.save(payload, tmp), suffix=".pt")
-
-    def say(text: str) -> None:
-        if progress:
+    def say(self, text: str) -> None:
+        if self.progress:
             print(text, file=sys.stderr, flush=True)
 
-    say(
-        f"{config.arch} on {device}: {len(sampler.entries)} images/scales "
-        f"({bank.megabytes:.0f} MB on the device), {minutes:g} min budget"
-    )
-    budget = minutes * 60.0
-    max_steps = config.total_steps()
-    pixels_per_step = config.batch_size * config.patch_size**2
-    first_step, this_call = step, 0.0
-    loss_sum = torch.zeros((), device=device)
-    loss_count = 0
-    loss_value = float("nan")
-    model.train()
-    lap = time.perf_counter()
+    def fraction_done(self) -> float:
+        """How far the run is: of the time budget or of the steps, whichever is further."""
+        elapsed = self.spent + time.perf_counter() - self.lap
+        return max(elapsed / self.budget, self.step / self.config.total_steps())
 
-    def run_progress() -> float:
-        return max((spent + time.perf_counter() - lap) / budget, step / max_steps)
+    def stop_clock(self) -> None:
+        """Add the time since ``lap`` to the training time."""
+        now = time.perf_counter()
+        self.spent += now - self.lap
+        self.this_call += now - self.lap
 
-    while run_progress() < 1.0:
-        lr = budget_learning_rate(config, step, run_progress())
-        for group in optimizer.param_groups:
+    def train(self, log_every: int) -> None:
+        """Optimizer steps until the budget or the steps are used up, with a log line,
+        validation and checkpoint at their intervals."""
+        config = self.config
+        self.model.train()
+        self.lap = time.perf_counter()
+        while self.fraction_done() < 1.0:
+            lr = self.train_step()
+            logged = self.step % log_every == 0
+            validated = bool(self.val_images) and self.step % config.validation_interval() == 0
+            checkpointed = self.step % config.checkpoint_every == 0
+            if logged or validated or checkpointed:
+                self.report(lr, validated=validated, checkpointed=checkpointed)
+
+    def train_step(self) -> float:
+        """One optimizer step on a fresh device batch; the learning rate it used."""
+        config = self.config
+        lr = budget_learning_rate(config, self.step, self.fraction_done())
+        for group in self.optimizer.param_groups:
             group["lr"] = lr
-        noisy, clean, sigma_given = make_device_batch(bank, config, config.batch_size, generator)
+        noisy, clean, sigma_given = make_device_batch(
+            self.bank, config, config.batch_size, self.generator
+        )
         if config.channels_last:
             noisy = noisy.contiguous(memory_format=torch.channels_last)
-        loss_sum += optimizer_step(
-            model, optimizer, noisy, clean, sigma=sigma_given, precision=config.precision
+        self.loss_sum += optimizer_step(
+            self.model, self.optimizer, noisy, clean, sigma=sigma_given, precision=config.precision
         )
-        loss_count += 1
-        step += 1
-        logged = step % log_every == 0
-        validated = bool(val_images) and step % config.validation_interval() == 0
-        checkpointed = step % config.checkpoint_every == 0
-        if not (logged or validated or checkpointed):
-            continue
+        self.loss_count += 1
+        self.step += 1
+        return lr
+
+    def report(self, lr: float, *, validated: bool, checkpointed: bool) -> None:
+        """Read the mean loss back, log it (and validate, checkpoint when due)."""
         # Reading a value waits for the device: the clock stops here, and restarts after
         # the validation and checkpoint, which are not training time.
-        loss_value = float(loss_sum / loss_count)
-        loss_sum.zero_()
-        loss_count = 0
-        now = time.perf_counter()
-        spent += now - lap
-        this_call += now - lap
+        self.loss_value = float(self.loss_sum / self.loss_count)
+        self.loss_sum.zero_()
+        self.loss_count = 0
+        self.stop_clock()
+        step, spent = self.step, self.spent
         row: dict[str, Any] = {}
         if validated:
-            row.update(validate(model, val_images, config.val_sigmas, device=device))
-            history.append({"step": step, **row})
+            row.update(
+                validate(self.model, self.val_images, self.config.val_sigmas, device=self.device)
+            )
+            self.history.append({"step": step, **row})
         row.update(
             step=step,
-            loss=loss_value,
+            loss=self.loss_value,
             lr=lr,
             seconds=round(spent, 2),
-            pixels_per_s=round((step - first_step) * pixels_per_step / max(this_call, 1e-9)),
+            pixels_per_s=round(
+                (step - self.first_step) * self.pixels_per_step / max(self.this_call, 1e-9)
+            ),
         )
-        logger.log(row)
-        say(
-            f"step {step}: loss {loss_value:.3e}, lr {lr:.1e}, {spent:.0f}/{budget:.0f} s"
+        self.logger.log(row)
+        self.say(
+            f"step {step}: loss {self.loss_value:.3e}, lr {lr:.1e}, "
+            f"{spent:.0f}/{self.budget:.0f} s"
             + "".join(f", {k} {v:.2f}" for k, v in row.items() if k.startswith("val_psnr_"))
         )
         if checkpointed:
-            save_checkpoint()
-        lap = time.perf_counter()
+            self.save_checkpoint()
+        self.lap = time.perf_counter()
 
-    # The last steps: wait for them, then validate and save.
-    if loss_count:
-        loss_value = float(loss_sum / loss_count)
-    now = time.perf_counter()
-    spent += now - lap
-    this_call += now - lap
-    final_scores: dict[str, float] = {}
-    if val_images:
-        final_scores = validate(model, val_images, config.val_sigmas, device=device)
-        if not history or history[-1]["step"] != step:
-            history.append({"step": step, **final_scores})
-    logger.log({"step": step, "loss": loss_value, "seconds": round(spent, 2), **final_scores})
-    logger.close()
-    save_checkpoint()
-    model.eval()
-    score = _mean_score(final_scores)
-    best = {"score": score if math.isfinite(score) else -math.inf, "step": step}
-    pixels = (step - first_step) * pixels_per_step
-    card = _model_card(config, step, sampler, final_scores, best, this_call, pixels, 1)
-    card["training"].update(
-        trainer="filterscope train-gpu (filterscope.training.gpu)",
-        device=_device_name(device),
-        minutes_budget=minutes,
-        train_seconds=round(spent, 1),
-    )
-    save_model(model, out_dir / MODEL_NAME, card=card, overwrite=True)
-    say(f"{config.arch}: {step} steps in {spent:.0f} s of training; model in {out_dir}")
-    return {
-        "step": step,
-        "train_seconds": spent,
-        "seconds": time.perf_counter() - start,
-        "pixels_per_s": pixels / max(this_call, 1e-9),
-        "loss": loss_value,
-        "validation": final_scores,
-        "device": _device_name(device),
-        "bank_megabytes": bank.megabytes,
-    }
+    def save_checkpoint(self) -> None:
+        payload = {
+            "arch": self.config.arch,
+            "config": self.model.config,
+            "train_config": self.config.to_dict(),
+            "state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generators": [{"device": self.generator.get_state()}],
+            "step": self.step,
+            "train_seconds": self.spent,
+            "minutes": self.minutes,
+            "history": self.history,
+        }
+        path = self.out_dir / CHECKPOINT_NAME
+        atomic_write(path, lambda tmp: torch.save(payload, tmp), suffix=".pt")
+
+    def finish(self) -> dict[str, Any]:
+        """Wait for the last steps, validate, save checkpoint and model; the summary."""
+        if self.loss_count:
+            self.loss_value = float(self.loss_sum / self.loss_count)
+        self.stop_clock()
+        final_scores: dict[str, float] = {}
+        if self.val_images:
+            final_scores = validate(
+                self.model, self.val_images, self.config.val_sigmas, device=self.device
+            )
+            if not self.history or self.history[-1]["step"] != self.step:
+                self.history.append({"step": self.step, **final_scores})
+        self.logger.log(
+            {
+                "step": self.step,
+                "loss": self.loss_value,
+                "seconds": round(self.spent, 2),
+                **final_scores,
+            }
+        )
+        self.logger.close()
+        self.save_checkpoint()
+        self.model.eval()
+        pixels = (self.step - self.first_step) * self.pixels_per_step
+        self.save_model(final_scores, pixels)
+        self.say(
+            f"{self.config.arch}: {self.step} steps in {self.spent:.0f} s of training; "
+            f"model in {self.out_dir}"
+        )
+        return {
+            "step": self.step,
+            "train_seconds": self.spent,
+            "seconds": time.perf_counter() - self.started,
+            "pixels_per_s": pixels / max(self.this_call, 1e-9),
+            "loss": self.loss_value,
+            "validation": final_scores,
+            "device": _device_name(self.device),
+            "bank_megabytes": self.bank.megabytes,
+        }
+
+    def save_model(self, final_scores: dict[str, float], pixels: int) -> None:
+        """``model.safetensors`` and its card in the run folder."""
+        score = _mean_score(final_scores)
+        best = {"score": score if math.isfinite(score) else -math.inf, "step": self.step}
+        card = _model_card(
+            self.config, self.step, self.sampler, final_scores, best, self.this_call, pixels, 1
+        )
+        card["training"].update(
+            trainer="filterscope train-gpu (filterscope.training.gpu)",
+            device=_device_name(self.device),
+            minutes_budget=self.minutes,
+            train_seconds=round(self.spent, 1),
+        )
+        save_model(self.model, self.out_dir / MODEL_NAME, card=card, overwrite=True)
 
 
 def _device_name(device: torch.device) -> str:
