@@ -270,7 +270,7 @@ def correctness() -> dict:
     return out
 
 
-FIGURE_PIXELS = [(40, 200), (82, 150), (145, 125), (180, 80)]  # sky, trim, window, bricks
+FIGURE_PIXELS = [(200, 40), (150, 82), (125, 145), (80, 180)]  # (x, y): sky, trim, window, bricks
 
 
 def figures(out_dir: Path) -> list[str]:

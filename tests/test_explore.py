@@ -118,7 +118,7 @@ def test_nonlocal_filter_is_a_row_of_the_ntk_filter(client):
     x, y = 20, 10
     answer = client.get("/api/filter", params={"model": "ntk", "x": x, "y": y}).json()
     basis = filter_basis(noisy()[0], method="ntk", sigma=SIGMA / 255.0, columns=None, seed=SEED)
-    row = basis.rows([(y, x)])[0]
+    row = basis.rows([(x, y)])[0]
     x0, y0 = answer["origin"]
     w, h = answer["size"]
     np.testing.assert_allclose(np.array(answer["filter"]), row[y0 : y0 + h, x0 : x0 + w], atol=1e-5)

@@ -77,7 +77,10 @@ def test_equation_16_one_hidden_layer():
     k16 = a.norm() * b.norm() / math.pi * (torch.sin(phi) + (math.pi - phi) * torch.cos(phi))
     # σ_w² / (C r²) times equation 16
     assert affinity(x, i, j, kernel_size=5) == pytest.approx(float(k16) * 2 / 25, rel=1e-12)
-    assert affinity(x, (0, 7), (8, 4), kernel_size=5) == pytest.approx(float(k16) * 2 / 25)
+    # pixels as (x, y) = (column, row): 7 = (7, 0) and 100 = (4, 8) in a 12-wide image
+    assert affinity(x, (7, 0), (4, 8), kernel_size=5) == pytest.approx(float(k16) * 2 / 25)
+    with pytest.raises(InputError, match=r"pixel \(12, 0\) is outside the 12x12 image"):
+        affinity(x, (12, 0), (4, 8), kernel_size=5)
 
 
 def test_noise_input_has_equation_17_structure():

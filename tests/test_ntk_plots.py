@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from filterscope.cli.main import main
+from filterscope.errors import InputError
 from filterscope.io import write_image
 from filterscope.ntk import filter_basis
 
@@ -29,10 +30,10 @@ def _write(path, image):
 def test_filter_rows_are_rows_of_the_matrix():
     y = _image()
     basis = filter_basis(y, kernel_size=3, columns=None)
-    pixels = [(0, 0), (5, 7), (10, 12)]
+    pixels = [(0, 0), (7, 5), (12, 10)]  # (x, y) = (column, row) in the 13-wide image
     rows = basis.rows(pixels)
     w = basis.matrix()
-    flat = [r * 13 + c for r, c in pixels]
+    flat = [y * 13 + x for x, y in pixels]
     assert rows.shape == (3, 11, 13)
     assert torch.allclose(rows.reshape(3, -1), w[flat], atol=1e-12)
     # twicing filter rows: t = 1 is W itself
@@ -40,6 +41,9 @@ def test_filter_rows_are_rows_of_the_matrix():
     # row normalisation: rows of the row-stochastic NLM filter sum to 1
     nlm = filter_basis(y, method="nlm", sigma=0.1, kernel_size=3, columns=None, rank=None)
     assert torch.allclose(nlm.rows(pixels).sum((1, 2)), torch.ones(3, dtype=torch.float64))
+    for outside in [(13, 0), (0, 11), (-1, 3)]:  # the image is 13 wide, 11 high
+        with pytest.raises(InputError, match="outside the 13x11 image"):
+            basis.rows([outside])
 
 
 def test_plots_write_pngs(tmp_path):
@@ -70,10 +74,22 @@ def test_cli_filters_and_eigenimages_plot(tmp_path):
     assert len(list(eig.glob("eigenimage_*.png"))) == 3
 
 
+def test_cli_filters_pixels_are_x_y(tmp_path, capsys):
+    """--pixels X,Y: x the column, y the row, as image tools count; the label says so."""
+    src = _write(tmp_path / "in.png", _image())  # 13 wide, 11 high
+    argv = ["ntk", "filters", src, "--kernel", "3", "--columns", "1", "-o", str(tmp_path / "f.png")]
+    assert main([*argv, "--pixels", "12,10"]) == 0  # the far corner: x = 12 < 13, y = 10 < 11
+    capsys.readouterr()
+    assert main([*argv, "--force", "--pixels", "10,12"]) == 2  # y = 12 is below the image
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert "pixel (10, 12) is outside the 13x11 image" in err and "--pixels" not in err
+
+
 @pytest.mark.parametrize(
     "extra",
     [
-        ["--pixels", "11,0"],  # outside the 13x11 image
+        ["--pixels", "13,0"],  # outside the 13x11 image (x = 13)
+        ["--pixels", "0,11"],  # y = 11
         ["--pixels", "3"],
         ["--pixels", "3,3", "--columns", "0"],
         ["--pixels", "3,3", "--method", "nlm"],  # NLM needs sigma

@@ -41,12 +41,13 @@ def test_denoise_image_uses_the_oracle_with_a_clean_image_and_reports_psnr():
 
 def test_filter_rows_are_rows_of_the_filter():
     y, _ = _pair(15, 17)
-    rows = filter_rows(y, [(3, 4), (10, 12)], columns=1.0, kernel_size=5)
+    rows = filter_rows(y, [(3, 4), (16, 12)], columns=1.0, kernel_size=5)  # (x, y)
     full = filter_basis(y, columns=None, kernel_size=5).matrix()
     assert rows.shape == (2, 15, 17)
-    assert torch.allclose(rows[1].reshape(-1), full[10 * 17 + 12], atol=1e-10)
-    with pytest.raises(InputError, match="outside"):
-        filter_rows(y, [(15, 0)], kernel_size=5)
+    assert torch.allclose(rows[1].reshape(-1), full[12 * 17 + 16], atol=1e-10)
+    for outside in [(17, 0), (0, 15)]:  # the image is 17 wide, 15 high
+        with pytest.raises(InputError, match="outside the 17x15 image"):
+            filter_rows(y, [outside], kernel_size=5)
     with pytest.raises(InputError, match="NLM filter needs sigma"):
         filter_rows(y, [(3, 4)], method="nlm")
 

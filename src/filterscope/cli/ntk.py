@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .._files import check_output_paths
 from ..errors import InputError
-from ._common import options, read_tensor, write_json
+from ._common import options, parse_pixel, read_tensor, write_json
 
 #: Exact columns compared with the Nyström approximation by ``--nystrom-error``.
 ERROR_COLUMNS = 32
@@ -110,7 +110,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     fil = _sub(sub, "filters", run_filters)
     fil.add_argument(
-        "--pixels", nargs="+", required=True, metavar="ROW,COL", help="e.g. 60,100 200,40"
+        "--pixels",
+        nargs="+",
+        required=True,
+        metavar="X,Y",
+        help="pixels as x,y = column,row (as image tools count), e.g. 100,60 40,200",
     )
     _nystrom(fil)
     fil.add_argument("--window", type=int, default=None, help="show a WINDOW x WINDOW crop")
@@ -196,14 +200,6 @@ def run_eigenimages(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pixel(text: str) -> tuple[int, int]:
-    try:
-        row, col = (int(v) for v in text.split(","))
-    except ValueError:
-        raise InputError(f"--pixels takes ROW,COL pairs, got {text!r}") from None
-    return row, col
-
-
 def run_filters(args: argparse.Namespace) -> int:
     from ..ntk.reports import filter_rows
     from ..plotting.ntk import plot_filter_rows
@@ -212,7 +208,7 @@ def run_filters(args: argparse.Namespace) -> int:
         raise InputError(f"--window must be positive, got {args.window}")
     check_output_paths({"-o": args.output}, overwrite=args.force, figures=("-o",))
     y = read_tensor(args.input)[0]
-    pixels = [_pixel(text) for text in args.pixels]
+    pixels = [parse_pixel(text) for text in args.pixels]
     names = ("method", "columns", "steps", "seed", "precision")
     rows = filter_rows(y, pixels, sigma=_sigma(args), **options(args, *names), **_arch(args))
     what = "W" if args.steps is None else f"I - (I - W)^{args.steps:g}"

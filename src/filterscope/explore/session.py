@@ -389,7 +389,7 @@ class Explorer:
                 out = found.to_dict()
             else:
                 basis = self._basis(model, sigma)
-                row = basis.rows([(y, x)])[0]
+                row = basis.rows([(x, y)])[0]
                 _, height, width = self.shape
                 value = float((row * noisy[0, channel]).sum())
                 whole = JacobianRow(

@@ -26,6 +26,33 @@ def twicing_gains(eigvals: torch.Tensor, t: float | torch.Tensor) -> torch.Tenso
     return 1.0 - base[None, :].pow(t[:, None])
 
 
+def pixel_indices(pixels, height: int, width: int) -> list[int]:
+    """Flat indices ``y * width + x`` of ``(x, y)`` pixels (column, row) or of flat
+    indices, each checked to lie inside a ``width`` × ``height`` image."""
+    indices = []
+    for pixel in pixels:
+        if isinstance(pixel, (tuple, list)):
+            try:
+                x, y = (int(v) for v in pixel)
+            except (TypeError, ValueError):
+                raise InputError(f"a pixel is a pair (x, y) of integers, got {pixel!r}") from None
+            if not (0 <= x < width and 0 <= y < height):
+                raise InputError(
+                    f"pixel ({x}, {y}) is outside the {width}x{height} image "
+                    f"(x in 0..{width - 1}, y in 0..{height - 1})"
+                )
+            indices.append(y * width + x)
+        else:
+            index = int(pixel)
+            if not 0 <= index < height * width:
+                raise InputError(
+                    f"pixel index {index} is outside the {width}x{height} image "
+                    f"(0..{height * width - 1})"
+                )
+            indices.append(index)
+    return indices
+
+
 @dataclass
 class FilterBasis:
     """A filter ``W = diag(left) V diag(λ) Vᵀ diag(right)`` in its eigenbasis.
@@ -75,7 +102,8 @@ class FilterBasis:
 
         Parameters
         ----------
-        pixels : sequence of (row, col) or of int (flat indices)
+        pixels : sequence of (x, y) or of int (flat indices)
+            ``(x, y)`` = (column, row); a flat index is ``y * W + x``.
         t : float or None, keyword-only
             None: rows of ``W``; a number: rows of the twicing filter
             ``H_t = I - (I - W)^t`` (equation 6).
@@ -85,12 +113,8 @@ class FilterBasis:
         Tensor, shape (n, H, W), float64
             ``out[k]`` holds the weights ``W[i_k, j]`` of every pixel ``j``.
         """
-        w = self.shape[1]
-        idx = torch.tensor(
-            [p[0] * w + p[1] if isinstance(p, (tuple, list)) else int(p) for p in pixels]
-        )
-        if idx.numel() and (idx.min() < 0 or idx.max() >= self.d):
-            raise InputError(f"pixels must lie inside the {self.shape[0]}x{w} image")
+        height, width = self.shape
+        idx = torch.tensor(pixel_indices(pixels, height, width), dtype=torch.long)
         if t is None:
             gains = self.eigvals
         else:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from .basis import pixel_indices
 from .dense import _box_mean, _shift, image_patches, relu_maps
 from .spec import CNNKernel, as_image
 
@@ -448,13 +449,12 @@ def affinity(
     j: int | tuple[int, int],
     **options,
 ) -> float:
-    """Affinity ``W[i, j]`` of two pixels (flat indices or ``(row, col)`` pairs).
+    """Affinity ``W[i, j]`` of two pixels (flat indices or ``(x, y)`` = (column, row)
+    pairs).
 
     ``options`` are those of :func:`kernel_columns`. For the one-hidden-layer kernel
     with a 1×1 output this is equation 16 times ``σ_w² / (C r²)``.
     """
     x = as_image(image)
-    w = x.shape[2]
-    i = i[0] * w + i[1] if isinstance(i, tuple) else int(i)
-    j = j[0] * w + j[1] if isinstance(j, tuple) else int(j)
+    i, j = pixel_indices([i, j], x.shape[1], x.shape[2])
     return float(kernel_columns(x, [j], **options)[i, 0])

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from .basis import FilterBasis
+from .basis import FilterBasis, pixel_indices
 from .denoiser import DEFAULT_COLUMNS, denoise, filter_basis
 from .kernels import MAX_MATRIX_PIXELS, as_image
 
@@ -146,7 +146,8 @@ def filter_rows(
     ----------
     y : Tensor, shape (C, H, W) or (1, C, H, W)
         (Noisy) image, image scale.
-    pixels : sequence of (row, col)
+    pixels : sequence of (x, y)
+        Column and row of each pixel.
     method : {"ntk", "nlm"}, keyword-only
     sigma : float, keyword-only
         Noise level, image scale; NLM needs it (bandwidth ``h = σ/2``).
@@ -171,11 +172,7 @@ def filter_rows(
         raise InputError("the NLM filter needs sigma (its bandwidth is h = sigma/2)")
     if steps is not None and not steps >= 0:
         raise InputError(f"steps must be >= 0, got {steps}")
-    for row, col in pixels:
-        if not (0 <= row < height and 0 <= col < width):
-            raise InputError(
-                f"pixel (row {row}, col {col}) lies outside the {width}x{height} image"
-            )
+    pixel_indices(pixels, height, width)  # before the filter is computed
     if method == "nlm":
         for name in ("depth", "output_kernel", "input"):
             options.pop(name, None)

@@ -53,8 +53,8 @@ def plot_filter_rows(
         The (noisy) image the filter was computed from, values in [0, 1].
     rows : Tensor or ndarray, shape (n, H, W)
         Row ``i`` of the filter for each pixel (``FilterBasis.rows(pixels)``).
-    pixels : sequence of (row, col)
-        The ``n`` pixels.
+    pixels : sequence of (x, y)
+        The ``n`` pixels: column and row.
     path : str, path-like or None
         File to write (format from the suffix); None: return the figure instead.
     window : int or None, keyword-only
@@ -80,7 +80,7 @@ def plot_filter_rows(
     axes = axes[0]
     axes[0].imshow(np.clip(img, 0, 1), cmap="gray", vmin=0, vmax=1)
     axes[0].set_title("input")
-    for k, (pr, pc) in enumerate(pixels):
+    for k, (pc, pr) in enumerate(pixels):
         axes[0].plot([pc], [pr], "o", mfc="none", color="red", markersize=7)
         axes[0].annotate(str(k + 1), (pc + 4, pr - 4), color="red", fontsize=9)
         r0, r1 = _window(pr, half, height)
@@ -94,7 +94,7 @@ def plot_filter_rows(
         ax = axes[k + 1]
         ax.imshow(rgb, extent=(c0 - 0.5, c1 - 0.5, r1 - 0.5, r0 - 0.5))
         ax.plot([pc], [pr], "+", color="tab:blue")
-        ax.set_title(f"pixel {k + 1} ({pr}, {pc})", fontsize=9)
+        ax.set_title(f"pixel {k + 1} (x={pc}, y={pr})", fontsize=9)
     for ax in axes:
         ax.axis("off")
     if title:
