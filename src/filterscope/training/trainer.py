@@ -13,6 +13,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -319,21 +320,10 @@ def train(
     config.validate()
     check_validation_folder(config.val_dir)
     ctx = init_distributed(config.device)
-    if config.batch_size % ctx.world_size:
-        raise InputError(
-            f"batch_size: {config.batch_size} does not split over {ctx.world_size} processes"
-        )
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"out_dir: {out_dir} is a file, not a run folder")
-    checkpoint_path = out_dir / CHECKPOINT_NAME
-    if checkpoint_path.exists() and not resume:
-        raise InputError(f"{out_dir}: holds a run already; use --resume or another --out")
-    if resume and not checkpoint_path.exists():
-        raise InputError(f"{checkpoint_path}: nothing to resume")
+    checkpoint_path = _check_run(config, out_dir, ctx, resume=resume)
     if config.threads:
         torch.set_num_threads(config.threads)
-
     state = _load_resume_state(checkpoint_path, config) if resume else None
     if state is not None:
         _check_cpu_generators(state, checkpoint_path)
@@ -342,185 +332,304 @@ def train(
             f"{checkpoint_path}: was written by {len(state['generators'])} processes; "
             f"resume it with the same number, not {ctx.world_size}"
         )
-    sampler = PatchSampler(
-        config.data_dir,
-        patch_size=config.patch_size,
-        channels=config.in_channels,
-        scales=tuple(config.scales),
-        cache_mb=config.cache_mb / ctx.world_size,
-        shard=(ctx.rank, ctx.world_size),
-    )
-    val_images = []
-    if ctx.is_main and config.val_dir and Path(config.val_dir).is_dir():
-        val_images = load_validation_images(
-            config.val_dir, channels=config.in_channels, limit=config.val_images
+    run = _Run.start(config, out_dir, ctx, state, resume=resume)
+    run.run_steps(progress=progress, callback=callback)
+    return run.finish()
+
+
+def _check_run(
+    config: TrainConfig, out_dir: Path, ctx: DistributedContext, *, resume: bool
+) -> Path:
+    """:func:`train`'s checks of the batch split and the run folder; the checkpoint's
+    path."""
+    if config.batch_size % ctx.world_size:
+        raise InputError(
+            f"batch_size: {config.batch_size} does not split over {ctx.world_size} processes"
         )
-    if (config.lr_schedule == "plateau" or config.keep_best) and ctx.is_main and not val_images:
-        raise InputError(f"val_dir: {config.val_dir!r} has no validation images")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"out_dir: {out_dir} is a file, not a run folder")
+    checkpoint_path = out_dir / CHECKPOINT_NAME
+    if checkpoint_path.exists() and not resume:
+        raise InputError(f"{out_dir}: holds a run already; use --resume or another --out")
+    if resume and not checkpoint_path.exists():
+        raise InputError(f"{checkpoint_path}: nothing to resume")
+    return checkpoint_path
 
-    model = _build_model(config).to(ctx.device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    patch_generator = torch.Generator().manual_seed(config.seed + 1000 * ctx.rank)
-    noise_generator = torch.Generator().manual_seed(config.seed + 1 + 1000 * ctx.rank)
-    step = 0
-    history: list[dict[str, float]] = []
-    plateau_scale = 1.0
-    best: dict[str, Any] = {"score": -math.inf, "step": 0, "state_dict": None}
-    if state is not None:
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        patch_generator.set_state(state["generators"][ctx.rank]["patch"])
-        noise_generator.set_state(state["generators"][ctx.rank]["noise"])
-        if "stage_generator" in state and hasattr(model, "stage_generator"):
-            model.stage_generator.set_state(state["stage_generator"])
-        step = int(state["step"])
-        history = list(state.get("history", []))
-        plateau_scale = float(state.get("plateau_scale", 1.0))
-        best = dict(state.get("best", best))
 
-    training_model: torch.nn.Module = model
-    if ctx.distributed:
-        training_model = wrap_distributed(model, ctx)
+@dataclass
+class _Run:
+    """One :func:`train` call in one process: data, model, optimizer, generators, and
+    where the run stands (step, schedule, best score, history, time and pixels)."""
 
+    config: TrainConfig
+    ctx: DistributedContext
+    out_dir: Path
+    sampler: PatchSampler
+    val_images: list
+    model: torch.nn.Module
+    training_model: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    patch_generator: torch.Generator
+    noise_generator: torch.Generator
+    logger: _Logger
+    # Generator states after the last batch the model consumed (the prefetcher runs ahead).
+    consumed: dict[str, torch.Tensor]
+    step: int
+    history: list[dict[str, float]]
+    plateau_scale: float
+    best: dict[str, Any]
+    started: float = 0.0  # time.perf_counter() when the steps began
+    train_seconds: float = 0.0
+    pixels: int = 0
+    loss_value: float = float("nan")
+
+    @classmethod
+    def start(
+        cls,
+        config: TrainConfig,
+        out_dir: Path,
+        ctx: DistributedContext,
+        state: dict[str, Any] | None,
+        *,
+        resume: bool,
+    ) -> _Run:
+        """Open the data, build the model (from ``state`` when resuming) and write the
+        run folder's recipe, config and log."""
+        sampler = PatchSampler(
+            config.data_dir,
+            patch_size=config.patch_size,
+            channels=config.in_channels,
+            scales=tuple(config.scales),
+            cache_mb=config.cache_mb / ctx.world_size,
+            shard=(ctx.rank, ctx.world_size),
+        )
+        val_images = []
+        if ctx.is_main and config.val_dir and Path(config.val_dir).is_dir():
+            val_images = load_validation_images(
+                config.val_dir, channels=config.in_channels, limit=config.val_images
+            )
+        if (config.lr_schedule == "plateau" or config.keep_best) and ctx.is_main and not val_images:
+            raise InputError(f"val_dir: {config.val_dir!r} has no validation images")
+
+        model = _build_model(config).to(ctx.device)
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        patch_generator = torch.Generator().manual_seed(config.seed + 1000 * ctx.rank)
+        noise_generator = torch.Generator().manual_seed(config.seed + 1 + 1000 * ctx.rank)
+        step = 0
+        history: list[dict[str, float]] = []
+        plateau_scale = 1.0
+        best: dict[str, Any] = {"score": -math.inf, "step": 0, "state_dict": None}
+        if state is not None:
+            model.load_state_dict(state["state_dict"])
+            optimizer.load_state_dict(state["optimizer"])
+            patch_generator.set_state(state["generators"][ctx.rank]["patch"])
+            noise_generator.set_state(state["generators"][ctx.rank]["noise"])
+            if "stage_generator" in state and hasattr(model, "stage_generator"):
+                model.stage_generator.set_state(state["stage_generator"])
+            step = int(state["step"])
+            history = list(state.get("history", []))
+            plateau_scale = float(state.get("plateau_scale", 1.0))
+            best = dict(state.get("best", best))
+
+        training_model: torch.nn.Module = model
+        if ctx.distributed:
+            training_model = wrap_distributed(model, ctx)
+        _write_run_folder(config, out_dir, ctx)
+        logger = _Logger(out_dir, config, resume=resume, enabled=ctx.is_main)
+        return cls(
+            config=config,
+            ctx=ctx,
+            out_dir=out_dir,
+            sampler=sampler,
+            val_images=val_images,
+            model=model,
+            training_model=training_model,
+            optimizer=optimizer,
+            patch_generator=patch_generator,
+            noise_generator=noise_generator,
+            logger=logger,
+            consumed={"patch": patch_generator.get_state(), "noise": noise_generator.get_state()},
+            step=step,
+            history=history,
+            plateau_scale=plateau_scale,
+            best=best,
+        )
+
+    def run_steps(self, *, progress: bool, callback: Callable[[int, float], None] | None) -> None:
+        """Train up to the recipe's last step, with validations, log rows and checkpoints
+        at their intervals; ``callback(step, loss)`` after each step."""
+        config, ctx = self.config, self.ctx
+        total_steps = config.total_steps()
+        val_interval = config.validation_interval()
+        local_batch = config.batch_size // ctx.world_size
+        self.model.train()
+        bar = tqdm(
+            total=total_steps,
+            initial=self.step,
+            disable=not (progress and ctx.is_main),
+            unit="step",
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
+        self.started = time.perf_counter()
+        patch_generator, noise_generator = self.patch_generator, self.noise_generator
+        prefetcher = BatchPrefetcher(
+            lambda: make_batch(self.sampler, config, local_batch, patch_generator, noise_generator),
+            {"patch": patch_generator, "noise": noise_generator},
+            depth=config.prefetch_batches,
+            pin_memory=ctx.device.type == "cuda",
+        )
+        try:
+            while self.step < total_steps:
+                lr = self.train_step(prefetcher)
+                bar.update(1)
+                bar.set_postfix(loss=f"{self.loss_value:.2e}", lr=f"{lr:.1e}")
+                row: dict[str, Any] = {}
+                validated = self.step % val_interval == 0 or self.step == total_steps
+                if validated:
+                    row.update(self.run_validation(bar))
+                self.record(row, lr, validated=validated)
+                if self.step % config.checkpoint_every == 0 or self.step == total_steps:
+                    self.save_checkpoint()
+                if callback is not None:
+                    callback(self.step, self.loss_value)
+        finally:
+            prefetcher.close()
+        bar.close()
+        self.logger.close()
+
+    def train_step(self, prefetcher: BatchPrefetcher) -> float:
+        """One optimizer step on the next prefetched batch; the learning rate it used."""
+        config, ctx = self.config, self.ctx
+        lr = learning_rate(config, self.step, self.plateau_scale)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        step_start = time.perf_counter()
+        batch, self.consumed = prefetcher.next()
+        noisy, clean, sigma = (t.to(ctx.device, non_blocking=True) for t in batch)
+        if config.channels_last:
+            noisy = noisy.contiguous(memory_format=torch.channels_last)
+        local_loss = training_step(
+            self.training_model,
+            self.optimizer,
+            noisy,
+            clean,
+            sigma=sigma,
+            precision=config.precision,
+        )
+        self.train_seconds += time.perf_counter() - step_start
+        self.loss_value = average_over_processes(local_loss, ctx)
+        self.step += 1
+        self.pixels += config.batch_size * config.patch_size**2
+        return lr
+
+    def run_validation(self, bar: tqdm) -> dict[str, float]:
+        """Validation PSNR (main process; ``{}`` elsewhere), shared with every process to
+        update the plateau schedule, the best score and the history."""
+        config, ctx, step = self.config, self.ctx, self.step
+        row: dict[str, float] = {}
+        if ctx.is_main and self.val_images:
+            row.update(validate(self.model, self.val_images, config.val_sigmas, device=ctx.device))
+            bar.write(f"step {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()))
+        scores = broadcast_object(row, ctx)
+        score = _mean_score(scores)
+        if scores and config.lr_schedule == "plateau" and self.history:
+            if score < _mean_score(self.history[-1]):
+                self.plateau_scale *= config.lr_gamma
+        if scores and score > self.best["score"]:
+            self.best = {"score": score, "step": step, "state_dict": None}
+            if config.keep_best and ctx.is_main:
+                self.best["state_dict"] = copy.deepcopy(self.model.state_dict())
+        if scores:
+            self.history.append({"step": step, **scores})
+        return row
+
+    def record(self, row: dict[str, Any], lr: float, *, validated: bool) -> None:
+        """Complete ``row`` (the validation scores, if any) and log it every 10 steps
+        and at validations."""
+        elapsed = time.perf_counter() - self.started
+        row.update(
+            step=self.step,
+            epoch=round(self.step / self.config.steps_per_epoch(), 4),
+            loss=self.loss_value,
+            lr=lr,
+            seconds=round(elapsed, 2),
+            pixels_per_s=round(self.pixels / max(self.train_seconds, 1e-9)),
+        )
+        if self.step % 10 == 0 or validated:
+            self.logger.log(row)
+
+    def save_checkpoint(self) -> None:
+        """Everything a resume needs, with every process's generator states (all
+        processes take part; the main one writes)."""
+        generators = _gather_generator_states(self.consumed, self.ctx)
+        if not self.ctx.is_main:
+            return
+        model = self.model
+        payload = {
+            "arch": self.config.arch,
+            "config": model.config,
+            "train_config": self.config.to_dict(),
+            "state_dict": model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generators": generators,
+            "step": self.step,
+            "history": self.history,
+            "plateau_scale": self.plateau_scale,
+            "best": self.best,
+        }
+        if hasattr(model, "stage_generator"):
+            payload["stage_generator"] = model.stage_generator.get_state()
+        save_pickle(payload, self.out_dir / CHECKPOINT_NAME)
+
+    def finish(self) -> dict[str, Any]:
+        """Save the kept weights with their model card; :func:`train`'s summary."""
+        config, ctx, model, best = self.config, self.ctx, self.model, self.best
+        if ctx.distributed:
+            unsynchronize_batch_norm(model)
+        model.eval()
+        last = self.history[-1] if self.history else {}
+        final_scores = {k: v for k, v in last.items() if k != "step"}
+        if ctx.is_main:
+            if config.keep_best and best.get("state_dict") is not None:
+                model.load_state_dict(best["state_dict"])
+            card = _model_card(
+                config,
+                self.step,
+                self.sampler,
+                final_scores,
+                best,
+                self.train_seconds,
+                self.pixels,
+                ctx.world_size,
+            )
+            save_model(model, self.out_dir / MODEL_NAME, card=card, overwrite=True)
+        if ctx.distributed:
+            dist.barrier()
+        return {
+            "step": self.step,
+            "seconds": time.perf_counter() - self.started,
+            "train_seconds": self.train_seconds,
+            "pixels_per_s": self.pixels / max(self.train_seconds, 1e-9),
+            "loss": self.loss_value,
+            "validation": final_scores,
+            "best": {
+                "score": best["score"] if math.isfinite(best["score"]) else None,
+                "step": best["step"],
+            },
+        }
+
+
+def _write_run_folder(config: TrainConfig, out_dir: Path, ctx: DistributedContext) -> None:
+    """``recipe.toml`` and ``config.json`` (main process only)."""
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         # atomic: a full disk leaves no empty recipe.toml that a later --resume would read
         recipe, resolved = recipe_text(config), json.dumps(config.to_dict(), indent=2) + "\n"
         atomic_write(out_dir / RECIPE_NAME, lambda tmp: Path(tmp).write_text(recipe))
         atomic_write(out_dir / "config.json", lambda tmp: Path(tmp).write_text(resolved))
-    logger = _Logger(out_dir, config, resume=resume, enabled=ctx.is_main)
-
-    # Generator states after the last batch the model consumed (the prefetcher runs ahead).
-    consumed = {"patch": patch_generator.get_state(), "noise": noise_generator.get_state()}
-
-    def save_checkpoint() -> None:
-        generators = _gather_generator_states(consumed, ctx)
-        if not ctx.is_main:
-            return
-        payload = {
-            "arch": config.arch,
-            "config": model.config,
-            "train_config": config.to_dict(),
-            "state_dict": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "generators": generators,
-            "step": step,
-            "history": history,
-            "plateau_scale": plateau_scale,
-            "best": best,
-        }
-        if hasattr(model, "stage_generator"):
-            payload["stage_generator"] = model.stage_generator.get_state()
-        save_pickle(payload, checkpoint_path)
-
-    total_steps = config.total_steps()
-    steps_per_epoch = config.steps_per_epoch()
-    val_interval = config.validation_interval()
-    local_batch = config.batch_size // ctx.world_size
-    model.train()
-    bar = tqdm(
-        total=total_steps,
-        initial=step,
-        disable=not (progress and ctx.is_main),
-        unit="step",
-        dynamic_ncols=True,
-        file=sys.stderr,
-    )
-    start = time.perf_counter()
-    train_seconds = 0.0
-    pixels = 0
-    loss_value = float("nan")
-    scores: dict[str, float] = {}
-    prefetcher = BatchPrefetcher(
-        lambda: make_batch(sampler, config, local_batch, patch_generator, noise_generator),
-        {"patch": patch_generator, "noise": noise_generator},
-        depth=config.prefetch_batches,
-        pin_memory=ctx.device.type == "cuda",
-    )
-    try:
-        while step < total_steps:
-            lr = learning_rate(config, step, plateau_scale)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            step_start = time.perf_counter()
-            batch, consumed = prefetcher.next()
-            noisy, clean, sigma = (t.to(ctx.device, non_blocking=True) for t in batch)
-            if config.channels_last:
-                noisy = noisy.contiguous(memory_format=torch.channels_last)
-            local_loss = training_step(
-                training_model, optimizer, noisy, clean, sigma=sigma, precision=config.precision
-            )
-            train_seconds += time.perf_counter() - step_start
-            loss_value = average_over_processes(local_loss, ctx)
-            step += 1
-            pixels += config.batch_size * config.patch_size**2
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.2e}", lr=f"{lr:.1e}")
-
-            row: dict[str, Any] = {}
-            validated = step % val_interval == 0 or step == total_steps
-            if validated:
-                if ctx.is_main and val_images:
-                    row.update(validate(model, val_images, config.val_sigmas, device=ctx.device))
-                    bar.write(f"step {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()))
-                scores = broadcast_object(row, ctx)
-                score = _mean_score(scores)
-                if scores and config.lr_schedule == "plateau" and history:
-                    if score < _mean_score(history[-1]):
-                        plateau_scale *= config.lr_gamma
-                if scores and score > best["score"]:
-                    best = {"score": score, "step": step, "state_dict": None}
-                    if config.keep_best and ctx.is_main:
-                        best["state_dict"] = copy.deepcopy(model.state_dict())
-                if scores:
-                    history.append({"step": step, **scores})
-            elapsed = time.perf_counter() - start
-            row.update(
-                step=step,
-                epoch=round(step / steps_per_epoch, 4),
-                loss=loss_value,
-                lr=lr,
-                seconds=round(elapsed, 2),
-                pixels_per_s=round(pixels / max(train_seconds, 1e-9)),
-            )
-            if step % 10 == 0 or validated:
-                logger.log(row)
-            if step % config.checkpoint_every == 0 or step == total_steps:
-                save_checkpoint()
-            if callback is not None:
-                callback(step, loss_value)
-    finally:
-        prefetcher.close()
-    bar.close()
-    logger.close()
-
-    if ctx.distributed:
-        unsynchronize_batch_norm(model)
-    model.eval()
-    final_scores = {k: v for k, v in (history[-1] if history else {}).items() if k != "step"}
-    if ctx.is_main:
-        if config.keep_best and best.get("state_dict") is not None:
-            model.load_state_dict(best["state_dict"])
-        card = _model_card(
-            config, step, sampler, final_scores, best, train_seconds, pixels, ctx.world_size
-        )
-        save_model(model, out_dir / MODEL_NAME, card=card, overwrite=True)
-    if ctx.distributed:
-        dist.barrier()
-    return {
-        "step": step,
-        "seconds": time.perf_counter() - start,
-        "train_seconds": train_seconds,
-        "pixels_per_s": pixels / max(train_seconds, 1e-9),
-        "loss": loss_value,
-        "validation": final_scores,
-        "best": {
-            "score": best["score"] if math.isfinite(best["score"]) else None,
-            "step": best["step"],
-        },
-    }
 
 
 def _model_card(
