@@ -53,3 +53,30 @@ def test_default_for_rgb_is_the_color_model_when_installed():
     expected = zoo.DEFAULT_MODELS[3] if zoo.DEFAULT_MODELS[3] in SHIPPED else zoo.DEFAULT_MODELS[1]
     assert zoo.default_model_name(3) == expected
     assert zoo.default_model_name(1) == zoo.DEFAULT_MODELS[1]
+
+
+def test_load_checkpoint_takes_a_shipped_name(tmp_path, monkeypatch):
+    import filterscope as fs
+    from filterscope.errors import CheckpointError
+    from filterscope.models.checkpoints import save_pickle
+
+    name = "bf-dncnn-gray"
+    if name not in SHIPPED:
+        pytest.skip(f"{name} is not installed")
+    by_name = fs.load_checkpoint(name)
+    shipped = zoo.load_model(name)
+    registry = fs.load_model(name)
+    assert by_name.arch == shipped.arch and by_name.card == shipped.card
+    for key, value in shipped.state_dict().items():
+        assert torch.equal(by_name.state_dict()[key], value)
+        assert torch.equal(registry.state_dict()[key], value)
+    # A file of that name wins over the shipped model, as in fs.load_model.
+    monkeypatch.chdir(tmp_path)
+    own = fs.create_model("dncnn", num_layers=3, hidden=4, bias=False)
+    save_pickle({"arch": "dncnn", "config": own.config, "state_dict": own.state_dict()}, name)
+    assert fs.load_checkpoint(name).config == own.config != shipped.config
+    # A misspelt name fails and lists what ships; a path is never a shipped name.
+    with pytest.raises(CheckpointError, match=r"bf-dncnn-grey: .*shipped: .*bf-dncnn-gray"):
+        fs.load_checkpoint("bf-dncnn-grey")
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+        fs.load_checkpoint(f"sub/{name}")

@@ -210,7 +210,10 @@ def load_checkpoint(path: str | os.PathLike) -> CNNDenoiser:
     ----------
     path : str or path-like
         ``.safetensors`` with its ``.json`` card, a filterscope ``.pt`` dict, or a
-        published checkpoint of Mohan et al. (ICLR 2020).
+        published checkpoint of Mohan et al. (ICLR 2020); or the name of a shipped model
+        (``"bf-dncnn-gray"``, see :func:`filterscope.models.zoo.list_shipped`), loaded
+        from the package's weights when no file of that name exists.
+        :func:`filterscope.load_model` loads every other registered denoiser too.
 
     Returns
     -------
@@ -223,9 +226,14 @@ def load_checkpoint(path: str | os.PathLike) -> CNNDenoiser:
         Missing or unreadable file, unknown architecture, weights that do not fit, or a
         pickle referencing anything outside the allow-list.
     """
-    path = Path(path)
+    text = os.fspath(path)
+    path = Path(text)
     if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        from . import zoo  # imports this module: imported here
+
+        if zoo.shipped_weights(text) is not None:
+            return zoo.load_model(text)
+        raise CheckpointError(f"{path}: no such checkpoint file{_shipped_hint(text)}")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
     if path.suffix == ".safetensors":
@@ -240,3 +248,16 @@ def load_checkpoint(path: str | os.PathLike) -> CNNDenoiser:
         model.card = {k: v for k, v in obj.items() if k != "state_dict" and k != "optimizer"}
         return model
     raise CheckpointError(f"{path}: not a checkpoint of a known layout")
+
+
+def _shipped_hint(text: str) -> str:
+    """For a bare name that is no file: the shipped names it could have meant."""
+    from . import zoo
+
+    if "/" in text or "\\" in text or Path(text).suffix:
+        return ""
+    names = ", ".join(zoo.list_shipped()) or "none installed"
+    return (
+        f" or shipped model (shipped: {names}; filterscope.load_model loads every "
+        "registered denoiser)"
+    )

@@ -47,6 +47,15 @@ def default_model_name(channels: int = 1) -> str:
     return name
 
 
+def shipped_weights(name: str) -> Path | None:
+    """The weights file of the shipped model ``name``; None when no model ships under
+    that name (a name holding a path separator never names one)."""
+    if not name or "/" in name or "\\" in name:
+        return None
+    path = weights_dir() / f"{name}.safetensors"
+    return path if path.exists() else None
+
+
 def _load_file(path: Path, name: str) -> CNNDenoiser:
     """:func:`load_checkpoint`, with every failure of the file turned into a CheckpointError."""
     from .checkpoints import load_checkpoint
@@ -74,8 +83,8 @@ def load_model(name_or_path: str | Path) -> CNNDenoiser:
         or hostile files included, whatever their parser raises).
     """
     text = str(name_or_path)
-    shipped = weights_dir() / f"{text}.safetensors"
-    if "/" not in text and "\\" not in text and shipped.exists():
+    shipped = shipped_weights(text)
+    if shipped is not None:
         return _load_file(shipped, text)
     path = Path(text)
     if path.exists():
