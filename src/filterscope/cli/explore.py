@@ -35,8 +35,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=None,
         metavar="M",
-        help="shipped model name or checkpoint path, or ntk, nlm (non-local filters), "
-        "bm3d (output only); repeat to compare (default: the shipped default model)",
+        help="any model of `filterscope models`, a checkpoint path or package.module:attr: "
+        "networks show their Jacobian, ntk and nlm-twicing their non-local filter, bm3d "
+        "and nlm their output only; repeat to compare (default: the shipped default model)",
     )
     p.add_argument("--clean", default=None, metavar="CLEAN", help="clean image to add noise to")
     p.add_argument("--sigma", type=float, default=None, help="noise std on the 0-255 scale")

@@ -1,7 +1,10 @@
-"""The models the explorer shows, loaded by the names given on the command line.
+"""The models the explorer shows: denoisers of the one registry (:mod:`filterscope.hub`),
+by the names given on the command line, with what the explorer can show of each.
 
-:func:`load_model` is the one place that knows how a name becomes a denoiser: when the
-registry (``filterscope.load_model``) lands, switching to it is an edit here only.
+A name means here what it means to ``filterscope.load_model`` and every other command:
+``ntk`` and ``nlm-twicing`` are the non-local filters (Tachella et al. 2021), ``bm3d``
+and ``nlm`` the classical methods (shown by their output), shipped names, checkpoint
+paths, architectures and ``package.module:attribute`` objects are networks.
 """
 
 from __future__ import annotations
@@ -12,16 +15,12 @@ from torch import nn
 
 from ..errors import InputError
 
-#: Names of the non-local filters (Tachella et al. 2021): a filter matrix, no network.
-NONLOCAL = {
-    "ntk": "neural tangent kernel filter of a 2-layer CNN (Nyström), twicing",
-    "nlm": "non-local means filter (Nyström), twicing",
-}
-#: Names of methods shown by their output only: they have no Jacobian to read.
-OUTPUT_ONLY = {"bm3d": "BM3D (classical; no Jacobian, output only)"}
-
 #: What the explorer can show of each kind of model.
 KINDS = ("jacobian", "nonlocal", "output")
+
+#: Registry kinds (:data:`filterscope.hub.KINDS`) shown by their output only: their
+#: estimate is not a network's differentiable function of the image.
+OUTPUT_KINDS = ("classical", "dip")
 
 
 @dataclass
@@ -36,11 +35,15 @@ class ExploreModel:
         ``jacobian``: a differentiable network, its filter is a row of its Jacobian;
         ``nonlocal``: an NTK/NLM filter computed from the image; ``output``: no filter.
     denoiser : nn.Module or None
-        The network (``jacobian``) or the classical method (``output``).
+        The network (``jacobian``), the registry's filter denoiser (``nonlocal``) or
+        the method (``output``).
     description : str
         One line for the page.
     has_bias : bool
         True for networks with additive constants (their net bias ``b_y`` is not zero).
+    method : str or None
+        For ``nonlocal``: the filter (``"ntk"`` or ``"nlm"``) the explorer computes
+        from the image; None (the default) means ``name``.
     """
 
     name: str
@@ -48,6 +51,12 @@ class ExploreModel:
     denoiser: nn.Module | None
     description: str
     has_bias: bool
+    method: str | None = None
+
+    @property
+    def filter_method(self) -> str:
+        """The non-local filter's method: :attr:`method`, else :attr:`name`."""
+        return self.method or self.name
 
     def to_dict(self) -> dict:
         """JSON-ready description (what ``GET /api/models`` lists)."""
@@ -64,42 +73,45 @@ class ExploreModel:
 
 
 def load_model(name: str, channels: int) -> ExploreModel:
-    """Load the model ``name`` for images with ``channels`` channels.
+    """Load ``name`` from the registry for images with ``channels`` channels.
 
     Parameters
     ----------
     name : str
-        ``"ntk"``, ``"nlm"``, ``"bm3d"``, a shipped model name or a checkpoint path
-        (see :func:`filterscope.models.zoo.load_model`; only names from the command line
-        reach here, never a request's).
+        Anything :func:`filterscope.load_model` accepts: a registered name (``ntk``,
+        ``nlm-twicing``, ``bm3d``, a shipped model...), a checkpoint path or a
+        ``package.module:attribute`` object path. Only names from the command line
+        reach here, never a request's.
     channels : int
         1 or 3, of the image to be explored.
 
     Raises
     ------
-    CheckpointError
-        Unknown name or unreadable checkpoint.
+    UnknownModelError, ModelImportError, CheckpointError
+        What :func:`filterscope.load_model` raises for the name.
     InputError
-        A network made for another channel count.
+        A model made for another channel count.
     """
-    if name in NONLOCAL:
-        return ExploreModel(name, "nonlocal", None, NONLOCAL[name], has_bias=False)
-    if name in OUTPUT_ONLY:
-        from ..evaluation.baselines import create_baseline
+    from ..hub import resolve
 
-        return ExploreModel(
-            name, "output", create_baseline(name), OUTPUT_ONLY[name], has_bias=False
-        )
-    from ..models.zoo import load_model as load_checkpoint_model
-
-    net = load_checkpoint_model(name)
-    expected = getattr(net, "in_channels", None)
+    loaded = resolve(name)
+    info, denoiser = loaded.info, loaded.denoiser
+    expected = getattr(denoiser, "in_channels", None)
+    if expected is None and channels not in info.channels:
+        expected = info.channels[0]
     if expected is not None and expected != channels:
         raise InputError(
             f"model {name} takes {expected}-channel images but the image has {channels}; "
             "use a model for that channel count"
         )
-    card = getattr(net, "card", None) or {}
-    description = card.get("description") or f"{getattr(net, 'arch', 'network')} checkpoint"
-    has_bias = bool(getattr(net, "bias", False))
-    return ExploreModel(name, "jacobian", net.eval(), description, has_bias=has_bias)
+    if info.kind == "nonlocal":
+        method = getattr(denoiser, "filter_options", {}).get("method", "ntk")
+        return ExploreModel(
+            name, "nonlocal", denoiser, info.description, has_bias=False, method=method
+        )
+    if info.kind in OUTPUT_KINDS or not any(True for _ in denoiser.parameters()):
+        return ExploreModel(name, "output", denoiser, info.description, has_bias=False)
+    has_bias = (
+        not info.bias_free if info.bias_free is not None else bool(getattr(denoiser, "bias", False))
+    )
+    return ExploreModel(name, "jacobian", denoiser, info.description, has_bias=has_bias)

@@ -285,10 +285,10 @@ class Explorer:
             y = self.noisy(sigma)
             _, height, width = self.shape
             small = height * width <= FULL_MATRIX_PIXELS
-            options = {"kernel_size": 7} if model.name == "nlm" else {}
+            options = {"kernel_size": 7} if model.filter_method == "nlm" else {}
             return filter_basis(
                 y[0],
-                method=model.name,
+                method=model.filter_method,
                 sigma=self.noise_level(sigma),
                 columns=None if small else 0.02,
                 seed=self.seed,
