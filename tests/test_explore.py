@@ -270,3 +270,22 @@ def test_colour_filter_per_output_channel():
         assert np.array(answer["filter"]).shape == tuple(expected.row.weights.shape)
         np.testing.assert_allclose(np.array(answer["filter"]), expected.row.weights, atol=1e-5)
         assert client.get("/api/image/residual", params={"model": "bf-dncnn-color"}).is_success
+
+
+def test_device_runs_the_networks_there_and_gives_the_same_answers(models, explorer):
+    """device="cpu" (what "auto" is on a machine without a GPU): the same filter,
+    decomposition and spectrum as the networks where they are; no device, no explorer."""
+    from filterscope.errors import InputError
+
+    on_cpu = Explorer(clean_image(), models, sigma=SIGMA / 255.0, seed=SEED, device="cpu")
+    a, b = explorer.filter("bf-dncnn-gray", 5, 7), on_cpu.filter("bf-dncnn-gray", 5, 7)
+    assert a["filter"] == b["filter"] and a["sum"] == b["sum"]
+    for explorer_ in (explorer, on_cpu):
+        assert explorer_.decomposition("dncnn-gray")["linear"].device.type == "cpu"
+    spectrum = on_cpu.spectrum("bf-dncnn-gray", 5, 7, patch=8)
+    assert (
+        spectrum["singular_values"]
+        == explorer.spectrum("bf-dncnn-gray", 5, 7, patch=8)["singular_values"]
+    )
+    with pytest.raises(InputError, match="nonsense"):
+        Explorer(clean_image(), models, sigma=SIGMA / 255.0, device="nonsense")

@@ -105,7 +105,7 @@ def _tile_starts(size: int, tile: int) -> list[int]:
 
 
 def tile_grid(
-    height: int, width: int, *, tile: int, overlap: int
+    height: int, width: int, *, tile: int, overlap: int, align: int = 1
 ) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
     """Tiles covering an image: ``(core, padded)`` boxes, each ``(top, bottom, left, right)``.
 
@@ -117,6 +117,10 @@ def tile_grid(
         Side of a tile's core in pixels (cores near the end may overlap their neighbour).
     overlap : int, keyword-only
         Halo in pixels added on each side of a core, clipped at the image border.
+    align : int, keyword-only
+        Padded tiles start at multiples of this (their halo grows by up to
+        ``align - 1`` pixels), so a network that down-samples by ``align`` sees each
+        tile on the same pixel grid as the whole image.
 
     Returns
     -------
@@ -129,9 +133,9 @@ def tile_grid(
         for left in _tile_starts(width, tile):
             right = min(left + tile, width)
             padded = (
-                max(top - overlap, 0),
+                max(top - overlap, 0) // align * align,
                 min(bottom + overlap, height),
-                max(left - overlap, 0),
+                max(left - overlap, 0) // align * align,
                 min(right + overlap, width),
             )
             tiles.append(((top, bottom, left, right), padded))
@@ -252,7 +256,8 @@ def _run_tiled(
 
     out = torch.empty(model_input.shape, dtype=torch.float32, device=y.device)
     device = module_device(model)
-    tiles = tile_grid(height, width, tile=tile, overlap=overlap)
+    align = int(getattr(model, "tile_alignment", 1))
+    tiles = tile_grid(height, width, tile=tile, overlap=overlap, align=align)
     # Tiles of one padded shape can share a batch (interior tiles all have the same shape).
     groups: dict[tuple[int, int], list] = {}
     for core, padded in tiles:
@@ -383,7 +388,9 @@ def denoise_tensor(
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
+    """A torch device from a name; None or ``"auto"``: CUDA when there is a GPU, else the
+    CPU. An unknown name, or CUDA on a machine without a GPU, is an InputError."""
+    if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(device)

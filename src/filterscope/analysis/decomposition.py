@@ -144,10 +144,12 @@ def random_patches(
 
 def _noisy_images(x: Sequence[torch.Tensor], sigma: float, seed: int) -> list[torch.Tensor]:
     """``x_k + σ·n_k`` with standard normals ``n_k`` drawn in order from one generator
-    seeded with ``seed`` (the same ``n_k`` for every σ)."""
+    seeded with ``seed`` (the same ``n_k`` for every σ), on the CPU whatever the images'
+    device, so that every device sees the same noise."""
     generator = torch.Generator().manual_seed(int(seed))
     return [
-        image + sigma * torch.randn(image.shape, generator=generator, dtype=image.dtype)
+        image
+        + sigma * torch.randn(image.shape, generator=generator, dtype=image.dtype).to(image.device)
         for image in x
     ]
 

@@ -65,14 +65,14 @@ def describe_row(row: JacobianRow) -> AdaptiveFilter:
     w = row.weights.to(torch.float64)
     t, b, lft, rgt = row.box
     px, py = row.pixel
-    rows = torch.arange(t, b, dtype=torch.float64)[:, None] - py
-    cols = torch.arange(lft, rgt, dtype=torch.float64)[None, :] - px
+    rows = torch.arange(t, b, dtype=torch.float64, device=w.device)[:, None] - py
+    cols = torch.arange(lft, rgt, dtype=torch.float64, device=w.device)[None, :] - px
     energy = w.pow(2).sum(0)
     total = float(energy.sum())
     if total > 0:
         rms = float(((rows**2 + cols**2) * energy).sum() / total) ** 0.5
         cheb = torch.maximum(rows.abs(), cols.abs()).expand_as(energy).round().long()
-        per_radius = torch.zeros(int(cheb.max()) + 1, dtype=torch.float64)
+        per_radius = torch.zeros(int(cheb.max()) + 1, dtype=torch.float64, device=w.device)
         per_radius.index_add_(0, cheb.flatten(), energy.flatten())
         cumulative = per_radius.cumsum(0) / total
         extent_99 = int((cumulative < 0.99 - 1e-12).sum())

@@ -12,15 +12,19 @@ and ``save_figures(path)`` draws the paper's figures (matplotlib, imported then)
 - :func:`analyze_dimension`: matrix-free effective dimension of a whole image.
 
 σ is on the image scale in the arguments (25/255), on 0–255 in reports and figures.
+Each function takes ``device``: the network runs there (a copy of it; the noise is
+drawn on the CPU, so every device sees the same noisy images) and the report holds CPU
+tensors.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +75,24 @@ def _spread(count: int, most: int) -> list[int]:
     if count <= most:
         return list(range(count))
     return sorted({round(k * (count - 1) / (most - 1)) for k in range(most)})
+
+
+def _placed(
+    denoiser: nn.Module | Function, device: str | torch.device | None
+) -> tuple[nn.Module | Function, torch.device]:
+    """The denoiser to run and the device to run it on. ``device`` None: where the
+    denoiser's weights are (the CPU for a plain function); "auto": a GPU when there is
+    one. A module elsewhere is copied there (the caller's model stays where it is); a
+    function is given tensors on ``device``. An unknown or absent device is refused."""
+    from ..inference import _resolve_device
+    from ..models.base import module_device
+
+    if device is None:
+        return denoiser, module_device(denoiser)
+    device = _resolve_device(device)
+    if isinstance(denoiser, nn.Module) and module_device(denoiser) != device:
+        denoiser = copy.deepcopy(denoiser).to(device)
+    return denoiser, device
 
 
 def _noisy(x: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
@@ -168,6 +190,7 @@ def analyze_decomposition(
     seed: int = 0,
     dtype: torch.dtype = torch.float64,
     names: Sequence[str] | None = None,
+    device: str | torch.device | None = None,
 ) -> DecompositionReport:
     """First-order decomposition ``y - f(y) = (I - A_y) y - b_y`` against σ.
 
@@ -190,11 +213,15 @@ def analyze_decomposition(
         float64 (a bias-free network's net bias ~1e-13) or float32 (about 2x faster).
     names : sequence of str, keyword-only
         Names of the images (file names) for the report; default ``image 0``, ...
+    device : str, torch.device or None, keyword-only
+        Where the network runs: ``"cpu"``, ``"cuda"``, ``"auto"`` (a GPU when there is
+        one); None: where its weights are.
 
     Returns
     -------
     DecompositionReport
     """
+    net, device = _placed(denoiser, device)
     if isinstance(patch, bool) or not isinstance(patch, int) or patch < 0:
         raise InputError(
             f"patch must be a number of pixels >= 1, or 0 for whole images, got {patch}"
@@ -212,17 +239,19 @@ def analyze_decomposition(
         )
     sigmas = [_check_sigma(s) for s in sigmas]
     if patch == 0:
-        x = images
+        x = [image.to(device) for image in images]
     else:
         generator = torch.Generator().manual_seed(int(seed))
-        x = random_patches(images, patch=patch, count=patches, generator=generator)
+        x = random_patches(images, patch=patch, count=patches, generator=generator).to(device)
     start = time.perf_counter()
     results, examples = decomposition_vs_sigma(
-        denoiser, x, sigmas, seed=seed, dtype=dtype, return_examples=True
+        net, x, sigmas, seed=seed, dtype=dtype, return_examples=True
     )
     return DecompositionReport(
         results=results,
-        examples=examples,
+        examples=[
+            Decomposition(e.y.cpu(), e.output.cpu(), e.linear.cpu(), e.bias.cpu()) for e in examples
+        ],
         sigmas_255=[s * 255.0 for s in sigmas],
         patch=patch,
         patches=patches,
@@ -276,6 +305,7 @@ def analyze_filters(
     sigma: float,
     seed: int = 0,
     channel: int = 0,
+    device: str | torch.device | None = None,
 ) -> FiltersReport:
     """Equivalent filters (rows of ``A_y``) of chosen pixels of the noisy full-size image.
 
@@ -293,15 +323,19 @@ def analyze_filters(
         Seed of the noise.
     channel : int, keyword-only
         Output channel (RGB models).
+    device : str, torch.device or None, keyword-only
+        Where the network runs (see :func:`analyze_decomposition`).
 
     Returns
     -------
     FiltersReport
     """
     sigma = _check_sigma(sigma)
+    net, device = _placed(denoiser, device)
     y = _noisy(x, sigma, seed)
-    filters = adaptive_filters(denoiser, y, pixels, channel=channel)
-    return FiltersReport(y=y, filters=filters, sigma_255=sigma * 255.0, seed=seed)
+    filters = adaptive_filters(net, y.to(device), pixels, channel=channel)
+    filters = [replace(f, row=replace(f.row, weights=f.row.weights.cpu())) for f in filters]
+    return FiltersReport(y=y.cpu(), filters=filters, sigma_255=sigma * 255.0, seed=seed)
 
 
 # ----------------------------------------------------------------------------- spectrum
@@ -413,6 +447,7 @@ def analyze_spectrum(
     at: tuple[int, int] | None = None,
     seed: int = 0,
     max_bytes: int = 2 << 30,
+    device: str | torch.device | None = None,
 ) -> SpectrumReport:
     """SVD of the Jacobian of a noisy patch at each σ (the network applied to the patch).
 
@@ -432,6 +467,9 @@ def analyze_spectrum(
         Seed of the noise.
     max_bytes : int, keyword-only
         Largest dense Jacobian to build.
+    device : str, torch.device or None, keyword-only
+        Where the network runs and the SVD is computed (see
+        :func:`analyze_decomposition`).
 
     Returns
     -------
@@ -439,14 +477,26 @@ def analyze_spectrum(
     """
     left, top = check_spectrum_patch(x.shape, patch, at, max_bytes)
     sigmas = [_check_sigma(s) for s in sigmas]
+    net, device = _placed(denoiser, device)
     clean = x[:, :, top : top + patch, left : left + patch]
     start = time.perf_counter()
-    spectra, summary = spectrum_vs_sigma(denoiser, clean, sigmas, seed=seed, max_bytes=max_bytes)
+    spectra, summary = spectrum_vs_sigma(
+        net, clean.to(device), sigmas, seed=seed, max_bytes=max_bytes
+    )
     return SpectrumReport(
-        spectra=spectra,
+        spectra=[
+            replace(
+                s,
+                u=s.u.cpu(),
+                singular_values=s.singular_values.cpu(),
+                vh=s.vh.cpu(),
+                cosines=s.cosines.cpu(),
+            )
+            for s in spectra
+        ],
         nesting=summary["nesting"],
         fit=summary.get("fit"),
-        clean=clean,
+        clean=clean.cpu(),
         patch=patch,
         at=(left, top),
         seed=seed,
@@ -503,6 +553,7 @@ def analyze_dimension(
     confidence: float = 0.95,
     top: int = 0,
     seed: int = 0,
+    device: str | torch.device | None = None,
 ) -> DimensionReport:
     """Matrix-free effective dimension ``d = E‖A_y z‖²`` of the whole noisy image.
 
@@ -521,6 +572,8 @@ def analyze_dimension(
         Also the ``top`` largest singular values (block Krylov); 0: not computed.
     seed : int, keyword-only
         Seed of the noise and of the probes.
+    device : str, torch.device or None, keyword-only
+        Where the network runs (see :func:`analyze_decomposition`).
 
     Returns
     -------
@@ -529,14 +582,15 @@ def analyze_dimension(
     sigma = _check_sigma(sigma)
     if probes < 2:
         raise InputError(f"probes must be at least 2 for an interval, got {probes}")
-    y = _noisy(x, sigma, seed)
+    net, device = _placed(denoiser, device)
+    y = _noisy(x, sigma, seed).to(device)
     estimate = estimate_effective_dim(
-        denoiser, y, probes=probes, batch=batch, rtol=rtol, confidence=confidence, seed=seed
+        net, y, probes=probes, batch=batch, rtol=rtol, confidence=confidence, seed=seed
     )
     report = DimensionReport(estimate=estimate, sigma_255=sigma * 255.0, seed=seed)
     if top:
         start = time.perf_counter()
-        _, s, _ = top_singular_triplets(denoiser, y, top, seed=seed)
+        _, s, _ = top_singular_triplets(net, y, top, seed=seed)
         report.top_singular_values = s.tolist()
         report.top_seconds = time.perf_counter() - start
     return report

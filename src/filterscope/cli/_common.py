@@ -20,6 +20,18 @@ def options(args, *names: str) -> dict:
     return {name: getattr(args, name) for name in names}
 
 
+def add_device_option(parser, *, default: str = "auto", what: str = "the network") -> None:
+    """The ``--device`` option of every command that runs a network: a torch device name
+    the library resolves (an absent GPU is refused there, before any work)."""
+    parser.add_argument(
+        "--device",
+        default=default,
+        metavar="DEVICE",
+        help=f"torch device to run {what} on: auto (cuda if available, else cpu), cpu, "
+        f"cuda or cuda:N (default: {default})",
+    )
+
+
 def parse_sigmas(text: str) -> list[float]:
     """``"10,30,50"`` or ``"10:100:10"`` (start:stop:step, stop included) -> σ's (0–255)."""
     try:

@@ -12,6 +12,7 @@ import argparse
 
 from .._files import check_output_paths
 from ._common import (
+    add_device_option,
     check_channels,
     figure_path,
     load_model,
@@ -82,7 +83,7 @@ def run_decomposition(args: argparse.Namespace) -> int:
     dtype = torch.float32 if args.float32 else torch.float64
     names = [f.name for f in files]
     sigmas = [s / 255.0 for s in sigmas]
-    options_ = options(args, "patch", "patches", "seed")
+    options_ = options(args, "patch", "patches", "seed", "device")
     report = analyze_decomposition(net, images, sigmas, dtype=dtype, names=names, **options_)
     return _finish(args, {"data": str(args.data)}, report)
 
@@ -94,7 +95,8 @@ def run_filters(args: argparse.Namespace) -> int:
     pixels = [parse_pixel(p) for p in args.pixels]
     x, net = _image_and_model(args)
     sigma = args.sigma / 255.0
-    report = analyze_filters(net, x, pixels, sigma=sigma, **options(args, "seed", "channel"))
+    options_ = options(args, "seed", "channel", "device")
+    report = analyze_filters(net, x, pixels, sigma=sigma, **options_)
     return _finish(args, {"image": str(args.image)}, report)
 
 
@@ -109,7 +111,7 @@ def run_spectrum(args: argparse.Namespace) -> int:
     x, net = _image_and_model(args)
     max_bytes = int(args.max_gib * 2**30)
     sigmas = [s / 255.0 for s in sigmas]
-    options_ = options(args, "patch", "seed")
+    options_ = options(args, "patch", "seed", "device")
     report = analyze_spectrum(net, x, sigmas, at=at, max_bytes=max_bytes, **options_)
     return _finish(args, {"image": str(args.image)}, report, image_name=Path(args.image).name)
 
@@ -119,7 +121,7 @@ def run_dimension(args: argparse.Namespace) -> int:
 
     _check_outputs(args, "dimension")
     x, net = _image_and_model(args)
-    options_ = options(args, "probes", "batch", "rtol", "confidence", "top", "seed")
+    options_ = options(args, "probes", "batch", "rtol", "confidence", "top", "seed", "device")
     report = analyze_dimension(net, x, sigma=args.sigma / 255.0, **options_)
     return _finish(args, {"image": str(args.image)}, report)
 
@@ -141,6 +143,7 @@ def _sub(sub, name: str, run, help: str, description: str) -> argparse.ArgumentP
     p.add_argument("--plot", action="store_true", help="also write figures beside OUT (.png)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")
     p.add_argument("--force", action="store_true", help="overwrite OUT and its figures")
+    add_device_option(p)
     if name != "decomposition":
         p.add_argument("--image", required=True, metavar="IMG", help="clean image file")
     if name in ("filters", "dimension"):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_device_option
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -33,12 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         help="network arithmetic (default: bfloat16 fast path)",
     )
-    parser.add_argument(
-        "--device",
-        default=None,
-        help="torch device to run the network on, e.g. cpu or cuda (default: cuda if "
-        "available, else cpu)",
-    )
+    add_device_option(parser)
     parser.set_defaults(run=run)
     return parser
 

@@ -7,6 +7,7 @@ import sys
 import time
 
 from ..errors import InputError
+from ._common import add_device_option
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -93,12 +94,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="arithmetic of the network (default: bfloat16 where the CPU runs it natively, "
         "else float32)",
     )
-    parser.add_argument(
-        "--device",
-        default=None,
-        help="torch device to run the network on, e.g. cpu or cuda (default: cuda if "
-        "available, else cpu)",
-    )
+    add_device_option(parser)
     parser.add_argument(
         "-q",
         "--quiet",

@@ -12,7 +12,7 @@ import math
 
 from .._files import check_output_paths
 from ..errors import InputError
-from ._common import write_json
+from ._common import add_device_option, write_json
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -91,7 +91,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="record the weight change every K steps in the JSON report",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and input noise")
-    parser.add_argument("--device", default=None, help="torch device (default cpu)")
+    add_device_option(parser, default="cpu")
     parser.add_argument("--json", default=None, metavar="OUT", help="write a JSON report")
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT and the report")
     parser.add_argument("--no-progress", "--quiet", action="store_true", help="no progress bar")

@@ -9,6 +9,7 @@ import argparse
 import math
 
 from ..errors import InputError
+from ._common import add_device_option
 
 NOISE_CHOICES = ("gaussian", "uniform")
 
@@ -120,11 +121,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
     parser.add_argument("--no-progress", "--quiet", action="store_true", help="no progress bar")
-    parser.add_argument(
-        "--device",
-        default=None,
-        help="torch device to run the networks on, e.g. cpu or cuda (default: cpu)",
-    )
+    add_device_option(parser, default="cpu", what="the networks")
     parser.set_defaults(run=run)
     return parser
 

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..errors import InputError
+from ._common import add_device_option
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -56,6 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     gen.add_argument("--force", action="store_true", help="replace earlier results in --out")
     gen.add_argument("--no-progress", "--quiet", action="store_true", help="no progress bars")
+    add_device_option(gen, what="training and evaluation")
     gen.set_defaults(run=run)
 
     rest = experiments.add_parser(
@@ -79,6 +81,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     rest.add_argument("--test-images", type=int, default=None, help="use the first N images")
     rest.add_argument("--force", action="store_true", help="replace earlier results in --out")
     rest.add_argument("--no-progress", "--quiet", action="store_true", help="no progress bars")
+    add_device_option(rest, what="the networks")
     rest.set_defaults(run=run_restoration)
     return parser
 
@@ -112,6 +115,7 @@ def run_restoration(args: argparse.Namespace) -> int:
         slice_blur=args.slice_blur,
         overwrite=args.force,
         progress=not args.no_progress,
+        device=args.device,
     )
     print(format_grid(grid))
     print(f"written: {args.out}/restoration.json, {args.out}/restoration.png")
@@ -142,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         threads=(1 if args.quick else 0) if args.threads is None else args.threads,
         overwrite=args.force,
         progress=not args.no_progress,
+        device=args.device,
     )
     print(outcome["table"])
     gaps = ", ".join(f"{sigma:g}: {gap:+.2f}" for sigma, gap in outcome["gap_db"].items())

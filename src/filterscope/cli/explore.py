@@ -13,6 +13,7 @@ import time
 import webbrowser
 
 from ..errors import InputError
+from ._common import add_device_option
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -45,6 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    add_device_option(p, what="the networks")
     p.set_defaults(run=run)
 
 
@@ -64,8 +66,10 @@ def build_explorer(
     clean: str | None,
     sigma_255: float | None,
     seed: int,
+    device: str | None = None,
 ):
-    """Read the image, load the models, return an :class:`~filterscope.explore.Explorer`."""
+    """Read the image, load the models, return an :class:`~filterscope.explore.Explorer`
+    whose networks run on ``device``."""
     from ..explore import Explorer, load_model
     from ..io import read_image, to_tensor
     from ..models.zoo import default_model_name
@@ -88,6 +92,7 @@ def build_explorer(
         loaded,
         sigma=None if sigma_255 is None else sigma_255 / 255.0,
         seed=seed,
+        device=device,
     )
 
 
@@ -106,7 +111,12 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     explorer = build_explorer(
-        args.image, args.model, clean=args.clean, sigma_255=args.sigma, seed=args.seed
+        args.image,
+        args.model,
+        clean=args.clean,
+        sigma_255=args.sigma,
+        seed=args.seed,
+        device=args.device,
     )
     config = uvicorn.Config(
         create_app(explorer), host=args.host, port=args.port, log_level="warning"

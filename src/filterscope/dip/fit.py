@@ -324,7 +324,8 @@ class FitConfig:
     dtype : torch.dtype
         Arithmetic of the network (float32; float64 for comparisons with the theory).
     device : str, torch.device or None
-        Where to train (default CPU).
+        Where to train: ``"cpu"``, ``"cuda"``, ``"auto"`` (a GPU when there is one);
+        None: the CPU. An unknown or absent device is refused here, before any work.
     """
 
     arch: str = "autoencoder"
@@ -378,6 +379,10 @@ class FitConfig:
             raise InputError("SURE stopping needs the noise level sigma")
         channels = self.width if self.noise_channels is None else self.noise_channels
         checked["noise_channels"] = _positive_int("noise_channels", channels)
+        if self.device is not None:
+            from ..inference import _resolve_device
+
+            checked["device"] = _resolve_device(self.device)
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 

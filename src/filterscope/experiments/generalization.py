@@ -92,6 +92,7 @@ def run_generalization_experiment(
     steps: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Train a bias and a bias-free DnCNN on ``sigma_range`` and evaluate both beyond it.
 
@@ -126,6 +127,10 @@ def run_generalization_experiment(
         Replace earlier results in ``out_dir`` (otherwise refused before any work).
     progress : bool, keyword-only
         Progress bars.
+    device : str or None, keyword-only
+        Where both networks are trained and evaluated: ``"cpu"``, ``"cuda"`` or
+        ``"auto"``/None (a GPU when there is one). Training uses the device's type
+        (``"cuda:1"`` trains on the first GPU); classical baselines run on the CPU.
 
     Returns
     -------
@@ -134,7 +139,10 @@ def run_generalization_experiment(
         "seconds": {"train_bias": ..., "train_bias_free": ..., "evaluate": ...,
         "total": ...}, "files": [...]}``.
     """
+    from ..inference import _resolve_device
+
     out_dir = Path(out_dir)
+    target = _resolve_device(device)  # an unknown or absent device: refused before training
     _check_inputs(out_dir, baselines, data_dir, test_dir, overwrite=overwrite)
     recipe = replace(
         QUICK_RECIPE if quick else FULL_RECIPE,
@@ -142,6 +150,7 @@ def run_generalization_experiment(
         data_dir=str(data_dir),
         val_dir=str(val_dir),
         threads=threads,
+        device=target.type,
     )
     if steps is not None:
         recipe = replace(recipe, steps=steps)
@@ -170,6 +179,7 @@ def run_generalization_experiment(
         plot_path=out_dir / OUTPUT_NAMES[2],
         overwrite=True,
         progress=progress,
+        device=str(target),
     )
     seconds["evaluate"] = time.perf_counter() - tick
     seconds["total"] = time.perf_counter() - start

@@ -22,6 +22,7 @@ from ..errors import InputError
 from ..evaluation import evaluate
 from ..evaluation.runner import _check_channels, check_output_paths, load_folder
 from ..evaluation.specs import resolve_model
+from ..inference import _resolve_device
 
 DEFAULT_SIGMAS = (5, 15, 25, 35, 45, 55, 65, 75, 85, 95)
 DEFAULT_BLURS = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0)
@@ -37,6 +38,7 @@ def restoration_grid(
     test_images: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """PSNR of both models on every (blur width, noise level) pair.
 
@@ -54,6 +56,9 @@ def restoration_grid(
         Use the first N images.
     seed : int, keyword-only
         Noise seed (same noisy images for both models).
+    device : str or None, keyword-only
+        Torch device of both networks (``"cpu"``, ``"cuda"``, ``"auto"``: a GPU when
+        there is one); None: where they are loaded, the CPU.
 
     Returns
     -------
@@ -68,9 +73,14 @@ def restoration_grid(
         raise InputError(f"blur widths must be >= 0, got {list(blurs)}")
     if not sigmas_255 or min(sigmas_255) < 0:
         raise InputError(f"noise levels must be >= 0, got {list(sigmas_255)}")
+    target = None if device is None else _resolve_device(device)
     specs = {"bias": resolve_model(bias_model), "bias_free": resolve_model(bias_free_model)}
     images = load_folder(test_dir, limit=test_images)
     _check_channels(list(specs.values()), images[0][1].shape[1], test_dir)
+    if target is not None:
+        for spec in specs.values():  # the sweep runs each network where its weights are
+            if callable(getattr(spec.denoiser, "to", None)):
+                spec.denoiser.to(target)
     shape = (len(blurs), len(sigmas_255))
     psnr = {key: np.zeros(shape) for key in specs}
     psnr_in = np.zeros(shape)
@@ -206,10 +216,14 @@ def run_restoration_experiment(
     slice_blur: float = 2.0,
     overwrite: bool = False,
     progress: bool = True,
+    device: str | None = None,
 ) -> dict[str, Any]:
-    """Grid evaluation, ``restoration.json`` and ``restoration.png`` in ``out_dir``."""
+    """Grid evaluation, ``restoration.json`` and ``restoration.png`` in ``out_dir``;
+    ``device`` as in :func:`restoration_grid`."""
     import json
 
+    if device is not None:
+        _resolve_device(device)  # an unknown or absent device: refused before the folder
     if slice_blur not in [float(b) for b in blurs]:
         raise InputError(f"slice_blur {slice_blur:g} is not one of the blur widths {list(blurs)}")
     out_dir = Path(out_dir)
@@ -230,6 +244,7 @@ def run_restoration_experiment(
             blurs=blurs,
             test_images=test_images,
             progress=progress,
+            device=device,
         )
     except BaseException:
         # a refused, failed or interrupted run leaves no folder of its own behind

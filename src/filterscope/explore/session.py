@@ -9,18 +9,21 @@ and to send everything else to its single worker thread.
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..errors import InputError
+from ..models.base import module_device
 from .models import ExploreModel
 
 #: Side (pixels) of the patch whose Jacobian spectrum is computed, and its limits:
@@ -113,6 +116,10 @@ class Explorer:
         ``sigma`` being the default σ.
     seed : int, keyword-only
         Seed of the noise.
+    device : str, torch.device or None, keyword-only
+        Where the networks run: ``"cpu"``, ``"cuda"``, ``"auto"`` (a GPU when there is
+        one); each is copied there (the caller's stays where it is). None: where their
+        weights are. Images, noise and the NTK/NLM filters stay on the CPU.
     """
 
     def __init__(
@@ -122,6 +129,7 @@ class Explorer:
         *,
         sigma: float | None = None,
         seed: int = 0,
+        device: str | torch.device | None = None,
     ):
         if not models:
             raise InputError("models: give at least one model")
@@ -130,6 +138,16 @@ class Explorer:
             raise InputError(f"models: each model may be named once, got {names}")
         if sigma is not None and not (0 <= sigma <= MAX_SIGMA_255 / 255.0):
             raise InputError(f"sigma must be in [0, {MAX_SIGMA_255:g}/255], got {sigma}")
+        if device is not None:
+            from ..inference import _resolve_device
+
+            target = _resolve_device(device)
+            models = [
+                replace(m, denoiser=copy.deepcopy(m.denoiser).to(target))
+                if m.kind == "jacobian" and module_device(m.denoiser) != target
+                else m
+                for m in models
+            ]
         self.models = {m.name: m for m in models}
         self.seed = int(seed)
         self.caches = {kind: LRUCache(size) for kind, size in CACHE_SIZES.items()}
@@ -385,7 +403,8 @@ class Explorer:
             start, cpu = time.perf_counter(), time.process_time()
             noisy = self.noisy(sigma)
             if model.kind == "jacobian":
-                (found,) = adaptive_filters(model.denoiser, noisy, [(x, y)], channel=channel)
+                on_device = noisy.to(module_device(model.denoiser))
+                (found,) = adaptive_filters(model.denoiser, on_device, [(x, y)], channel=channel)
                 out = found.to_dict()
             else:
                 basis = self._basis(model, sigma)
@@ -457,7 +476,8 @@ class Explorer:
             start = time.perf_counter()
             # float64 makes b_y of a bias-free network ~1e-15; float32 is enough with bias.
             dtype = torch.float32 if model.has_bias else torch.float64
-            dec = first_order_decomposition(model.denoiser, self.noisy(sigma), dtype=dtype)
+            noisy = self.noisy(sigma).to(module_device(model.denoiser))
+            dec = first_order_decomposition(model.denoiser, noisy, dtype=dtype)
             info = {
                 "model": model.name,
                 "sigma": None if sigma is None else sigma * 255.0,
@@ -468,7 +488,8 @@ class Explorer:
                 "bias_span": float(dec.bias.abs().max()) * 255.0,
                 "seconds": time.perf_counter() - start,
             }
-            return {"linear": dec.linear.double(), "bias": dec.bias.double(), "info": info}
+            linear, bias = dec.linear.double().cpu(), dec.bias.double().cpu()
+            return {"linear": linear, "bias": bias, "info": info}
 
         return self._cached("decomposition", (model.name, sigma), make if compute else None)
 
@@ -510,8 +531,10 @@ class Explorer:
 
             start = time.perf_counter()
             crop = (slice(None), slice(None), slice(top, top + side), slice(left, left + side))
-            clean = None if self.clean is None else self.clean[crop]
-            found = patch_spectrum(model.denoiser, self.noisy(sigma)[crop], x=clean, sigma=sigma)
+            device = module_device(model.denoiser)
+            clean = None if self.clean is None else self.clean[crop].to(device)
+            noisy = self.noisy(sigma)[crop].to(device)
+            found = patch_spectrum(model.denoiser, noisy, x=clean, sigma=sigma)
             out = found.to_dict()
             count = min(VECTORS, len(found.singular_values))
             vectors = found.singular_vector_images(list(range(count)))
