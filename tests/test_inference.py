@@ -74,6 +74,42 @@ def test_halo_smaller_than_receptive_radius_changes_the_result():
     assert (tiled - whole(model, y)).abs().max() > 1e-4
 
 
+def _tiny_drunet() -> nn.Module:
+    torch.manual_seed(0)
+    model = filterscope_create("drunet", widths=[4, 8], blocks=1, noise_map=True)
+    return model.eval()
+
+
+def test_tiled_drunet_equals_whole_image_because_tiles_start_on_its_stride_grid():
+    model = _tiny_drunet()
+    assert model.tile_alignment == 2
+    y = torch.rand(1, 1, 61, 53, generator=torch.Generator().manual_seed(2))
+    tile = model.receptive_radius  # the smallest allowed: many tiles, most seams
+    tiled = denoise_tensor(model, y, tile=tile, sigma=25 / 255)
+    torch.testing.assert_close(tiled, whole_with_sigma(model, y, 25 / 255), rtol=0, atol=1e-5)
+
+
+def test_tiles_off_the_stride_grid_change_a_drunet_result():
+    # The equality above is not trivial: unaligned tiles see another pixel grid.
+    model = _tiny_drunet()
+    y = torch.rand(1, 1, 61, 53, generator=torch.Generator().manual_seed(2))
+    tile, overlap = model.receptive_radius, model.receptive_radius
+    unaligned = torch.empty_like(y)
+    for core, padded in tile_grid(61, 53, tile=tile, overlap=overlap, align=1):
+        x_hat = whole(model, y[:, :, padded[0] : padded[1], padded[2] : padded[3]])
+        rows = slice(core[0] - padded[0], core[1] - padded[0])
+        cols = slice(core[2] - padded[2], core[3] - padded[2])
+        unaligned[:, :, core[0] : core[1], core[2] : core[3]] = x_hat[:, :, rows, cols]
+    assert (unaligned - whole(model, y)).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("align", [1, 8])
+def test_aligned_tiles_start_on_the_grid_and_still_cover_their_halo(align):
+    for core, padded in tile_grid(101, 77, tile=20, overlap=5, align=align):
+        assert padded[0] % align == 0 and padded[2] % align == 0
+        assert padded[0] <= max(core[0] - 5, 0) and padded[2] <= max(core[2] - 5, 0)
+
+
 @pytest.mark.parametrize(("height", "width", "tile"), [(37, 31, 16), (16, 16, 16), (5, 40, 7)])
 def test_tile_cores_cover_every_pixel(height, width, tile):
     covered = np.zeros((height, width), dtype=int)

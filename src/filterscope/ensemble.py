@@ -81,6 +81,10 @@ class SelfEnsemble(Denoiser):
     def bias(self) -> bool:
         return self.model.bias
 
+    @property
+    def tile_alignment(self) -> int:
+        return getattr(self.model, "tile_alignment", 1)
+
     def forward(
         self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs
     ) -> torch.Tensor:

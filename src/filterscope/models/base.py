@@ -96,10 +96,15 @@ class Denoiser(nn.Module):
         True when ``sigma`` is not needed.
     in_channels : int or None
         Channels the method works on (1 or 3), or None when any count works.
+    tile_alignment : int
+        Tiles of an image must start at multiples of this many pixels for the tiled
+        result to equal the whole-image one (the total stride of a network that
+        down-samples, such as DRUNet's 8; 1 for translation-equivariant methods).
     """
 
     blind: bool = True
     in_channels: int | None = None
+    tile_alignment: int = 1
 
     def forward(
         self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs
@@ -201,6 +206,10 @@ class BlindMode(Denoiser):
     @property
     def receptive_radius(self) -> int:
         return self.model.receptive_radius
+
+    @property
+    def tile_alignment(self) -> int:
+        return getattr(self.model, "tile_alignment", 1)
 
     @property
     def sigma_source(self) -> str:

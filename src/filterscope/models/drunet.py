@@ -144,6 +144,11 @@ class DRUNet(CNNDenoiser):
         return 2 ** (len(self.config["widths"]) - 1)
 
     @property
+    def tile_alignment(self) -> int:
+        """Tiles start at multiples of the total stride, so tiled = whole-image output."""
+        return self.multiple
+
+    @property
     def receptive_radius(self) -> int:
         """Pixels of context on each side that can influence one output pixel."""
         radius = 2  # head and tail

@@ -103,8 +103,8 @@ class FastDenoiser(Denoiser):
     """Base of the modules returned by :func:`optimize_for_inference`.
 
     Copies the descriptive attributes of the source model (``arch``, ``bias``,
-    ``in_channels``, ``config``, ``card``, ``receptive_radius``) so code that inspects a
-    model keeps working, and records :attr:`precision` (``"float32"`` or
+    ``in_channels``, ``config``, ``card``, ``receptive_radius``, ``tile_alignment``) so
+    code that inspects a model keeps working, and records :attr:`precision` (``"float32"`` or
     ``"bfloat16"``).
     """
 
@@ -119,6 +119,7 @@ class FastDenoiser(Denoiser):
             if hasattr(source, name):
                 setattr(self, name, copy.deepcopy(getattr(source, name)))
         self._receptive_radius = getattr(source, "receptive_radius", None)
+        self.tile_alignment = getattr(source, "tile_alignment", 1)
 
     @property
     def receptive_radius(self) -> int:
