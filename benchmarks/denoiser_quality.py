@@ -156,7 +156,7 @@ def quality(part: str, args) -> dict:
     labels = [
         label
         for label in methods(part, args.default)
-        if not args.methods or any(word in label for word in args.methods)
+        if not args.methods or any(label.startswith(prefix) for prefix in args.methods)
     ]
     jobs = []
     for set_name, sigmas in _sets(part, args.sigmas):
@@ -252,7 +252,10 @@ def main() -> int:
     parser.add_argument("--ensemble-sigmas", default="25,50", help="sigmas (0-255) for ensemble")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes")
     parser.add_argument(
-        "--methods", type=lambda t: t.split(","), default=[], help="only labels containing these"
+        "--methods",
+        type=lambda t: t.split(","),
+        default=[],
+        help="only methods whose label starts with one of these (comma-separated)",
     )
     parser.add_argument("--forget", action="append", default=[], help="drop a method's cache")
     args = parser.parse_args()
