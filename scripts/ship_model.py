@@ -7,7 +7,8 @@
         [--quality benchmarks/results/denoiser_quality.json]   # side-by-side benchmark
 
 The card of the run (architecture, recipe, validation scores) is kept and extended
-with the recipe file, the command that reproduces the run, and — when given — the
+with the training record of the model it was fine-tuned from (``init_from``), the
+recipe file, the command that reproduces the run, and — when given — the
 model's BSD68 scores read from a ``benchmarks/bsd68_published.py`` result file.
 Existing shipped files are replaced only with ``--force``.
 """
@@ -104,6 +105,20 @@ def training_seconds(rows: list[dict]) -> float:
     return round(total + last, 1)
 
 
+def earlier_stage(init_from: str) -> dict:
+    """The training record of the model a fine-tuning run started from (read now, before
+    shipping may replace it), so the card accounts for all the compute behind the weights."""
+    from filterscope.models.zoo import load_model
+
+    source = load_model(init_from).card
+    earlier = source.get("training", {})
+    return {
+        "model": init_from,
+        "description": source.get("description"),
+        "training": earlier,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="training run folder (holds model.safetensors)")
@@ -122,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     card["name"] = args.name
     card["training"]["recipe_file"] = args.recipe
     card["training"]["command"] = f"filterscope train --recipe {args.recipe} --out RUN_DIR"
+    init_from = card["training"]["recipe"].get("init_from")
+    if init_from:
+        card["training"]["initialised_from"] = earlier_stage(init_from)
     log = args.run_dir / "log.csv"
     if log.exists():
         with log.open(newline="") as handle:
