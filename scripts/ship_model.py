@@ -129,6 +129,15 @@ def earlier_stage(init_from: str, card: dict, name: str) -> dict:
     }
 
 
+def stage_suffix(training: dict) -> str:
+    """``""`` for a run from random weights, ``".stage2"`` for one fine-tuned from such a
+    run, and so on: each stage keeps its own training log beside the others."""
+    stage, record = 1, training
+    while "initialised_from" in record:
+        stage, record = stage + 1, record["initialised_from"].get("training", {})
+    return "" if stage == 1 else f".stage{stage}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="training run folder (holds model.safetensors)")
@@ -159,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         # The training log stays in the repository: learning curves are evidence.
         logs = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "training_logs"
         logs.mkdir(parents=True, exist_ok=True)
-        (logs / f"{args.name}.csv").write_text(log.read_text())
-        card["training"]["log"] = f"benchmarks/results/training_logs/{args.name}.csv"
+        log_name = f"{args.name}{stage_suffix(card['training'])}.csv"
+        (logs / log_name).write_text(log.read_text())
+        card["training"]["log"] = f"benchmarks/results/training_logs/{log_name}"
     if args.bsd68:
         scores = bsd68_scores(args.bsd68, args.name)
         if scores is None:
