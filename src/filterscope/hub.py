@@ -16,7 +16,9 @@ Every method is registered once with its metadata (:class:`ModelInfo`):
 of Mohan et al. 2020) and a Python object path ``package.module:attribute`` naming an
 ``nn.Module`` class or a factory returning one (a user's own network); a module
 that is not a :class:`~filterscope.models.base.Denoiser` is wrapped in
-:class:`~filterscope.models.adapter.ModuleDenoiser`.
+:class:`~filterscope.models.adapter.ModuleDenoiser`. :func:`build_network` builds such
+a network the way ``filterscope train`` trains it (``in_channels=``, bias-free on
+request) and the way a model file of that training rebuilds it.
 
 Resolution order: registered name (optionally ``name:variant``), existing file, object
 path. A missing file (a name with a ``/`` or a checkpoint suffix) is a
@@ -29,6 +31,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -310,7 +313,7 @@ def resolve(name_or_path: str | Path, **options: Any) -> LoadedModel:
     if "/" in text or "\\" in text or path.suffix in CHECKPOINT_SUFFIXES:
         raise CheckpointError(f"{text}: no such checkpoint file")
     _check_variant(text, entries)
-    if _OBJECT_PATH.match(text):
+    if is_object_path(text):
         module = load_object(text, **options)
         return LoadedModel(module.eval(), python_info(text, module), options)
     raise UnknownModelError(_unknown_message(text, entries))
@@ -390,18 +393,23 @@ def as_denoiser(module: nn.Module, name: str = "model") -> Denoiser:
     raise ModelImportError(f"{name} gave a {type(module).__name__}, not a torch.nn.Module")
 
 
-def load_object(path: str, **options: Any) -> Denoiser:
-    """Import ``package.module:attribute`` and build the denoiser it names.
+def is_object_path(text: object) -> bool:
+    """True for text of the form ``package.module:attribute`` (``module:Class.factory`` too)."""
+    return isinstance(text, str) and _OBJECT_PATH.match(text) is not None
 
-    ``attribute`` may be an ``nn.Module`` subclass (instantiated with ``options``), a
-    factory (called with ``options``, must return an ``nn.Module``) or a module
-    instance (no options).
+
+def import_object(path: str) -> Any:
+    """Import ``package.module:attribute`` and return the attribute: an ``nn.Module``
+    instance, or a callable (a class or factory that should build one).
 
     Raises
     ------
     ModelImportError
-        The module does not import, the attribute is missing, or it gives no module.
+        Not an object path, the module does not import, the attribute is missing, or
+        it is neither a module nor callable.
     """
+    if not is_object_path(path):
+        raise ModelImportError(f"{path!r} is not an object path package.module:attribute")
     module_name, _, attribute = path.partition(":")
     try:
         target: Any = importlib.import_module(module_name)
@@ -416,21 +424,142 @@ def load_object(path: str, **options: Any) -> Denoiser:
         if not hasattr(target, part):
             raise ModelImportError(f"{path}: {module_name} has no attribute {attribute!r}")
         target = getattr(target, part)
-    if isinstance(target, nn.Module):
-        if options:
-            raise ModelImportError(f"{path} is a module instance; it takes no options")
-        return as_denoiser(target, path)
-    if not callable(target):
+    if not isinstance(target, nn.Module) and not callable(target):
         raise ModelImportError(
             f"{path} is a {type(target).__name__}, not a torch.nn.Module class or factory"
         )
+    return target
+
+
+def _build_object(path: str, target: Any, options: Mapping[str, Any]) -> nn.Module:
+    """The module ``target`` (from :func:`import_object`) is or builds with ``options``."""
+    from torch import nn
+
+    if isinstance(target, nn.Module):
+        if options:
+            raise ModelImportError(f"{path} is a module instance; it takes no options")
+        return target
     try:
         built = target(**options)
     except TypeError as exc:
-        raise ModelImportError(f"{path}: cannot build it with {options} ({exc})") from None
+        raise ModelImportError(f"{path}: cannot build it with {dict(options)} ({exc})") from None
     if not isinstance(built, nn.Module):
         raise ModelImportError(f"{path} returned a {type(built).__name__}, not a torch.nn.Module")
-    return as_denoiser(built, path)
+    return built
+
+
+def load_object(path: str, **options: Any) -> Denoiser:
+    """Import ``package.module:attribute`` and build the denoiser it names.
+
+    ``attribute`` may be an ``nn.Module`` subclass (instantiated with ``options``), a
+    factory (called with ``options``, must return an ``nn.Module``) or a module
+    instance (no options).
+
+    Raises
+    ------
+    ModelImportError
+        The module does not import, the attribute is missing, or it gives no module.
+    """
+    return as_denoiser(_build_object(path, import_object(path), options), path)
+
+
+def network_factory(path: str) -> Callable[..., nn.Module]:
+    """The ``nn.Module`` class or factory function that ``path`` names, as a trainable
+    network must be named (see :func:`build_network`).
+
+    Raises
+    ------
+    ModelImportError
+        What :func:`import_object` refuses; a module instance (one object cannot be
+        trained afresh or rebuilt); any other callable; a function of the standard
+        library or of torch (such a function is not a network's factory, and a model
+        card must not be able to call one).
+    """
+    import inspect
+
+    from torch import nn
+
+    target = import_object(path)
+    if isinstance(target, type) and issubclass(target, nn.Module):
+        return target
+    if inspect.isfunction(target) or inspect.ismethod(target):
+        package = (getattr(target, "__module__", None) or "").partition(".")[0]
+        if package in sys.stdlib_module_names or package == "torch":
+            raise ModelImportError(
+                f"{path} is a function of {package}, not a network factory; name a "
+                "torch.nn.Module class or a factory function of your own code"
+            )
+        return target
+    raise ModelImportError(
+        f"{path} is a {type(target).__name__}; a trainable network is named by its "
+        "torch.nn.Module class or a factory function"
+    )
+
+
+def build_network(
+    path: str,
+    options: Mapping[str, Any] | None = None,
+    *,
+    in_channels: int | None = None,
+    bias: bool = True,
+) -> Denoiser:
+    """The network an object path names, as training builds it and a model file rebuilds it.
+
+    Parameters
+    ----------
+    path : str
+        ``package.module:attribute``: an ``nn.Module`` class or a factory function
+        (:func:`network_factory`).
+    options : mapping, optional
+        Keyword arguments of the class or factory.
+    in_channels : int, keyword-only, optional
+        Passed as ``in_channels=`` when the class or factory has a parameter of that
+        name; the network built must take this many channels (checked on its first
+        ``Conv2d``).
+    bias : bool, keyword-only
+        False runs the network through :func:`~filterscope.nn.make_bias_free`.
+
+    Returns
+    -------
+    Denoiser
+        The network (a plain module wrapped in
+        :class:`~filterscope.models.adapter.ModuleDenoiser`), freshly initialised.
+
+    Raises
+    ------
+    ModelImportError
+        The path does not give a network, the options do not fit it, or the network
+        takes another channel count.
+    UnsupportedLayerError
+        ``bias=False`` and a layer that cannot be made bias-free (the message names it).
+    """
+    import inspect
+
+    from .errors import UnsupportedLayerError
+
+    factory = network_factory(path)
+    options = dict(options or {})
+    if in_channels is not None:
+        try:
+            parameter = inspect.signature(factory).parameters.get("in_channels")
+        except (TypeError, ValueError):  # no signature to read: pass options only
+            parameter = None
+        if parameter is not None and parameter.kind is not inspect.Parameter.POSITIONAL_ONLY:
+            options = {"in_channels": in_channels, **options}
+    module = _build_object(path, factory, options)
+    if not bias:
+        from .nn.bias_free import make_bias_free
+
+        try:
+            module = make_bias_free(module)
+        except UnsupportedLayerError as exc:
+            raise UnsupportedLayerError(f"{path} with bias=False: {exc}") from None
+    denoiser = as_denoiser(module, path)
+    if in_channels is not None and denoiser.in_channels not in (None, in_channels):
+        raise ModelImportError(
+            f"{path} builds a network for {denoiser.in_channels} channels, not {in_channels}"
+        )
+    return denoiser
 
 
 def python_info(path: str, denoiser: Denoiser) -> ModelInfo:
@@ -582,10 +711,14 @@ __all__ = [
     "LoadedModel",
     "ModelInfo",
     "as_denoiser",
+    "build_network",
+    "import_object",
+    "is_object_path",
     "list_models",
     "load_model",
     "load_object",
     "model_info",
+    "network_factory",
     "register_denoiser",
     "resolve",
     "shipped_info",

@@ -23,7 +23,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="TOML recipe file (with --resume, defaults to the run's own recipe.toml)",
     )
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
-    parser.add_argument("--arch", default=None, help="architecture (dncnn, rcnn, unet, sdensenet)")
+    parser.add_argument(
+        "--arch",
+        default=None,
+        help="architecture (dncnn, drunet, rcnn, unet, sdensenet), or a Python object path "
+        "package.module:attribute naming your nn.Module class or factory",
+    )
     bias = parser.add_mutually_exclusive_group()
     bias.add_argument(
         "--bias", dest="bias", action="store_true", default=None, help="keep additive constants"

@@ -5,7 +5,9 @@ Two formats are read:
 - **filterscope's own**: ``NAME.safetensors`` (the weights) beside ``NAME.json``
   (the model card: architecture, constructor options, bias, channels, training σ
   range, data, recipe, measured metrics). A plain-dict ``.pt`` with keys ``arch``,
-  ``config`` and ``state_dict`` (what the trainer writes) is read too.
+  ``config`` and ``state_dict`` (what the trainer writes) is read too. ``arch`` is a
+  registered architecture, or the Python object path ``package.module:attribute`` of
+  a user's network that ``filterscope train`` trained (see :func:`load_checkpoint`).
 - **published**: the checkpoints of Mohan et al. (ICLR 2020); see
   :mod:`filterscope.models.published`.
 
@@ -29,7 +31,8 @@ from typing import Any
 import torch
 
 from .._files import atomic_write
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ModelImportError, UnsupportedLayerError
+from ..hub import build_network, is_object_path
 from .base import CNNDenoiser
 from .published import build_published_model, is_published_checkpoint
 from .registry import architecture_class, create_model, list_models
@@ -48,7 +51,7 @@ def _write_bytes(path: Path, data: bytes) -> None:
 
 
 def save_model(
-    model: CNNDenoiser,
+    model: torch.nn.Module,
     path: str | Path,
     *,
     card: dict[str, Any] | None = None,
@@ -58,13 +61,16 @@ def save_model(
 
     Parameters
     ----------
-    model : CNNDenoiser
-        A registered architecture.
+    model : CNNDenoiser or nn.Module
+        A registered architecture, or a network built from a Python object path
+        (:func:`filterscope.hub.build_network`).
     path : str or Path
         Must end in ``.safetensors``; the card goes to the same name with ``.json``.
     card : dict, keyword-only
         Extra card fields (``training``, ``metrics``, ``description``...). ``arch``,
-        ``config``, ``bias`` and ``in_channels`` are filled in from the model.
+        ``config``, ``bias`` and ``in_channels`` are filled in from a registered
+        architecture; for another network the card must give them (``arch`` its object
+        path, ``config`` the options of its class or factory).
     overwrite : bool, keyword-only
         Refuse to replace existing files unless True.
     """
@@ -73,19 +79,23 @@ def save_model(
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"{path}: model files end in .safetensors")
+    full_card = {"format": CARD_FORMAT}
+    if isinstance(model, CNNDenoiser):
+        full_card.update(
+            arch=model.arch, bias=model.bias, in_channels=model.in_channels, config=model.config
+        )
+    full_card.update(card or {})
+    missing = [key for key in ("arch", "bias", "in_channels", "config") if key not in full_card]
+    if missing:
+        raise ValueError(
+            f"card: {', '.join(missing)} needed to rebuild a {type(model).__name__}, "
+            "which is not a registered architecture"
+        )
     meta_path = card_path(path)
     for target in (path, meta_path):
         if target.exists() and not overwrite:
             raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    full_card = {
-        "format": CARD_FORMAT,
-        "arch": model.arch,
-        "bias": model.bias,
-        "in_channels": model.in_channels,
-        "config": model.config,
-        **(card or {}),
-    }
     _write_bytes(path, save(state))
     _write_bytes(meta_path, (json.dumps(full_card, indent=2) + "\n").encode())
     return path
@@ -110,22 +120,43 @@ def _check_option_types(arch: str, config: dict[str, Any], source: Path) -> None
             )
 
 
-def _build(arch: Any, config: Any, state: dict[str, torch.Tensor], source: Path) -> CNNDenoiser:
-    if arch not in list_models():
+def _build(card: dict[str, Any], state: dict[str, torch.Tensor], source: Path) -> torch.nn.Module:
+    """The network ``card`` (or a ``.pt`` dict) describes, with the weights ``state``."""
+    arch, config = card.get("arch"), card.get("config")
+    registered = arch in list_models()
+    if not registered and not is_object_path(arch):
         raise CheckpointError(f"{source}: unknown architecture {arch!r} in checkpoint")
     if not isinstance(config, dict):
         raise CheckpointError(f"{source}: checkpoint config is not a mapping")
-    _check_option_types(arch, config, source)
-    try:
-        model = create_model(arch, **config)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{source}: cannot build {arch} from its config ({exc})") from None
+    if registered:
+        _check_option_types(arch, config, source)
+        try:
+            model = create_model(arch, **config)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{source}: cannot build {arch} from its config ({exc})"
+            ) from None
+    else:
+        model = _build_object_path(card, source)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise CheckpointError(f"{source}: weights do not fit {arch} ({first})") from None
     return model.eval()
+
+
+def _build_object_path(card: dict[str, Any], source: Path) -> torch.nn.Module:
+    """The network of a user's object path, built as ``filterscope train`` built it."""
+    arch, bias, channels = card["arch"], card.get("bias"), card.get("in_channels")
+    if not isinstance(bias, bool) or not isinstance(channels, int) or isinstance(channels, bool):
+        raise CheckpointError(
+            f"{source}: {arch} needs bias (true or false) and in_channels (an integer) in its card"
+        )
+    try:
+        return build_network(arch, card["config"], in_channels=channels, bias=bias)
+    except (ModelImportError, UnsupportedLayerError) as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
 
 
 def _load_safetensors(path: Path) -> CNNDenoiser:
@@ -143,7 +174,7 @@ def _load_safetensors(path: Path) -> CNNDenoiser:
         state = load_file(path)
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
-    model = _build(card.get("arch"), card.get("config"), state, path)
+    model = _build(card, state, path)
     model.card = card
     return model
 
@@ -217,14 +248,30 @@ def load_checkpoint(path: str | os.PathLike) -> CNNDenoiser:
 
     Returns
     -------
-    CNNDenoiser
-        In eval mode on the CPU, with a ``card`` attribute (dict) describing it.
+    CNNDenoiser or Denoiser
+        In eval mode on the CPU, with a ``card`` attribute (dict) describing it. A
+        network trained from a Python object path (the card's ``arch`` is
+        ``package.module:attribute``) comes back as
+        :func:`filterscope.hub.build_network` builds it: that module is imported, its
+        ``nn.Module`` class or factory function is called with the card's ``config``
+        (and ``in_channels=`` when it takes it), the result is made bias-free again
+        when the card says ``bias = false``, and the weights are loaded.
 
     Raises
     ------
     CheckpointError
-        Missing or unreadable file, unknown architecture, weights that do not fit, or a
-        pickle referencing anything outside the allow-list.
+        Missing or unreadable file, unknown architecture, weights that do not fit, a
+        pickle referencing anything outside the allow-list, or an object path that does
+        not import or give the network.
+
+    Notes
+    -----
+    No code is read from the file. A card naming an object path makes loading import
+    that module, which runs the module's own top-level code as any ``import`` does,
+    and call the class or factory it names; nothing else is run. The card can name
+    only an ``nn.Module`` class or a factory function outside the standard library and
+    torch (:func:`filterscope.hub.network_factory`), so it cannot call ``os`` or
+    ``subprocess``; still, load such a file only when you trust the code it names.
     """
     text = os.fspath(path)
     path = Path(text)
@@ -244,7 +291,7 @@ def load_checkpoint(path: str | os.PathLike) -> CNNDenoiser:
     if is_published_checkpoint(obj):
         return build_published_model(obj, path)
     if isinstance(obj, dict) and {"arch", "config", "state_dict"} <= set(obj):
-        model = _build(obj["arch"], obj["config"], obj["state_dict"], path)
+        model = _build(obj, obj["state_dict"], path)
         model.card = {k: v for k, v in obj.items() if k != "state_dict" and k != "optimizer"}
         return model
     raise CheckpointError(f"{path}: not a checkpoint of a known layout")

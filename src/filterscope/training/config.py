@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, ModelImportError
+from ..hub import is_object_path, network_factory
 from ..models import list_models
 
 if sys.version_info >= (3, 11):
@@ -29,7 +30,12 @@ class TrainConfig:
     ----------
     arch, bias, in_channels, arch_options
         The model: a registered architecture name, bias (False = bias-free), 1 or 3
-        channels, extra constructor options (e.g. ``{"num_layers": 20}``).
+        channels, extra constructor options (e.g. ``{"num_layers": 20}``). ``arch`` may
+        also be a Python object path ``package.module:attribute`` naming a user's
+        ``nn.Module`` class or factory function: it is called with ``arch_options`` as
+        keywords (and ``in_channels=`` when it has that parameter), and with
+        ``bias = false`` the network goes through :func:`filterscope.make_bias_free`
+        (see :func:`filterscope.hub.build_network`).
     data_dir : str
         Folder of training images. Unreadable images are reported and skipped.
     patch_size : int
@@ -153,7 +159,15 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first impossible value."""
         if self.arch not in list_models():
-            raise InputError(f"arch: unknown architecture {self.arch!r}")
+            if not is_object_path(self.arch):
+                raise InputError(
+                    f"arch: unknown architecture {self.arch!r}; give one of "
+                    f"{', '.join(list_models())} or a Python object path package.module:attribute"
+                )
+            try:
+                network_factory(self.arch)
+            except ModelImportError as exc:
+                raise InputError(f"arch: {exc}") from None
         if self.in_channels not in (1, 3):
             raise InputError(f"in_channels: must be 1 or 3, got {self.in_channels}")
         if len(self.sigma_range) != 2:

@@ -48,6 +48,7 @@ from .trainer import (
     _Logger,
     _mean_score,
     _model_card,
+    network_fields,
     optimizer_step,
     validate,
 )
@@ -447,8 +448,7 @@ class _DeviceRun:
 
     def save_checkpoint(self) -> None:
         payload = {
-            "arch": self.config.arch,
-            "config": self.model.config,
+            **network_fields(self.config, self.model),
             "train_config": self.config.to_dict(),
             "state_dict": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -514,6 +514,7 @@ class _DeviceRun:
             minutes_budget=self.minutes,
             train_seconds=round(self.spent, 1),
         )
+        card.update(network_fields(self.config, self.model))
         save_model(self.model, self.out_dir / MODEL_NAME, card=card, overwrite=True)
 
 

@@ -24,9 +24,11 @@ from tqdm import tqdm
 
 from .._files import atomic_write
 from ..blur import gaussian_blur
-from ..errors import CheckpointError, InputError
+from ..errors import CheckpointError, InputError, ModelImportError, UnsupportedLayerError
+from ..hub import build_network, is_object_path
 from ..metrics import psnr
 from ..models import create_model
+from ..models.base import CNNDenoiser
 from ..models.checkpoints import load_pickle_safely, save_model, save_pickle
 from ..models.zoo import load_model as load_trained_model
 from ..noise import NOISE_KINDS, sample_sigmas
@@ -223,20 +225,57 @@ def _gather_generator_states(
 
 
 def _build_model(config: TrainConfig) -> torch.nn.Module:
-    """The recipe's network: random weights (seeded), or those of ``init_from``."""
+    """The recipe's network: random weights (seeded), or those of ``init_from``.
+
+    A Python object path is built by :func:`filterscope.hub.build_network` (made
+    bias-free when ``bias`` is false); what it refuses is an error naming ``arch``.
+    """
     torch.manual_seed(config.seed)
-    model = create_model(
-        config.arch, bias=config.bias, in_channels=config.in_channels, **config.arch_options
-    )
+    if is_object_path(config.arch):
+        try:
+            model = build_network(
+                config.arch,
+                config.arch_options,
+                in_channels=config.in_channels,
+                bias=config.bias,
+            )
+        except (ModelImportError, UnsupportedLayerError) as exc:
+            raise InputError(f"arch: {exc}") from None
+    else:
+        model = create_model(
+            config.arch, bias=config.bias, in_channels=config.in_channels, **config.arch_options
+        )
     if config.init_from:
         source = load_trained_model(config.init_from)
-        if (source.arch, source.config) != (config.arch, model.config):
+        theirs = network_fields(config, source) if isinstance(source, CNNDenoiser) else source.card
+        theirs = {key: theirs.get(key) for key in ("arch", "bias", "in_channels", "config")}
+        mine = network_fields(config, model)
+        if theirs != mine:
             raise CheckpointError(
-                f"init_from: {config.init_from} is {source.arch} {source.config}, "
-                f"not the recipe's {config.arch} {model.config}"
+                f"init_from: {config.init_from} is {theirs['arch']} {theirs['config']}, "
+                f"not the recipe's {mine['arch']} {mine['config']}"
             )
         model.load_state_dict(source.state_dict())
     return model
+
+
+def network_fields(config: TrainConfig, model: torch.nn.Module) -> dict[str, Any]:
+    """``arch``, ``bias``, ``in_channels`` and ``config`` (constructor options): what
+    rebuilds the recipe's network, as checkpoints and model cards record it. For an
+    object path ``config`` is the recipe's ``arch_options``."""
+    if isinstance(model, CNNDenoiser):
+        return {
+            "arch": model.arch,
+            "bias": model.bias,
+            "in_channels": model.in_channels,
+            "config": model.config,
+        }
+    return {
+        "arch": config.arch,
+        "bias": config.bias,
+        "in_channels": config.in_channels,
+        "config": dict(config.arch_options),
+    }
 
 
 def _load_resume_state(checkpoint_path: Path, config: TrainConfig) -> dict[str, Any]:
@@ -569,8 +608,7 @@ class _Run:
             return
         model = self.model
         payload = {
-            "arch": self.config.arch,
-            "config": model.config,
+            **network_fields(self.config, model),
             "train_config": self.config.to_dict(),
             "state_dict": model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -605,6 +643,7 @@ class _Run:
                 self.pixels,
                 ctx.world_size,
             )
+            card.update(network_fields(config, model))
             save_model(model, self.out_dir / MODEL_NAME, card=card, overwrite=True)
         if ctx.distributed:
             dist.barrier()
