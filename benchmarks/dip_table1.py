@@ -119,6 +119,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -1276,7 +1277,8 @@ SECTIONS = ("speed", "weights", "theory", "figures", "table1")  # in the order t
 OPTIONAL_SECTIONS = ("noise_width", "noise_images", "gd_budget")
 
 
-def main() -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The command line of this benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="smoke run; writes nothing")
@@ -1310,23 +1312,66 @@ def main() -> int:
     parser.add_argument(
         "--restart", action="store_true", help="ignore the partial results of an earlier run"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def _chosen_sections(parser: argparse.ArgumentParser, only: str | None) -> tuple[str, ...]:
+    """The parts named by ``--only`` (all of :data:`SECTIONS` without it)."""
+    if not only:
+        return SECTIONS
+    sections = tuple(s.strip() for s in only.split(",") if s.strip())
+    unknown = sorted(set(sections) - set(SECTIONS + OPTIONAL_SECTIONS))
+    if unknown:
+        parser.error(
+            f"--only: unknown part(s) {unknown}; choose from {SECTIONS + OPTIONAL_SECTIONS}"
+        )
+    return sections
+
+
+@dataclass
+class _Setup:
+    """What one invocation runs: the parts, the recipe, the images and the options."""
+
+    args: argparse.Namespace
+    sections: tuple[str, ...]
+    folder: Path
+    name: str  # recipe name: quick, cpu or full
+    recipe: dict
+    images: list[Path]
+
+    @property
+    def settings(self) -> dict:
+        """The recipe as recorded (all but the ``figures`` switch)."""
+        return {k: v for k, v in self.recipe.items() if k != "figures"}
+
+    def config(self) -> dict:
+        """The configuration of the cache (JSON round-tripped, as it is compared)."""
+        # the cache and the merge with an earlier dip_table1.json compare CACHE_IDENTITY only
+        return json.loads(
+            json.dumps(
+                {
+                    "recipe": self.name,
+                    "settings": self.settings,
+                    "gd_lr": self.args.gd_lr,
+                    "sure_all": self.args.sure_all,
+                    "sure_cells": sorted(_cell_name(*c) for c in SURE_CELLS),
+                    "device": self.args.device or "cpu",
+                }
+            )
+        )
+
+
+def _setup(parser: argparse.ArgumentParser, args: argparse.Namespace) -> _Setup | None:
+    """Check the options and pick recipe and images; None when there is no data."""
     if args.threads is not None:
         if args.threads < 1:
             parser.error("--threads must be positive")
         torch.set_num_threads(args.threads)
-    sections = SECTIONS
-    if args.only:
-        sections = tuple(s.strip() for s in args.only.split(",") if s.strip())
-        unknown = sorted(set(sections) - set(SECTIONS + OPTIONAL_SECTIONS))
-        if unknown:
-            parser.error(
-                f"--only: unknown part(s) {unknown}; choose from {SECTIONS + OPTIONAL_SECTIONS}"
-            )
+    sections = _chosen_sections(parser, args.only)
     folder = data_dir()
     if not folder.is_dir():
         print(f"{folder} not found; nothing to do", file=sys.stderr)
-        return 1
+        return None
     name = "quick" if args.quick else "full" if args.full else "cpu"
     recipe = RECIPES[name]
     if args.device is None and args.full and torch.cuda.is_available():
@@ -1337,73 +1382,85 @@ def main() -> int:
         if count < 1:
             parser.error("--images must be positive")
         images = images[:count]
-    settings = {k: v for k, v in recipe.items() if k != "figures"}
-    # the cache and the merge with an earlier dip_table1.json compare CACHE_IDENTITY only
-    config = json.loads(
-        json.dumps(
-            {
-                "recipe": name,
-                "settings": settings,
-                "gd_lr": args.gd_lr,
-                "sure_all": args.sure_all,
-                "sure_cells": sorted(_cell_name(*c) for c in SURE_CELLS),
-                "device": args.device or "cpu",
-            }
-        )
-    )
-    cache = Cache(
-        RESULTS_DIR / "dip_table1.partial.json",
-        config,
-        enabled=not args.quick,
-        restart=args.restart,
-    )
-    previous: dict = {}
-    final_path = RESULTS_DIR / "dip_table1.json"
-    if args.only and final_path.exists():
-        previous = json.loads(final_path.read_text())
-        before = _comparable({"settings": previous.get("settings", {})})["settings"]
-        if previous.get("recipe") != name or before != _comparable(config)["settings"]:
-            print("existing dip_table1.json is from another recipe: not merged", flush=True)
-            previous = {}
+    return _Setup(args, sections, folder, name, recipe, images)
 
-    start = time.time()
+
+def _previous_results(setup: _Setup, config: dict) -> dict:
+    """An existing ``dip_table1.json`` of the same recipe, merged into a ``--only`` run."""
+    final_path = RESULTS_DIR / "dip_table1.json"
+    if not (setup.args.only and final_path.exists()):
+        return {}
+    previous = json.loads(final_path.read_text())
+    before = _comparable({"settings": previous.get("settings", {})})["settings"]
+    if previous.get("recipe") != setup.name or before != _comparable(config)["settings"]:
+        print("existing dip_table1.json is from another recipe: not merged", flush=True)
+        return {}
+    return previous
+
+
+# the parts of an earlier results file that a --only run keeps unless it redoes them
+KEPT_KEYS = (
+    "mean_psnr",
+    "rows",
+    "speed",
+    "weight_change",
+    "theory",
+    "figures",
+    "noise_width",
+    "noise_images",
+    "gd_budget",
+)
+
+
+def _initial_payload(setup: _Setup, previous: dict) -> dict:
+    """The results header, with the parts of ``previous`` this run does not redo."""
     payload = {
         "benchmark": "dip_table1",
-        "recipe": name,
-        "settings": json.loads(json.dumps(settings)),
+        "recipe": setup.name,
+        "settings": json.loads(json.dumps(setup.settings)),
         "sigma_255": SIGMA_255,
-        "images": [p.stem for p in images],
-        "device": args.device or "cpu",
+        "images": [p.stem for p in setup.images],
+        "device": setup.args.device or "cpu",
         "paper_table1": {_cell_name(*k): v for k, v in PAPER_TABLE1.items()},
     }
-    if "table1" not in sections and "images" in previous:
+    if "table1" not in setup.sections and "images" in previous:
         payload["images"] = previous["images"]  # the rows kept are those images
-    kept = (
-        "mean_psnr",
-        "rows",
-        "speed",
-        "weight_change",
-        "theory",
-        "figures",
-        "noise_width",
-        "noise_images",
-        "gd_budget",
-    )
-    for key in (*kept, "run"):
+    for key in (*KEPT_KEYS, "run"):
         if key in previous:
             payload[key] = previous[key]
-    run_info = dict(payload.get("run", {}))
+    return payload
+
+
+def _speed_record() -> dict:
+    """Threads, load average and time of the speed measurement."""
+    return {
+        "threads": torch.get_num_threads(),
+        "load_average": os.getloadavg(),
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def _invocation_record(sections: tuple[str, ...], start: float) -> dict:
+    """The parts run, threads, load average, duration and time of this invocation."""
+    return {
+        "sections": list(sections),
+        "threads": torch.get_num_threads(),
+        "load_average": os.getloadavg(),
+        "seconds_this_invocation": time.time() - start,
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def _run_sections(setup: _Setup, payload: dict, run_info: dict, cache: Cache) -> None:
+    """Run the chosen parts in order, storing each result in ``payload``."""
+    sections, recipe, args, images = setup.sections, setup.recipe, setup.args, setup.images
     if "speed" in sections:
         speed_recipe = recipe
         if args.speed_widths:
             widths = tuple(int(w) for w in args.speed_widths.split(","))
             speed_recipe = {**recipe, "speed_widths": widths, "speed_iters": (20,) * len(widths)}
         payload["speed"] = speed(speed_recipe, args)
-        run_info["speed"] = {
-            "threads": torch.get_num_threads(),
-            "load_average": os.getloadavg(),
-            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        }
+        run_info["speed"] = _speed_record()
     if "weights" in sections:
         payload["weight_change"] = weight_change(recipe, args, cache)
     if "theory" in sections:
@@ -1420,20 +1477,37 @@ def main() -> int:
         payload["noise_images"] = noise_images(images, recipe, args, cache)
     if "gd_budget" in sections:
         # its one image keeps its index in name order (the noise seed), whatever --images
-        payload["gd_budget"] = gd_budget(sorted(folder.glob("*.png")), recipe, args, cache)
-    means = payload.get("mean_psnr", {})
-    payload["targets"] = targets(
-        means, payload.get("speed"), payload.get("weight_change"), payload.get("noise_images")
-    )
-    run_info["main" if set(sections) == set(SECTIONS) else "+".join(sections)] = {
-        "sections": list(sections),
-        "threads": torch.get_num_threads(),
-        "load_average": os.getloadavg(),
-        "seconds_this_invocation": time.time() - start,
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-    }
-    payload["run"] = run_info
+        all_images = sorted(setup.folder.glob("*.png"))
+        payload["gd_budget"] = gd_budget(all_images, recipe, args, cache)
+
+
+def _print_noise_width(study: dict) -> None:
+    table = [
+        {"network": arch, "run": run, **values}
+        for arch, runs in study["by_run"].items()
+        for run, values in runs.items()
+    ]
+    print(f"noise input, Adam against GD (oracle PSNR, dB) on {', '.join(study['images'])}:")
+    print_table(table, list(table[0]))
+
+
+def _print_noise_images(study: dict) -> None:
+    table = [
+        {"network": arch, **values, "paper": study["paper_adam_minus_gd_db"][arch]}
+        for arch, values in study["by_network"].items()
+    ]
+    size = f"{study['crop']}x{study['crop']} crops" if study["crop"] else "whole images"
+    print(f"noise input, Adam against GD (oracle PSNR, dB), {size}, width {study['width']}:")
+    print_table(table, list(table[0]))
+    for name in ("still_improving_at_cap", "gd_smaller_step_used", "unstable_kept"):
+        if study.get(name):
+            print(f"{name.replace('_', ' ')}: {study[name]}")
+
+
+def _print_summary(payload: dict) -> None:
+    """Print every part present in ``payload`` and the targets."""
     print()
+    means = payload.get("mean_psnr", {})
     if means:
         print_table1(means)
         print()
@@ -1443,29 +1517,44 @@ def main() -> int:
     if payload.get("weight_change"):
         print(f"weight-change slopes (l2, linf): {payload['weight_change']['slopes']}")
     if payload.get("noise_width"):
-        study = payload["noise_width"]
-        table = [
-            {"network": arch, "run": run, **values}
-            for arch, runs in study["by_run"].items()
-            for run, values in runs.items()
-        ]
-        print(f"noise input, Adam against GD (oracle PSNR, dB) on {', '.join(study['images'])}:")
-        print_table(table, list(table[0]))
+        _print_noise_width(payload["noise_width"])
     if payload.get("noise_images"):
-        study = payload["noise_images"]
-        table = [
-            {"network": arch, **values, "paper": study["paper_adam_minus_gd_db"][arch]}
-            for arch, values in study["by_network"].items()
-        ]
-        size = f"{study['crop']}x{study['crop']} crops" if study["crop"] else "whole images"
-        print(f"noise input, Adam against GD (oracle PSNR, dB), {size}, width {study['width']}:")
-        print_table(table, list(table[0]))
-        for name in ("still_improving_at_cap", "gd_smaller_step_used", "unstable_kept"):
-            if study.get(name):
-                print(f"{name.replace('_', ' ')}: {study[name]}")
+        _print_noise_images(payload["noise_images"])
     if payload.get("gd_budget"):
         print_gd_budget(payload["gd_budget"])
     print(f"targets: {json.dumps(payload['targets'], indent=1)}")
+
+
+def main() -> int:
+    parser = _parser()
+    args = parser.parse_args()
+    setup = _setup(parser, args)
+    if setup is None:
+        return 1
+    config = setup.config()
+    cache = Cache(
+        RESULTS_DIR / "dip_table1.partial.json",
+        config,
+        enabled=not args.quick,
+        restart=args.restart,
+    )
+    previous = _previous_results(setup, config)
+
+    start = time.time()
+    payload = _initial_payload(setup, previous)
+    run_info = dict(payload.get("run", {}))
+    _run_sections(setup, payload, run_info, cache)
+    payload["targets"] = targets(
+        payload.get("mean_psnr", {}),
+        payload.get("speed"),
+        payload.get("weight_change"),
+        payload.get("noise_images"),
+    )
+    sections = setup.sections
+    key = "main" if set(sections) == set(SECTIONS) else "+".join(sections)
+    run_info[key] = _invocation_record(sections, start)
+    payload["run"] = run_info
+    _print_summary(payload)
     if args.quick:
         print("quick run: nothing written")
     else:

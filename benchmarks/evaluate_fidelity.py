@@ -41,6 +41,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -329,10 +330,20 @@ def headline(done: dict, full_set: bool) -> dict | None:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+@dataclass
+class _Run:
+    """What one invocation works on: the data, the checkpoints and the cache file."""
+
+    published: dict
+    images: list
+    full_set: bool
+    models: Models
+    config: dict
+    partial_path: Path
+
+
+def _prepare(args: argparse.Namespace) -> _Run:
+    """Find BSD68 and the published metrics (exit when absent) and load the images."""
     shared = (args.shared or default_shared()).resolve()
     bsd68 = shared / "data" / "BSD68"
     reference = shared / "reference" / "bias_free_denoising"
@@ -341,32 +352,26 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"{NAME}: BSD68 or published_metrics.json not found under {shared} (--shared)")
     published = json.loads(metrics_file.read_text())
     images = load_image_folder(bsd68, limit=args.limit_images)
-    full_set = len(images) == FULL_SET_SIZE
-    models = Models(reference / "pretrained", args.precision)
-    config = {"images": [n for n, _ in images], "seed": args.seed, "precision": args.precision}
-    partial_path = RESULTS_DIR / f"{NAME}.partial.json"
-    cache = (
-        {"done": {}, "speed": None, "protocol": None}
-        if args.restart
-        else load_partial(partial_path, config)
-    )
-    done = cache["done"]
-    plan = [(key, sigma) for key in args.models for sigma in sigmas_for(key, args.sigmas)]
-    todo = [(key, sigma) for key, sigma in plan if f"{key}@{sigma:g}" not in done]
-    print(
-        f"{NAME}: {len(images)} BSD68 images, {len(plan)} (model, sigma) pairs, {len(todo)} to "
-        f"compute, precision {args.precision}, {torch.get_num_threads()} threads",
-        file=sys.stderr,
+    return _Run(
+        published=published,
+        images=images,
+        full_set=len(images) == FULL_SET_SIZE,
+        models=Models(reference / "pretrained", args.precision),
+        config={"images": [n for n, _ in images], "seed": args.seed, "precision": args.precision},
+        partial_path=RESULTS_DIR / f"{NAME}.partial.json",
     )
 
-    start = time.perf_counter()
+
+def _evaluate_pairs(run: _Run, cache: dict, todo: list, args: argparse.Namespace) -> None:
+    """Evaluate each (model, σ) of ``todo`` into ``cache["done"]``, saving after each."""
+    done = cache["done"]
     # σ outer, model inner: the noisy images of one σ are drawn once per model (cheap),
     # and every finished (model, σ) is saved at once, so an interruption loses one pass.
     for step, (key, sigma) in enumerate(sorted(todo, key=lambda t: (t[1], t[0])), start=1):
         t0 = time.perf_counter()
         result = evaluate(
-            {key: models[key]},
-            images,
+            {key: run.models[key]},
+            run.images,
             [sigma / 255.0],
             seed=args.seed,
             batch_size=args.batch_size,
@@ -375,53 +380,63 @@ def main(argv: list[str] | None = None) -> int:
         (entry,) = result["results"]
         done[f"{key}@{sigma:g}"] = entry
         cache["protocol"] = result["protocol"]
-        save_partial(partial_path, config, cache)
+        save_partial(run.partial_path, run.config, cache)
         print(
             f"{NAME}: [{step}/{len(todo)}] {key} sigma {sigma:g}: {entry['psnr']:.3f} dB "
             f"({time.perf_counter() - t0:.0f} s)",
             file=sys.stderr,
         )
 
+
+def _speed_result(run: _Run, cache: dict, args: argparse.Namespace) -> dict | None:
+    """The speed run (cached, or measured now unless ``--no-speed``) with its verdict."""
     speed = cache.get("speed")
     if not args.no_speed and (speed is None or speed["model"] != args.speed_model):
-        speed = measure_speed(models, args.speed_model, images, args)
+        speed = measure_speed(run.models, args.speed_model, run.images, args)
         cache["speed"] = speed
-        save_partial(partial_path, config, cache)
-    if speed is not None:
-        speed = {
-            **speed,
-            "target_seconds": SPEED_TARGET_SECONDS,
-            "pass": (speed["seconds"] < SPEED_TARGET_SECONDS) if full_set else None,
-        }
+        save_partial(run.partial_path, run.config, cache)
+    if speed is None:
+        return None
+    return {
+        **speed,
+        "target_seconds": SPEED_TARGET_SECONDS,
+        "pass": (speed["seconds"] < SPEED_TARGET_SECONDS) if run.full_set else None,
+    }
 
-    rows = [compare(done[f"{key}@{sigma:g}"], published, key, full_set) for key, sigma in plan]
+
+def _fidelity(rows: list[dict], full_set: bool) -> dict:
+    """The fidelity verdict over the rows compared with a published value."""
     checked = [r for r in rows if "delta_psnr" in r]
-    fidelity_pass = all(r["within_tolerance"] for r in checked) if full_set and checked else None
-    worst_psnr = max((abs(r["delta_psnr"]) for r in checked), default=None)
-    worst_ssim = max((abs(r["delta_ssim"]) for r in checked), default=None)
+    return {
+        "pass": all(r["within_tolerance"] for r in checked) if full_set and checked else None,
+        "rule": f"|dPSNR| <= {PSNR_TOLERANCE_DB} dB and |dSSIM| <= {SSIM_TOLERANCE} for "
+        "every checked (model, sigma), decided only on the full 68-image set",
+        "checked": len(checked),
+        "within_tolerance": sum(bool(r["within_tolerance"]) for r in checked) if full_set else None,
+        "max_abs_delta_psnr": max((abs(r["delta_psnr"]) for r in checked), default=None),
+        "max_abs_delta_ssim": max((abs(r["delta_ssim"]) for r in checked), default=None),
+    }
+
+
+def _payload(run: _Run, cache: dict, plan: list, speed: dict | None, start: float) -> dict:
+    """The results file's content."""
+    done = cache["done"]
+    rows = [
+        compare(done[f"{key}@{sigma:g}"], run.published, key, run.full_set) for key, sigma in plan
+    ]
     protocol = cache["protocol"]
     if protocol is not None:  # the protocol of one pass, with the σ values of the whole run
         protocol = {**protocol, "sigmas_255": sorted({sigma for _, sigma in plan})}
-    payload = {
+    return {
         "benchmark": NAME,
         "description": (
             "filterscope's evaluation of the 24 published checkpoints of Mohan et al. "
             "(ICLR 2020) on BSD68 against published_metrics.json, and the time of a full "
             "10-sigma BSD68 sweep of one DnCNN checkpoint"
         ),
-        "full_set": full_set,
-        "fidelity": {
-            "pass": fidelity_pass,
-            "rule": f"|dPSNR| <= {PSNR_TOLERANCE_DB} dB and |dSSIM| <= {SSIM_TOLERANCE} for "
-            "every checked (model, sigma), decided only on the full 68-image set",
-            "checked": len(checked),
-            "within_tolerance": sum(bool(r["within_tolerance"]) for r in checked)
-            if full_set
-            else None,
-            "max_abs_delta_psnr": worst_psnr,
-            "max_abs_delta_ssim": worst_ssim,
-        },
-        "headline": headline(done, full_set),
+        "full_set": run.full_set,
+        "fidelity": _fidelity(rows, run.full_set),
+        "headline": headline(done, run.full_set),
         "speed": speed,
         "protocol": protocol,
         "environment": {
@@ -435,63 +450,104 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "results": [done[f"{key}@{sigma:g}"] for key, sigma in plan],
     }
-    path = write_results(NAME, payload)
 
-    def fmt(value, spec):
-        return "" if value is None else format(value, spec)
 
+def _fmt(value, spec) -> str:
+    return "" if value is None else format(value, spec)
+
+
+VERDICT = {True: "PASS", False: "FAIL", None: "n/a (subset of BSD68)"}
+
+
+def _print_rows(rows: list[dict]) -> None:
     print("\nBSD68 mean PSNR (dB) / SSIM, ours against published (sigma on the 0-255 scale)")
     table = [
         {
             "model": r["model"],
             "σ": f"{r['sigma']:g}",
-            "PSNR ours": fmt(r["psnr"], ".3f"),
-            "PSNR published": fmt(r.get("psnr_published"), ".3f"),
-            "ΔPSNR": fmt(r.get("delta_psnr"), "+.3f"),
-            "SSIM ours": fmt(r["ssim"], ".4f"),
-            "SSIM published": fmt(r.get("ssim_published"), ".4f"),
-            "ΔSSIM": fmt(r.get("delta_ssim"), "+.4f"),
+            "PSNR ours": _fmt(r["psnr"], ".3f"),
+            "PSNR published": _fmt(r.get("psnr_published"), ".3f"),
+            "ΔPSNR": _fmt(r.get("delta_psnr"), "+.3f"),
+            "SSIM ours": _fmt(r["ssim"], ".4f"),
+            "SSIM published": _fmt(r.get("ssim_published"), ".4f"),
+            "ΔSSIM": _fmt(r.get("delta_ssim"), "+.4f"),
             "ok": {True: "yes", False: "NO", None: ""}[r.get("within_tolerance")],
         }
         for r in rows
     ]
     print_table(table, list(table[0]))
-    verdict = {True: "PASS", False: "FAIL", None: "n/a (subset of BSD68)"}
-    counted = payload["fidelity"]["within_tolerance"]
+
+
+def _print_speed(speed: dict) -> None:
+    print(
+        f"speed: {speed['model']}, {speed['images']} images x 10 sigmas in "
+        f"{speed['seconds']:.1f} s ({speed['precision']}, {speed['threads']} threads): "
+        f"{VERDICT[speed['pass']]} (target < {SPEED_TARGET_SECONDS:.0f} s on the full set)"
+    )
+    if "convolution_gflops" in speed:
+        print(
+            f"speed: convolutions at {speed['convolution_gflops']:.0f} GFLOP/s "
+            f"({speed['convolution_gflop_per_sweep']:.0f} GFLOP per sweep); a dense "
+            f"{speed['precision']} matrix product here: "
+            f"{speed['matmul_gflops_same_precision']:.0f} GFLOP/s"
+        )
+
+
+def _print_report(payload: dict) -> None:
+    """The comparison table, the verdicts, the headline gap and the speed."""
+    _print_rows(payload["rows"])
+    fidelity = payload["fidelity"]
     counted = (
-        f"{counted} of {len(checked)} within tolerance"
-        if full_set
-        else f"{len(checked)} compared, not judged"
+        f"{fidelity['within_tolerance']} of {fidelity['checked']} within tolerance"
+        if payload["full_set"]
+        else f"{fidelity['checked']} compared, not judged"
     )
     print(
-        f"\nfidelity: {verdict[fidelity_pass]}: {counted}, "
-        f"max |dPSNR| {fmt(worst_psnr, '.3f')} dB, "
-        f"max |dSSIM| {fmt(worst_ssim, '.4f')}"
+        f"\nfidelity: {VERDICT[fidelity['pass']]}: {counted}, "
+        f"max |dPSNR| {_fmt(fidelity['max_abs_delta_psnr'], '.3f')} dB, "
+        f"max |dSSIM| {_fmt(fidelity['max_abs_delta_ssim'], '.4f')}"
     )
     if payload["headline"] is not None:
         gap = payload["headline"]["gap_db_at_sigma_90"]
         print(f"headline: BF-DnCNN [0,10] - DnCNN [0,10] at sigma 90 = {gap:+.2f} dB (target > 10)")
-    if speed is not None:
-        print(
-            f"speed: {speed['model']}, {speed['images']} images x 10 sigmas in "
-            f"{speed['seconds']:.1f} s ({speed['precision']}, {speed['threads']} threads): "
-            f"{verdict[speed['pass']]} (target < {SPEED_TARGET_SECONDS:.0f} s on the full set)"
-        )
-        if "convolution_gflops" in speed:
-            print(
-                f"speed: convolutions at {speed['convolution_gflops']:.0f} GFLOP/s "
-                f"({speed['convolution_gflop_per_sweep']:.0f} GFLOP per sweep); a dense "
-                f"{speed['precision']} matrix product here: "
-                f"{speed['matmul_gflops_same_precision']:.0f} GFLOP/s"
-            )
+    if payload["speed"] is not None:
+        _print_speed(payload["speed"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    run = _prepare(args)
+    cache = (
+        {"done": {}, "speed": None, "protocol": None}
+        if args.restart
+        else load_partial(run.partial_path, run.config)
+    )
+    plan = [(key, sigma) for key in args.models for sigma in sigmas_for(key, args.sigmas)]
+    todo = [(key, sigma) for key, sigma in plan if f"{key}@{sigma:g}" not in cache["done"]]
+    print(
+        f"{NAME}: {len(run.images)} BSD68 images, {len(plan)} (model, sigma) pairs, "
+        f"{len(todo)} to compute, precision {args.precision}, "
+        f"{torch.get_num_threads()} threads",
+        file=sys.stderr,
+    )
+
+    start = time.perf_counter()
+    _evaluate_pairs(run, cache, todo, args)
+    speed = _speed_result(run, cache, args)
+    payload = _payload(run, cache, plan, speed, start)
+    path = write_results(NAME, payload)
+    _print_report(payload)
     print(f"results: {path}")
     if args.figures:
         for figure in draw_dncnn_figures(
-            payload, models, RESULTS_DIR / "generalization", precision=args.precision
+            payload, run.models, RESULTS_DIR / "generalization", precision=args.precision
         ):
             print(f"figure: {figure}")
     # The partial file is kept: it caches finished (model, sigma) results for later runs.
-    return 1 if fidelity_pass is False or (speed is not None and speed["pass"] is False) else 0
+    failed = payload["fidelity"]["pass"] is False or (speed is not None and speed["pass"] is False)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import platform
 import resource
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -86,65 +87,50 @@ def naive_rows(model: torch.nn.Module, y: torch.Tensor, rows: int) -> float:
     return (time.perf_counter() - start) / rows
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny model and sizes (smoke run)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    parser.add_argument("--checkpoint", type=Path, default=CHECKPOINT)
-    parser.add_argument("--naive-rows", type=int, default=16)
-    parser.add_argument("--skip-plain", action="store_true", help="skip the plain vmap(vjp) run")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    patch, small, large = (12, 24, 48) if args.quick else (40, 64, 256)
-    model, model_name = load_model(args.quick, args.checkpoint)
-    image = load_image()
-    noise = torch.Generator().manual_seed(0)
-    sigma = 50 / 255
+@dataclass
+class _Noisy:
+    """Noisy centre crops of one image at σ = 50, drawn in turn from one seeded generator."""
 
-    def noisy(size: int) -> torch.Tensor:
-        x = crop(image, size)
-        return x + sigma * torch.randn(x.shape, generator=noise)
+    image: torch.Tensor
+    sigma: float = 50 / 255
+    generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
 
-    rows, payload = (
-        [],
-        {
-            "model": model_name,
-            "threads": args.threads,
-            "quick": args.quick,
-            "load_average": os.getloadavg(),
-            "machine": platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-        },
-    )
+    def __call__(self, size: int) -> torch.Tensor:
+        x = crop(self.image, size)
+        return x + self.sigma * torch.randn(x.shape, generator=self.generator)
 
-    # 1. dense patch Jacobian
-    y = noisy(patch)
+
+def _timed(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` and the seconds it took."""
+    start = time.perf_counter()
+    value = fn(*args, **kwargs)
+    return value, time.perf_counter() - start
+
+
+def dense_case(
+    model: torch.nn.Module, y: torch.Tensor, *, naive_rows_timed: int, skip_plain: bool
+) -> tuple[dict, list[dict]]:
+    """Case 1: the dense patch Jacobian in float32 against float64, plain vmap and the loop."""
+    patch = y.shape[-1]
     dense_jacobian(model, y[..., :8, :8])  # warm-up
-    start = time.perf_counter()
-    j32 = dense_jacobian(model, y, dtype=torch.float32)
-    t32 = time.perf_counter() - start
-    start = time.perf_counter()
-    j64 = dense_jacobian(model, y, dtype=torch.float64)
-    t64 = time.perf_counter() - start
+    j32, t32 = _timed(dense_jacobian, model, y, dtype=torch.float32)
+    j64, t64 = _timed(dense_jacobian, model, y, dtype=torch.float64)
     rel = float((j32.double() - j64).norm() / j64.norm())
     plain = None
-    if not args.skip_plain:
-        start = time.perf_counter()
-        jp = dense_jacobian(model, y, radius=None, dtype=torch.float32)
-        plain = time.perf_counter() - start
+    if not skip_plain:
+        jp, plain = _timed(dense_jacobian, model, y, radius=None, dtype=torch.float32)
         assert float((jp - j32).abs().max()) < 1e-4
         del jp
-    per_row = naive_rows(model, y, args.naive_rows)
-    naive_total = per_row * y.numel()
-    n = y.numel()
-    dense = {
+    naive_total = naive_rows(model, y, naive_rows_timed) * y.numel()
+    del j32, j64
+    result = {
         "patch": patch,
-        "n": n,
+        "n": y.numel(),
         "float32_seconds": t32,
         "float64_seconds": t64,
         "relative_error_float32_vs_float64": rel,
         "plain_vmap_vjp_seconds": plain,
-        "naive_loop_rows_timed": args.naive_rows,
+        "naive_loop_rows_timed": naive_rows_timed,
         "naive_loop_seconds_extrapolated": naive_total,
         "speedup_vs_naive": naive_total / t32,
         "speedup_vs_plain_vmap": None if plain is None else plain / t32,
@@ -152,43 +138,40 @@ def main() -> int:
         "target_relative_error": 1e-5,
         "passed": t32 < 20.0 and rel < 1e-5,
     }
-    payload["dense_patch_jacobian"] = dense
-    rows.append(
+    rows = [
         {
             "case": f"dense J {patch}x{patch} float32",
             "seconds": t32,
             "value": rel,
             "target": "< 20 s, rel < 1e-5",
-            "passed": dense["passed"],
-        }
-    )
-    rows.append({"case": "  float64 reference", "seconds": t64})
-    rows.append({"case": "  plain vmap(vjp), no crops", "seconds": plain})
-    rows.append(
+            "passed": result["passed"],
+        },
+        {"case": "  float64 reference", "seconds": t64},
+        {"case": "  plain vmap(vjp), no crops", "seconds": plain},
         {
-            "case": f"  naive loop (from {args.naive_rows} rows)",
+            "case": f"  naive loop (from {naive_rows_timed} rows)",
             "seconds": naive_total,
             "value": naive_total / t32,
             "target": "ratio",
-        }
-    )
-    del j32, j64
+        },
+    ]
+    return result, rows
 
-    # 2. matrix-free accuracy against the dense SVD
-    y = noisy(small)
-    start = time.perf_counter()
-    jac = dense_jacobian(model, y, dtype=torch.float32)
-    t_dense = time.perf_counter() - start
+
+def accuracy_case(model: torch.nn.Module, y: torch.Tensor) -> tuple[dict, list[dict]]:
+    """Case 2: the probe estimate of ``d`` and the Krylov top-10 against the dense SVD."""
+    small = y.shape[-1]
+    jac, t_dense = _timed(dense_jacobian, model, y, dtype=torch.float32)
     s = torch.linalg.svdvals(jac.double())
     del jac
     exact = float(s.pow(2).sum())
     est = estimate_effective_dim(model, y, probes=64, batch=8, seed=1)
     d_err = abs(est["effective_dim"] - exact) / exact
-    start = time.perf_counter()
-    _, s_top, _ = top_singular_triplets(model, y, 10, oversample=10, power_iters=6, seed=1)
-    t_top = time.perf_counter() - start
+    (_, s_top, _), t_top = _timed(
+        top_singular_triplets, model, y, 10, oversample=10, power_iters=6, seed=1
+    )
     top_err = float(((s_top - s[:10]).abs() / s[:10]).max())
-    payload["matrix_free_accuracy"] = {
+    result = {
         "size": small,
         "dense_jacobian_seconds": t_dense,
         "exact_effective_dim": exact,
@@ -203,45 +186,74 @@ def main() -> int:
         "top10_seconds": t_top,
         "passed": d_err < 0.05 and top_err < 0.01,
     }
-    rows.append(
+    rows = [
         {
             "case": f"probe d, {small}x{small}, 64 probes",
             "seconds": est["seconds"],
             "value": d_err,
             "target": "< 0.05",
             "passed": d_err < 0.05,
-        }
-    )
-    rows.append(
+        },
         {
             "case": "top-10 singular values (Krylov)",
             "seconds": t_top,
             "value": top_err,
             "target": "< 0.01",
             "passed": top_err < 0.01,
-        }
-    )
+        },
+    ]
+    return result, rows
 
-    # 3. matrix-free speed on a large image
-    y = noisy(large)
+
+def large_case(model: torch.nn.Module, y: torch.Tensor) -> tuple[dict, list[dict]]:
+    """Case 3: the probe estimate of ``d`` on a large image to ±5%."""
+    large = y.shape[-1]
     est = estimate_effective_dim(model, y, probes=64, batch=4, rtol=0.05, seed=2)
     half = (est["interval"][1] - est["interval"][0]) / 2 / est["effective_dim"]
     passed = est["seconds"] < 60 and half <= 0.05
-    payload["matrix_free_large"] = {
+    result = {
         "size": large,
         **{k: v for k, v in est.items() if k != "samples"},
         "relative_half_width": half,
         "passed": passed,
     }
-    rows.append(
-        {
-            "case": f"probe d, {large}x{large}, rtol 0.05",
-            "seconds": est["seconds"],
-            "value": half,
-            "target": "< 60 s, ±5%",
-            "passed": passed,
-        }
+    row = {
+        "case": f"probe d, {large}x{large}, rtol 0.05",
+        "seconds": est["seconds"],
+        "value": half,
+        "target": "< 60 s, ±5%",
+        "passed": passed,
+    }
+    return result, [row]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny model and sizes (smoke run)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--checkpoint", type=Path, default=CHECKPOINT)
+    parser.add_argument("--naive-rows", type=int, default=16)
+    parser.add_argument("--skip-plain", action="store_true", help="skip the plain vmap(vjp) run")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    patch, small, large = (12, 24, 48) if args.quick else (40, 64, 256)
+    model, model_name = load_model(args.quick, args.checkpoint)
+    noisy = _Noisy(load_image())
+    payload = {
+        "model": model_name,
+        "threads": args.threads,
+        "quick": args.quick,
+        "load_average": os.getloadavg(),
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+    }
+    payload["dense_patch_jacobian"], rows = dense_case(
+        model, noisy(patch), naive_rows_timed=args.naive_rows, skip_plain=args.skip_plain
     )
+    payload["matrix_free_accuracy"], more = accuracy_case(model, noisy(small))
+    rows += more
+    payload["matrix_free_large"], more = large_case(model, noisy(large))
+    rows += more
 
     payload["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     path = write_results("jacobian_quick" if args.quick else "jacobian", payload)

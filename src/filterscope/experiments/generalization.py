@@ -144,20 +144,56 @@ def run_generalization_experiment(
     out_dir = Path(out_dir)
     target = _resolve_device(device)  # an unknown or absent device: refused before training
     _check_inputs(out_dir, baselines, data_dir, test_dir, overwrite=overwrite)
+    recipe = _build_recipe(
+        quick, sigma_range, data_dir, val_dir, threads=threads, device_type=target.type, steps=steps
+    )
+
+    start = time.perf_counter()
+    seconds: dict[str, float] = {}
+    models = _train_pair(recipe, out_dir, seconds, progress=progress)
+    tick = time.perf_counter()
+    result = _evaluate(
+        [*models, *baselines], test_dir, test_sigmas, test_images, out_dir, str(target), progress
+    )
+    seconds["evaluate"] = time.perf_counter() - tick
+    seconds["total"] = time.perf_counter() - start
+    gap = _psnr_gap(result, models, test_sigmas)
+    summary = _write_summary(out_dir, recipe, gap, seconds, quick=quick, threads=threads)
+    return {
+        "result": result,
+        "gap_db": gap,
+        "seconds": seconds,
+        "files": [str(out_dir / name) for name in OUTPUT_NAMES],
+        "summary": summary,
+        "table": format_table(result),
+    }
+
+
+def _build_recipe(
+    quick: bool, sigma_range, data_dir, val_dir, *, threads: int, device_type: str, steps
+) -> TrainConfig:
+    """The training recipe both networks share (all but ``bias``), validated."""
     recipe = replace(
         QUICK_RECIPE if quick else FULL_RECIPE,
         sigma_range=[float(s) for s in sigma_range],
         data_dir=str(data_dir),
         val_dir=str(val_dir),
         threads=threads,
-        device=target.type,
+        device=device_type,
     )
     if steps is not None:
         recipe = replace(recipe, steps=steps)
     recipe.validate()
+    return recipe
 
-    start = time.perf_counter()
-    seconds: dict[str, float] = {}
+
+def _train_pair(
+    recipe: TrainConfig, out_dir: Path, seconds: dict[str, float], *, progress: bool
+) -> list[str]:
+    """Train the bias network, then the bias-free one; their model files, in that order.
+
+    Each training time goes into ``seconds`` as ``train_bias`` / ``train_bias_free``.
+    """
     models = []
     for bias in (True, False):
         run_dir = out_dir / RUN_NAMES[bias]
@@ -167,24 +203,37 @@ def run_generalization_experiment(
         train(replace(recipe, bias=bias), run_dir, progress=progress)
         seconds[f"train_{RUN_NAMES[bias].replace('-', '_')}"] = time.perf_counter() - tick
         models.append(str(run_dir / "model.safetensors"))
+    return models
 
-    tick = time.perf_counter()
-    result = evaluate_models(
-        [*models, *baselines],
+
+def _evaluate(
+    specs: list[str], test_dir, test_sigmas, limit, out_dir: Path, device: str, progress: bool
+) -> dict:
+    """Evaluate every model on the same noisy test images, writing JSON, CSV and figure."""
+    return evaluate_models(
+        specs,
         test_dir,
         [s / 255.0 for s in test_sigmas],
-        limit=test_images,
+        limit=limit,
         json_path=out_dir / OUTPUT_NAMES[0],
         csv_path=out_dir / OUTPUT_NAMES[1],
         plot_path=out_dir / OUTPUT_NAMES[2],
         overwrite=True,
         progress=progress,
-        device=str(target),
+        device=device,
     )
-    seconds["evaluate"] = time.perf_counter() - tick
-    seconds["total"] = time.perf_counter() - start
+
+
+def _psnr_gap(result: dict, models: list[str], test_sigmas) -> dict:
+    """PSNR(bias-free) − PSNR(bias) per test σ (``models`` = [bias, bias-free])."""
     psnr = {(r["model"], r["sigma"]): r["psnr"] for r in result["results"]}
-    gap = {sigma: psnr[(models[1], sigma)] - psnr[(models[0], sigma)] for sigma in test_sigmas}
+    return {sigma: psnr[(models[1], sigma)] - psnr[(models[0], sigma)] for sigma in test_sigmas}
+
+
+def _write_summary(
+    out_dir: Path, recipe: TrainConfig, gap: dict, seconds: dict, *, quick: bool, threads: int
+) -> dict[str, Any]:
+    """Write ``generalization_summary.json`` (atomically) and return its content."""
     summary = {
         "gap_db_bias_free_minus_bias": {f"{sigma:g}": value for sigma, value in gap.items()},
         "seconds": seconds,
@@ -197,14 +246,7 @@ def run_generalization_experiment(
         out_dir / OUTPUT_NAMES[3],
         lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"),
     )
-    return {
-        "result": result,
-        "gap_db": gap,
-        "seconds": seconds,
-        "files": [str(out_dir / name) for name in OUTPUT_NAMES],
-        "summary": summary,
-        "table": format_table(result),
-    }
+    return summary
 
 
 __all__ = ["FULL_RECIPE", "QUICK_RECIPE", "existing_outputs", "run_generalization_experiment"]
