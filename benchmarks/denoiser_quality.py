@@ -11,8 +11,10 @@ Every method sees the same noisy images: the noise of image ``i`` at σ comes fr
 evaluate``. PSNR of the estimate clipped to [0, 1], data range 1, mean over images of
 per-image values. Networks run in float32.
 
-Gray methods: the default gray model blind (``sigma=None``) and told σ, the default blind
-with the 8-fold self-ensemble (at ``--ensemble-sigmas``), BM3D and scikit-image NLM
+Gray methods: the default gray model blind (``sigma=None``: for ``bf-drunet-gray`` σ
+estimated from the image, then non-blind), told σ, and in the blind mode its network was
+trained with (σ input 0), the default blind with the 8-fold self-ensemble (at
+``--ensemble-sigmas``), BM3D and scikit-image NLM
 given the true σ, the published BF-DnCNN trained on [0, 100] (blind), and the previous
 default ``bf-dncnn-gray``. Colour methods: the default colour model blind and told σ,
 CBM3D (``bm3d.bm3d_rgb``, true σ), the published gray BF-DnCNN [0, 100] per channel,
@@ -80,10 +82,14 @@ def methods(part: str, default: str) -> dict[str, Callable[[], Callable]]:
     def ensemble(name):
         return lambda: (lambda m: lambda y, s: self_ensemble(m, y, None))(_load(name))
 
+    def trained_blind(name):  # a noise-level network's own blind mode (σ input 0)
+        return lambda: (lambda m: lambda y, s: m(y, 0.0))(_load(name))
+
     if part == "gray":
         return {
             f"{default} (blind)": blind(default),
             f"{default} (told sigma)": told(default),
+            f"{default} (trained blind mode)": trained_blind(default),
             f"{default} (blind, ensemble)": ensemble(default),
             "BM3D (true sigma)": told("bm3d"),
             "NLM (true sigma)": told("nlm"),

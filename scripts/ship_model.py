@@ -21,8 +21,25 @@ import json
 import sys
 from pathlib import Path
 
+from filterscope.models import create_model
 from filterscope.models.checkpoints import card_path, load_checkpoint, save_model
 from filterscope.models.zoo import weights_dir
+
+
+def with_blind_estimate(model):
+    """The same DRUNet weights, with ``blind_estimate`` switched on in its config."""
+    if model.arch != "drunet" or not model.config.get("noise_map"):
+        sys.exit("--blind-estimate needs a drunet with a noise-level input (noise_map)")
+    config = {k: v for k, v in model.config.items() if k not in ("bias", "in_channels")}
+    rebuilt = create_model(
+        "drunet",
+        bias=model.bias,
+        in_channels=model.in_channels,
+        **{**config, "blind_estimate": True},
+    )
+    rebuilt.load_state_dict(model.state_dict())
+    rebuilt.card = model.card
+    return rebuilt
 
 
 def bsd68_scores(result_file: Path, label: str) -> dict | None:
@@ -147,9 +164,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zoo", type=Path, help="zoo.json (color test sets) holding this model")
     parser.add_argument("--quality", type=Path, help="denoiser_quality.json holding this model")
     parser.add_argument("--force", action="store_true", help="replace an existing shipped model")
+    parser.add_argument(
+        "--blind-estimate",
+        action="store_true",
+        help="a DRUNet with a noise-level input: without sigma, estimate it from the image "
+        "(wavelet MAD) instead of running the trained blind mode",
+    )
     args = parser.parse_args(argv)
 
     model = load_checkpoint(args.run_dir / "model.safetensors")
+    if args.blind_estimate:
+        model = with_blind_estimate(model)
     card = dict(model.card)
     for key in ("format", "arch", "bias", "in_channels", "config"):
         card.pop(key, None)

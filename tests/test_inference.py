@@ -494,3 +494,20 @@ def test_output_folder_that_cannot_be_made_is_an_input_error(
     monkeypatch.setattr(Path, "mkdir", full_disk)
     with pytest.raises(InputError, match="cannot make the output folder"):
         denoise_files(files, tmp_path / "out", model=tiny_model_path)
+
+
+def test_tiled_drunet_with_blind_estimate_uses_the_whole_image_estimate_in_every_tile():
+    torch.manual_seed(0)
+    model = filterscope_create("drunet", widths=[4, 8], blocks=1, blind_estimate=True).eval()
+    y = torch.rand(2, 1, 61, 53, generator=torch.Generator().manual_seed(2))
+    tiled = denoise_tensor(model, y, tile=model.receptive_radius)
+    torch.testing.assert_close(tiled, whole(model, y), rtol=0, atol=1e-5)
+    # Not trivial: each tile estimating its own σ gives another result.
+    tile, overlap = model.receptive_radius, model.receptive_radius
+    per_tile = torch.empty_like(y)
+    for core, padded in tile_grid(61, 53, tile=tile, overlap=overlap, align=2):
+        x_hat = whole(model, y[:, :, padded[0] : padded[1], padded[2] : padded[3]])
+        rows = slice(core[0] - padded[0], core[1] - padded[0])
+        cols = slice(core[2] - padded[2], core[3] - padded[2])
+        per_tile[:, :, core[0] : core[1], core[2] : core[3]] = x_hat[:, :, rows, cols]
+    assert (per_tile - whole(model, y)).abs().max() > 1e-4

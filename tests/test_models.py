@@ -286,3 +286,36 @@ def test_save_model_refuses_to_overwrite(tmp_path):
     with pytest.raises(FileExistsError):
         save_model(model, path)
     save_model(model, path, overwrite=True)
+
+
+# --------------------------------------------------------------------------- blind estimate
+
+
+def _drunet_with_blind_estimate(in_channels: int = 1) -> nn.Module:
+    torch.manual_seed(3)
+    return filterscope.create_model(
+        "drunet", in_channels=in_channels, widths=[4, 8, 8], blocks=1, blind_estimate=True
+    ).double()
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_drunet_blind_estimate_is_non_blind_with_the_estimate_and_stays_bias_free(in_channels):
+    model = _drunet_with_blind_estimate(in_channels).eval()
+    y = noisy_batch(in_channels, dtype=torch.float64, batch=2)
+    estimate = model.image_noise_level(y)
+    assert estimate.shape == (2,) and bool((estimate > 0).all())
+    with torch.no_grad():
+        torch.testing.assert_close(model(y), model(y, estimate), rtol=0, atol=0)
+        # The trained blind mode (σ = 0) is another function: the option matters.
+        assert relative_error(model(y), model(y, 0.0)) > 1e-3
+    assert max(_homogeneity_errors(model, y[:1])) < 1e-6
+    assert _euler_error(model, y[:1]) < 1e-6
+
+
+def test_drunet_without_blind_estimate_runs_its_trained_blind_mode():
+    model = small_model("drunet", bias=False, in_channels=1).double().eval()
+    assert model.image_noise_level(noisy_batch(1, dtype=torch.float64)) is None
+    y = noisy_batch(1, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(y), model(y, 0.0), rtol=0, atol=0)

@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from filterscope.noise import add_noise, gaussian_noise, sample_sigmas, uniform_noise
+from filterscope.noise import (
+    add_noise,
+    estimate_noise_level,
+    gaussian_noise,
+    sample_sigmas,
+    uniform_noise,
+)
 
 BIG = (4, 1, 200, 250)  # 200k samples: the std estimate is within ~0.5% at 3 standard errors
 
@@ -89,3 +95,74 @@ def test_sample_sigmas_is_reproducible_and_degenerate_range():
 def test_sample_sigmas_rejects_bad_ranges(bad):
     with pytest.raises(ValueError, match="sigma_range"):
         sample_sigmas(4, bad)
+
+
+# --------------------------------------------------------------------------- estimation
+
+
+def _smooth_image(channels: int = 1, height: int = 67, width: int = 59) -> torch.Tensor:
+    rows = torch.linspace(0, 1, height).view(-1, 1)
+    cols = torch.linspace(0, 1, width).view(1, -1)
+    plane = 0.3 + 0.4 * torch.sin(3 * rows) * torch.cos(2 * cols)
+    return plane.expand(1, channels, height, width).to(torch.float64)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_estimated_noise_level_is_near_the_truth_on_a_smooth_image(channels):
+    x = _smooth_image(channels, 131, 117)
+    sigmas = torch.tensor([5.0, 25.0, 60.0], dtype=torch.float64) / 255
+    y = x + gaussian_noise((3, channels, *x.shape[-2:]), sigmas.view(-1, 1, 1, 1), generator=4)
+    estimate = estimate_noise_level(y)
+    assert estimate.shape == (3,)
+    # MAD over a quarter of ~3700 coefficients per channel: about 4% standard error.
+    torch.testing.assert_close(estimate, sigmas, rtol=0.12, atol=0)
+
+
+def test_estimated_noise_level_is_positively_homogeneous_and_differentiable():
+    y = torch.randn(2, 1, 23, 19, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    for alpha in (0.5, 3.0):
+        torch.testing.assert_close(
+            estimate_noise_level(alpha * y), alpha * estimate_noise_level(y), rtol=1e-12, atol=0
+        )
+    y.requires_grad_(True)
+    (grad,) = torch.autograd.grad(estimate_noise_level(y).sum(), y)
+    # Euler's identity for a degree-1 homogeneous function: <grad, y> = estimate.
+    torch.testing.assert_close((grad * y).sum(), estimate_noise_level(y).sum().detach())
+
+
+def test_estimated_noise_level_tracks_scikit_image():
+    skimage_restoration = pytest.importorskip("skimage.restoration")
+    x = _smooth_image(1, 96, 80)
+    y = x + gaussian_noise(x.shape, 0.1, generator=7, dtype=torch.float64)
+    ours = float(estimate_noise_level(y, flat_fraction=1.0))
+    theirs = float(skimage_restoration.estimate_sigma(y[0, 0].numpy()))
+    assert ours == pytest.approx(theirs, rel=0.05)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 7, 40), (1, 40, 40), (1, 1, 40, 3)])
+def test_estimated_noise_level_refuses_tiny_or_unbatched_images(shape):
+    with pytest.raises(ValueError, match="H, W >= 8"):
+        estimate_noise_level(torch.rand(shape))
+
+
+def test_flat_parts_keep_texture_out_of_the_estimate_and_stay_unbiased_on_noise():
+    x = _smooth_image(1, 96, 80)
+    # Fine texture (periods of 3-4 pixels) over the right half of the image.
+    rows = torch.arange(96).view(-1, 1)
+    cols = torch.arange(80).view(1, -1)
+    texture = 0.2 * torch.sin(rows * 1.9) * torch.sin(cols * 1.6) * (cols >= 40)
+    y = x + texture + gaussian_noise(x.shape, 5 / 255, generator=2, dtype=torch.float64)
+    plain = float(estimate_noise_level(y, flat_fraction=1.0))
+    flat = float(estimate_noise_level(y))
+    assert plain > 1.5 * 5 / 255  # the texture counts as noise
+    assert flat == pytest.approx(5 / 255, rel=0.15)
+    noise = gaussian_noise((2, 1, 200, 200), 1.0, generator=5, dtype=torch.float64)
+    torch.testing.assert_close(
+        estimate_noise_level(noise), torch.ones(2, dtype=torch.float64), rtol=0.05, atol=0
+    )
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
+def test_estimated_noise_level_refuses_a_bad_flat_fraction(fraction):
+    with pytest.raises(ValueError, match="flat_fraction"):
+        estimate_noise_level(torch.rand(1, 1, 20, 20), flat_fraction=fraction)

@@ -85,6 +85,9 @@ class SelfEnsemble(Denoiser):
     def tile_alignment(self) -> int:
         return getattr(self.model, "tile_alignment", 1)
 
+    def image_noise_level(self, y: torch.Tensor) -> torch.Tensor | None:
+        return self.model.image_noise_level(y)
+
     def forward(
         self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs
     ) -> torch.Tensor:

@@ -29,7 +29,7 @@ from torch import nn
 
 from .errors import ChannelError, CheckpointError, FilterscopeError, InputError
 from .io import check_output_path, list_images, read_image, to_tensor, write_image
-from .models.base import module_device
+from .models.base import Denoiser, module_device
 from .models.fast import optimize_for_inference
 
 #: Input pixels (summed over the tiles of one batch) per model call: with 64 hidden
@@ -238,7 +238,9 @@ def _run_tiled(
     """Tiled forward pass; returns the estimate (shape and device of ``y``) and the tile count.
 
     ``sigma`` (image scale) is passed to ``model(tiles, sigma)`` for every batch of
-    tiles; None calls ``model(tiles)``.
+    tiles. None calls ``model(tiles)``, unless the model estimates σ in its blind mode
+    (:meth:`~filterscope.models.base.Denoiser.image_noise_level`): then each whole
+    image's estimate goes to its tiles, so they agree with the whole-image result.
     """
     _validate_options(tile, overlap)
     if y.dim() != 4 or y.shape[1] not in (1, 3):
@@ -256,6 +258,8 @@ def _run_tiled(
 
     out = torch.empty(model_input.shape, dtype=torch.float32, device=y.device)
     device = module_device(model)
+    if sigma is None and isinstance(model, Denoiser):
+        sigma = model.image_noise_level(model_input.to(device=device, dtype=torch.float32))
     align = int(getattr(model, "tile_alignment", 1))
     tiles = tile_grid(height, width, tile=tile, overlap=overlap, align=align)
     # Tiles of one padded shape can share a batch (interior tiles all have the same shape).
@@ -282,7 +286,12 @@ def _run_tiled(
                     [model_input[:, :, p[0] : p[1], p[2] : p[3]] for _, p in chunk], dim=0
                 )
                 x = x.to(device=device, dtype=torch.float32)
-                x_hat = model(x) if sigma is None else model(x, sigma)
+                if sigma is None:
+                    x_hat = model(x)
+                elif isinstance(sigma, torch.Tensor):  # one σ per image, repeated per tile
+                    x_hat = model(x, sigma.repeat(len(chunk)))
+                else:
+                    x_hat = model(x, sigma)
                 if x_hat.shape != x.shape:
                     raise ValueError(
                         f"model returned shape {tuple(x_hat.shape)} for input {tuple(x.shape)}"
@@ -534,15 +543,11 @@ class _Runner:
         return record
 
 
-def _estimate_noise_255(image: np.ndarray) -> float | None:
-    """Wavelet (median absolute deviation) noise estimate on the 0-255 scale; None when
-    PyWavelets, which the estimator needs, is not installed."""
+def _estimate_noise_255(image: np.ndarray) -> float:
+    """Wavelet (median absolute deviation) noise estimate on the 0-255 scale."""
     from .evaluation.baselines import estimate_noise_sigma
 
-    try:
-        return 255.0 * estimate_noise_sigma(image)
-    except ImportError:
-        return None
+    return 255.0 * estimate_noise_sigma(image)
 
 
 def denoise_file(

@@ -89,3 +89,89 @@ def sample_sigmas(
     if power != 1:
         u = u**power
     return lo + (hi - lo) * u
+
+
+def _daubechies4_filters() -> tuple[torch.Tensor, torch.Tensor]:
+    """Low- and high-pass analysis filters of the 4-tap Daubechies wavelet (db2), unit norm."""
+    root3 = math.sqrt(3.0)
+    lowpass = [1 + root3, 3 + root3, 3 - root3, 1 - root3]
+    highpass = [(-1) ** k * lowpass[3 - k] for k in range(4)]
+    scale = 4 * math.sqrt(2.0)
+    return (
+        torch.tensor(lowpass, dtype=torch.float64) / scale,
+        torch.tensor(highpass, dtype=torch.float64) / scale,
+    )
+
+
+def _wavelet_bands(planes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The coarse (LL) and finest diagonal detail (HH) bands of ``(N, 1, H, W)`` planes."""
+    lowpass, highpass = (
+        f.to(device=planes.device, dtype=planes.dtype) for f in _daubechies4_filters()
+    )
+    kernels = torch.stack(
+        [lowpass[:, None] * lowpass[None, :], highpass[:, None] * highpass[None, :]]
+    )
+    # Windows start on odd rows and columns, as in PyWavelets' transform, so the plain
+    # estimate (flat_fraction = 1) tracks scikit-image's estimate_sigma (within about 1%).
+    bands = torch.nn.functional.conv2d(planes[..., 1:, 1:], kernels[:, None], stride=2)
+    return bands[:, :1], bands[:, 1:]
+
+
+def estimate_noise_level(y: torch.Tensor, *, flat_fraction: float = 0.25) -> torch.Tensor:
+    """Standard deviation of white Gaussian noise in each image, from the finest diagonal
+    wavelet band of its flattest parts (a median absolute deviation, after Donoho).
+
+    Parameters
+    ----------
+    y : Tensor, shape (B, C, H, W)
+        Noisy images, any scale (the estimate is on the same scale), H, W >= 8.
+    flat_fraction : float, keyword-only
+        Fraction in (0, 1] of the positions whose detail coefficients are used: those
+        where the coarse band varies least (3×3 mean of its absolute differences). 1 uses
+        every coefficient (the classical estimate, as scikit-image's ``estimate_sigma``).
+
+    Returns
+    -------
+    Tensor, shape (B,)
+        ``median(|d|) / 0.6745`` over the chosen db2 diagonal detail coefficients ``d``
+        of each channel (valid positions only, no boundary extension), averaged over
+        channels; the dtype of ``y`` (float32 at least).
+
+    Notes
+    -----
+    The coarse band and the detail band of an orthogonal wavelet carry independent
+    parts of white noise, so choosing positions by the coarse band does not bias the
+    estimate on noise; it keeps texture, which the classical estimate counts as noise,
+    out of it. On the first 12 BSD68 images at σ = 5/255 the mean estimate is 5.4/255
+    with the default against 6.6/255 with ``flat_fraction = 1``.
+
+    Positively homogeneous (``estimate(a y) = a estimate(y)`` for ``a > 0``) and
+    differentiable almost everywhere, so a bias-free network fed this estimate stays
+    bias-free and its Jacobian analysis (Euler's identity) still holds. Cost
+    ``O(B C H W)`` plus a selection per channel; runs outside autocast in float32 or more.
+    """
+    if y.dim() != 4 or min(y.shape[-2:]) < 8:
+        raise ValueError(f"y must be a (B, C, H, W) tensor with H, W >= 8, got {tuple(y.shape)}")
+    if not 0 < flat_fraction <= 1:
+        raise ValueError(f"flat_fraction must be in (0, 1], got {flat_fraction}")
+    dtype = torch.promote_types(y.dtype, torch.float32)
+    batch, channels, height, width = y.shape
+    with torch.autocast(y.device.type, enabled=False):
+        coarse, detail = _wavelet_bands(y.to(dtype).reshape(batch * channels, 1, height, width))
+        variation = (coarse[..., 1:, :-1] - coarse[..., :-1, :-1]).abs() + (
+            coarse[..., :-1, 1:] - coarse[..., :-1, :-1]
+        ).abs()
+        variation = torch.nn.functional.avg_pool2d(
+            variation, 3, stride=1, padding=1, count_include_pad=False
+        ).flatten(1)
+    magnitudes = detail[..., :-1, :-1].abs().flatten(1)
+    keep = max(1, round(flat_fraction * magnitudes.shape[1]))
+    threshold = variation.kthvalue(keep, dim=1, keepdim=True).values
+    mad = torch.stack(
+        [
+            plane[flat].median()
+            for plane, flat in zip(magnitudes, variation <= threshold, strict=True)
+        ]
+    )
+    # 0.6745 = Φ⁻¹(3/4): the median of |N(0, σ²)| is 0.6745 σ.
+    return (mad / 0.6744897501960817).reshape(batch, channels).mean(dim=1)

@@ -8,9 +8,9 @@ they take from one of two sources:
 - ``sigma_source="true"`` (default): the σ the caller passes, i.e. the true noise level
   of a sweep (``blind = False``, so :func:`filterscope.evaluation.evaluate` passes it);
 - ``sigma_source="estimated"``: σ estimated from each noisy image with
-  :func:`skimage.restoration.estimate_sigma` (wavelet median absolute deviation,
-  Donoho & Johnstone 1994); the σ passed in is ignored, which makes the method blind
-  (``blind = True``), comparable with blind networks on equal terms.
+  :func:`estimate_noise_sigma` (wavelet median absolute deviation, Donoho & Johnstone
+  1994, over the image's flattest quarter); the σ passed in is ignored, which makes
+  the method blind (``blind = True``), comparable with blind networks on equal terms.
 
 :meth:`~filterscope.models.base.Denoiser.denoise_with_info` returns the estimates with
 the result (``"sigma"`` per image, image scale), and the sweep records them per image.
@@ -26,6 +26,7 @@ import torch
 
 from ..errors import ChannelError, FilterscopeError, InputError
 from ..models.base import Denoised, Denoiser, per_image_sigmas
+from ..noise import estimate_noise_level
 
 SIGMA_SOURCES = ("true", "estimated")
 
@@ -41,20 +42,17 @@ def estimate_noise_sigma(image: np.ndarray) -> float:
     Returns
     -------
     float
-        :func:`skimage.restoration.estimate_sigma` of the image; for several channels,
-        the mean of the per-channel estimates. Accurate for white Gaussian noise on
-        smooth images; image texture inflates it (it counts fine detail as noise).
+        :func:`filterscope.noise.estimate_noise_level` of the image: the median
+        absolute deviation of its db2 diagonal detail band over its flattest quarter,
+        averaged over channels. Accurate for white Gaussian noise; fine texture that
+        remains in the flattest quarter still inflates it a little.
 
     Notes
     -----
     Cost: one level of a 2-D Daubechies wavelet transform per channel, ``O(H W C)``.
-    Needs PyWavelets (a dependency of scikit-image's estimator and of ``bm3d``).
     """
-    from skimage.restoration import estimate_sigma
-
-    if image.shape[-1] == 1:
-        return float(estimate_sigma(image[..., 0]))
-    return float(estimate_sigma(image, average_sigmas=True, channel_axis=-1))
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+    return float(estimate_noise_level(tensor.double()))
 
 
 class _ClassicalDenoiser(Denoiser):

@@ -120,6 +120,16 @@ class Denoiser(nn.Module):
         """
         return Denoised(self(y, sigma, **kwargs), [{} for _ in range(y.shape[0])])
 
+    def image_noise_level(self, y: torch.Tensor) -> torch.Tensor | None:
+        """The σ per image, shape ``(B,)``, that a blind call (``sigma=None``) would
+        estimate from the whole images ``y``; None when the method estimates none.
+
+        Tiled inference asks for it once per image and passes it to every tile, so the
+        tiles of a method that estimates σ agree with the whole-image result. The
+        default is None.
+        """
+        return None
+
     @property
     def sigma_source(self) -> str:
         """Where the noise level comes from: ``"blind"`` (not needed) or ``"true"`` (the σ

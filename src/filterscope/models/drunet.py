@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..noise import estimate_noise_level
 from .base import CNNDenoiser
 from .registry import register_model
 
@@ -77,6 +78,12 @@ class DRUNet(CNNDenoiser):
     noise_map : bool, keyword-only
         Take σ as an extra input channel (non-blind when σ is given; ``sigma=None`` or
         0 is the blind mode the recipe trains alongside).
+    blind_estimate : bool, keyword-only
+        With ``noise_map``, what ``sigma=None`` does: False runs the trained blind mode;
+        True estimates each image's σ with :func:`filterscope.noise.estimate_noise_level`
+        and runs non-blind with it. The estimator is positively homogeneous, so the
+        network stays bias-free (``f(a y) = a f(y)``) either way. Does not affect
+        training, which always passes σ.
 
     Notes
     -----
@@ -95,10 +102,16 @@ class DRUNet(CNNDenoiser):
         widths: list[int] | tuple[int, ...] = (32, 64, 128, 256),
         blocks: int = 2,
         noise_map: bool = True,
+        blind_estimate: bool = False,
     ):
         widths = [int(w) for w in widths]
         super().__init__(
-            bias=bias, in_channels=in_channels, widths=widths, blocks=blocks, noise_map=noise_map
+            bias=bias,
+            in_channels=in_channels,
+            widths=widths,
+            blocks=blocks,
+            noise_map=noise_map,
+            blind_estimate=bool(blind_estimate),
         )
         if len(widths) < 2 or min(widths) < 1:
             raise ValueError(f"widths needs at least two positive entries, got {widths}")
@@ -138,6 +151,12 @@ class DRUNet(CNNDenoiser):
         """``"true"`` with a noise-level input (σ used when given, blind without it)."""
         return "true" if self.config["noise_map"] else "blind"
 
+    def image_noise_level(self, y: torch.Tensor) -> torch.Tensor | None:
+        """Each image's estimated σ, shape ``(B,)``, when ``blind_estimate`` is on."""
+        if self.config["noise_map"] and self.config.get("blind_estimate", False):
+            return estimate_noise_level(y)
+        return None
+
     @property
     def multiple(self) -> int:
         """Image sides are padded to a multiple of this."""
@@ -167,6 +186,8 @@ class DRUNet(CNNDenoiser):
         padded = F.pad(y, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else y
         inputs = padded
         if self.config["noise_map"]:
+            if sigma is None:
+                sigma = self.image_noise_level(y)
             level = noise_level_map(padded, sigma, check=not self.training)
             inputs = torch.cat([padded, level], dim=1)
         h = self.head(inputs)

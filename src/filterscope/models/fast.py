@@ -128,6 +128,11 @@ class FastDenoiser(Denoiser):
             raise AttributeError(f"{type(self).__name__} has no receptive_radius")
         return self._receptive_radius
 
+    def image_noise_level(self, y: torch.Tensor) -> torch.Tensor | None:
+        """The converted network's estimate (see :meth:`Denoiser.image_noise_level`)."""
+        net = getattr(self, "net", None)
+        return net.image_noise_level(y) if isinstance(net, Denoiser) else None
+
     def _check_input(self, y: torch.Tensor) -> None:
         if y.dim() != 4 or (self.in_channels is not None and y.shape[1] != self.in_channels):
             channels = "C" if self.in_channels is None else self.in_channels
