@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..analysis._core import check_pixels
 from ..errors import InputError
 
 
@@ -32,15 +33,7 @@ def pixel_indices(pixels, height: int, width: int) -> list[int]:
     indices = []
     for pixel in pixels:
         if isinstance(pixel, (tuple, list)):
-            try:
-                x, y = (int(v) for v in pixel)
-            except (TypeError, ValueError):
-                raise InputError(f"a pixel is a pair (x, y) of integers, got {pixel!r}") from None
-            if not (0 <= x < width and 0 <= y < height):
-                raise InputError(
-                    f"pixel ({x}, {y}) is outside the {width}x{height} image "
-                    f"(x in 0..{width - 1}, y in 0..{height - 1})"
-                )
+            ((x, y),) = check_pixels([pixel], height, width)
             indices.append(y * width + x)
         else:
             index = int(pixel)

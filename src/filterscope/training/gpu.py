@@ -50,6 +50,7 @@ from .trainer import (
     _model_card,
     network_fields,
     optimizer_step,
+    run_checkpoint,
     validate,
 )
 
@@ -254,12 +255,7 @@ def _check_run(
         raise InputError(f"minutes: must be positive, got {minutes}")
     if log_every < 1:
         raise InputError(f"log_every: must be a positive integer, got {log_every}")
-    checkpoint_path = out_dir / CHECKPOINT_NAME
-    if checkpoint_path.exists() and not resume:
-        raise InputError(f"{out_dir}: holds a run already; use --resume or another --out")
-    if resume and not checkpoint_path.exists():
-        raise InputError(f"{checkpoint_path}: nothing to resume")
-    return checkpoint_path
+    return run_checkpoint(out_dir, resume=resume)
 
 
 @dataclass

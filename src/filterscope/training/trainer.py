@@ -387,6 +387,12 @@ def _check_run(
         )
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"out_dir: {out_dir} is a file, not a run folder")
+    return run_checkpoint(out_dir, resume=resume)
+
+
+def run_checkpoint(out_dir: Path, *, resume: bool) -> Path:
+    """The run folder's checkpoint path; refuses a new run over an old one and a resume
+    with nothing to resume."""
     checkpoint_path = out_dir / CHECKPOINT_NAME
     if checkpoint_path.exists() and not resume:
         raise InputError(f"{out_dir}: holds a run already; use --resume or another --out")
