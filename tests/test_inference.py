@@ -49,6 +49,19 @@ def whole_with_sigma(model: nn.Module, y: torch.Tensor, sigma: float) -> torch.T
         return model(y, sigma)
 
 
+def each_tile_alone(model: nn.Module, y: torch.Tensor, *, align: int) -> torch.Tensor:
+    """``model(tile)`` on every tile of ``y`` (side and halo the receptive radius), each
+    called on its own without a σ, the cores pasted together."""
+    radius = model.receptive_radius
+    out = torch.empty_like(y)
+    for core, padded in tile_grid(*y.shape[-2:], tile=radius, overlap=radius, align=align):
+        x_hat = whole(model, y[:, :, padded[0] : padded[1], padded[2] : padded[3]])
+        rows = slice(core[0] - padded[0], core[1] - padded[0])
+        cols = slice(core[2] - padded[2], core[3] - padded[2])
+        out[:, :, core[0] : core[1], core[2] : core[3]] = x_hat[:, :, rows, cols]
+    return out
+
+
 def filterscope_create(arch: str, **options) -> nn.Module:
     from filterscope import create_model
 
@@ -93,13 +106,7 @@ def test_tiles_off_the_stride_grid_change_a_drunet_result():
     # The equality above is not trivial: unaligned tiles see another pixel grid.
     model = _tiny_drunet()
     y = torch.rand(1, 1, 61, 53, generator=torch.Generator().manual_seed(2))
-    tile, overlap = model.receptive_radius, model.receptive_radius
-    unaligned = torch.empty_like(y)
-    for core, padded in tile_grid(61, 53, tile=tile, overlap=overlap, align=1):
-        x_hat = whole(model, y[:, :, padded[0] : padded[1], padded[2] : padded[3]])
-        rows = slice(core[0] - padded[0], core[1] - padded[0])
-        cols = slice(core[2] - padded[2], core[3] - padded[2])
-        unaligned[:, :, core[0] : core[1], core[2] : core[3]] = x_hat[:, :, rows, cols]
+    unaligned = each_tile_alone(model, y, align=1)
     assert (unaligned - whole(model, y)).abs().max() > 1e-4
 
 
@@ -503,11 +510,5 @@ def test_tiled_drunet_with_blind_estimate_uses_the_whole_image_estimate_in_every
     tiled = denoise_tensor(model, y, tile=model.receptive_radius)
     torch.testing.assert_close(tiled, whole(model, y), rtol=0, atol=1e-5)
     # Not trivial: each tile estimating its own σ gives another result.
-    tile, overlap = model.receptive_radius, model.receptive_radius
-    per_tile = torch.empty_like(y)
-    for core, padded in tile_grid(61, 53, tile=tile, overlap=overlap, align=2):
-        x_hat = whole(model, y[:, :, padded[0] : padded[1], padded[2] : padded[3]])
-        rows = slice(core[0] - padded[0], core[1] - padded[0])
-        cols = slice(core[2] - padded[2], core[3] - padded[2])
-        per_tile[:, :, core[0] : core[1], core[2] : core[3]] = x_hat[:, :, rows, cols]
+    per_tile = each_tile_alone(model, y, align=2)
     assert (per_tile - whole(model, y)).abs().max() > 1e-4
