@@ -414,3 +414,14 @@ def test_models_lists_shipped_cards(tiny_model_path, empty_weights, capsys):
     line = next(line for line in stdout.splitlines() if "tiny-gray" in line)
     for text in ("dncnn", "bias-free", "gray", "0-55", "psnr", "20.00 dB"):
         assert text in line, line
+
+
+def test_default_model_denoises_an_image_too_small_to_estimate_its_noise(tmp_path, capsys):
+    # The default gray model estimates σ from 8 pixels a side up; below, its blind mode.
+    source = gray_png(tmp_path / "tiny.png", height=5, width=6)
+    out, summary = tmp_path / "out.png", tmp_path / "summary.json"
+    code, _, err = run_cli(capsys, "denoise", source, "-o", out, "--json", summary)
+    assert code == 0, err
+    assert read_image(out)[0].shape == (5, 6, 1)
+    (record,) = json.loads(summary.read_text())["files"]
+    assert record["estimated_noise_255"] is None

@@ -319,3 +319,11 @@ def test_drunet_without_blind_estimate_runs_its_trained_blind_mode():
     y = noisy_batch(1, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(model(y), model(y, 0.0), rtol=0, atol=0)
+
+
+def test_drunet_blind_estimate_runs_the_trained_blind_mode_on_images_too_small_to_estimate():
+    model = _drunet_with_blind_estimate().eval()
+    y = noisy_batch(1, dtype=torch.float64)[..., :5, :7]
+    assert model.image_noise_level(y) is None
+    with torch.no_grad():
+        torch.testing.assert_close(model(y), model(y, 0.0), rtol=0, atol=0)

@@ -543,10 +543,14 @@ class _Runner:
         return record
 
 
-def _estimate_noise_255(image: np.ndarray) -> float:
-    """Wavelet (median absolute deviation) noise estimate on the 0-255 scale."""
+def _estimate_noise_255(image: np.ndarray) -> float | None:
+    """Wavelet (median absolute deviation) noise estimate on the 0-255 scale; None for an
+    image too small to estimate it from."""
     from .evaluation.baselines import estimate_noise_sigma
+    from .noise import MIN_ESTIMATE_SIDE
 
+    if min(image.shape[:2]) < MIN_ESTIMATE_SIDE:
+        return None
     return 255.0 * estimate_noise_sigma(image)
 
 

@@ -6,6 +6,11 @@ import math
 
 import torch
 
+from .errors import InputError
+
+#: The smallest image side :func:`estimate_noise_level` accepts.
+MIN_ESTIMATE_SIDE = 8
+
 
 def _generator(seed: int | torch.Generator | None) -> torch.Generator | None:
     if seed is None or isinstance(seed, torch.Generator):
@@ -150,10 +155,13 @@ def estimate_noise_level(y: torch.Tensor, *, flat_fraction: float = 0.25) -> tor
     bias-free and its Jacobian analysis (Euler's identity) still holds. Cost
     ``O(B C H W)`` plus a selection per channel; runs outside autocast in float32 or more.
     """
-    if y.dim() != 4 or min(y.shape[-2:]) < 8:
-        raise ValueError(f"y must be a (B, C, H, W) tensor with H, W >= 8, got {tuple(y.shape)}")
+    if y.dim() != 4 or min(y.shape[-2:]) < MIN_ESTIMATE_SIDE:
+        raise InputError(
+            f"y must be a (B, C, H, W) tensor with H, W >= {MIN_ESTIMATE_SIDE}, "
+            f"got {tuple(y.shape)}"
+        )
     if not 0 < flat_fraction <= 1:
-        raise ValueError(f"flat_fraction must be in (0, 1], got {flat_fraction}")
+        raise InputError(f"flat_fraction must be in (0, 1], got {flat_fraction}")
     dtype = torch.promote_types(y.dtype, torch.float32)
     batch, channels, height, width = y.shape
     with torch.autocast(y.device.type, enabled=False):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..noise import estimate_noise_level
+from ..noise import MIN_ESTIMATE_SIDE, estimate_noise_level
 from .base import CNNDenoiser
 from .registry import register_model
 
@@ -81,7 +81,8 @@ class DRUNet(CNNDenoiser):
     blind_estimate : bool, keyword-only
         With ``noise_map``, what ``sigma=None`` does: False runs the trained blind mode;
         True estimates each image's σ with :func:`filterscope.noise.estimate_noise_level`
-        and runs non-blind with it. The estimator is positively homogeneous, so the
+        and runs non-blind with it (images under 8 pixels a side run the trained blind
+        mode). The estimator is positively homogeneous, so the
         network stays bias-free (``f(a y) = a f(y)``) either way. Does not affect
         training, which always passes σ.
 
@@ -152,8 +153,10 @@ class DRUNet(CNNDenoiser):
         return "true" if self.config["noise_map"] else "blind"
 
     def image_noise_level(self, y: torch.Tensor) -> torch.Tensor | None:
-        """Each image's estimated σ, shape ``(B,)``, when ``blind_estimate`` is on."""
-        if self.config["noise_map"] and self.config.get("blind_estimate", False):
+        """Each image's estimated σ, shape ``(B,)``, when ``blind_estimate`` is on; None
+        (the trained blind mode) for images too small to estimate σ from."""
+        estimates = self.config["noise_map"] and self.config.get("blind_estimate", False)
+        if estimates and min(y.shape[-2:]) >= MIN_ESTIMATE_SIDE:
             return estimate_noise_level(y)
         return None
 
