@@ -403,3 +403,14 @@ def test_sigmas_above_255_are_refused_on_the_command_line(gray_dir, capsys):
     code = main(["evaluate", "--model", "nlm", "--data", str(gray_dir), "--sigmas", "25,300"])
     err = capsys.readouterr().err
     assert code == 2 and "0-255 scale" in err and "300" in err
+
+
+def test_images_smaller_than_the_ssim_window_are_refused_in_one_line(tmp_path, capsys):
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    Image.fromarray(np.full((5, 6), 128, dtype=np.uint8)).save(folder / "t.png")
+    json_out = tmp_path / "r.json"
+    assert run_cli("--model", "nlm", "--data", str(folder), "--json", str(json_out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "at least 7x7 for SSIM, got 5x6" in err
+    assert not json_out.exists()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .errors import InputError
+
 
 def _check_pair(x_hat: torch.Tensor, x: torch.Tensor) -> None:
     if x_hat.shape != x.shape or x.dim() != 4:
@@ -56,7 +58,10 @@ def ssim(
     """
     _check_pair(x_hat, x)
     if min(x.shape[-2:]) < win_size:
-        raise ValueError(f"images must be at least {win_size}x{win_size} for SSIM")
+        raise InputError(
+            f"images must be at least {win_size}x{win_size} for SSIM, got "
+            f"{x.shape[-2]}x{x.shape[-1]}"
+        )
     x_hat = x_hat.detach().double()
     x = x.detach().double()
     if clip:
