@@ -13,15 +13,18 @@ import filterscope
 torch.set_num_threads(1)
 
 
-def make_image_folder(folder: Path, count: int = 3, size: tuple[int, int] = (41, 37)) -> Path:
-    """``count`` random 8-bit gray PNGs of ``size`` (rows, columns) in ``folder``."""
+def make_image_folder(
+    folder: Path, count: int = 3, size: tuple[int, int] = (41, 37), channels: int = 1
+) -> Path:
+    """``count`` random 8-bit PNGs of ``size`` (rows, columns) in ``folder``, gray or RGB."""
     import numpy as np
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
+    shape = size if channels == 1 else (*size, channels)
     for index in range(count):
-        pixels = (rng.random(size) * 255).astype(np.uint8)
+        pixels = (rng.random(shape) * 255).astype(np.uint8)
         Image.fromarray(pixels).save(folder / f"img{index}.png")
     return folder
 

@@ -110,6 +110,17 @@ def test_device_batch_noise_and_sigma_given(tmp_path):
     assert not make_device_batch(bank, blind, 8, torch.Generator().manual_seed(2))[2].any()
 
 
+def test_device_batch_changes_colors_as_the_cpu_batch_does(tmp_path):
+    data = _image_folder(tmp_path / "rgb", channels=3)
+    bank = DevicePatchBank(PatchSampler(data, patch_size=16, channels=3), "cpu")
+    plain = _tiny_config(data, in_channels=3, sigma_range=[0.0, 0.0])
+    shuffled = _tiny_config(data, in_channels=3, sigma_range=[0.0, 0.0], channel_shuffle=True)
+    before = make_device_batch(bank, plain, 16, torch.Generator().manual_seed(2))[1]
+    after = make_device_batch(bank, shuffled, 16, torch.Generator().manual_seed(2))[1]
+    torch.testing.assert_close(after.sort(dim=1).values, before.sort(dim=1).values)
+    assert not torch.equal(after, before)
+
+
 def test_learning_rate_follows_the_budget():
     config = TrainConfig(lr=1e-3, lr_milestones=[0.5, 0.75], lr_gamma=0.5, warmup_steps=10)
     assert budget_learning_rate(config, 0, 0.0) == pytest.approx(1e-4)

@@ -369,3 +369,68 @@ def test_init_from_another_architecture_is_refused_by_name(tmp_path):
 def test_recipe_refuses_a_non_positive_sigma_power(tmp_path):
     with pytest.raises(InputError, match="sigma_power"):
         TrainConfig(sigma_power=0.0).validate()
+
+
+def test_color_augmentation_reorders_channels_and_scales_saturation():
+    from filterscope.training.data import augment_color
+
+    patches = 0.25 + 0.5 * torch.rand(64, 3, 5, 7, generator=torch.Generator().manual_seed(1))
+    same = augment_color(
+        patches, saturation_range=(1.0, 1.0), channel_shuffle=False, generator=torch.Generator()
+    )
+    assert same is patches
+    shuffled = augment_color(
+        patches,
+        saturation_range=(1.0, 1.0),
+        channel_shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
+    # Each pixel keeps its three values, in another order; 64 patches draw more than one order.
+    torch.testing.assert_close(shuffled.sort(dim=1).values, patches.sort(dim=1).values)
+    orders = {
+        tuple(int((patch == out[c]).all(-1).all(-1).nonzero()) for c in range(3))
+        for patch, out in zip(patches, shuffled, strict=True)
+    }
+    assert len(orders) == 6  # 64 patches draw all 6 orders (chance of missing one < 1e-4)
+    # A fixed factor 0.5 halves each pixel's distance from its gray; values in [0.25, 0.75]
+    # stay inside [0, 1], so no clipping: exact to float32 rounding (1e-6).
+    halved = augment_color(
+        patches, saturation_range=(0.5, 0.5), channel_shuffle=False, generator=torch.Generator()
+    )
+    gray = patches.mean(dim=1, keepdim=True)
+    torch.testing.assert_close(halved, gray + 0.5 * (patches - gray), rtol=0, atol=1e-6)
+    tripled = augment_color(
+        patches, saturation_range=(3.0, 3.0), channel_shuffle=False, generator=torch.Generator()
+    )
+    assert float(tripled.min()) == 0.0 and float(tripled.max()) == 1.0  # clipped to [0, 1]
+
+
+def test_color_augmentation_is_drawn_in_the_training_batches(tmp_path):
+    data = _image_folder(tmp_path / "rgb", count=2, size=(33, 29), channels=3)
+    plain = _tiny_config(data, in_channels=3, sigma_range=[0.0, 0.0])
+    shuffled = _tiny_config(data, in_channels=3, sigma_range=[0.0, 0.0], channel_shuffle=True)
+    sampler = PatchSampler(data, patch_size=16, channels=3)
+
+    def clean(config):
+        generators = torch.Generator().manual_seed(5), torch.Generator().manual_seed(6)
+        return make_batch(sampler, config, 8, *generators)[1]
+
+    before, after = clean(plain), clean(shuffled)
+    torch.testing.assert_close(after.sort(dim=1).values, before.sort(dim=1).values)
+    assert not torch.equal(after, before)
+    torch.testing.assert_close(clean(shuffled), after)  # reproducible from the generators
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"channel_shuffle": True}, "in_channels = 3"),
+        ({"saturation_range": [0.5, 2.0]}, "in_channels = 3"),
+        ({"in_channels": 3, "saturation_range": [0.0, 2.0]}, "saturation_range"),
+        ({"in_channels": 3, "saturation_range": [2.0, 1.0]}, "saturation_range"),
+        ({"in_channels": 3, "saturation_range": [1.0]}, "saturation_range"),
+    ],
+)
+def test_color_augmentation_refuses_gray_models_and_bad_ranges(changes, message):
+    with pytest.raises(InputError, match=message):
+        TrainConfig(**changes).validate()

@@ -56,6 +56,12 @@ class TrainConfig:
         1 is uniform; 2 puts more patches at low noise (on [0, 100], 22% below σ = 5
         instead of 5%), whose small errors a uniform draw leaves under-weighted in the
         mean squared error.
+    saturation_range : list of two floats
+        Colour models only: each clean patch's saturation is multiplied by a factor
+        drawn log-uniformly from this range (``[1, 1]`` = unchanged; see
+        :func:`~.data.augment_color`).
+    channel_shuffle : bool
+        Colour models only: each clean patch gets its channels in a random order.
     noise : str
         ``"gaussian"`` or ``"uniform"`` (same standard deviation).
     sigma_known_fraction : float
@@ -115,6 +121,8 @@ class TrainConfig:
     prefetch_batches: int = 2
     sigma_range: list[float] = field(default_factory=lambda: [0.0, 55.0])
     sigma_power: float = 1.0
+    saturation_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    channel_shuffle: bool = False
     noise: str = "gaussian"
     blur_range: list[float] = field(default_factory=lambda: [0.0, 0.0])
     sigma_known_fraction: float = 0.0
@@ -177,6 +185,7 @@ class TrainConfig:
             raise InputError(f"sigma_range: need 0 <= lo <= hi, got {self.sigma_range}")
         if not self.sigma_power > 0:
             raise InputError(f"sigma_power: must be positive, got {self.sigma_power}")
+        self._validate_color_augmentation()
         if self.noise not in ("gaussian", "uniform"):
             raise InputError(f"noise: must be gaussian or uniform, got {self.noise!r}")
         if len(self.blur_range) != 2 or not 0 <= self.blur_range[0] <= self.blur_range[1]:
@@ -224,6 +233,17 @@ class TrainConfig:
             raise InputError("lr_milestones: fractions of the run, each in [0, 1]")
         if any(s < 0 for s in self.val_sigmas):
             raise InputError("val_sigmas: noise levels must be non-negative")
+
+    def _validate_color_augmentation(self) -> None:
+        if len(self.saturation_range) != 2 or not 0 < self.saturation_range[0]:
+            raise InputError(f"saturation_range: need 0 < lo <= hi, got {self.saturation_range}")
+        if self.saturation_range[0] > self.saturation_range[1]:
+            raise InputError(f"saturation_range: need 0 < lo <= hi, got {self.saturation_range}")
+        changes_color = self.channel_shuffle or tuple(self.saturation_range) != (1.0, 1.0)
+        if changes_color and self.in_channels != 3:
+            raise InputError(
+                "saturation_range, channel_shuffle: colour changes need in_channels = 3"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

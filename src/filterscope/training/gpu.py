@@ -37,7 +37,7 @@ from ..errors import CheckpointError, InputError
 from ..models.checkpoints import save_model
 from ..noise import NOISE_KINDS, sample_sigmas
 from .config import TrainConfig, recipe_text
-from .data import PatchSampler, check_validation_folder, load_validation_images
+from .data import PatchSampler, augment_color, check_validation_folder, load_validation_images
 from .distributed import resolve_device
 from .trainer import (
     CHECKPOINT_NAME,
@@ -147,6 +147,12 @@ def make_device_batch(
     """
     device = bank.device
     clean = bank.sample(batch_size, generator)
+    clean = augment_color(
+        clean,
+        saturation_range=tuple(config.saturation_range),
+        channel_shuffle=config.channel_shuffle,
+        generator=generator,
+    )
     sigma_range = tuple(s / 255.0 for s in config.sigma_range)
     sigmas = sample_sigmas(
         batch_size, sigma_range, generator=generator, device=device, power=config.sigma_power

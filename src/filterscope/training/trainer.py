@@ -33,7 +33,7 @@ from ..models.checkpoints import load_pickle_safely, save_model, save_pickle
 from ..models.zoo import load_model as load_trained_model
 from ..noise import NOISE_KINDS, sample_sigmas
 from .config import TrainConfig, config_from_dict, recipe_text
-from .data import PatchSampler, check_validation_folder, load_validation_images
+from .data import PatchSampler, augment_color, check_validation_folder, load_validation_images
 from .distributed import (
     DistributedContext,
     average_over_processes,
@@ -83,6 +83,12 @@ def make_batch(
     the others.
     """
     clean = sampler.sample(batch_size, patch_generator)
+    clean = augment_color(
+        clean,
+        saturation_range=tuple(config.saturation_range),
+        channel_shuffle=config.channel_shuffle,
+        generator=patch_generator,
+    )
     sigmas = sample_sigmas(
         batch_size,
         tuple(s / 255.0 for s in config.sigma_range),
