@@ -21,15 +21,18 @@ CBM3D (``bm3d.bm3d_rgb``, true σ), the published gray BF-DnCNN [0, 100] per cha
 and the previous ``bf-dncnn-color``.
 
 Per-image PSNRs are cached in ``benchmarks/results/denoiser_quality.partial.json``
-(keyed by method, set, image and σ), so an interrupted or extended run (more images,
-more σ) computes only what is missing; ``--forget LABEL`` drops one method's entries
-(after retraining a model). Results: ``benchmarks/results/denoiser_quality.json`` and
+(keyed by method, set, image and σ, and for a shipped model by a digest of its weights
+and configuration, so a re-shipped model is scored again), so an interrupted or extended
+run (more images, more σ) computes only what is missing; ``--forget LABEL`` drops one
+method's entries. Results: ``benchmarks/results/denoiser_quality.json`` and
 markdown tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import os
 import resource
@@ -145,6 +148,21 @@ def _sets(part: str, sigmas: list[int] | None = None) -> list[tuple[str, list[in
     return [(name, sigmas or COLOR_SIGMAS) for name in COLOR_SETS]
 
 
+@functools.lru_cache
+def _weights_tag(label: str) -> str:
+    """``"|"`` and a digest of the weights and configuration of the shipped model a label
+    names (``"bf-drunet-gray (blind)"``); ``""`` for other methods."""
+    from filterscope.models.zoo import list_shipped, shipped_weights
+
+    name = label.split(" (")[0]
+    weights = shipped_weights(name)
+    if weights is None:
+        return ""
+    digest = hashlib.sha256(weights.read_bytes())
+    digest.update(json.dumps(list_shipped()[name].get("config"), sort_keys=True).encode())
+    return "|" + digest.hexdigest()[:12]
+
+
 def _save_cache(cache: dict) -> None:
     """Merge into the cache on disk (another run may be adding to it) and replace it whole."""
     on_disk = json.loads(CACHE.read_text()) if CACHE.exists() else {}
@@ -171,7 +189,7 @@ def quality(part: str, args) -> dict:
             use = args.ensemble_sigmas if "ensemble" in label else sigmas
             for sigma in use:
                 for index, path in enumerate(files):
-                    key = f"{label}|{set_name}|{path.name}|{sigma}"
+                    key = f"{label}|{set_name}|{path.name}|{sigma}{_weights_tag(label)}"
                     if key not in cache:
                         jobs.append((key, (label, part, args.default, str(path), index, sigma)))
     print(f"{len(jobs)} (method, image, sigma) runs to do, {args.jobs} processes")
@@ -195,7 +213,8 @@ def _summarise(part: str, args, cache: dict, labels: list[str]) -> dict:
         for label in labels:
             row = {"method": label}
             for sigma in sigmas:
-                values = [cache.get(f"{label}|{set_name}|{p.name}|{sigma}") for p in files]
+                tag = _weights_tag(label)
+                values = [cache.get(f"{label}|{set_name}|{p.name}|{sigma}{tag}") for p in files]
                 if all(v is not None for v in values):
                     row[str(sigma)] = round(statistics.fmean(values), 3)
             rows.append(row)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -122,6 +123,20 @@ def training_seconds(rows: list[dict]) -> float:
     return round(total + last, 1)
 
 
+def shipped_name_of(init_from: str) -> str | None:
+    """The shipped model whose weights file is byte for byte the file ``init_from``, so a
+    run started from a copy of shipped weights gets that model's whole training record
+    (its card), not only the run's own."""
+    path = Path(init_from)
+    if not path.is_file():
+        return init_from if (weights_dir() / f"{init_from}.safetensors").is_file() else None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    for weights in sorted(weights_dir().glob("*.safetensors")):
+        if hashlib.sha256(weights.read_bytes()).hexdigest() == digest:
+            return weights.stem
+    return None
+
+
 def earlier_stage(init_from: str, card: dict, name: str) -> dict:
     """The training record of the model a fine-tuning run started from, so the card
     accounts for all the compute behind the weights.
@@ -132,7 +147,8 @@ def earlier_stage(init_from: str, card: dict, name: str) -> dict:
     """
     from filterscope.models.zoo import load_model
 
-    source = load_model(init_from).card
+    shipped = shipped_name_of(init_from)
+    source = load_model(shipped or init_from).card
     earlier = source.get("training", {})
     same_run = earlier.get("recipe") == card["training"]["recipe"] and earlier.get("steps") == card[
         "training"
@@ -140,7 +156,7 @@ def earlier_stage(init_from: str, card: dict, name: str) -> dict:
     if init_from == name and same_run and "initialised_from" in earlier:
         return earlier["initialised_from"]
     return {
-        "model": init_from,
+        "model": init_from if shipped in (None, init_from) else f"{init_from} (= {shipped})",
         "description": source.get("description"),
         "training": earlier,
     }
