@@ -235,9 +235,8 @@ class TrainConfig:
             raise InputError("val_sigmas: noise levels must be non-negative")
 
     def _validate_color_augmentation(self) -> None:
-        if len(self.saturation_range) != 2 or not 0 < self.saturation_range[0]:
-            raise InputError(f"saturation_range: need 0 < lo <= hi, got {self.saturation_range}")
-        if self.saturation_range[0] > self.saturation_range[1]:
+        bounds = self.saturation_range
+        if len(bounds) != 2 or not 0 < bounds[0] <= bounds[1]:
             raise InputError(f"saturation_range: need 0 < lo <= hi, got {self.saturation_range}")
         changes_color = self.channel_shuffle or tuple(self.saturation_range) != (1.0, 1.0)
         if changes_color and self.in_channels != 3:

@@ -1,4 +1,5 @@
-"""Streaming patch sampler: random crops of down-scaled, flipped and rotated images."""
+"""Streaming patch sampler: random crops of down-scaled, flipped and rotated images, and
+optional colour changes of the patches (:func:`augment_color`)."""
 
 from __future__ import annotations
 
