@@ -141,20 +141,21 @@ def earlier_stage(init_from: str, card: dict, name: str) -> dict:
     """The training record of the model a fine-tuning run started from, so the card
     accounts for all the compute behind the weights.
 
-    When the run started from the shipped model it now replaces and that model is this
-    run already (shipped once, now shipped again with its benchmark scores), the record
-    kept in the shipped card is reused.
+    When the model shipped under ``name`` is this run already (shipped once, now shipped
+    again with its benchmark scores), the record kept in its card is reused: the weights
+    the run started from may no longer be shipped.
     """
-    from filterscope.models.zoo import load_model
+    from filterscope.models.zoo import list_shipped, load_model
 
+    replaced = list_shipped().get(name, {}).get("training", {})
+    same_run = replaced.get("recipe") == card["training"]["recipe"] and replaced.get(
+        "steps"
+    ) == card["training"].get("steps")
+    if same_run and "initialised_from" in replaced:
+        return replaced["initialised_from"]
     shipped = shipped_name_of(init_from)
     source = load_model(shipped or init_from).card
     earlier = source.get("training", {})
-    same_run = earlier.get("recipe") == card["training"]["recipe"] and earlier.get("steps") == card[
-        "training"
-    ].get("steps")
-    if init_from == name and same_run and "initialised_from" in earlier:
-        return earlier["initialised_from"]
     return {
         "model": init_from if shipped in (None, init_from) else f"{init_from} (= {shipped})",
         "description": source.get("description"),
