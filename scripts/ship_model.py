@@ -24,7 +24,7 @@ from pathlib import Path
 
 from filterscope.models import create_model
 from filterscope.models.checkpoints import card_path, load_checkpoint, save_model
-from filterscope.models.zoo import weights_dir
+from filterscope.models.zoo import shipped_weights, weights_dir
 
 
 def with_blind_estimate(model):
@@ -129,7 +129,7 @@ def shipped_name_of(init_from: str) -> str | None:
     (its card), not only the run's own."""
     path = Path(init_from)
     if not path.is_file():
-        return init_from if (weights_dir() / f"{init_from}.safetensors").is_file() else None
+        return init_from if shipped_weights(init_from) is not None else None
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     for weights in sorted(weights_dir().glob("*.safetensors")):
         if hashlib.sha256(weights.read_bytes()).hexdigest() == digest:

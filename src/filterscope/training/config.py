@@ -237,8 +237,8 @@ class TrainConfig:
     def _validate_color_augmentation(self) -> None:
         bounds = self.saturation_range
         if len(bounds) != 2 or not 0 < bounds[0] <= bounds[1]:
-            raise InputError(f"saturation_range: need 0 < lo <= hi, got {self.saturation_range}")
-        changes_color = self.channel_shuffle or tuple(self.saturation_range) != (1.0, 1.0)
+            raise InputError(f"saturation_range: need 0 < lo <= hi, got {bounds}")
+        changes_color = self.channel_shuffle or tuple(bounds) != (1.0, 1.0)
         if changes_color and self.in_channels != 3:
             raise InputError(
                 "saturation_range, channel_shuffle: colour changes need in_channels = 3"

@@ -73,7 +73,8 @@ def make_batch(
     patch_generator: torch.Generator,
     noise_generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(noisy, clean, sigma_given)`` CPU batches: patches, optional blur, noise per patch.
+    """``(noisy, clean, sigma_given)`` CPU batches: patches, optional colour changes
+    (:func:`~.data.augment_color`), optional blur, noise per patch.
 
     The clean target is the unblurred patch; the network sees it blurred (when
     ``blur_range`` is not ``[0, 0]``) and noisy. σ and blur width are drawn uniformly
