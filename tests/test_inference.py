@@ -112,9 +112,34 @@ def test_tiles_off_the_stride_grid_change_a_drunet_result():
 
 @pytest.mark.parametrize("align", [1, 8])
 def test_aligned_tiles_start_on_the_grid_and_still_cover_their_halo(align):
-    for core, padded in tile_grid(101, 77, tile=20, overlap=5, align=align):
+    height, width, overlap = 101, 77, 5
+    for core, padded in tile_grid(height, width, tile=20, overlap=overlap, align=align):
         assert padded[0] % align == 0 and padded[2] % align == 0
-        assert padded[0] <= max(core[0] - 5, 0) and padded[2] <= max(core[2] - 5, 0)
+        assert padded[0] <= max(core[0] - overlap, 0) and padded[2] <= max(core[2] - overlap, 0)
+        assert padded[1] >= min(core[1] + overlap, height)
+        assert padded[3] >= min(core[3] + overlap, width)
+        # Past the border only up to the sides rounded up to the grid.
+        assert padded[1] <= -(-height // align) * align and padded[3] <= -(-width // align) * align
+
+
+@pytest.mark.parametrize("align", [1, 2, 8])
+def test_every_padded_tile_has_one_shape_on_the_grid(align):
+    # One shape, so each model call reuses the last one's buffers (border tiles clipped
+    # to the image made a 3000x2000 photo's peak memory a third larger).
+    shapes = {
+        (padded[1] - padded[0], padded[3] - padded[2])
+        for _, padded in tile_grid(101, 77, tile=20, overlap=5, align=align)
+    }
+    assert len(shapes) == 1
+    assert all(side % align == 0 for side in shapes.pop())
+
+
+def test_a_side_that_one_padded_tile_spans_has_one_core():
+    # 20 + 2 * 5 = 30 rows hold the whole height: two overlapping cores would run the
+    # same window twice.
+    tiles = tile_grid(30, 100, tile=20, overlap=5)
+    assert {(core[0], core[1], padded[0], padded[1]) for core, padded in tiles} == {(0, 30, 0, 30)}
+    assert len(tiles) == len(tile_grid(1, 100, tile=20, overlap=5))
 
 
 @pytest.mark.parametrize(("height", "width", "tile"), [(37, 31, 16), (16, 16, 16), (5, 40, 7)])
@@ -124,7 +149,7 @@ def test_tile_cores_cover_every_pixel(height, width, tile):
         top, bottom, left, right = core
         assert 0 <= padded[0] <= top < bottom <= padded[1] <= height
         assert 0 <= padded[2] <= left < right <= padded[3] <= width
-        assert bottom - top == min(tile, height) and right - left == min(tile, width)
+        assert bottom - top in (tile, height) and right - left in (tile, width)
         covered[top:bottom, left:right] += 1
     assert covered.min() >= 1
 

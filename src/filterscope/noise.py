@@ -122,6 +122,22 @@ def _wavelet_bands(planes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return bands[:, :1], bands[:, 1:]
 
 
+def _flat_detail_mad(plane: torch.Tensor, flat_fraction: float) -> torch.Tensor:
+    """Median of ``|HH|`` over the ``flat_fraction`` of positions of a ``(1, 1, H, W)``
+    plane where its coarse band varies least (see :func:`estimate_noise_level`)."""
+    coarse, detail = _wavelet_bands(plane)
+    variation = (coarse[..., 1:, :-1] - coarse[..., :-1, :-1]).abs() + (
+        coarse[..., :-1, 1:] - coarse[..., :-1, :-1]
+    ).abs()
+    variation = torch.nn.functional.avg_pool2d(
+        variation, 3, stride=1, padding=1, count_include_pad=False
+    ).flatten()
+    magnitudes = detail[..., :-1, :-1].abs().flatten()
+    keep = max(1, round(flat_fraction * magnitudes.numel()))
+    threshold = variation.kthvalue(keep).values
+    return magnitudes[variation <= threshold].median()
+
+
 def estimate_noise_level(y: torch.Tensor, *, flat_fraction: float = 0.25) -> torch.Tensor:
     """Standard deviation of white Gaussian noise in each image, from the finest diagonal
     wavelet band of its flattest parts (a median absolute deviation, after Donoho).
@@ -164,22 +180,12 @@ def estimate_noise_level(y: torch.Tensor, *, flat_fraction: float = 0.25) -> tor
         raise InputError(f"flat_fraction must be in (0, 1], got {flat_fraction}")
     dtype = torch.promote_types(y.dtype, torch.float32)
     batch, channels, height, width = y.shape
+    planes = y.reshape(batch * channels, 1, height, width)
+    # One plane at a time: the transform's buffers for a whole RGB photo at once took
+    # several times the photo's own memory.
     with torch.autocast(y.device.type, enabled=False):
-        coarse, detail = _wavelet_bands(y.to(dtype).reshape(batch * channels, 1, height, width))
-        variation = (coarse[..., 1:, :-1] - coarse[..., :-1, :-1]).abs() + (
-            coarse[..., :-1, 1:] - coarse[..., :-1, :-1]
-        ).abs()
-        variation = torch.nn.functional.avg_pool2d(
-            variation, 3, stride=1, padding=1, count_include_pad=False
-        ).flatten(1)
-    magnitudes = detail[..., :-1, :-1].abs().flatten(1)
-    keep = max(1, round(flat_fraction * magnitudes.shape[1]))
-    threshold = variation.kthvalue(keep, dim=1, keepdim=True).values
-    mad = torch.stack(
-        [
-            plane[flat].median()
-            for plane, flat in zip(magnitudes, variation <= threshold, strict=True)
-        ]
-    )
+        mad = torch.stack(
+            [_flat_detail_mad(plane[None].to(dtype), flat_fraction) for plane in planes]
+        )
     # 0.6745 = Φ⁻¹(3/4): the median of |N(0, σ²)| is 0.6745 σ.
     return (mad / 0.6744897501960817).reshape(batch, channels).mean(dim=1)
