@@ -3,9 +3,10 @@
 Large images are cut into tiles; each tile is padded with a halo of ``overlap`` pixels
 of real image context on every side (tiles at the border take their context from
 further inside, so that all padded tiles have one shape), the model runs on the padded
-tile, and only the tile's centre is kept. For a convolutional network whose receptive radius is at most
-``overlap`` (DnCNN: ``num_layers`` pixels), the result equals the whole-image result up
-to float round-off, while memory stays bounded by a few tile-sized activations.
+tile, and only the tile's centre is kept. For a convolutional network whose receptive
+radius is at most ``overlap`` (DnCNN: ``num_layers`` pixels), the result equals the
+whole-image result up to float round-off, while memory stays bounded by a few tile-sized
+activations.
 
 Channels: a model runs on images of its own channel count, with one adaptation: a gray
 model denoises each channel of an RGB image as a gray image. A colour model is never
