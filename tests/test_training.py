@@ -434,3 +434,13 @@ def test_color_augmentation_is_drawn_in_the_training_batches(tmp_path):
 def test_color_augmentation_refuses_gray_models_and_bad_ranges(changes, message):
     with pytest.raises(InputError, match=message):
         TrainConfig(**changes).validate()
+
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[path.name for path in RECIPES])
+def test_every_shipped_recipe_is_valid(recipe):
+    # A recipe is run hours after it is written: a bad key or range must show here.
+    config = load_recipe(recipe)
+    assert config.steps > 0 and config.data_dir.startswith("../shared/data/")
