@@ -291,12 +291,12 @@ def main() -> int:
     if args.part != "speed" and not (SHARED / "data").is_dir():
         print(f"needs {SHARED}/data", file=sys.stderr)
         return 2
+    part = speed(args) if args.part == "speed" else quality(args.part, args)
+    part["command"] = " ".join(["python benchmarks/denoiser_quality.py"] + sys.argv[1:])
+    # Read the other parts only now: a run of another part may have finished meanwhile.
     path = RESULTS_DIR / "denoiser_quality.json"
     results = json.loads(path.read_text()) if path.exists() else {}
-    results[args.part] = speed(args) if args.part == "speed" else quality(args.part, args)
-    results[args.part]["command"] = " ".join(
-        ["python benchmarks/denoiser_quality.py"] + sys.argv[1:]
-    )
+    results[args.part] = part
     write_results("denoiser_quality", results)
     return 0
 
