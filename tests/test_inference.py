@@ -125,7 +125,7 @@ def test_aligned_tiles_start_on_the_grid_and_still_cover_their_halo(align):
 @pytest.mark.parametrize("align", [1, 2, 8])
 def test_every_padded_tile_has_one_shape_on_the_grid(align):
     # One shape, so each model call reuses the last one's buffers (border tiles clipped
-    # to the image made a 3000x2000 photo's peak memory a third larger).
+    # to the image made a 3000x2000 photo's peak memory about 1.45 times as large).
     shapes = {
         (padded[1] - padded[0], padded[3] - padded[2])
         for _, padded in tile_grid(101, 77, tile=20, overlap=5, align=align)

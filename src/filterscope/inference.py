@@ -127,7 +127,7 @@ def tile_grid(
 
     All padded boxes have one shape, so every model call reuses the same buffers: with
     tiles clipped at the border instead, their several shapes fragmented the allocator's
-    memory (a 3000×2000 RGB photo peaked at a third more).
+    memory (a 3000×2000 RGB photo peaked at about 1.45 times as much).
 
     Parameters
     ----------
