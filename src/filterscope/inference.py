@@ -242,6 +242,19 @@ def _model_name(model: object) -> str:
     return f"the {name} model"
 
 
+def _box(images: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+    """``images[..., top:bottom, left:right]``, with the rows and columns past the bottom
+    and right border (the stride grid's padding, see :func:`tile_grid`) replicated from
+    the last ones; only the tiles that reach there are padded, not the whole image."""
+    top, bottom, left, right = box
+    height, width = images.shape[-2:]
+    crop = images[:, :, top : min(bottom, height), left : min(right, width)]
+    beyond_rows, beyond_cols = max(bottom - height, 0), max(right - width, 0)
+    if beyond_rows or beyond_cols:
+        crop = torch.nn.functional.pad(crop, (0, beyond_cols, 0, beyond_rows), mode="replicate")
+    return crop
+
+
 def _run_tiled(
     model: nn.Module,
     y: torch.Tensor,
@@ -281,12 +294,8 @@ def _run_tiled(
         sigma = model.image_noise_level(model_input.to(device=device, dtype=torch.float32))
     align = int(getattr(model, "tile_alignment", 1))
     tiles = tile_grid(height, width, tile=tile, overlap=overlap, align=align)
-    bottom, right = tiles[-1][1][1], tiles[-1][1][3]
-    if (bottom, right) != (height, width):  # boxes reach onto the stride grid's padding
-        model_input = torch.nn.functional.pad(
-            model_input, (0, right - width, 0, bottom - height), mode="replicate"
-        )
-    box_height, box_width = bottom - tiles[-1][1][0], right - tiles[-1][1][2]
+    top, bottom, left, right = tiles[-1][1]
+    box_height, box_width = bottom - top, right - left
 
     from tqdm import tqdm
 
@@ -302,7 +311,7 @@ def _run_tiled(
     with torch.inference_mode(), bar:
         for start in range(0, len(tiles), per_batch):
             chunk = tiles[start : start + per_batch]
-            x = torch.cat([model_input[:, :, p[0] : p[1], p[2] : p[3]] for _, p in chunk], dim=0)
+            x = torch.cat([_box(model_input, padded) for _, padded in chunk], dim=0)
             x = x.to(device=device, dtype=torch.float32)
             if sigma is None:
                 x_hat = model(x)
