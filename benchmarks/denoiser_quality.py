@@ -4,6 +4,7 @@ Run from the repository root (needs ../shared)::
 
     python benchmarks/denoiser_quality.py gray  --images 68    # BSD68, σ = 5 … 100
     python benchmarks/denoiser_quality.py color --images 10    # CBSD68, Kodak24, McMaster
+    python benchmarks/denoiser_quality.py color --sets McMaster --images 18   # one whole set
     python benchmarks/denoiser_quality.py speed      # 512² gray Mpx/s, 3000×2000 RGB memory
 
 Every method sees the same noisy images: the noise of image ``i`` at σ comes from
@@ -25,7 +26,8 @@ Per-image PSNRs are cached in ``benchmarks/results/denoiser_quality.partial.json
 and configuration, so a re-shipped model is scored again), so an interrupted or extended
 run (more images, more σ) computes only what is missing; ``--forget LABEL`` drops one
 method's entries. Results: ``benchmarks/results/denoiser_quality.json`` and
-markdown tables.
+markdown tables; each set's table records the command that scored it, and a run of some
+colour sets (``--sets``) keeps the others' last tables.
 """
 
 from __future__ import annotations
@@ -142,10 +144,10 @@ def _worker_method(label: str, part: str, default: str) -> Callable:
     return _WORKER_CACHE[label]
 
 
-def _sets(part: str, sigmas: list[int] | None = None) -> list[tuple[str, list[int]]]:
+def _sets(part: str, args) -> list[tuple[str, list[int]]]:
     if part == "gray":
-        return [("BSD68", sigmas or GRAY_SIGMAS)]
-    return [(name, sigmas or COLOR_SIGMAS) for name in COLOR_SETS]
+        return [("BSD68", args.sigmas or GRAY_SIGMAS)]
+    return [(name, args.sigmas or COLOR_SIGMAS) for name in args.sets or COLOR_SETS]
 
 
 @functools.lru_cache
@@ -183,7 +185,7 @@ def quality(part: str, args) -> dict:
         if not args.methods or any(label.startswith(prefix) for prefix in args.methods)
     ]
     jobs = []
-    for set_name, sigmas in _sets(part, args.sigmas):
+    for set_name, sigmas in _sets(part, args):
         files = sorted((SHARED / "data" / set_name).glob("*.png"))[: args.images]
         for label in labels:
             use = args.ensemble_sigmas if "ensemble" in label else sigmas
@@ -207,7 +209,7 @@ def quality(part: str, args) -> dict:
 
 def _summarise(part: str, args, cache: dict, labels: list[str]) -> dict:
     tables = {}
-    for set_name, sigmas in _sets(part, args.sigmas):
+    for set_name, sigmas in _sets(part, args):
         files = sorted((SHARED / "data" / set_name).glob("*.png"))[: args.images]
         rows = []
         for label in labels:
@@ -218,10 +220,19 @@ def _summarise(part: str, args, cache: dict, labels: list[str]) -> dict:
                 if all(v is not None for v in values):
                     row[str(sigma)] = round(statistics.fmean(values), 3)
             rows.append(row)
-        tables[set_name] = {"images": len(files), "sigmas_255": sigmas, "rows": rows}
+        tables[set_name] = {
+            "images": len(files),
+            "sigmas_255": sigmas,
+            "rows": rows,
+            "command": _command(),
+        }
         print(f"\n{set_name} ({len(files)} images), mean PSNR (dB), sigma on the 0-255 scale")
         print_table(rows, ["method"] + [str(s) for s in sigmas])
     return tables
+
+
+def _command() -> str:
+    return " ".join(["python benchmarks/denoiser_quality.py"] + sys.argv[1:])
 
 
 def _speed_child(name: str, height: int, width: int, channels: int, repeats: int) -> dict:
@@ -273,6 +284,12 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=68, help="first N images of each set")
     parser.add_argument("--default", default=default_model_name(1), help="gray model")
     parser.add_argument("--default-color", default=default_model_name(3), help="color model")
+    parser.add_argument(
+        "--sets",
+        type=lambda t: t.split(","),
+        default=[],
+        help=f"colour sets (comma-separated), default: {','.join(COLOR_SETS)}",
+    )
     parser.add_argument("--sigmas", default="", help="sigmas (0-255), default: the target's")
     parser.add_argument("--ensemble-sigmas", default="25,50", help="sigmas (0-255) for ensemble")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes")
@@ -288,15 +305,22 @@ def main() -> int:
     args.sigmas = [int(s) for s in args.sigmas.split(",") if s]
     if args.part == "color":
         args.default = args.default_color
+    unknown = [name for name in args.sets if name not in COLOR_SETS]
+    if unknown or (args.sets and args.part != "color"):
+        print(f"--sets: colour sets are {', '.join(COLOR_SETS)}, got {args.sets}", file=sys.stderr)
+        return 2
     if args.part != "speed" and not (SHARED / "data").is_dir():
         print(f"needs {SHARED}/data", file=sys.stderr)
         return 2
     part = speed(args) if args.part == "speed" else quality(args.part, args)
-    part["command"] = " ".join(["python benchmarks/denoiser_quality.py"] + sys.argv[1:])
     # Read the other parts only now: a run of another part may have finished meanwhile.
     path = RESULTS_DIR / "denoiser_quality.json"
     results = json.loads(path.read_text()) if path.exists() else {}
-    results[args.part] = part
+    if args.part == "speed":
+        results["speed"] = {**part, "command": _command()}
+    else:  # each set keeps the command that scored it; sets not run keep their last scores
+        earlier = {k: v for k, v in results.get(args.part, {}).items() if k != "command"}
+        results[args.part] = {**earlier, **part}
     write_results("denoiser_quality", results)
     return 0
 

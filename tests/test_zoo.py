@@ -49,6 +49,25 @@ def test_default_gray_model_beats_the_old_default_side_by_side():
     assert all(default[s] > old[s] for s in sigmas)
 
 
+def test_default_color_model_beats_the_old_default_on_every_set():
+    """The committed colour benchmark ranks the colour default above the previous colour
+    default on every set and sigma it measured, on at least 6 images per set."""
+    import json
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parents[1] / "benchmarks/results/denoiser_quality.json"
+    if not results.exists():
+        pytest.skip("benchmarks/results/denoiser_quality.json not committed")
+    tables = {k: v for k, v in json.loads(results.read_text())["color"].items() if k != "command"}
+    assert set(tables) == {"CBSD68", "Kodak24", "McMaster"}
+    for table in tables.values():
+        rows = {row["method"]: row for row in table["rows"]}
+        default = rows[f"{zoo.DEFAULT_MODELS[3]} (blind)"]
+        old = rows["bf-dncnn-color (old default)"]
+        assert table["images"] >= 6
+        assert all(default[str(s)] > old[str(s)] for s in table["sigmas_255"])
+
+
 def test_default_for_rgb_is_the_color_model_when_installed():
     expected = zoo.DEFAULT_MODELS[3] if zoo.DEFAULT_MODELS[3] in SHIPPED else zoo.DEFAULT_MODELS[1]
     assert zoo.default_model_name(3) == expected
