@@ -32,16 +32,21 @@ def test_shipped_model_loads_and_its_card_says_how_it_was_made(name):
         torch.testing.assert_close(scaled, 3.0 * plain, rtol=1e-4, atol=1e-5)
 
 
-def test_default_gray_model_beats_the_old_default_side_by_side():
-    """The committed side-by-side benchmark (same images, same noise) ranks the default
-    above the previous default at every sigma it measured."""
+def _committed_quality() -> dict:
+    """``benchmarks/results/denoiser_quality.json``; skips the test where it is absent."""
     import json
     from pathlib import Path
 
     results = Path(__file__).resolve().parents[1] / "benchmarks/results/denoiser_quality.json"
     if not results.exists():
         pytest.skip("benchmarks/results/denoiser_quality.json not committed")
-    table = json.loads(results.read_text())["gray"]["BSD68"]
+    return json.loads(results.read_text())
+
+
+def test_default_gray_model_beats_the_old_default_side_by_side():
+    """The committed side-by-side benchmark (same images, same noise) ranks the default
+    above the previous default at every sigma it measured."""
+    table = _committed_quality()["gray"]["BSD68"]
     rows = {row["method"]: row for row in table["rows"]}
     default = rows[f"{zoo.DEFAULT_MODELS[1]} (blind)"]
     old = rows["bf-dncnn-gray (old default)"]
@@ -52,13 +57,7 @@ def test_default_gray_model_beats_the_old_default_side_by_side():
 def test_default_color_model_beats_the_old_default_on_every_set():
     """The committed colour benchmark ranks the colour default above the previous colour
     default on every set and sigma it measured, on at least 6 images per set."""
-    import json
-    from pathlib import Path
-
-    results = Path(__file__).resolve().parents[1] / "benchmarks/results/denoiser_quality.json"
-    if not results.exists():
-        pytest.skip("benchmarks/results/denoiser_quality.json not committed")
-    tables = {k: v for k, v in json.loads(results.read_text())["color"].items() if k != "command"}
+    tables = _committed_quality()["color"]
     assert set(tables) == {"CBSD68", "Kodak24", "McMaster"}
     for table in tables.values():
         rows = {row["method"]: row for row in table["rows"]}
