@@ -25,9 +25,10 @@ Per-image PSNRs are cached in ``benchmarks/results/denoiser_quality.partial.json
 (keyed by method, set, image and σ, and for a shipped model by a digest of its weights
 and configuration, so a re-shipped model is scored again), so an interrupted or extended
 run (more images, more σ) computes only what is missing; ``--forget LABEL`` drops one
-method's entries. Results: ``benchmarks/results/denoiser_quality.json`` and
-markdown tables; each set's table records the command that scored it, and a run of some
-colour sets (``--sets``) keeps the others' last tables.
+method's entries. Results: ``benchmarks/results/denoiser_quality.json`` (not written
+by a ``--methods`` run, which only prints) and markdown tables; each set's table records
+the command that scored it, and a run of some colour sets (``--sets``) keeps the others'
+last tables.
 """
 
 from __future__ import annotations
@@ -313,6 +314,9 @@ def main() -> int:
         print(f"needs {SHARED}/data", file=sys.stderr)
         return 2
     part = speed(args) if args.part == "speed" else quality(args.part, args)
+    if args.methods:  # a table without the baselines would replace the side-by-side one
+        print("--methods: tables printed, results file left as it was")
+        return 0
     # Read the other parts only now: a run of another part may have finished meanwhile.
     path = RESULTS_DIR / "denoiser_quality.json"
     results = json.loads(path.read_text()) if path.exists() else {}
