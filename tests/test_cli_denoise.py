@@ -201,7 +201,7 @@ def test_existing_json_is_refused_before_any_work(tmp_path, tiny_model_path, cap
     code, _, err = run_cli(
         capsys, "denoise", source, "-o", tmp_path / "o.png", "--json", tmp_path / "s.json"
     )
-    assert code == 2 and err.count("\n") == 1 and "already exists" in err
+    assert code == 2 and err.count("\n") == 1 and "already exists (use --force" in err
     assert not (tmp_path / "o.png").exists() and (tmp_path / "s.json").read_text() == "{}"
 
 

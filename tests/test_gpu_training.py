@@ -169,7 +169,7 @@ def test_refusals(tmp_path):
     with pytest.raises(InputError, match="minutes"):
         train_on_device(_tiny_config(data), tmp_path / "m", minutes=0)
     train_on_device(_tiny_config(data, steps=1), tmp_path / "run", minutes=1)
-    with pytest.raises(InputError, match="holds a run already"):
+    with pytest.raises(InputError, match="holds a run already; pass resume=True"):
         train_on_device(_tiny_config(data, steps=1), tmp_path / "run", minutes=1)
     with pytest.raises(InputError, match="nothing to resume"):
         train_on_device(_tiny_config(data), tmp_path / "none", minutes=1, resume=True)
@@ -194,4 +194,5 @@ def test_cli_trains_each_recipe_into_its_folder(tmp_path, capsys):
     assert "tiny: 2 steps" in capsys.readouterr().out
     # A second start into the same folder is refused with one line, nothing overwritten.
     assert main([*argv, "--device", "cpu", "--steps", "2", "--quiet"]) == 2
-    assert "holds a run already" in capsys.readouterr().err
+    err = capsys.readouterr().err  # the library's advice in the command's own flags
+    assert "holds a run already; use --resume" in err and "resume=True" not in err

@@ -453,7 +453,7 @@ def test_one_failure_does_not_stop_the_rest(tmp_path, tiny_model_path):
     records = denoise_files([good[0], bad, good[1]], tmp_path / "out", model=tiny_model_path)
     assert [r["status"] for r in records] == ["ok", "failed", "failed"]
     assert "b.png: not an image file" in records[1]["error"]
-    assert "already exists" in records[2]["error"]
+    assert "already exists (pass overwrite=True" in records[2]["error"]
     assert (tmp_path / "out" / "c.png").read_bytes() == b"keep"
     assert read_image(tmp_path / "out" / "a.png")[0].shape == (31, 37, 1)
 

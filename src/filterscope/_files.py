@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from .errors import InputError
+from .errors import OVERWRITE_ADVICE, InputError
 
 #: Figure formats matplotlib writes, by suffix.
 PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
@@ -51,14 +51,15 @@ def check_output_paths(
     outputs: Mapping[str, str | os.PathLike | None],
     *,
     overwrite: bool,
-    figures: Iterable[str] = ("--plot",),
+    figures: Iterable[str] = (),
 ) -> None:
     """Refuse output files that cannot or may not be written, before any work.
 
     Parameters
     ----------
     outputs : mapping
-        Option name (for messages, e.g. ``"--json"``) → path, or None when not asked for.
+        Name of each output for messages → path, or None when not asked for. The library
+        names its parameters (``"json_path"``), the command line its flags (``"--json"``).
     overwrite : bool, keyword-only
         Whether existing files may be replaced.
     figures : iterable of str, keyword-only
@@ -84,7 +85,7 @@ def check_output_paths(
         if path.is_dir():
             raise InputError(f"{path}: is a directory; give a file name for {option}")
         if path.exists() and not overwrite:
-            raise InputError(f"{path}: already exists (use --force to overwrite)")
+            raise InputError(f"{path}: already exists ({OVERWRITE_ADVICE})")
         if not path.parent.is_dir():
             raise InputError(f"{path.parent}: output folder does not exist ({option})")
     for option in figures:

@@ -1,4 +1,14 @@
-"""Exceptions that the command line turns into a one-line message and exit code 2."""
+"""Exceptions that the command line turns into a one-line message and exit code 2.
+
+Library messages name Python parameters, never command-line flags. Where a message
+advises what to pass, it ends with one of the advice phrases below; the command line
+words each in its own flags (:func:`filterscope.cli.main.cli_message`).
+"""
+
+#: Advice after "already exists" for an output that ``overwrite=False`` protects.
+OVERWRITE_ADVICE = "pass overwrite=True to replace it"
+#: Advice for a run folder that holds a run already.
+RESUME_ADVICE = "pass resume=True to go on with it, or another out_dir"
 
 
 class FilterscopeError(Exception):

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ChannelError, CheckpointError, FilterscopeError, InputError
+from .errors import OVERWRITE_ADVICE, ChannelError, CheckpointError, FilterscopeError, InputError
 from .io import check_output_path, list_images, read_image, to_tensor, write_image
 from .models.base import Denoiser, module_device
 from .models.fast import optimize_for_inference
@@ -449,7 +449,7 @@ def _load_model(name_or_path: str | os.PathLike | None, channels: int) -> nn.Mod
         if name_or_path not in zoo.list_shipped():
             raise CheckpointError(
                 f"no model given and the default model {name_or_path!r} is not installed; "
-                "pass a model name or checkpoint path (--model)"
+                "name a shipped model or a checkpoint path"
             )
     return load_model(name_or_path)
 
@@ -796,7 +796,7 @@ def denoise_files(
     pending = []
     for index, (_, target) in enumerate(pairs):
         if target.exists() and not overwrite:
-            fail(index, f"{target}: already exists (use --force to overwrite)")
+            fail(index, f"{target}: already exists ({OVERWRITE_ADVICE})")
         else:
             pending.append(index)
     runner = None

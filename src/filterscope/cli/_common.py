@@ -9,10 +9,24 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import InputError
+from ..errors import OVERWRITE_ADVICE, RESUME_ADVICE, InputError
 
 if TYPE_CHECKING:  # torch is imported by the functions that need it: `--help` stays fast
     import torch
+
+
+# The library's advice names Python parameters; the commands have flags for them.
+_FLAG_ADVICE = {
+    OVERWRITE_ADVICE: "use --force to overwrite",
+    RESUME_ADVICE: "use --resume to go on with it, or another --out",
+}
+
+
+def cli_message(message: str) -> str:
+    """A library message worded for the command line: its advice in flags, not parameters."""
+    for advice, flags in _FLAG_ADVICE.items():
+        message = message.replace(advice, flags)
+    return message
 
 
 def options(args, *names: str) -> dict:

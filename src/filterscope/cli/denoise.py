@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .._files import check_output_paths
     from ..inference import denoise_files
-    from ._common import write_json
+    from ._common import cli_message, write_json
 
     if args.sigma is not None and not args.sigma >= 0:
         raise InputError(f"--sigma must be >= 0 (0-255 scale), got {args.sigma:g}")
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     def report(record: dict) -> None:
         # tqdm.write keeps the lines clear of a running progress bar.
         if record["status"] == "failed":
-            tqdm.write(f"filterscope: error: {record['error']}", file=sys.stderr)
+            tqdm.write(f"filterscope: error: {cli_message(record['error'])}", file=sys.stderr)
         elif not args.quiet:
             tqdm.write(_describe(record), file=sys.stdout)
 

@@ -127,12 +127,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._files import check_output_paths
     from ..evaluation.runner import evaluate_models, format_table
 
     if args.noise not in NOISE_CHOICES:
         raise InputError(
             f"unknown noise kind {args.noise!r}; choose from {', '.join(NOISE_CHOICES)}"
         )
+    # Checked here too so that the messages name the flags; the library names parameters.
+    check_output_paths(
+        {"--json": args.json, "--csv": args.csv, "--plot": args.plot},
+        overwrite=args.force,
+        figures=("--plot",),
+    )
     result = evaluate_models(
         args.model,
         args.data,

@@ -25,6 +25,7 @@ import warnings
 
 from .. import __version__
 from ..errors import FilterscopeError, FilterscopeWarning
+from ._common import cli_message
 
 # command name -> module (imported lazily so `filterscope --help` stays fast)
 COMMANDS = {
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = _run_command(args)
     except FilterscopeError as exc:
-        print(f"filterscope: error: {exc}", file=sys.stderr)
+        print(f"filterscope: error: {cli_message(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("filterscope: interrupted", file=sys.stderr)
@@ -124,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         # The machine refused (disk full, name too long, permission denied): its own words,
         # on one line. Writes are atomic, so nothing half-written is left behind.
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"filterscope: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        message = cli_message(exc.strerror or str(exc))
+        print(f"filterscope: error: {where}{message}", file=sys.stderr)
         return 2
     finally:
         if previous is not None:

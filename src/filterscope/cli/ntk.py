@@ -180,7 +180,11 @@ def run_eigenimages(args: argparse.Namespace) -> int:
     out = Path(args.output)
     files = eigenimage_paths(out, args.count).items()  # PNGs of a new folder: nothing to check
     outputs = {f"-o ({role})": path for role, path in files if path.parent.is_dir()}
-    check_output_paths(outputs | {"--plot": args.plot, "--json": args.json}, overwrite=args.force)
+    check_output_paths(
+        outputs | {"--plot": args.plot, "--json": args.json},
+        overwrite=args.force,
+        figures=("--plot",),
+    )
     basis = filter_basis(
         read_tensor(args.input)[0],
         error_columns=ERROR_COLUMNS * args.nystrom_error,

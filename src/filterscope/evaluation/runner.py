@@ -228,12 +228,14 @@ def evaluate_models(
 
         device = _resolve_device(device)  # an unknown or absent device fails before any work
     check_output_paths(
-        {"--json": json_path, "--csv": csv_path, "--plot": plot_path}, overwrite=overwrite
+        {"json_path": json_path, "csv_path": csv_path, "plot_path": plot_path},
+        overwrite=overwrite,
+        figures=("plot_path",),
     )
     if isinstance(models, str):
         models = [models]
     if not models:
-        raise InputError("no model given (--model)")
+        raise InputError("models: no model given")
     duplicates = sorted({m for m in models if list(models).count(m) > 1})
     if duplicates:
         raise InputError(f"model {duplicates[0]} is given twice")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .._files import atomic_write
-from ..errors import InputError
+from ..errors import OVERWRITE_ADVICE, InputError
 from ..evaluation.runner import evaluate_models, format_table
 from ..hub import load_model, model_info
 from ..training import TrainConfig, train
@@ -67,7 +67,7 @@ def _check_inputs(out_dir: Path, baselines, data_dir, test_dir, *, overwrite: bo
     """Everything :func:`run_generalization_experiment` refuses before any work."""
     existing = existing_outputs(out_dir)
     if existing and not overwrite:
-        raise InputError(f"{existing[0]}: exists; pass overwrite=True to replace it")
+        raise InputError(f"{existing[0]}: already exists ({OVERWRITE_ADVICE})")
     for spec in baselines:
         if model_info(spec).kind != "classical":
             raise InputError(f"{spec}: not a classical baseline; use nlm, bm3d or NAME:estimate")

@@ -233,7 +233,7 @@ class Explorer:
         if not self.sigma_adjustable:
             raise InputError(
                 "sigma: this image is a noisy photo analysed as given; its noise level "
-                "cannot be changed (start with --clean and --sigma for that)"
+                "cannot be changed (a session made from a clean image and a sigma can)"
             )
         if not 0 <= sigma_255 <= MAX_SIGMA_255:
             raise InputError(f"sigma must be in [0, {MAX_SIGMA_255:g}], got {sigma_255:g}")
@@ -596,7 +596,7 @@ class Explorer:
             return png_bytes(self.noisy(sigma)[0])
         if kind == "clean":
             if self.clean is None:
-                raise InputError("there is no clean image (start with --clean and --sigma)")
+                raise InputError("there is no clean image (this session began from a noisy photo)")
             return png_bytes(self.clean[0])
         if name is None:
             raise InputError(f"the {kind} image needs a model")

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from .._files import atomic_write
-from ..errors import CheckpointError, ModelImportError, UnsupportedLayerError
+from ..errors import OVERWRITE_ADVICE, CheckpointError, ModelImportError, UnsupportedLayerError
 from ..hub import build_network, is_object_path
 from .base import CNNDenoiser
 from .published import build_published_model, is_published_checkpoint
@@ -94,7 +94,7 @@ def save_model(
     meta_path = card_path(path)
     for target in (path, meta_path):
         if target.exists() and not overwrite:
-            raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+            raise FileExistsError(f"{target}: already exists ({OVERWRITE_ADVICE})")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     _write_bytes(path, save(state))
     _write_bytes(meta_path, (json.dumps(full_card, indent=2) + "\n").encode())

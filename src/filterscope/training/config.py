@@ -294,7 +294,7 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise InputError(f"--set: expected KEY=VALUE, got {item!r}")
+            raise InputError(f"a recipe override is KEY=VALUE, got {item!r}")
         try:
             values[key] = tomllib.loads(f"value = {text.strip()}")["value"]
         except tomllib.TOMLDecodeError:

@@ -24,7 +24,13 @@ from tqdm import tqdm
 
 from .._files import atomic_write
 from ..blur import gaussian_blur
-from ..errors import CheckpointError, InputError, ModelImportError, UnsupportedLayerError
+from ..errors import (
+    RESUME_ADVICE,
+    CheckpointError,
+    InputError,
+    ModelImportError,
+    UnsupportedLayerError,
+)
 from ..hub import build_network, is_object_path
 from ..metrics import psnr
 from ..models import create_model
@@ -402,7 +408,7 @@ def run_checkpoint(out_dir: Path, *, resume: bool) -> Path:
     with nothing to resume."""
     checkpoint_path = out_dir / CHECKPOINT_NAME
     if checkpoint_path.exists() and not resume:
-        raise InputError(f"{out_dir}: holds a run already; use --resume or another --out")
+        raise InputError(f"{out_dir}: holds a run already; {RESUME_ADVICE}")
     if resume and not checkpoint_path.exists():
         raise InputError(f"{checkpoint_path}: nothing to resume")
     return checkpoint_path
