@@ -105,7 +105,7 @@ def quality_scores(result_file: Path, name: str) -> dict | None:
                         method[len(name) + 2 : -1]: {k: v for k, v in row.items() if k != "method"}
                         for method, row in rows.items()
                     },
-                    "command": payload[part].get("command"),
+                    "command": table.get("command"),
                 }
     if not found:
         return None

@@ -67,6 +67,24 @@ def test_default_color_model_beats_the_old_default_on_every_set():
         assert all(default[str(s)] > old[str(s)] for s in table["sigmas_255"])
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_default_model_card_quotes_the_committed_side_by_side(channels):
+    """The card's scores are the committed benchmark's, set by set (same image count,
+    same numbers): a model scored again must have its card refreshed
+    (``scripts/refresh_card_scores.py``)."""
+    name = zoo.DEFAULT_MODELS[channels]
+    part = _committed_quality()["gray" if channels == 1 else "color"]
+    card_sets = SHIPPED[name]["metrics"]["side_by_side"]["sets"]
+    assert set(card_sets) == set(part)
+    for set_name, table in part.items():
+        rows = {row["method"]: row for row in table["rows"]}
+        card = card_sets[set_name]
+        assert (card["images"], card["command"]) == (table["images"], table["command"])
+        for mode, scores in card["psnr_by_sigma_255"].items():
+            measured = {k: v for k, v in rows[f"{name} ({mode})"].items() if k != "method"}
+            assert scores == measured, (set_name, mode)
+
+
 def test_default_for_rgb_is_the_color_model_when_installed():
     expected = zoo.DEFAULT_MODELS[3] if zoo.DEFAULT_MODELS[3] in SHIPPED else zoo.DEFAULT_MODELS[1]
     assert zoo.default_model_name(3) == expected
