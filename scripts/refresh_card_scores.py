@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from filterscope._files import atomic_write
+from filterscope.models.checkpoints import card_path
 from filterscope.models.zoo import shipped_weights
 from ship_model import quality_scores
 
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if scores is None:
         print(f"{args.quality}: no results for model {args.name!r}", file=sys.stderr)
         return 2
-    card_file = weights.with_suffix(".json")
+    card_file = card_path(weights)
     card = json.loads(card_file.read_text())
     card.setdefault("metrics", {})["side_by_side"] = scores
     text = json.dumps(card, indent=2) + "\n"

@@ -2,7 +2,7 @@
 
 Library messages name Python parameters, never command-line flags. Where a message
 advises what to pass, it ends with one of the advice phrases below; the command line
-words each in its own flags (:func:`filterscope.cli.main.cli_message`).
+words each in its own flags (:func:`filterscope.cli._common.cli_message`).
 """
 
 #: Advice after "already exists" for an output that ``overwrite=False`` protects.
