@@ -311,6 +311,28 @@ def test_prefetcher_hands_on_errors_of_the_batch_maker():
             prefetcher.next()
 
 
+def test_prefetcher_makes_batches_on_one_thread_and_leaves_the_callers_count():
+    import threading
+
+    from filterscope.training.prefetch import BatchPrefetcher
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with BatchPrefetcher(lambda: (torch.tensor(torch.get_num_threads()),), {}) as prefetcher:
+            (threads_in_maker,), _ = prefetcher.next()
+            assert torch.get_num_threads() == 2
+        assert int(threads_in_maker) == 1
+        # A thread started after the prefetcher closed gets the caller's count back.
+        seen = []
+        later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        later.start()
+        later.join()
+        assert seen == [2]
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_bfloat16_autocast_training_keeps_float32_weights(tmp_path):
     data = _image_folder(tmp_path / "data")
     result = train(_tiny_config(data, precision="bfloat16"), tmp_path / "run", progress=False)

@@ -62,6 +62,18 @@ class BatchPrefetcher:
         return batch, states
 
     def _produce(self) -> None:
+        # Batches are small; with several intra-op threads here, this thread's OpenMP
+        # team competes with the training step's for the same cores (25% slower steps
+        # at 2 threads on 2 cores, benchmarks/training.py). Threads that already ran a
+        # torch op keep their count; the process default for new threads is put back.
+        default_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            self._fill_queue()
+        finally:
+            torch.set_num_threads(default_threads)
+
+    def _fill_queue(self) -> None:
         while not self._stop.is_set():
             try:
                 item: Any = self._one()
