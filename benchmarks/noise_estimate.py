@@ -40,12 +40,13 @@ def accuracy(fractions: list[float], sigmas: list[float]) -> list[dict]:
     from filterscope.io import read_image, to_tensor
     from filterscope.noise import estimate_noise_level
 
-    cleans = [to_tensor(read_image(p)[0]) for p in sorted((SHARED / "data/BSD400").glob("*.png"))]
+    files = sorted((SHARED / "data/BSD400").glob("*.png"))[::4]
+    cleans = [to_tensor(read_image(p)[0]) for p in files]
     generator = torch.Generator().manual_seed(0)
     rows = []
     for sigma in sigmas:
         errors: dict[float, list[float]] = {f: [] for f in fractions}
-        for clean in cleans[::4]:
+        for clean in cleans:
             noisy = clean + torch.randn(clean.shape, generator=generator) * sigma / 255
             for fraction in fractions:
                 estimate = float(estimate_noise_level(noisy, flat_fraction=fraction)) * 255
@@ -107,8 +108,18 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=68, help="first N BSD68 images")
     parser.add_argument("--jobs", type=int, default=2, help="processes for the BSD68 part")
     args = parser.parse_args()
-    fractions = [float(f) for f in args.fractions.split(",")]
-    sigmas = [float(s) for s in args.sigmas.split(",")]
+    try:
+        fractions = [float(f) for f in args.fractions.split(",")]
+        sigmas = [float(s) for s in args.sigmas.split(",")]
+    except ValueError:
+        print("--fractions, --sigmas: comma-separated numbers", file=sys.stderr)
+        return 2
+    if args.images < 1 or any(s <= 0 for s in sigmas):
+        print(
+            f"--images must be >= 1 and --sigmas > 0, got {args.images}, {args.sigmas}",
+            file=sys.stderr,
+        )
+        return 2
     if not (SHARED / "data/BSD68").is_dir() or not (SHARED / "data/BSD400").is_dir():
         print(f"needs {SHARED}/data/BSD68 and BSD400", file=sys.stderr)
         return 2
