@@ -72,9 +72,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--precision",
-        choices=("float32", "bfloat16"),
+        choices=("auto", "float32", "bfloat16"),
         default=None,
-        help="bfloat16: forward pass under bfloat16 autocast (float32 weights and optimizer)",
+        help="bfloat16: forward pass under bfloat16 autocast (float32 weights and optimizer); "
+        "auto (recipes' default): bfloat16 only where this CPU or GPU runs it natively",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (0 = default)")
     parser.add_argument("--seed", type=int, default=None, help="seed of weights and patches")

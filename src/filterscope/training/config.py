@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, ModelImportError
+from ..machine import AUTO, PRECISIONS, choose_channels_last, choose_precision
 from ..hub import is_object_path, network_factory
 from ..models import list_models
 
@@ -100,12 +101,17 @@ class TrainConfig:
     device : str
         ``"auto"`` (a GPU when there is one), ``"cpu"`` or ``"cuda"``.
     precision : str
-        ``"float32"``, or ``"bfloat16"``: the forward pass under bfloat16 autocast
-        (weights, gradients, optimizer state and loss stay float32); 1.7× faster per
-        step on this project's AVX512-BF16 CPU (``benchmarks/training.py``).
-    channels_last : bool
-        Weights and inputs in channels-last memory layout (faster convolutions with
-        oneDNN on this CPU, ``benchmarks/training.py``).
+        ``"auto"`` (default: bfloat16 where it is native, see
+        :func:`filterscope.machine.choose_precision`), ``"float32"``, or
+        ``"bfloat16"``: the forward pass under bfloat16 autocast (weights, gradients,
+        optimizer state and loss stay float32). bfloat16 is 1.7× faster per step on an
+        AVX512-BF16 CPU but 5-24× slower on an AVX2-only one, where it is emulated
+        (``benchmarks/numeric_paths.py``).
+    channels_last : bool or ``"auto"``
+        Weights and inputs in channels-last memory layout; ``"auto"`` (default) lets
+        :func:`filterscope.machine.choose_channels_last` decide by a cached
+        micro-benchmark. The path taken is recorded in the run's ``config.json`` and
+        model card (``numeric_path``).
     tensorboard : bool
         Also log to TensorBoard (``RUN_DIR/tensorboard``) when it is installed.
     """
@@ -145,8 +151,8 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0
     device: str = "auto"
-    precision: str = "float32"
-    channels_last: bool = False
+    precision: str = AUTO
+    channels_last: bool | str = AUTO
     tensorboard: bool = True
 
     def total_steps(self) -> int:
@@ -215,8 +221,14 @@ class TrainConfig:
             raise InputError(f"prefetch_batches: must be >= 0, got {self.prefetch_batches}")
         if self.cache_mb < 0:
             raise InputError(f"cache_mb: must be non-negative, got {self.cache_mb}")
-        if self.precision not in ("float32", "bfloat16"):
-            raise InputError(f"precision: must be float32 or bfloat16, got {self.precision!r}")
+        if self.precision not in (AUTO, *PRECISIONS):
+            raise InputError(
+                f"precision: must be auto, float32 or bfloat16, got {self.precision!r}"
+            )
+        if not isinstance(self.channels_last, bool) and self.channels_last != AUTO:
+            raise InputError(
+                f"channels_last: must be true, false or auto, got {self.channels_last!r}"
+            )
         if self.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"device: must be auto, cpu or cuda, got {self.device!r}")
         if self.threads < 0:
@@ -247,10 +259,22 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def numeric_path(self, device: str | Any = "cpu") -> dict[str, Any]:
+        """The training step's arithmetic on ``device``: ``{"precision": "float32" or
+        "bfloat16", "channels_last": bool}``, ``"auto"`` resolved for this machine
+        (:mod:`filterscope.machine`); explicit values are kept."""
+        op = "train-gpu" if str(device).startswith("cuda") else "train"
+        return {
+            "precision": choose_precision(op, device, requested=self.precision),
+            "channels_last": choose_channels_last(op, device, requested=self.channels_last),
+        }
+
 
 def _check_type(key: str, value: Any, default: Any, source: str) -> Any:
     """``value`` converted to the type of the field's default, or a one-line error."""
     expected = type(default)
+    if key == "channels_last" and isinstance(value, bool):
+        return value  # the default is "auto"; true and false are the explicit choices
     if expected is bool:
         if not isinstance(value, bool):
             raise InputError(f"{source}: {key} must be true or false, got {value!r}")

@@ -7,9 +7,10 @@ recipe's ``scales``, is decoded once (by :class:`~.data.PatchSampler`, so unread
 files are skipped the same way) and copied to the device; each step then cuts the
 patches, applies the 8 flips/rotations, draws σ and the noise, all on the device from
 one ``torch.Generator`` of that device. The forward pass runs under bfloat16 autocast
-in channels-last layout, Adam is fused on a GPU, and nothing reads a value back to the
-host during training except every ``log_every`` steps (the logged loss), at
-validations and at checkpoints.
+in channels-last layout where the GPU supports bfloat16 (``precision`` and
+``channels_last`` ``"auto"``, see :mod:`filterscope.machine`), Adam is fused on a GPU,
+and nothing reads a value back to the host during training except every
+``log_every`` steps (the logged loss), at validations and at checkpoints.
 
 A run lasts a fixed wall-clock budget (``minutes``) of training steps, or the
 recipe's ``steps`` if those come first; the learning-rate milestones of the recipe
@@ -49,6 +50,7 @@ from .trainer import (
     _mean_score,
     _model_card,
     network_fields,
+    numeric_record,
     optimizer_step,
     run_checkpoint,
     validate,
@@ -291,6 +293,7 @@ class _DeviceRun:
     loss_value: float = float("nan")
     this_call: float = 0.0  # training seconds of this call
     lap: float = 0.0
+    numeric: dict[str, Any] | None = None  # the arithmetic taken: TrainConfig.numeric_path
 
     @classmethod
     def start(
@@ -320,8 +323,9 @@ class _DeviceRun:
             val_images = load_validation_images(
                 config.val_dir, channels=config.in_channels, limit=config.val_images
             )
+        numeric = config.numeric_path(device)
         model = _build_model(config).to(device)
-        if config.channels_last:
+        if numeric["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type == "cuda")
         generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -335,7 +339,8 @@ class _DeviceRun:
             history = list(state.get("history", []))
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / RECIPE_NAME).write_text(recipe_text(config))
-        (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        values = {**config.to_dict(), "numeric_path": numeric_record(config, numeric)}
+        (out_dir / "config.json").write_text(json.dumps(values, indent=2) + "\n")
         logger = _Logger(out_dir, config, resume=resume, enabled=True)
         return cls(
             config=config,
@@ -356,6 +361,7 @@ class _DeviceRun:
             history=history,
             first_step=step,
             loss_sum=torch.zeros((), device=device),
+            numeric=numeric,
         )
 
     @property
@@ -405,10 +411,15 @@ class _DeviceRun:
         noisy, clean, sigma_given = make_device_batch(
             self.bank, config, config.batch_size, self.generator
         )
-        if config.channels_last:
+        if self.numeric["channels_last"]:
             noisy = noisy.contiguous(memory_format=torch.channels_last)
         self.loss_sum += optimizer_step(
-            self.model, self.optimizer, noisy, clean, sigma=sigma_given, precision=config.precision
+            self.model,
+            self.optimizer,
+            noisy,
+            clean,
+            sigma=sigma_given,
+            precision=self.numeric["precision"],
         )
         self.loss_count += 1
         self.step += 1
@@ -515,6 +526,7 @@ class _DeviceRun:
             device=_device_name(self.device),
             minutes_budget=self.minutes,
             train_seconds=round(self.spent, 1),
+            numeric_path=numeric_record(self.config, self.numeric),
         )
         card.update(network_fields(self.config, self.model))
         save_model(self.model, self.out_dir / MODEL_NAME, card=card, overwrite=True)

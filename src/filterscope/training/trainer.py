@@ -32,6 +32,7 @@ from ..errors import (
     UnsupportedLayerError,
 )
 from ..hub import build_network, is_object_path
+from ..machine import path_record
 from ..metrics import psnr
 from ..models import create_model
 from ..models.base import CNNDenoiser
@@ -440,6 +441,7 @@ class _Run:
     train_seconds: float = 0.0
     pixels: int = 0
     loss_value: float = float("nan")
+    numeric: dict[str, Any] | None = None  # the arithmetic taken: TrainConfig.numeric_path
 
     @classmethod
     def start(
@@ -469,8 +471,9 @@ class _Run:
         if (config.lr_schedule == "plateau" or config.keep_best) and ctx.is_main and not val_images:
             raise InputError(f"val_dir: {config.val_dir!r} has no validation images")
 
+        numeric = config.numeric_path(ctx.device)
         model = _build_model(config).to(ctx.device)
-        if config.channels_last:
+        if numeric["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         patch_generator = torch.Generator().manual_seed(config.seed + 1000 * ctx.rank)
@@ -494,7 +497,7 @@ class _Run:
         training_model: torch.nn.Module = model
         if ctx.distributed:
             training_model = wrap_distributed(model, ctx)
-        _write_run_folder(config, out_dir, ctx)
+        _write_run_folder(config, out_dir, ctx, numeric)
         logger = _Logger(out_dir, config, resume=resume, enabled=ctx.is_main)
         return cls(
             config=config,
@@ -513,6 +516,7 @@ class _Run:
             history=history,
             plateau_scale=plateau_scale,
             best=best,
+            numeric=numeric,
         )
 
     def run_steps(self, *, progress: bool, callback: Callable[[int, float], None] | None) -> None:
@@ -567,7 +571,7 @@ class _Run:
         step_start = time.perf_counter()
         batch, self.consumed = prefetcher.next()
         noisy, clean, sigma = (t.to(ctx.device, non_blocking=True) for t in batch)
-        if config.channels_last:
+        if self.numeric["channels_last"]:
             noisy = noisy.contiguous(memory_format=torch.channels_last)
         local_loss = training_step(
             self.training_model,
@@ -575,7 +579,7 @@ class _Run:
             noisy,
             clean,
             sigma=sigma,
-            precision=config.precision,
+            precision=self.numeric["precision"],
         )
         self.train_seconds += time.perf_counter() - step_start
         self.loss_value = average_over_processes(local_loss, ctx)
@@ -662,6 +666,7 @@ class _Run:
                 self.pixels,
                 ctx.world_size,
             )
+            card["training"]["numeric_path"] = numeric_record(config, self.numeric)
             card.update(network_fields(config, model))
             save_model(model, self.out_dir / MODEL_NAME, card=card, overwrite=True)
         if ctx.distributed:
@@ -680,12 +685,24 @@ class _Run:
         }
 
 
-def _write_run_folder(config: TrainConfig, out_dir: Path, ctx: DistributedContext) -> None:
-    """``recipe.toml`` and ``config.json`` (main process only)."""
+def numeric_record(config: TrainConfig, numeric: dict[str, Any]) -> dict[str, Any]:
+    """The arithmetic a run takes (``numeric``, from :meth:`TrainConfig.numeric_path`),
+    what the recipe asked for, and the machine: for ``config.json`` and the model card."""
+    requested = {"precision": config.precision, "channels_last": config.channels_last}
+    return path_record("train", requested, numeric)
+
+
+def _write_run_folder(
+    config: TrainConfig, out_dir: Path, ctx: DistributedContext, numeric: dict[str, Any]
+) -> None:
+    """``recipe.toml`` (as written: ``auto`` stays ``auto``, so a resume on another
+    machine chooses again) and ``config.json`` (with the ``numeric_path`` taken here);
+    main process only."""
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         # atomic: a full disk leaves no empty recipe.toml that a later --resume would read
-        recipe, resolved = recipe_text(config), json.dumps(config.to_dict(), indent=2) + "\n"
+        values = {**config.to_dict(), "numeric_path": numeric_record(config, numeric)}
+        recipe, resolved = recipe_text(config), json.dumps(values, indent=2) + "\n"
         atomic_write(out_dir / RECIPE_NAME, lambda tmp: Path(tmp).write_text(recipe))
         atomic_write(out_dir / "config.json", lambda tmp: Path(tmp).write_text(resolved))
 
