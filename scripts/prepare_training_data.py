@@ -1,0 +1,206 @@
+"""Prepare the extra training photographs listed in ``docs/training-data.md``::
+
+    python scripts/prepare_training_data.py /work/.mirror/SqueezeSoftware+test_files/repo
+
+Each argument is a git directory (a ``fetch`` mirror, or a clone) of a source repository
+of the manifest. Every listed file is read at the recorded commit, its SHA-256 checked
+against the manifest (any mismatch or missing file: one line and exit code 2, before
+anything is written), then written as PNG to ``OUT`` (default ``../data/extra-train``
+beside the repository, outside git), down-scaled so its longer side is at most
+``--max-side`` pixels (0 keeps the full size). Files already in ``OUT`` are left as they
+are. ``--compare-with`` folders (e.g. the test sets) are searched for near-duplicates of
+the prepared images (32x32 thumbnails, correlation > 0.95): any is reported and the run
+fails, so a test image never becomes training data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MANIFEST = REPO_ROOT / "docs" / "training-data.md"
+DEFAULT_OUT = REPO_ROOT.parent / "data" / "extra-train"
+_SHA = r"[0-9a-f]{64}"
+_COMMIT = r"[0-9a-f]{40}"
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    repository: str
+    commit: str
+    licence: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    source: str
+    path: str
+    sha256: str
+
+
+class PrepareError(Exception):
+    """A problem the user can fix; printed as one line, exit code 2."""
+
+
+def read_manifest(text: str) -> tuple[dict[str, Source], list[Entry]]:
+    """The sources table and the files table of the manifest's markdown.
+
+    Rows are recognised by their shape: ``| name | owner/repo | 40-hex commit | licence |``
+    and ``| name | `path` | 64-hex sha256 | ... |``.
+    """
+    sources: dict[str, Source] = {}
+    entries: list[Entry] = []
+    source_row = re.compile(
+        rf"^\|\s*(\S+)\s*\|\s*(\S+/\S+)\s*\|\s*({_COMMIT})\s*\|\s*([^|]+?)\s*\|"
+    )
+    file_row = re.compile(rf"^\|\s*(\S+)\s*\|\s*`([^`]+)`\s*\|\s*({_SHA})\s*\|")
+    for line in text.splitlines():
+        if match := source_row.match(line):
+            name, repository, commit, licence = match.groups()
+            sources[name] = Source(name, repository, commit, licence)
+        elif match := file_row.match(line):
+            entries.append(Entry(*match.groups()))
+    unknown = sorted({e.source for e in entries} - sources.keys())
+    if not entries or unknown:
+        problem = "no files listed" if not entries else "unknown sources " + ", ".join(unknown)
+        raise PrepareError(f"manifest: {problem}")
+    return sources, entries
+
+
+def _git(directory: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(directory), *args], capture_output=True)
+
+
+def find_directory(source: Source, directories: list[Path]) -> Path | None:
+    """The first of ``directories`` whose git history holds the source's commit."""
+    for directory in directories:
+        if _git(directory, "cat-file", "-e", f"{source.commit}^{{commit}}").returncode == 0:
+            return directory
+    return None
+
+
+def read_checked(directory: Path, source: Source, entry: Entry) -> bytes:
+    """The bytes of ``entry`` at the source's commit; a missing file or another hash fails."""
+    result = _git(directory, "cat-file", "blob", f"{source.commit}:{entry.path}")
+    if result.returncode != 0:
+        raise PrepareError(f"{entry.path}: not in {directory} at {source.commit[:12]}")
+    digest = hashlib.sha256(result.stdout).hexdigest()
+    if digest != entry.sha256:
+        raise PrepareError(
+            f"{entry.path}: SHA-256 {digest[:16]}... does not match the manifest's "
+            f"{entry.sha256[:16]}...; refusing to use it"
+        )
+    return result.stdout
+
+
+def downscaled(data: bytes, max_side: int) -> Image.Image:
+    """Decoded RGB image, upright per its EXIF orientation, longer side <= ``max_side``."""
+    image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    scale = max_side / max(image.size) if max_side else 1.0
+    if scale < 1.0:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.LANCZOS, reducing_gap=3.0)
+    return image
+
+
+def output_name(entry: Entry) -> str:
+    return f"{entry.source}-{Path(entry.path).stem}.png"
+
+
+def thumbnail(path: Path) -> np.ndarray:
+    """32x32 gray thumbnail, zero mean and unit norm (for near-duplicate search)."""
+    with Image.open(path) as image:
+        small = np.asarray(image.convert("L").resize((32, 32), Image.BILINEAR), np.float64)
+    small = small - small.mean()
+    return small.ravel() / max(np.linalg.norm(small), 1e-12)
+
+
+def near_duplicates(prepared: list[Path], folders: list[Path], threshold: float = 0.95):
+    """(prepared file, test file, correlation) for every pair above ``threshold``.
+
+    Compares whole-image thumbnails, also rotated by 90 degrees (portrait/landscape):
+    this finds copies and re-encodings of a test image, not small crops of one.
+    """
+    ours = [(p, thumbnail(p)) for p in prepared]
+    hits = []
+    for folder in folders:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            try:
+                theirs = thumbnail(path)
+            except OSError:
+                continue  # not an image
+            turned = np.rot90(theirs.reshape(32, 32)).ravel()
+            for mine, vector in ours:
+                score = max(float(vector @ theirs), float(vector @ turned))
+                if score > threshold:
+                    hits.append((mine, path, score))
+    return hits
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sources", nargs="+", type=Path, help="git directories of the sources")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"(default {DEFAULT_OUT})")
+    parser.add_argument("--max-side", type=int, default=1536, help="longer side in px (0: full)")
+    parser.add_argument("--manifest", type=Path, default=MANIFEST)
+    parser.add_argument("--compare-with", type=Path, nargs="*", default=[], metavar="FOLDER")
+    args = parser.parse_args(argv)
+    try:
+        if args.max_side < 0:
+            raise PrepareError(f"--max-side: must be 0 or positive, got {args.max_side}")
+        out = args.out.resolve()
+        if out == REPO_ROOT or REPO_ROOT in out.parents:
+            raise PrepareError(f"--out: {out} is inside the repository; images stay outside git")
+        sources, entries = read_manifest(args.manifest.read_text())
+        directories = {}
+        for name in sorted({e.source for e in entries}):
+            directory = find_directory(sources[name], args.sources)
+            if directory is None:
+                source = sources[name]
+                raise PrepareError(
+                    f"no given directory holds {source.repository}@{source.commit[:12]}"
+                    " (fetch it and pass its git directory)"
+                )
+            directories[name] = directory
+        # Check every hash before writing anything.
+        checked = [(e, read_checked(directories[e.source], sources[e.source], e)) for e in entries]
+        out.mkdir(parents=True, exist_ok=True)
+        written = kept = 0
+        for entry, data in checked:
+            target = out / output_name(entry)
+            if target.exists():
+                kept += 1
+                continue
+            downscaled(data, args.max_side).save(target)
+            written += 1
+        print(f"{out}: {written} written, {kept} already there, {len(entries)} in the manifest")
+        prepared = [out / output_name(e) for e in entries]
+        hits = near_duplicates(prepared, args.compare_with) if args.compare_with else []
+        for mine, theirs, score in hits:
+            print(f"near-duplicate: {mine.name} ~ {theirs} (correlation {score:.3f})")
+        if args.compare_with:
+            folders = ", ".join(map(str, args.compare_with))
+            print(f"compared with {folders}: {len(hits)} near-duplicates")
+        if hits:
+            raise PrepareError(
+                "near-duplicates of test images found; remove them from the manifest"
+            )
+    except (PrepareError, OSError) as exc:
+        print(f"filterscope: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
