@@ -23,11 +23,26 @@ So the crop gives the rows *exactly* (to round-off), at a fraction of the cost: 
 the patch. The property is tested against the full-image Jacobian. Networks that are
 not translation-equivariant at every offset (strided UNet, padding to even sizes) do
 not declare a ``receptive_radius``; they are differentiated on the whole input.
+
+Strided networks and a blind noise estimate (:class:`ExactRows`)
+----------------------------------------------------------------
+A network that down-samples by ``a`` (its ``tile_alignment``, DRUNet's 8) computes the
+same features on a crop as on the image only when the crop starts on the image's stride
+grid; its crops start at multiples of ``a`` (the argument above then holds on every
+scale, since a coarse feature depends on the fine pixels it covers). A model that
+estimates σ from the whole image when called blind (``image_noise_level``, the shipped
+DRUNet's ``blind_estimate``) computes ``f(y) = g(y, s(y))``, so each row is
+``∂g_i/∂y + (∂g_i/∂s) ∇s(y)``: the first term is local (the crop, σ fixed at ``s(y)``),
+the second is the estimate's gradient — computed once per image — spread wherever the
+estimate reads the image, however far from the pixel. The declared ``receptive_radius``
+of every registered network is checked against its structural receptive field (all
+weights positive, so no path cancels) in ``tests/test_exact_rows.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -168,6 +183,9 @@ class JacobianRow:
         ``(top, bottom, left, right)`` of the window in the image, half-open.
     value : float
         ``f(y)[channel, y, x]``, the denoised pixel.
+    estimate_weight : float or None
+        For a model that estimates σ from the whole image: ``∂f_i/∂ŝ``, the factor of
+        the estimate's gradient ``∇ŝ(y)`` inside :attr:`weights` (None otherwise).
     """
 
     pixel: tuple[int, int]
@@ -175,6 +193,7 @@ class JacobianRow:
     weights: torch.Tensor
     box: tuple[int, int, int, int]
     value: float
+    estimate_weight: float | None = None
 
     def full(self, height: int, width: int) -> torch.Tensor:
         """The row as an image, shape ``(C, height, width)``, zero outside :attr:`box`."""
@@ -202,6 +221,262 @@ def _rows_for_group(
     return grads[:, 0], values
 
 
+class Cancelled(Exception):
+    """Raised inside :meth:`ExactRows.rows` when its ``should_stop`` says so."""
+
+
+#: Input pixels per batched pass of :meth:`ExactRows.rows` (crops are stacked up to it):
+#: bounds memory to about this many pixels of activations, whatever the crop size.
+BATCH_PIXELS = 1 << 17
+
+
+def _unwrap(denoiser: object) -> object:
+    """The network a ``NAME:blind`` wrapper runs (its blind call is the network's)."""
+    from ..models.base import BlindMode
+
+    while isinstance(denoiser, BlindMode):
+        denoiser = denoiser.model
+    return denoiser
+
+
+class ExactRows:
+    """The function ``denoise`` runs on one image, ready to give exact Jacobian rows.
+
+    What depends only on the image is computed once, here: the network copy in
+    ``dtype``, and for a model that estimates σ from the whole image (see the module
+    docstring) the estimate ``ŝ(y)`` and its gradient. :meth:`rows` then costs one
+    forward and backward pass per pixel on the receptive-field crop — aligned to the
+    stride grid — or on the whole image for models without a ``receptive_radius``.
+
+    Parameters
+    ----------
+    denoiser : nn.Module or callable
+        Differentiable denoiser on ``(B, C, H, W)`` tensors, called as ``denoise`` calls
+        it (blind: no σ). A module is copied, converted to ``dtype``, in eval mode.
+    y : Tensor, shape (H, W), (C, H, W) or (1, C, H, W)
+        The noisy image, any size.
+    radius : int, "auto" or None, keyword-only
+        Receptive radius; ``"auto"`` reads the model's ``receptive_radius`` (checked
+        against the structural receptive field by the tests); None: whole image.
+    dtype : torch.dtype, keyword-only
+        Arithmetic: float64 for analysis; float32 is about 2× faster and agrees to
+        ~1e-6 for the shipped networks.
+    """
+
+    def __init__(
+        self,
+        denoiser: nn.Module | Function,
+        y: torch.Tensor,
+        *,
+        radius: int | str | None = "auto",
+        dtype: torch.dtype = torch.float64,
+    ):
+        from ..models.base import Denoiser
+
+        self.y = as_image_batch(y, dtype=dtype)
+        _, self.channels, self.height, self.width = self.y.shape
+        target = _unwrap(denoiser)
+        self.radius = receptive_radius(target, radius)
+        self.align = int(getattr(target, "tile_alignment", 1) or 1)
+        self.module: nn.Module | None = None
+        self.function: Function | None = None
+        self.estimate: torch.Tensor | None = None
+        self.estimate_gradient: torch.Tensor | None = None
+        self._should_stop: Callable[[], bool] | None = None
+        self._checked = False
+        if isinstance(target, nn.Module):
+            module = copy.deepcopy(target).to(device=self.y.device, dtype=dtype).eval()
+            for parameter in module.parameters():
+                parameter.requires_grad_(False)
+            self.module = module
+            for sub in module.modules():
+                sub.register_forward_hook(self._stop_hook)
+            if isinstance(module, Denoiser):
+                self._prepare_estimate(module)
+        else:
+            self.function = as_function(target, dtype=dtype)
+
+    def _prepare_estimate(self, module: nn.Module) -> None:
+        probe = self.y.clone().requires_grad_(True)
+        with torch.enable_grad():
+            level = module.image_noise_level(probe)
+            if level is None:
+                return
+            if not level.requires_grad:
+                raise InputError(
+                    "the model's noise estimate is not differentiable by torch, so its "
+                    "Jacobian (which includes the estimate) cannot be computed"
+                )
+            (gradient,) = torch.autograd.grad(level.sum(), probe)
+        self.estimate = level.detach().reshape(1)
+        self.estimate_gradient = gradient[0].detach()
+        support = gradient[0].abs().sum(0).nonzero()
+        if len(support):
+            (t, lft), (b, rgt) = support.min(0).values.tolist(), support.max(0).values.tolist()
+            self._estimate_box = (t, b + 1, lft, rgt + 1)
+        else:
+            self._estimate_box = None
+
+    def _stop_hook(self, module: nn.Module, inputs: object, output: object) -> None:
+        """Check ``should_stop`` after every layer, forward and (through a tensor hook)
+        backward, so a superseded request stops within one layer's work."""
+        if self._should_stop is None:
+            return
+        if self._should_stop():
+            raise Cancelled()
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            output.register_hook(self._stop_on_backward)
+
+    def _stop_on_backward(self, grad: torch.Tensor) -> None:
+        if self._should_stop is not None and self._should_stop():
+            raise Cancelled()
+
+    def box(self, x: int, y: int) -> tuple[int, int, int, int]:
+        """``(top, bottom, left, right)`` of the crop for pixel ``(x, y)``: the pixel
+        grown by the radius, its top-left corner moved back onto the stride grid."""
+        if self.radius is None:
+            return 0, self.height, 0, self.width
+        r, a = self.radius, self.align
+        return (
+            max(y - r, 0) // a * a,
+            min(y + r + 1, self.height),
+            max(x - r, 0) // a * a,
+            min(x + r + 1, self.width),
+        )
+
+    def rows(
+        self,
+        pixels: Sequence[Sequence[int]],
+        *,
+        channel: int = 0,
+        chunk: int = 16,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[JacobianRow]:
+        """Exact rows of ``A_y`` for ``pixels`` (see :func:`jacobian_rows`).
+
+        ``should_stop`` is polled after every layer (forward and backward); when it
+        returns True the computation ends with :class:`Cancelled`.
+        """
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise InputError(f"chunk must be a positive integer, got {chunk!r}")
+        if isinstance(channel, bool) or not 0 <= int(channel) < self.channels:
+            raise InputError(f"channel must be in 0..{self.channels - 1}, got {channel}")
+        channel = int(channel)
+        checked = check_pixels(pixels, self.height, self.width)
+        boxes = [self.box(px, py) for px, py in checked]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for k, (t, b, lft, rgt) in enumerate(boxes):
+            groups.setdefault((b - t, rgt - lft), []).append(k)
+        results: list[JacobianRow | None] = [None] * len(checked)
+        self._should_stop = should_stop
+        try:
+            for (h, w), members in groups.items():
+                per_pass = max(1, min(chunk, BATCH_PIXELS // (h * w * self.channels)))
+                for start in range(0, len(members), per_pass):
+                    if should_stop is not None and should_stop():
+                        raise Cancelled()
+                    part = members[start : start + per_pass]
+                    for k, row in zip(
+                        part, self._group(part, checked, boxes, channel), strict=True
+                    ):
+                        results[k] = row
+        finally:
+            self._should_stop = None
+        return results  # type: ignore[return-value]
+
+    def _group(
+        self,
+        part: list[int],
+        checked: list[tuple[int, int]],
+        boxes: list[tuple[int, int, int, int]],
+        channel: int,
+    ) -> list[JacobianRow]:
+        crops, onehots = [], []
+        for k in part:
+            t, b, lft, rgt = boxes[k]
+            px, py = checked[k]
+            crops.append(self.y[0, :, t:b, lft:rgt])
+            onehot = torch.zeros_like(crops[-1])
+            onehot[channel, py - t, px - lft] = 1.0
+            onehots.append(onehot)
+        crops_t, onehots_t = torch.stack(crops), torch.stack(onehots)
+        if self.module is None:
+            if not self._checked:
+                check_differentiable(self.function, crops_t[:1])
+                self._checked = True
+            grads, values = _rows_for_group(self.function, crops_t[:, None], onehots_t[:, None])
+            slopes = None
+        else:
+            grads, values, slopes = self._module_rows(crops_t, onehots_t)
+        rows = []
+        for j, k in enumerate(part):
+            weights, box = grads[j], boxes[k]
+            slope = None if slopes is None else float(slopes[j])
+            if slope is not None:
+                weights, box = self._add_estimate(weights, box, slope)
+            rows.append(
+                JacobianRow(
+                    pixel=checked[k],
+                    channel=channel,
+                    weights=weights.detach(),
+                    box=box,
+                    value=float(values[j]),
+                    estimate_weight=slope,
+                )
+            )
+        return rows
+
+    def _module_rows(
+        self, crops: torch.Tensor, onehots: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One batched forward and backward pass: the images of a batch are independent
+        in an eval-mode network, so the gradient of ``Σ_b out_b · onehot_b`` holds each
+        crop's row."""
+        crops = crops.clone().requires_grad_(True)
+        inputs = [crops]
+        with torch.enable_grad():
+            try:
+                if self.estimate is None:
+                    out = self.module(crops)
+                else:
+                    level = self.estimate.expand(len(crops)).clone().requires_grad_(True)
+                    inputs.append(level)
+                    out = self.module(crops, level)
+            except (InputError, Cancelled):
+                raise
+            except Exception as exc:
+                detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise InputError(
+                    f"the denoiser failed on a {tuple(crops.shape)} {crops.dtype} input ({detail})"
+                ) from None
+            if not isinstance(out, torch.Tensor) or out.shape != crops.shape:
+                raise InputError(f"the denoiser must return its input's shape {tuple(crops.shape)}")
+            if not out.requires_grad:
+                raise InputError(
+                    "the denoiser is not differentiable by torch (its output is not "
+                    "connected to its input by autograd); Jacobian analysis needs a torch "
+                    "model or function"
+                )
+            picked = (out * onehots).sum(dim=(1, 2, 3))
+            grads = torch.autograd.grad(picked.sum(), inputs)
+        slopes = grads[1] if len(grads) > 1 else None
+        return grads[0], picked.detach(), slopes
+
+    def _add_estimate(
+        self, weights: torch.Tensor, box: tuple[int, int, int, int], slope: float
+    ) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+        """The local row plus ``slope · ∇ŝ``, on the smallest box holding both."""
+        if self._estimate_box is None or slope == 0.0:
+            return weights, box
+        et, eb, el, er = self._estimate_box
+        t, b, lft, rgt = box
+        union = (min(t, et), max(b, eb), min(lft, el), max(rgt, er))
+        out = weights.new_zeros(weights.shape[0], union[1] - union[0], union[3] - union[2])
+        out[:, t - union[0] : b - union[0], lft - union[2] : rgt - union[2]] = weights
+        out += slope * self.estimate_gradient[:, union[0] : union[1], union[2] : union[3]]
+        return out, union
+
+
 def jacobian_rows(
     denoiser: nn.Module | Function,
     y: torch.Tensor,
@@ -214,10 +489,13 @@ def jacobian_rows(
 ) -> list[JacobianRow]:
     """Rows of ``A_y`` for chosen output pixels of a full-size image, exactly.
 
-    Each row is computed on the crop ``pixel ⊕ radius`` (clipped to the image), which
-    gives exactly the full-image row for zero-padded stride-1 convolutional networks
-    (argument in the module docstring; tested against the full-image Jacobian). Pixels
-    whose crops have the same shape are processed together with ``torch.func.vmap``.
+    The rows of the function ``denoise`` runs: each row is computed on the crop
+    ``pixel ⊕ radius`` (clipped to the image, its corner on the stride grid of a
+    down-sampling network), which gives exactly the full-image row (argument in the
+    module docstring; tested against autograd on the whole image for every registered
+    network). A model that estimates σ from the whole image gets the estimate's
+    gradient term too, wherever it lies (:class:`ExactRows`). Pixels whose crops have
+    the same shape are processed together.
 
     Parameters
     ----------
@@ -233,7 +511,7 @@ def jacobian_rows(
         Receptive radius; ``"auto"`` reads ``denoiser.receptive_radius``; None (or a
         model without one) differentiates the whole image for every pixel.
     chunk : int, keyword-only
-        Pixels per batched pass; memory is about ``chunk`` forward passes of a crop.
+        Most pixels per batched pass (fewer for large crops: see :data:`BATCH_PIXELS`).
     dtype : torch.dtype, keyword-only
         Arithmetic (float64 by default: rows are read as filters and summed).
 
@@ -245,44 +523,10 @@ def jacobian_rows(
     Notes
     -----
     Cost per pixel: one forward and one backward pass on a ``(2r+1)²`` crop (DnCNN-20:
-    41×41), independent of the image size.
+    41×41; DRUNet: about 230×230), independent of the image size; for a model that
+    estimates σ, one more backward pass through the estimator per call.
     """
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise InputError(f"chunk must be a positive integer, got {chunk!r}")
-    y = as_image_batch(y, dtype=dtype)
-    _, channels, height, width = y.shape
-    if not 0 <= int(channel) < channels:
-        raise InputError(f"channel must be in 0..{channels - 1}, got {channel}")
-    checked = check_pixels(pixels, height, width)
-    r = receptive_radius(denoiser, radius)
-    function = as_function(denoiser, dtype=dtype)
-    check_differentiable(
-        function, y if r is None else y[..., : min(height, 2 * r + 1), : min(width, 2 * r + 1)]
-    )
-
-    boxes = [crop_box(py, py + 1, px, px + 1, r, height, width) for px, py in checked]
-    groups: dict[tuple[int, int], list[int]] = {}
-    for k, (t, b, lft, rgt) in enumerate(boxes):
-        groups.setdefault((b - t, rgt - lft), []).append(k)
-    results: list[JacobianRow | None] = [None] * len(checked)
-    for members in groups.values():
-        for start in range(0, len(members), chunk):
-            part = members[start : start + chunk]
-            crops, onehots = [], []
-            for k in part:
-                t, b, lft, rgt = boxes[k]
-                px, py = checked[k]
-                crops.append(y[:, :, t:b, lft:rgt])
-                onehot = torch.zeros_like(crops[-1])
-                onehot[0, channel, py - t, px - lft] = 1.0
-                onehots.append(onehot)
-            grads, values = _rows_for_group(function, torch.stack(crops), torch.stack(onehots))
-            for j, k in enumerate(part):
-                results[k] = JacobianRow(
-                    pixel=checked[k],
-                    channel=int(channel),
-                    weights=grads[j].detach(),
-                    box=boxes[k],
-                    value=float(values[j]),
-                )
-    return results  # type: ignore[return-value]
+    rows = ExactRows(denoiser, y, radius=radius, dtype=dtype)
+    return rows.rows(pixels, channel=channel, chunk=chunk)
