@@ -6,6 +6,14 @@ import math
 
 import torch
 
+from .camera_noise import (
+    DEFAULT_OPTIONS,
+    NoiseOptions,
+    camera_noise,
+    correlated_noise,
+    poisson_gaussian_noise,
+    sensor_noise_for_sigma,
+)
 from .errors import InputError
 
 #: The smallest image side :func:`estimate_noise_level` accepts.
@@ -54,6 +62,21 @@ def uniform_noise(
 NOISE_KINDS = {"gaussian": gaussian_noise, "uniform": uniform_noise}
 
 
+#: Every noise model :func:`apply_noise` draws. "gaussian", "uniform" and "correlated"
+#: have the same std σ at every pixel; the others are signal-dependent
+#: (:mod:`filterscope.camera_noise`).
+NOISE_MODELS = ("gaussian", "uniform", "correlated", "poisson-gaussian", "camera")
+
+#: The models whose noise std depends on the image: σ is a nominal level for them, and
+#: their std map, not σ, says how noisy each pixel is.
+SIGNAL_DEPENDENT_MODELS = ("poisson-gaussian", "camera")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in NOISE_MODELS:
+        raise ValueError(f"unknown noise kind {kind!r}; choose from {', '.join(NOISE_MODELS)}")
+
+
 def add_noise(
     x: torch.Tensor,
     sigma: float | torch.Tensor,
@@ -63,12 +86,146 @@ def add_noise(
 ) -> torch.Tensor:
     """Return ``y = x + n`` with noise of the given kind and standard deviation.
 
-    The noisy image is not clipped to [0, 1] (the protocol of the papers).
+    The noisy image is not clipped to [0, 1] (the protocol of the papers), except by
+    the ``"camera"`` model, whose output is a stored photograph (see
+    :func:`apply_noise` for the kinds and what σ means for each).
     """
-    if kind not in NOISE_KINDS:
-        raise ValueError(f"unknown noise kind {kind!r}; choose from {sorted(NOISE_KINDS)}")
-    noise = NOISE_KINDS[kind](tuple(x.shape), sigma, generator=generator, dtype=x.dtype)
-    return x + noise.to(x.device)
+    _check_kind(kind)
+    if kind in NOISE_KINDS:
+        noise = NOISE_KINDS[kind](tuple(x.shape), sigma, generator=generator, dtype=x.dtype)
+        return x + noise.to(x.device)
+    return apply_noise(x, sigma, kind=kind, generator=generator)[0]
+
+
+def apply_noise(
+    x: torch.Tensor,
+    sigma: float | torch.Tensor | None,
+    *,
+    kind: str = "gaussian",
+    generator: int | torch.Generator | None = None,
+    options: NoiseOptions = DEFAULT_OPTIONS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noisy images and the std of their noise at each pixel, for any noise model.
+
+    Parameters
+    ----------
+    x : Tensor, shape (B, C, H, W)
+        Clean images in [0, 1].
+    sigma : float, Tensor with one value per image, or None
+        Image scale. "gaussian", "uniform", "correlated": the noise std at every pixel
+        (required). "poisson-gaussian", "camera": a nominal level, the shot noise
+        ``a = σ²`` with the matching median read noise
+        (:func:`~filterscope.camera_noise.sensor_noise_for_sigma`), or None to draw
+        the sensor's parameters per image from ``options``.
+    kind : str, keyword-only
+        One of :data:`NOISE_MODELS`.
+    generator : int, torch.Generator or None, keyword-only
+        Seed or generator of every random draw. The models run on the generator's
+        device (the results come back to ``x``'s).
+    options : NoiseOptions, keyword-only
+        Parameter ranges of the non-Gaussian models.
+
+    Returns
+    -------
+    noisy, std_map : Tensor, shape (B, C, H, W)
+        See :func:`~filterscope.camera_noise.poisson_gaussian_noise`,
+        :func:`~filterscope.camera_noise.camera_noise` (clipped, quantised, approximate
+        std map) and :func:`~filterscope.camera_noise.correlated_noise`; for "gaussian"
+        and "uniform", ``x + n`` unclipped and σ everywhere.
+    """
+    _check_kind(kind)
+    if sigma is None and kind not in SIGNAL_DEPENDENT_MODELS:
+        raise InputError(f"sigma: {kind} noise needs its standard deviation")
+    generator = _generator(generator)
+    device = generator.device if generator is not None else x.device
+    images = x.to(device)
+    if kind in NOISE_KINDS:
+        level = torch.as_tensor(sigma, dtype=x.dtype, device=device)
+        if level.dim() == 1:
+            level = level.view(-1, 1, 1, 1)
+        noise = NOISE_KINDS[kind](
+            tuple(x.shape), level, generator=generator, dtype=x.dtype, device=device
+        )
+        noisy, std_map = images + noise, level.expand_as(images).contiguous()
+    elif kind == "correlated":
+        noisy, std_map = correlated_noise(images, sigma, options=options, generator=generator)
+    elif kind == "poisson-gaussian":
+        shot = read = None
+        if sigma is not None:
+            shot, read = sensor_noise_for_sigma(sigma, options=options)
+        noisy, std_map = poisson_gaussian_noise(
+            images, shot=shot, read=read, options=options, generator=generator
+        )
+    else:
+        noisy, std_map = camera_noise(images, sigma=sigma, options=options, generator=generator)
+    return noisy.to(x.device), std_map.to(x.device)
+
+
+def mixed_noise(
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    kinds: tuple[str, ...] | list[str],
+    weights: tuple[float, ...] | list[float] | None = None,
+    generator: torch.Generator | None = None,
+    options: NoiseOptions = DEFAULT_OPTIONS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image gets noise of one of ``kinds``, drawn per image: training's mixture.
+
+    Parameters
+    ----------
+    x : Tensor, shape (B, C, H, W)
+        Clean patches.
+    sigmas : Tensor, B values
+        Per patch σ (image scale) for the kinds with one std per pixel ("gaussian",
+        "uniform", "correlated"); the signal-dependent kinds draw their sensor's
+        parameters from ``options`` instead (σ = None in :func:`apply_noise`).
+    kinds : sequence of str
+        Distinct names from :data:`NOISE_MODELS`.
+    weights : sequence of float, keyword-only
+        Relative frequency of each kind (normalised; default equal). One kind draws
+        nothing for the choice.
+    generator : torch.Generator, keyword-only
+        Source of every draw: first the kind of every patch, then each kind's noise
+        for its patches, kind by kind in the order of ``kinds``, so a generator state
+        fixes the whole batch (an exact resume).
+    options : NoiseOptions, keyword-only
+        Ranges of the non-Gaussian models.
+
+    Returns
+    -------
+    noisy, std_map : Tensor, shape (B, C, H, W)
+    """
+    kinds = list(kinds)
+    for kind in kinds:
+        _check_kind(kind)
+    if len(set(kinds)) != len(kinds) or not kinds:
+        raise InputError(f"noise: need distinct noise kinds, got {kinds}")
+    weights = [1.0] * len(kinds) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(kinds) or min(weights) < 0 or sum(weights) <= 0:
+        raise InputError(
+            f"noise_weights: need one non-negative weight per kind ({len(kinds)}), "
+            f"not all zero, got {weights}"
+        )
+    batch = x.shape[0]
+    device = generator.device if generator is not None else torch.device("cpu")
+    if len(kinds) == 1:
+        choice = torch.zeros(batch, dtype=torch.long)
+    else:
+        table = torch.tensor(weights, dtype=torch.float64, device=device)
+        choice = torch.multinomial(table, batch, replacement=True, generator=generator).cpu()
+    sigmas = torch.as_tensor(sigmas).reshape(-1)
+    noisy, std_map = torch.empty_like(x), torch.empty_like(x)
+    for index, kind in enumerate(kinds):
+        members = torch.nonzero(choice == index).flatten()
+        if members.numel() == 0:
+            continue
+        members_here = members.to(x.device)
+        level = None if kind in SIGNAL_DEPENDENT_MODELS else sigmas[members.to(sigmas.device)]
+        noisy[members_here], std_map[members_here] = apply_noise(
+            x[members_here], level, kind=kind, generator=generator, options=options
+        )
+    return noisy, std_map
 
 
 def sample_sigmas(
