@@ -39,6 +39,20 @@ def make_tiny_dncnn(in_channels: int = 1, seed: int = 0) -> torch.nn.Module:
 
 
 @pytest.fixture
+def fresh_architectures(monkeypatch) -> None:
+    """Architectures registered during the test are forgotten afterwards.
+
+    The built-in ones are registered first: their modules register them once, when
+    imported, so a registry restored without them would never see them again.
+    """
+    from filterscope.models import registry
+
+    for name in registry.BUILTIN_ARCHITECTURES:
+        registry.architecture_class(name)
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+
+@pytest.fixture
 def tiny_model_path(tmp_path: Path) -> Path:
     """Path of a tiny random gray bias-free DnCNN saved as safetensors + JSON card."""
     path = tmp_path / "m.safetensors"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 import textwrap
 
 import pytest
@@ -175,6 +176,8 @@ USER_MODULE = '''
 import torch
 from torch import nn
 
+import filterscope
+
 
 class Smoother(nn.Module):
     """A user's blind denoiser: a fixed 3x3 box filter per channel (bias-free, linear)."""
@@ -202,12 +205,18 @@ class DeepinvStyle(nn.Module):
         return self.conv(x)
 
 
+@filterscope.register_architecture("test-smoother")
 def make_smoother(channels=1):
     return Smoother(channels)
 
 
+@filterscope.register_architecture("test-not-a-module")
 def not_a_module():
     return 42
+
+
+def unregistered_factory(channels=1):
+    return Smoother(channels)
 
 
 VALUE = 3
@@ -215,9 +224,11 @@ VALUE = 3
 
 
 @pytest.fixture
-def user_module(tmp_path, monkeypatch):
+def user_module(tmp_path, monkeypatch, fresh_architectures):
     (tmp_path / "my_denoisers.py").write_text(textwrap.dedent(USER_MODULE))
     monkeypatch.syspath_prepend(str(tmp_path))
+    # Imported afresh by each test, registering into a registry restored afterwards.
+    monkeypatch.delitem(sys.modules, "my_denoisers", raising=False)
     yield "my_denoisers"
 
 
@@ -249,6 +260,7 @@ def test_a_deepinv_style_module_gets_sigma_and_keywords(user_module):
         ("my_denoisers:Missing", "has no attribute 'Missing'"),
         ("my_denoisers:VALUE", "not a torch.nn.Module class or factory"),
         ("my_denoisers:not_a_module", "returned a int, not a torch.nn.Module"),
+        ("my_denoisers:unregistered_factory", "not a network factory.*register_architecture"),
     ],
 )
 def test_bad_object_paths(user_module, path, message):

@@ -26,6 +26,8 @@ MODULE = "fs_user_nets"
 USER_MODULE = '''
 from torch import nn
 
+import filterscope
+
 
 class TinyNet(nn.Module):
     """Convolution biases and a batch norm: make_bias_free has work to do."""
@@ -43,6 +45,7 @@ class TinyNet(nn.Module):
         return y - self.body(y)
 
 
+@filterscope.register_architecture("fs-test-gray-net")
 def gray_net(hidden=4):
     """A factory without in_channels: always one channel."""
     return TinyNet(1, hidden)
@@ -67,8 +70,8 @@ VALUE = 3
 
 
 @pytest.fixture
-def user_nets(tmp_path, monkeypatch):
-    """``fs_user_nets`` importable for this test only."""
+def user_nets(tmp_path, monkeypatch, fresh_architectures):
+    """``fs_user_nets`` importable for this test only (its registration undone afterwards)."""
     code = tmp_path / "code"
     code.mkdir()
     (code / f"{MODULE}.py").write_text(textwrap.dedent(USER_MODULE))
@@ -106,7 +109,10 @@ def test_a_users_module_trains_bias_free_and_reloads(user_nets, tmp_path):
     assert card["arch"] == f"{MODULE}:TinyNet" and card["bias"] is False
     assert card["in_channels"] == 1 and card["config"] == {"hidden": 4}
 
-    model = load_checkpoint(path)
+    # The card names code (an object path): it is built only when the caller trusts it.
+    with pytest.raises(CheckpointError, match="names code .*trust_code=True"):
+        load_checkpoint(path)
+    model = load_checkpoint(path, trust_code=True)
     assert isinstance(model.module.body[1], BFBatchNorm2d)
     assert all(not name.endswith("bias") for name in model.state_dict())
     # The reloaded network scores exactly what the trained one scored at its last step
@@ -118,13 +124,14 @@ def test_a_users_module_trains_bias_free_and_reloads(user_nets, tmp_path):
     y = torch.rand(2, 1, 19, 23, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = model(y)
-        assert torch.equal(fs.load_model(path)(y), expected)
-        assert torch.equal(load_checkpoint(tmp_path / "run" / "checkpoint.pt")(y), expected)
+        assert torch.equal(fs.load_model(path, trust_code=True)(y), expected)
+        trained = load_checkpoint(tmp_path / "run" / "checkpoint.pt", trust_code=True)
+        assert torch.equal(trained(y), expected)
     # Bias-free: f(a y) = a f(y) to 1e-5 (float64) for a = 0.5, 3; the user's network as
     # written (biases, a batch norm with a mean) is not.
     assert fs.check_homogeneous(model, tolerance=1e-5).passed
     assert not fs.check_homogeneous(fs.load_model(f"{MODULE}:TinyNet")).passed
-    assert fs.hub.resolve(str(path)).info.bias_free is True
+    assert fs.hub.resolve(str(path), trust_code=True).info.bias_free is True
 
 
 def test_resume_of_a_users_module_continues_exactly(user_nets, tmp_path):
@@ -138,8 +145,9 @@ def test_resume_of_a_users_module_continues_exactly(user_nets, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(_config(data), tmp_path / "killed", progress=False, callback=stop_after_step_2)
     train(_config(data), tmp_path / "killed", resume=True, progress=False)
-    straight = load_checkpoint(tmp_path / "straight" / "model.safetensors").state_dict()
-    resumed = load_checkpoint(tmp_path / "killed" / "model.safetensors").state_dict()
+    straight = load_checkpoint(tmp_path / "straight" / "model.safetensors", trust_code=True)
+    resumed = load_checkpoint(tmp_path / "killed" / "model.safetensors", trust_code=True)
+    straight, resumed = straight.state_dict(), resumed.state_dict()
     assert straight.keys() == resumed.keys()
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
@@ -165,7 +173,8 @@ def test_a_factory_without_in_channels_must_build_the_recipes_channels(user_nets
     data = make_image_folder(tmp_path / "data")
     config = _config(data, arch=f"{MODULE}:gray_net", steps=1)
     assert train(config, tmp_path / "gray", progress=False)["step"] == 1
-    assert load_checkpoint(tmp_path / "gray" / "model.safetensors").in_channels == 1
+    gray = load_checkpoint(tmp_path / "gray" / "model.safetensors", trust_code=True)
+    assert gray.in_channels == 1
     color = tmp_path / "color"
     color.mkdir()
     pixels = np.random.default_rng(0).integers(0, 256, (41, 37, 3), dtype=np.uint8)
@@ -183,7 +192,8 @@ def test_a_factory_without_in_channels_must_build_the_recipes_channels(user_nets
         (f"{MODULE}:Missing", "has no attribute 'Missing'"),
         (f"{MODULE}:VALUE", "not a torch.nn.Module class or factory"),
         (f"{MODULE}:INSTANCE", "a trainable network is named by its"),
-        ("subprocess:run", "not a network factory"),
+        ("subprocess:run", "function of subprocess, not a network factory"),
+        (f"{MODULE}:SmoothNet.__init__", "not a network factory"),
         ("resnet", "unknown architecture 'resnet'"),
     ],
 )
@@ -203,8 +213,10 @@ def test_a_card_naming_a_missing_or_unsafe_object_path_is_refused(user_nets, tmp
         ("subprocess:run", "subprocess:run is a function of subprocess"),
     ]:
         path.with_suffix(".json").write_text(json.dumps({**card, "arch": arch}))
+        with pytest.raises(CheckpointError, match="names code") as caught:
+            load_checkpoint(path)  # refused before any import
         with pytest.raises(CheckpointError, match=message) as caught:
-            load_checkpoint(path)
+            load_checkpoint(path, trust_code=True)
         assert "\n" not in str(caught.value)
 
 
@@ -219,10 +231,11 @@ def test_cli_trains_a_users_module_and_refuses_bad_ones_in_one_line(user_nets, t
     args = ["train", "--recipe", str(recipe), "--out", str(run), "--no-progress", "--bias-free"]
     user = ["--set", f"arch={MODULE}:TinyNet", "--set", "arch_options={hidden = 3}"]
     assert main(args + user) == 0
-    model = fs.load_model(run / "model.safetensors")
+    model = fs.load_model(run / "model.safetensors", trust_code=True)
     assert model.module.body[0].out_channels == 3 and model.module.body[0].bias is None
     assert main(["train", "--out", str(run), "--resume", "--steps", "3", "--no-progress"]) == 0
-    assert load_checkpoint(run / "model.safetensors").card["training"]["steps"] == 3
+    card = load_checkpoint(run / "model.safetensors", trust_code=True).card
+    assert card["training"]["steps"] == 3
     capsys.readouterr()
     for arch, message in [
         (f"{MODULE}:Missing", "arch: "),

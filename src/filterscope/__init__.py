@@ -36,6 +36,7 @@ _LAZY: dict[str, str] = {
     "model_info": "filterscope.hub",
     "psnr": "filterscope.metrics",
     "read_image": "filterscope.io",
+    "register_architecture": "filterscope.models.user",
     "save_model": "filterscope.models.checkpoints",
     "ssim": "filterscope.metrics",
     "write_image": "filterscope.io",
@@ -57,6 +58,7 @@ __all__ = [
     "model_info",
     "psnr",
     "read_image",
+    "register_architecture",
     "save_model",
     "ssim",
     "write_image",
@@ -69,6 +71,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from .metrics import psnr, ssim
     from .models import Denoiser, create_model
     from .models.checkpoints import load_checkpoint, save_model
+    from .models.user import register_architecture
     from .nn.bias_free import check_homogeneous, make_bias_free
     from .noise import add_noise
 

@@ -63,9 +63,9 @@ def run_demo(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"out_dir: {out_dir} is a file, not a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
     name = model or default_model_name(1)
     network = prepare_model(load_model(name), precision=precision).to(target)
+    out_dir.mkdir(parents=True, exist_ok=True)  # after the model: a bad one leaves no folder
     clean = torch.from_numpy(builtin_image()).permute(2, 0, 1)[None]
     noisy = add_noise(clean, sigma_255 / 255.0, generator=seed)
     estimate = denoise_tensor(network, noisy)

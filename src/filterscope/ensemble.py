@@ -60,13 +60,13 @@ class SelfEnsemble(Denoiser):
     ----------
     model : nn.Module
         Any denoiser with ``forward(y, sigma=None)`` (a plain module is adapted as
-        :func:`filterscope.hub.as_denoiser` does). Its ``blind``, ``in_channels``,
+        :func:`filterscope.models.adapter.as_denoiser` does). Its ``blind``, ``in_channels``,
         ``bias`` and ``receptive_radius`` are passed through, so tiling, channel checks
         and the analyses treat the ensemble like the model.
     """
 
     def __init__(self, model: torch.nn.Module):
-        from .hub import as_denoiser
+        from .models.adapter import as_denoiser
 
         super().__init__()
         self.model = as_denoiser(model)

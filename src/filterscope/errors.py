@@ -9,6 +9,8 @@ words each in its own flags (:func:`filterscope.cli._common.cli_message`).
 OVERWRITE_ADVICE = "pass overwrite=True to replace it"
 #: Advice for a run folder that holds a run already.
 RESUME_ADVICE = "pass resume=True to go on with it, or another out_dir"
+#: Advice for a model file that names code (an object path) instead of a registered name.
+TRUST_CODE_ADVICE = "if you trust that code, load the file with trust_code=True"
 
 
 class FilterscopeError(Exception):

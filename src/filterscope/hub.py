@@ -3,7 +3,8 @@
 Every method is registered once with its metadata (:class:`ModelInfo`):
 
 - ``architecture``: each network of :func:`filterscope.models.create_model` with freshly
-  initialised weights (``load_model("dncnn", bias=False, in_channels=3)``);
+  initialised weights (``load_model("dncnn", bias=False, in_channels=3)``), the user's
+  own included once registered with :func:`register_architecture`;
 - ``shipped``: each ``NAME.safetensors`` + ``NAME.json`` pair in ``filterscope/weights/``,
   found when asked (a new pair is picked up without code changes); the model card is
   the metadata (training σ range, data, scores);
@@ -13,12 +14,17 @@ Every method is registered once with its metadata (:class:`ModelInfo`):
 - ``dip``: the deep image prior, a network fitted to each noisy image on its own.
 
 :func:`load_model` also reads a checkpoint file (filterscope's own or a published one
-of Mohan et al. 2020) and a Python object path ``package.module:attribute`` naming an
-``nn.Module`` class or a factory returning one (a user's own network); a module
-that is not a :class:`~filterscope.models.base.Denoiser` is wrapped in
-:class:`~filterscope.models.adapter.ModuleDenoiser`. :func:`build_network` builds such
-a network the way ``filterscope train`` trains it (``in_channels=``, bias-free on
-request) and the way a model file of that training rebuilds it.
+of Mohan et al. 2020) and a Python object path ``package.module:attribute`` that the
+user gives, naming an ``nn.Module`` class (or a factory registered with
+:func:`register_architecture`); a module that is not a
+:class:`~filterscope.models.base.Denoiser` is wrapped in
+:class:`~filterscope.models.adapter.ModuleDenoiser`.
+
+**A file never chooses code** (:mod:`filterscope.models.user`): a checkpoint builds
+only registered architectures. A card naming an object path (a network trained by
+``filterscope train`` from one) is refused before any import unless the caller passes
+``trust_code=True`` (``--trust-code``). An object path given by the user is checked
+before anything is called: ``os:system`` or ``sys:exit`` are refused, never run.
 
 Resolution order: registered name (optionally ``name:variant``), existing file, object
 path. A missing file (a name with a ``/`` or a checkpoint suffix) is a
@@ -29,28 +35,32 @@ path. A missing file (a name with a ``/`` or a checkpoint suffix) is a
 from __future__ import annotations
 
 import difflib
-import importlib
-import re
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import CheckpointError, ModelImportError, UnknownModelError
+from .models.user import (
+    build_network,
+    import_object,
+    is_object_path,
+    load_object,
+    network_factory,
+    register_architecture,
+    trusting_code,
+)
 
 if TYPE_CHECKING:  # torch is imported when a model is loaded, not to list them
     from torch import nn
 
+    from .models.adapter import as_denoiser
     from .models.base import Denoiser
 
 KINDS = ("architecture", "shipped", "classical", "nonlocal", "dip", "checkpoint", "python")
 
 #: File suffixes that make a name a checkpoint path (refused when the file is missing).
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".json")
-
-# package.module:attribute (attribute may be dotted: module:Class.factory)
-_OBJECT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
 @dataclass(frozen=True)
@@ -159,7 +169,9 @@ def register_denoiser(info: ModelInfo, factory: Callable[..., nn.Module]) -> Non
     """
     if info.kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {info.kind!r}")
-    if info.name in _REGISTRY:
+    from .models.registry import list_models as list_architectures
+
+    if info.name in _REGISTRY or info.name in list_architectures():
         raise ValueError(f"denoiser {info.name!r} is registered twice")
     _REGISTRY[info.name] = (info, factory)
 
@@ -226,7 +238,7 @@ def shipped_info(name: str, card: Mapping[str, Any], *, kind: str = "shipped") -
 
 
 def _entries() -> dict[str, tuple[ModelInfo, Callable[..., nn.Module]]]:
-    return {**_REGISTRY, **_shipped()}
+    return {**_architectures(), **_REGISTRY, **_shipped()}
 
 
 def list_models(kind: str | None = None) -> list[str]:
@@ -294,9 +306,15 @@ def _unknown_message(name: str, entries: Mapping[str, Any]) -> str:
     )
 
 
-def resolve(name_or_path: str | Path, **options: Any) -> LoadedModel:
+def resolve(name_or_path: str | Path, *, trust_code: bool = False, **options: Any) -> LoadedModel:
     """Load a denoiser with its metadata (see :func:`load_model` for what is accepted)."""
-    text = str(name_or_path)
+    with trusting_code(trust_code):
+        return _resolve(str(name_or_path), options)
+
+
+def _resolve(text: str, options: dict[str, Any]) -> LoadedModel:
+    from .models.adapter import as_denoiser
+
     if not text.strip():
         raise UnknownModelError("empty model name")
     entries = _entries()
@@ -323,10 +341,11 @@ def _info_of(info: ModelInfo, denoiser: Denoiser) -> ModelInfo:
     """The registered info, updated with what options changed (channels, bias)."""
     if info.kind != "architecture":
         return info
+    bias = getattr(denoiser, "bias", None)  # unknown for a user's plain nn.Module
     return replace(
         info,
-        channels=(denoiser.in_channels,),
-        bias_free=not denoiser.bias,
+        channels=info.channels if denoiser.in_channels is None else (denoiser.in_channels,),
+        bias_free=None if not isinstance(bias, bool) else not bias,
     )
 
 
@@ -340,7 +359,7 @@ def _load_file(path: Path, text: str, options: Mapping[str, Any]) -> LoadedModel
     return LoadedModel(model.eval(), info, {})
 
 
-def load_model(name_or_path: str | Path, **options: Any) -> Denoiser:
+def load_model(name_or_path: str | Path, *, trust_code: bool = False, **options: Any) -> Denoiser:
     """A denoiser by registered name, checkpoint path or Python object path.
 
     Parameters
@@ -351,8 +370,14 @@ def load_model(name_or_path: str | Path, **options: Any) -> Denoiser:
           ``"ntk"``, ``"dip"``...;
         - a checkpoint file: filterscope ``.safetensors`` (with its ``.json`` card) or
           ``.pt``, or a published checkpoint of Mohan et al. (ICLR 2020);
-        - ``package.module:attribute``: an ``nn.Module`` class or a factory returning
-          one, importable from the current Python path (a user's own network).
+        - ``package.module:attribute``: an ``nn.Module`` class (or instance), or a
+          factory registered with :func:`filterscope.register_architecture`,
+          importable from the current Python path (a user's own network). Any other
+          callable is refused before it is called.
+    trust_code : bool, keyword-only
+        Let a checkpoint whose card names a Python object path (a network trained by
+        ``filterscope train`` from one) import and run that code. Default False: a
+        file builds only registered architectures and such a file is refused.
     **options
         Passed to the constructor or factory (``bias=False, in_channels=3`` for an
         architecture, ``stop=4`` for ``ntk``...). Checkpoints and shipped models
@@ -368,198 +393,16 @@ def load_model(name_or_path: str | Path, **options: Any) -> Denoiser:
     UnknownModelError
         Nothing of that name (the message lists close matches).
     ModelImportError
-        An object path that does not import or is not a module class or factory.
+        An object path that does not import, or names no ``nn.Module`` class or
+        registered factory.
     CheckpointError
-        A file that is not a loadable checkpoint.
+        A file that is not a loadable checkpoint, or whose card names code (without
+        ``trust_code``).
     """
-    return resolve(name_or_path, **options).denoiser
+    return resolve(name_or_path, trust_code=trust_code, **options).denoiser
 
 
 # ----------------------------------------------------------------------------- user modules
-
-
-def as_denoiser(module: nn.Module, name: str = "model") -> Denoiser:
-    """``module`` itself when it is a Denoiser, else wrapped in a
-    :class:`~filterscope.models.adapter.ModuleDenoiser`."""
-    from torch import nn
-
-    from .models.adapter import ModuleDenoiser
-    from .models.base import Denoiser
-
-    if isinstance(module, Denoiser):
-        return module
-    if isinstance(module, nn.Module):
-        return ModuleDenoiser(module)
-    raise ModelImportError(f"{name} gave a {type(module).__name__}, not a torch.nn.Module")
-
-
-def is_object_path(text: object) -> bool:
-    """True for text of the form ``package.module:attribute`` (``module:Class.factory`` too)."""
-    return isinstance(text, str) and _OBJECT_PATH.match(text) is not None
-
-
-def import_object(path: str) -> Any:
-    """Import ``package.module:attribute`` and return the attribute: an ``nn.Module``
-    instance, or a callable (a class or factory that should build one).
-
-    Raises
-    ------
-    ModelImportError
-        Not an object path, the module does not import, the attribute is missing, or
-        it is neither a module nor callable.
-    """
-    if not is_object_path(path):
-        raise ModelImportError(f"{path!r} is not an object path package.module:attribute")
-    module_name, _, attribute = path.partition(":")
-    try:
-        target: Any = importlib.import_module(module_name)
-    except Exception as exc:  # an import runs user code, which may raise anything
-        detail = (str(exc).strip().splitlines() or [""])[0]
-        raise ModelImportError(
-            f"{path}: cannot import {module_name} ({type(exc).__name__}: {detail})"
-        ) from None
-    from torch import nn
-
-    for part in attribute.split("."):
-        if not hasattr(target, part):
-            raise ModelImportError(f"{path}: {module_name} has no attribute {attribute!r}")
-        target = getattr(target, part)
-    if not isinstance(target, nn.Module) and not callable(target):
-        raise ModelImportError(
-            f"{path} is a {type(target).__name__}, not a torch.nn.Module class or factory"
-        )
-    return target
-
-
-def _build_object(path: str, target: Any, options: Mapping[str, Any]) -> nn.Module:
-    """The module ``target`` (from :func:`import_object`) is or builds with ``options``."""
-    from torch import nn
-
-    if isinstance(target, nn.Module):
-        if options:
-            raise ModelImportError(f"{path} is a module instance; it takes no options")
-        return target
-    try:
-        built = target(**options)
-    except TypeError as exc:
-        raise ModelImportError(f"{path}: cannot build it with {dict(options)} ({exc})") from None
-    if not isinstance(built, nn.Module):
-        raise ModelImportError(f"{path} returned a {type(built).__name__}, not a torch.nn.Module")
-    return built
-
-
-def load_object(path: str, **options: Any) -> Denoiser:
-    """Import ``package.module:attribute`` and build the denoiser it names.
-
-    ``attribute`` may be an ``nn.Module`` subclass (instantiated with ``options``), a
-    factory (called with ``options``, must return an ``nn.Module``) or a module
-    instance (no options).
-
-    Raises
-    ------
-    ModelImportError
-        The module does not import, the attribute is missing, or it gives no module.
-    """
-    return as_denoiser(_build_object(path, import_object(path), options), path)
-
-
-def network_factory(path: str) -> Callable[..., nn.Module]:
-    """The ``nn.Module`` class or factory function that ``path`` names, as a trainable
-    network must be named (see :func:`build_network`).
-
-    Raises
-    ------
-    ModelImportError
-        What :func:`import_object` refuses; a module instance (one object cannot be
-        trained afresh or rebuilt); any other callable; a function of the standard
-        library or of torch (such a function is not a network's factory, and a model
-        card must not be able to call one).
-    """
-    import inspect
-
-    from torch import nn
-
-    target = import_object(path)
-    if isinstance(target, type) and issubclass(target, nn.Module):
-        return target
-    if inspect.isfunction(target) or inspect.ismethod(target):
-        package = (getattr(target, "__module__", None) or "").partition(".")[0]
-        if package in sys.stdlib_module_names or package == "torch":
-            raise ModelImportError(
-                f"{path} is a function of {package}, not a network factory; name a "
-                "torch.nn.Module class or a factory function of your own code"
-            )
-        return target
-    raise ModelImportError(
-        f"{path} is a {type(target).__name__}; a trainable network is named by its "
-        "torch.nn.Module class or a factory function"
-    )
-
-
-def build_network(
-    path: str,
-    options: Mapping[str, Any] | None = None,
-    *,
-    in_channels: int | None = None,
-    bias: bool = True,
-) -> Denoiser:
-    """The network an object path names, as training builds it and a model file rebuilds it.
-
-    Parameters
-    ----------
-    path : str
-        ``package.module:attribute``: an ``nn.Module`` class or a factory function
-        (:func:`network_factory`).
-    options : mapping, optional
-        Keyword arguments of the class or factory.
-    in_channels : int, keyword-only, optional
-        Passed as ``in_channels=`` when the class or factory has a parameter of that
-        name; the network built must take this many channels (checked on its first
-        ``Conv2d``).
-    bias : bool, keyword-only
-        False runs the network through :func:`~filterscope.nn.make_bias_free`.
-
-    Returns
-    -------
-    Denoiser
-        The network (a plain module wrapped in
-        :class:`~filterscope.models.adapter.ModuleDenoiser`), freshly initialised.
-
-    Raises
-    ------
-    ModelImportError
-        The path does not give a network, the options do not fit it, or the network
-        takes another channel count.
-    UnsupportedLayerError
-        ``bias=False`` and a layer that cannot be made bias-free (the message names it).
-    """
-    import inspect
-
-    from .errors import UnsupportedLayerError
-
-    factory = network_factory(path)
-    options = dict(options or {})
-    if in_channels is not None:
-        try:
-            parameter = inspect.signature(factory).parameters.get("in_channels")
-        except (TypeError, ValueError):  # no signature to read: pass options only
-            parameter = None
-        if parameter is not None and parameter.kind is not inspect.Parameter.POSITIONAL_ONLY:
-            options = {"in_channels": in_channels, **options}
-    module = _build_object(path, factory, options)
-    if not bias:
-        from .nn.bias_free import make_bias_free
-
-        try:
-            module = make_bias_free(module)
-        except UnsupportedLayerError as exc:
-            raise UnsupportedLayerError(f"{path} with bias=False: {exc}") from None
-    denoiser = as_denoiser(module, path)
-    if in_channels is not None and denoiser.in_channels not in (None, in_channels):
-        raise ModelImportError(
-            f"{path} builds a network for {denoiser.in_channels} channels, not {in_channels}"
-        )
-    return denoiser
 
 
 def python_info(path: str, denoiser: Denoiser) -> ModelInfo:
@@ -588,29 +431,31 @@ ARCHITECTURE_SUMMARIES = {
 }
 
 
-def _register_architectures() -> None:
+def _architectures() -> dict[str, tuple[ModelInfo, Callable[..., nn.Module]]]:
+    """Every registered architecture: the built-in ones, and those the user's code
+    registered (:func:`register_architecture`) by the time it is asked."""
     from .models.registry import create_model
     from .models.registry import list_models as list_architectures
 
+    entries = {}
     for arch in list_architectures():
         summary = ARCHITECTURE_SUMMARIES.get(arch, f"architecture {arch}.")
 
         def build(*, _arch: str = arch, **options: Any) -> nn.Module:
             return create_model(_arch, **options)
 
-        register_denoiser(
-            ModelInfo(
-                name=arch,
-                kind="architecture",
-                description=summary,
-                blind=True,
-                sigma_source="blind",
-                channels=(1, 3),
-                channels_option="in_channels",
-                bias_free=True,
-            ),
-            build,
+        info = ModelInfo(
+            name=arch,
+            kind="architecture",
+            description=summary,
+            blind=True,
+            sigma_source="blind",
+            channels=(1, 3),
+            channels_option="in_channels",
+            bias_free=True,
         )
+        entries[arch] = (info, build)
+    return entries
 
 
 def _classical(method: str) -> Callable[..., nn.Module]:
@@ -702,8 +547,17 @@ def _register_methods() -> None:
     )
 
 
-_register_architectures()
 _register_methods()
+
+
+def __getattr__(name: str) -> Any:
+    # as_denoiser lives with the interface (models.adapter, which imports torch); it is
+    # re-exported here, where users found it first, without importing torch to list models.
+    if name == "as_denoiser":
+        from .models.adapter import as_denoiser
+
+        return as_denoiser
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
@@ -719,7 +573,9 @@ __all__ = [
     "load_object",
     "model_info",
     "network_factory",
+    "register_architecture",
     "register_denoiser",
     "resolve",
     "shipped_info",
+    "trusting_code",
 ]

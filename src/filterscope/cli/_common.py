@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import OVERWRITE_ADVICE, RESUME_ADVICE, InputError
+from ..errors import OVERWRITE_ADVICE, RESUME_ADVICE, TRUST_CODE_ADVICE, InputError
 
 if TYPE_CHECKING:  # torch is imported by the functions that need it: `--help` stays fast
     import torch
@@ -19,7 +19,20 @@ if TYPE_CHECKING:  # torch is imported by the functions that need it: `--help` s
 _FLAG_ADVICE = {
     OVERWRITE_ADVICE: "use --force to overwrite",
     RESUME_ADVICE: "use --resume to go on with it, or another --out",
+    TRUST_CODE_ADVICE: "if you trust that code, add --trust-code",
 }
+
+
+def add_trust_code_option(parser) -> None:
+    """``--trust-code`` of every command that loads a model: a model file whose card
+    names a Python object path is refused unless it is given (see
+    :func:`filterscope.models.user.trusting_code`)."""
+    parser.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="let a model file build the network its card names by a Python object path "
+        "(imports and runs that code; only for files you trust)",
+    )
 
 
 def cli_message(message: str) -> str:

@@ -13,6 +13,7 @@ import argparse
 from .._files import check_output_paths
 from ._common import (
     add_device_option,
+    add_trust_code_option,
     check_channels,
     figure_path,
     load_model,
@@ -139,6 +140,7 @@ def _sub(sub, name: str, run, help: str, description: str) -> argparse.ArgumentP
         help="shipped model name or checkpoint file (published checkpoints included; "
         "default: the shipped model for the image's channel count)",
     )
+    add_trust_code_option(p)
     p.add_argument("--json", required=True, metavar="OUT", help="JSON file to write")
     p.add_argument("--plot", action="store_true", help="also write figures beside OUT (.png)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (default: 0)")

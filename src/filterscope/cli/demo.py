@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_device_option
+from ._common import add_device_option, add_trust_code_option
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,12 +28,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="NAME_OR_PATH",
         help="shipped model name or checkpoint path",
     )
+    add_trust_code_option(parser)
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
     parser.add_argument(
         "--precision",
-        choices=("float32", "bfloat16"),
-        default=None,
-        help="network arithmetic (default: bfloat16 fast path)",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="network arithmetic (default auto: bfloat16 where this CPU or GPU runs it "
+        "natively, else float32)",
     )
     add_device_option(parser)
     parser.set_defaults(run=run)

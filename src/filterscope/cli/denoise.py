@@ -7,7 +7,7 @@ import sys
 import time
 
 from ..errors import InputError
-from ._common import add_device_option
+from ._common import add_device_option, add_trust_code_option
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -47,6 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "checkpoint file path, or a Python object path package.module:attribute "
         "(default: the shipped model for each image's channel count)",
     )
+    add_trust_code_option(parser)
     parser.add_argument(
         "--sigma",
         type=float,

@@ -9,7 +9,7 @@ import argparse
 import math
 
 from ..errors import InputError
-from ._common import add_device_option
+from ._common import add_device_option, add_trust_code_option
 
 NOISE_CHOICES = ("gaussian", "uniform")
 
@@ -60,6 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "package.module:attribute; repeat for several models, all run on the same noisy "
         "images. Results name a model exactly as given here",
     )
+    add_trust_code_option(parser)
     parser.add_argument(
         "--data",
         required=True,

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..errors import InputError
-from ._common import add_device_option
+from ._common import add_device_option, add_trust_code_option
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -82,6 +82,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     rest.add_argument("--force", action="store_true", help="replace earlier results in --out")
     rest.add_argument("--no-progress", "--quiet", action="store_true", help="no progress bars")
     add_device_option(rest, what="the networks")
+    add_trust_code_option(rest)
     rest.set_defaults(run=run_restoration)
     return parser
 

@@ -13,7 +13,7 @@ import time
 import webbrowser
 
 from ..errors import InputError
-from ._common import add_device_option
+from ._common import add_device_option, add_trust_code_option
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -40,6 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "networks show their Jacobian, ntk and nlm-twicing their non-local filter, bm3d "
         "and nlm their output only; repeat to compare (default: the shipped default model)",
     )
+    add_trust_code_option(p)
     p.add_argument("--clean", default=None, metavar="CLEAN", help="clean image to add noise to")
     p.add_argument("--sigma", type=float, default=None, help="noise std on the 0-255 scale")
     p.add_argument("--seed", type=int, default=0, help="seed of the added noise (default 0)")

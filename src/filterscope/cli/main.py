@@ -5,6 +5,8 @@ declares its options, and ``run(args)`` unpacks them into plain arguments for a
 library function. Errors the user can fix (:class:`~filterscope.errors.FilterscopeError`)
 become one line on stderr and exit status 2; notices about the user's data
 (:class:`~filterscope.errors.FilterscopeWarning`) one line ``filterscope: warning: ...``.
+A command that loads models takes ``--trust-code``; the whole command then runs
+inside :func:`filterscope.models.user.trusting_code`.
 
 The command modules import PyTorch and the library inside ``run``, never at the top,
 so that ``--help``, ``--version`` and ``models`` answer at once
@@ -80,7 +82,9 @@ def _run_command(args: argparse.Namespace):
 
         tqdm.write(f"filterscope: warning: {message}", file=sys.stderr)
 
-    with warnings.catch_warnings():
+    from ..models.user import trusting_code
+
+    with warnings.catch_warnings(), trusting_code(getattr(args, "trust_code", False)):
         warnings.simplefilter("always", FilterscopeWarning)
         warnings.showwarning = show
         return args.run(args)

@@ -89,5 +89,7 @@ def run(args: argparse.Namespace) -> int:
     print("Also accepted by --model: a checkpoint file (filterscope .safetensors with its")
     print(".json card, a trainer .pt, or a published checkpoint of Mohan et al. 2020), e.g.")
     print("  filterscope denoise noisy.png -o clean.png --model path/to/dncnn/bias_free/0-55.pt")
-    print("or a Python object path package.module:attribute (an nn.Module class or factory).")
+    print("or a Python object path package.module:attribute (an nn.Module class, or a factory")
+    print("registered with @filterscope.register_architecture). A checkpoint whose card names")
+    print("code (an object path) is loaded only with --trust-code.")
     return 0

@@ -7,6 +7,7 @@ import inspect
 import torch
 from torch import nn
 
+from ..errors import ModelImportError
 from .base import Denoiser
 
 
@@ -51,4 +52,20 @@ class ModuleDenoiser(Denoiser):
         return x_hat.to(y.dtype)
 
 
-__all__ = ["ModuleDenoiser"]
+def as_denoiser(module: nn.Module, name: str = "model") -> Denoiser:
+    """``module`` itself when it is a :class:`Denoiser`, else wrapped in a
+    :class:`ModuleDenoiser`.
+
+    Raises
+    ------
+    ModelImportError
+        ``module`` is not a ``torch.nn.Module`` (``name`` says where it came from).
+    """
+    if isinstance(module, Denoiser):
+        return module
+    if isinstance(module, nn.Module):
+        return ModuleDenoiser(module)
+    raise ModelImportError(f"{name} gave a {type(module).__name__}, not a torch.nn.Module")
+
+
+__all__ = ["ModuleDenoiser", "as_denoiser"]

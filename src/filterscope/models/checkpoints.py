@@ -6,8 +6,11 @@ Two formats are read:
   (the model card: architecture, constructor options, bias, channels, training σ
   range, data, recipe, measured metrics). A plain-dict ``.pt`` with keys ``arch``,
   ``config`` and ``state_dict`` (what the trainer writes) is read too. ``arch`` is a
-  registered architecture, or the Python object path ``package.module:attribute`` of
-  a user's network that ``filterscope train`` trained (see :func:`load_checkpoint`).
+  registered architecture (built in, or registered by the user's code with
+  :func:`filterscope.register_architecture`); the Python object path
+  ``package.module:attribute`` of a user's network that ``filterscope train`` trained
+  is built only when the caller trusts it (``trust_code=True``, see
+  :func:`load_checkpoint`).
 - **published**: the checkpoints of Mohan et al. (ICLR 2020); see
   :mod:`filterscope.models.published`.
 
@@ -31,11 +34,17 @@ from typing import Any
 import torch
 
 from .._files import atomic_write
-from ..errors import OVERWRITE_ADVICE, CheckpointError, ModelImportError, UnsupportedLayerError
-from ..hub import build_network, is_object_path
+from ..errors import (
+    OVERWRITE_ADVICE,
+    TRUST_CODE_ADVICE,
+    CheckpointError,
+    ModelImportError,
+    UnsupportedLayerError,
+)
 from .base import CNNDenoiser
 from .published import build_published_model, is_published_checkpoint
 from .registry import architecture_class, create_model, list_models
+from .user import build_network, code_trusted, is_object_path, trusting_code
 
 CARD_FORMAT = "filterscope-model-card/1"
 SAFE_GLOBALS = [argparse.Namespace]
@@ -63,7 +72,7 @@ def save_model(
     ----------
     model : CNNDenoiser or nn.Module
         A registered architecture, or a network built from a Python object path
-        (:func:`filterscope.hub.build_network`).
+        (:func:`filterscope.models.user.build_network`).
     path : str or Path
         Must end in ``.safetensors``; the card goes to the same name with ``.json``.
     card : dict, keyword-only
@@ -123,12 +132,19 @@ def _check_option_types(arch: str, config: dict[str, Any], source: Path) -> None
 def _build(card: dict[str, Any], state: dict[str, torch.Tensor], source: Path) -> torch.nn.Module:
     """The network ``card`` (or a ``.pt`` dict) describes, with the weights ``state``."""
     arch, config = card.get("arch"), card.get("config")
-    registered = arch in list_models()
+    registered = isinstance(arch, str) and arch in list_models()
     if not registered and not is_object_path(arch):
         raise CheckpointError(f"{source}: unknown architecture {arch!r} in checkpoint")
+    if not registered and not code_trusted(arch):
+        # Refused before anything is imported: the file must not choose the code it runs.
+        raise CheckpointError(
+            f"{source}: the card names code ({arch}), not a registered architecture "
+            f"({', '.join(list_models())}); {TRUST_CODE_ADVICE}"
+        )
     if not isinstance(config, dict):
         raise CheckpointError(f"{source}: checkpoint config is not a mapping")
-    if registered:
+    target = architecture_class(arch) if registered else None
+    if isinstance(target, type) and issubclass(target, CNNDenoiser):
         _check_option_types(arch, config, source)
         try:
             model = create_model(arch, **config)
@@ -137,7 +153,7 @@ def _build(card: dict[str, Any], state: dict[str, torch.Tensor], source: Path) -
                 f"{source}: cannot build {arch} from its config ({exc})"
             ) from None
     else:
-        model = _build_object_path(card, source)
+        model = _build_user_network(card, source, registered=registered)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -146,15 +162,18 @@ def _build(card: dict[str, Any], state: dict[str, torch.Tensor], source: Path) -
     return model.eval()
 
 
-def _build_object_path(card: dict[str, Any], source: Path) -> torch.nn.Module:
-    """The network of a user's object path, built as ``filterscope train`` built it."""
+def _build_user_network(card: dict[str, Any], source: Path, *, registered: bool) -> torch.nn.Module:
+    """A user's network (a registered name, or a trusted object path), built as
+    ``filterscope train`` built it."""
     arch, bias, channels = card["arch"], card.get("bias"), card.get("in_channels")
     if not isinstance(bias, bool) or not isinstance(channels, int) or isinstance(channels, bool):
         raise CheckpointError(
             f"{source}: {arch} needs bias (true or false) and in_channels (an integer) in its card"
         )
     try:
-        return build_network(arch, card["config"], in_channels=channels, bias=bias)
+        if registered:
+            return create_model(arch, bias=bias, in_channels=channels, **card["config"])
+        return build_network(arch, card["config"], in_channels=channels, bias=bias, trusted=True)
     except (ModelImportError, UnsupportedLayerError) as exc:
         raise CheckpointError(f"{source}: {exc}") from None
 
@@ -234,7 +253,7 @@ def load_pickle_safely(path: str | os.PathLike) -> Any:
         ) from None
 
 
-def load_checkpoint(path: str | os.PathLike) -> CNNDenoiser:
+def load_checkpoint(path: str | os.PathLike, *, trust_code: bool = False) -> CNNDenoiser:
     """Load any checkpoint filterscope understands, without unpickling arbitrary objects.
 
     Parameters
@@ -245,35 +264,44 @@ def load_checkpoint(path: str | os.PathLike) -> CNNDenoiser:
         (``"bf-dncnn-gray"``, see :func:`filterscope.models.zoo.list_shipped`), loaded
         from the package's weights when no file of that name exists.
         :func:`filterscope.load_model` loads every other registered denoiser too.
+    trust_code : bool, keyword-only
+        Let a card whose ``arch`` is a Python object path import and run that code
+        (default False: such a file is refused before anything is imported).
 
     Returns
     -------
     CNNDenoiser or Denoiser
         In eval mode on the CPU, with a ``card`` attribute (dict) describing it. A
-        network trained from a Python object path (the card's ``arch`` is
-        ``package.module:attribute``) comes back as
-        :func:`filterscope.hub.build_network` builds it: that module is imported, its
-        ``nn.Module`` class or factory function is called with the card's ``config``
-        (and ``in_channels=`` when it takes it), the result is made bias-free again
-        when the card says ``bias = false``, and the weights are loaded.
+        network registered with :func:`filterscope.register_architecture`, or trained
+        from a trusted object path, comes back as
+        :func:`filterscope.models.user.build_network` builds it: its ``nn.Module``
+        class or factory is called with the card's ``config`` (and ``in_channels=``
+        when it takes it), the result is made bias-free again when the card says
+        ``bias = false``, and the weights are loaded.
 
     Raises
     ------
     CheckpointError
-        Missing or unreadable file, unknown architecture, weights that do not fit, a
-        pickle referencing anything outside the allow-list, or an object path that does
-        not import or give the network.
+        Missing or unreadable file, unknown architecture, a card naming code without
+        ``trust_code``, weights that do not fit, a pickle referencing anything outside
+        the allow-list, or an object path that does not import or give the network.
 
     Notes
     -----
-    No code is read from the file. A card naming an object path makes loading import
-    that module, which runs the module's own top-level code as any ``import`` does,
-    and call the class or factory it names; nothing else is run. The card can name
-    only an ``nn.Module`` class or a factory function outside the standard library and
-    torch (:func:`filterscope.hub.network_factory`), so it cannot call ``os`` or
-    ``subprocess``; still, load such a file only when you trust the code it names.
+    A file never chooses code: no code is read from it, and it builds only registered
+    architectures (built in, or registered by code the user imported). A card naming
+    an object path ``package.module:attribute`` (what ``filterscope train`` writes for
+    a user's own network) is refused before any import unless ``trust_code=True``;
+    then that module is imported, which runs its top-level code as any ``import``
+    does, and the ``nn.Module`` class or factory function it names (outside the
+    standard library and torch, :func:`filterscope.models.user.network_factory`) is
+    called. Register the network instead to load such files without trusting them.
     """
-    text = os.fspath(path)
+    with trusting_code(trust_code):
+        return _load_checkpoint(os.fspath(path))
+
+
+def _load_checkpoint(text: str) -> CNNDenoiser:
     path = Path(text)
     if not path.exists():
         from . import zoo  # imports this module: imported here

@@ -240,7 +240,7 @@ def check_homogeneous(
     """
     if not alphas or min(alphas) <= 0:
         raise UnsupportedLayerError(f"alphas must be positive, got {list(alphas)}")
-    from ..hub import as_denoiser
+    from ..models.adapter import as_denoiser
 
     # A plain module (forward(y) only) is called through the registry's adapter.
     net = as_denoiser(copy.deepcopy(model).to(dtype).eval())

@@ -12,8 +12,8 @@ from typing import Any
 
 from ..errors import InputError, ModelImportError
 from ..machine import AUTO, PRECISIONS, choose_channels_last, choose_precision
-from ..hub import is_object_path, network_factory
 from ..models import list_models
+from ..models.user import is_object_path, network_factory
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,7 +36,7 @@ class TrainConfig:
         ``nn.Module`` class or factory function: it is called with ``arch_options`` as
         keywords (and ``in_channels=`` when it has that parameter), and with
         ``bias = false`` the network goes through :func:`filterscope.make_bias_free`
-        (see :func:`filterscope.hub.build_network`).
+        (see :func:`filterscope.models.user.build_network`).
     data_dir : str
         Folder of training images. Unreadable images are reported and skipped.
     patch_size : int

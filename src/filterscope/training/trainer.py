@@ -31,12 +31,12 @@ from ..errors import (
     ModelImportError,
     UnsupportedLayerError,
 )
-from ..hub import build_network, is_object_path
 from ..machine import path_record
 from ..metrics import psnr
 from ..models import create_model
 from ..models.base import CNNDenoiser
 from ..models.checkpoints import load_pickle_safely, save_model, save_pickle
+from ..models.user import build_network, is_object_path, trusting_code
 from ..models.zoo import load_model as load_trained_model
 from ..noise import NOISE_KINDS, sample_sigmas
 from .config import TrainConfig, config_from_dict, recipe_text
@@ -241,7 +241,7 @@ def _gather_generator_states(
 def _build_model(config: TrainConfig) -> torch.nn.Module:
     """The recipe's network: random weights (seeded), or those of ``init_from``.
 
-    A Python object path is built by :func:`filterscope.hub.build_network` (made
+    A Python object path is built by :func:`filterscope.models.user.build_network` (made
     bias-free when ``bias`` is false); what it refuses is an error naming ``arch``.
     """
     torch.manual_seed(config.seed)
@@ -260,7 +260,9 @@ def _build_model(config: TrainConfig) -> torch.nn.Module:
             config.arch, bias=config.bias, in_channels=config.in_channels, **config.arch_options
         )
     if config.init_from:
-        source = load_trained_model(config.init_from)
+        # The recipe names its own network: a file of that network may rebuild it.
+        with trusting_code(config.arch if is_object_path(config.arch) else False):
+            source = load_trained_model(config.init_from)
         theirs = network_fields(config, source) if isinstance(source, CNNDenoiser) else source.card
         theirs = {key: theirs.get(key) for key in ("arch", "bias", "in_channels", "config")}
         mine = network_fields(config, model)
