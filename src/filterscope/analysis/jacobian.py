@@ -259,8 +259,10 @@ class ExactRows:
         Receptive radius; ``"auto"`` reads the model's ``receptive_radius`` (checked
         against the structural receptive field by the tests); None: whole image.
     dtype : torch.dtype, keyword-only
-        Arithmetic: float64 for analysis; float32 is about 2× faster and agrees to
-        ~1e-6 for the shipped networks.
+        Arithmetic: float64 for analysis (the reference). float32 is 5-9× faster on
+        CPU (oneDNN) but is another piecewise-linear function: a few ReLUs whose input
+        is ~0 switch, so the shipped DRUNet's float32 row differs from the float64 one
+        by up to ~2e-4 (its output by ~1e-7); DnCNN by ~1e-7.
     """
 
     def __init__(
@@ -297,7 +299,10 @@ class ExactRows:
             self.function = as_function(target, dtype=dtype)
 
     def _prepare_estimate(self, module: nn.Module) -> None:
-        probe = self.y.clone().requires_grad_(True)
+        # Always in float64: the estimate is a median, whose gradient sits on the one
+        # coefficient selected; float32 round-off can select a neighbour (same value to
+        # ~1e-8, gradient elsewhere), so the float64 choice is the reference.
+        probe = self.y.to(torch.float64).requires_grad_(True)
         with torch.enable_grad():
             level = module.image_noise_level(probe)
             if level is None:
@@ -308,8 +313,8 @@ class ExactRows:
                     "Jacobian (which includes the estimate) cannot be computed"
                 )
             (gradient,) = torch.autograd.grad(level.sum(), probe)
-        self.estimate = level.detach().reshape(1)
-        self.estimate_gradient = gradient[0].detach()
+        self.estimate = level.detach().reshape(1).to(self.y.dtype)
+        self.estimate_gradient = gradient[0].detach().to(self.y.dtype)
         support = gradient[0].abs().sum(0).nonzero()
         if len(support):
             (t, lft), (b, rgt) = support.min(0).values.tolist(), support.max(0).values.tolist()
