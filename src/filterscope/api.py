@@ -8,26 +8,37 @@ array of the same shape. Any size works: the image is denoised tile by tile as
 
 from __future__ import annotations
 
+import numbers
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import InputError
+from .errors import FilterscopeError, InputError
+from .io import check_pixels
 
 if TYPE_CHECKING:
     from torch import nn
 
 
+#: Integer types an array may have: scaled by their maximum, as image files are.
+INTEGER_TYPES = (np.uint8, np.uint16)
+
+
 def _as_float_image(image: np.ndarray, channel_axis: int | None) -> np.ndarray:
     """``(H, W, C)`` float array in [0, 1] (nominally) from the caller's layout and dtype."""
     array = np.asarray(image)
-    if array.dtype == bool or not (
-        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
-    ):
-        raise InputError(f"image must be a float or integer array, got dtype {array.dtype}")
-    if np.issubdtype(array.dtype, np.integer):
-        # Integer images are scaled by their type's maximum, as scikit-image does.
-        array = array.astype(np.float64) / np.iinfo(array.dtype).max
+    dtype = array.dtype
+    if np.issubdtype(dtype, np.integer) and dtype not in INTEGER_TYPES:
+        # int64 scaled by its maximum gives ~1e-17, int8 negative values: refuse both.
+        raise InputError(
+            f"image has dtype {dtype}; integer images must be uint8 (0-255) or uint16 "
+            "(0-65535), or give floats in [0, 1]: e.g. image.astype(numpy.uint8) for "
+            "values 0-255, or image / 255"
+        )
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise InputError(f"image must be a float or integer array, got dtype {dtype}")
+    if np.issubdtype(dtype, np.integer):
+        array = array.astype(np.float64) / np.iinfo(dtype).max
     if channel_axis is None:
         if array.ndim == 2:
             array = array[..., None]
@@ -36,17 +47,25 @@ def _as_float_image(image: np.ndarray, channel_axis: int | None) -> np.ndarray:
                 f"image must be (H, W) gray or (H, W, 3) colour, got shape {array.shape}"
             )
     else:
+        if isinstance(channel_axis, bool) or not isinstance(channel_axis, numbers.Integral):
+            raise InputError(f"channel_axis must be an integer axis or None, got {channel_axis!r}")
         if array.ndim != 3:
             raise InputError(
                 f"with channel_axis={channel_axis} the image must have 3 dimensions, "
                 f"got shape {array.shape}"
             )
-        array = np.moveaxis(array, channel_axis, -1)
+        if not -3 <= channel_axis < 3:
+            raise InputError(
+                f"channel_axis must be an axis of the 3-dimensional image (-3 to 2), "
+                f"got {channel_axis}"
+            )
+        array = np.moveaxis(array, int(channel_axis), -1)
     if array.shape[-1] not in (1, 3):
         raise InputError(
             f"image must have 1 or 3 channels, got {array.shape[-1]} (shape {array.shape}); "
             "set channel_axis if the channels are not on the last axis"
         )
+    check_pixels(array, "image")
     return array
 
 
@@ -101,19 +120,31 @@ def denoise(
     import torch
 
     from .hub import load_model
-    from .inference import denoise_tensor
+    from .inference import denoise_tensor, validate_sigma
     from .models import zoo
+    from .models.base import Denoiser
 
     original = np.asarray(image)
     array = _as_float_image(original, channel_axis)
-    if sigma is not None and (isinstance(sigma, bool) or not np.isfinite(sigma) or sigma < 0):
-        raise InputError(f"sigma must be a number >= 0 on the image scale, got {sigma!r}")
+    sigma = validate_sigma(sigma)
     channels = array.shape[-1]
     if isinstance(model, str) and model == "default":
         model = zoo.default_model_name(channels)
     denoiser = model if isinstance(model, torch.nn.Module) else load_model(model)
     y = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)[None]
-    x_hat = denoise_tensor(denoiser, y, tile=tile, sigma=None if sigma is None else float(sigma))
+    try:
+        x_hat = denoise_tensor(denoiser, y, tile=tile, sigma=sigma)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        if isinstance(exc, (FilterscopeError, torch.OutOfMemoryError)) or isinstance(
+            denoiser, Denoiser
+        ):
+            raise
+        # A module of the user's that is no denoiser (nn.Linear(3, 3)): say so in one line.
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(
+            f"model {type(denoiser).__name__} does not denoise a (B, C, H, W) batch "
+            f"(here {tuple(y.shape)}): {detail}"
+        ) from exc
     out = x_hat[0].permute(1, 2, 0).numpy()
     dtype = np.float32 if original.dtype == np.float32 else np.float64
     if channel_axis is None:

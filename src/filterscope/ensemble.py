@@ -85,6 +85,10 @@ class SelfEnsemble(Denoiser):
     def tile_alignment(self) -> int:
         return getattr(self.model, "tile_alignment", 1)
 
+    @property
+    def input_dtype(self) -> torch.dtype | None:
+        return self.model.input_dtype
+
     def image_noise_level(self, y: torch.Tensor) -> torch.Tensor | None:
         return self.model.image_noise_level(y)
 

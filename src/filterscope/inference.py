@@ -18,6 +18,7 @@ and in :func:`filterscope.evaluation.evaluate`.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import sys
 import time
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .devices import resolve_device
 from .errors import OVERWRITE_ADVICE, ChannelError, CheckpointError, FilterscopeError, InputError
 from .io import check_output_path, list_images, read_image, to_tensor, write_image
 from .models.base import Denoiser, module_device
@@ -179,13 +181,23 @@ def _validate_options(tile: int, overlap: int) -> None:
         raise InputError(f"overlap must be a number of pixels >= 0, got {overlap!r}")
 
 
-def _validate_sigma(sigma: float | None) -> float | None:
+def validate_sigma(sigma: float | None) -> float | None:
+    """``sigma`` as a float, or None; refuses what cannot be a noise level on the image
+    scale: no real number (a string, list, complex, array, bool), NaN or infinite,
+    negative, or above 1 (a σ on the 0-255 scale given by mistake: 25 for 25/255)."""
     if sigma is None:
         return None
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
-        raise InputError(f"sigma must be a number (image scale, 25/255 = 0.098), got {sigma!r}")
+    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
+        raise InputError(
+            f"sigma must be one number on the image scale (25/255 = 0.098), got {sigma!r}"
+        )
     if not math.isfinite(sigma) or sigma < 0:
         raise InputError(f"sigma must be finite and >= 0 (image scale), got {sigma!r}")
+    if sigma > 1:
+        raise InputError(
+            f"sigma={sigma:g} is above 1, but sigma is on the image scale of [0, 1] images "
+            f"(25/255 = 0.098); did you mean {sigma:g}/255 = {sigma / 255:.4g}?"
+        )
     return float(sigma)
 
 
@@ -320,8 +332,9 @@ def _run_tiled(
             else:
                 x_hat = model(x, sigma)
             if x_hat.shape != x.shape:
-                raise ValueError(
-                    f"model returned shape {tuple(x_hat.shape)} for input {tuple(x.shape)}"
+                raise InputError(
+                    f"{model_name} returned shape {tuple(x_hat.shape)} for input "
+                    f"{tuple(x.shape)}; a denoiser keeps the shape"
                 )
             for index, (core, padded) in enumerate(chunk):
                 rows = slice(core[0] - padded[0], core[1] - padded[0])
@@ -400,7 +413,7 @@ def denoise_tensor(
     image. With ``overlap`` at least the receptive radius, the result of a
     convolutional network equals the whole-image result to round-off.
     """
-    sigma = _validate_sigma(sigma)
+    sigma = validate_sigma(sigma)
     if overlap is None:
         overlap = int(getattr(model, "receptive_radius", DEFAULT_OVERLAP))
     # Restore each submodule's own mode afterwards (model.train() would set all alike).
@@ -422,20 +435,6 @@ def denoise_tensor(
         for module, training in modes:
             module.training = training
     return x_hat
-
-
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    """A torch device from a name; None or ``"auto"``: CUDA when there is a GPU, else the
-    CPU. An unknown name, or CUDA on a machine without a GPU, is an InputError."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise InputError(f"device {device!r} is not a torch device ({exc})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("device cuda requested but no CUDA GPU is available; use cpu")
-    return device
 
 
 def _load_model(name_or_path: str | os.PathLike | None, channels: int) -> nn.Module:
@@ -469,11 +468,11 @@ class _Runner:
             raise InputError(
                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
             )
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.ensemble = bool(ensemble)
         _validate_options(tile, 0 if overlap is None else overlap)
         self.tile, self.overlap = tile, overlap
-        self.sigma = _validate_sigma(sigma)
+        self.sigma = validate_sigma(sigma)
         self._prepared: dict[int | None, tuple[nn.Module, nn.Module, str]] = {}
         if model is not None:
             self._prepare(None, model)

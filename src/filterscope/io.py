@@ -90,6 +90,40 @@ class ImageInfo:
     orientation: int = 1
 
 
+#: Smallest image side in pixels, for files and arrays alike (noise estimation and the
+#: reflections of some methods need two pixels).
+MIN_SIDE = 2
+
+
+def check_pixels(image: np.ndarray, what: str) -> None:
+    """Refuse an ``(H, W, C)`` image with a side under :data:`MIN_SIDE` pixels, or with
+    NaN or infinite values (they would spread over the whole estimate).
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W, C)
+        Any numeric dtype.
+    what : str
+        How the message names the image (a file name, ``"image"``).
+
+    Raises
+    ------
+    InputError
+        Naming the size, or how many pixels are not finite and the first one as (x, y).
+    """
+    height, width = image.shape[:2]
+    if min(height, width) < MIN_SIDE:
+        raise InputError(f"{what} is {width}x{height} pixels; each side needs at least {MIN_SIDE}")
+    if np.issubdtype(image.dtype, np.floating):
+        bad = ~np.isfinite(image).all(axis=-1)
+        if bad.any():
+            y, x = (int(v) for v in np.argwhere(bad)[0])
+            raise InputError(
+                f"{what} has {int(bad.sum())} pixel(s) with NaN or Inf values, the "
+                f"first at (x, y) = ({x}, {y}); replace them (e.g. numpy.nan_to_num) first"
+            )
+
+
 def _to_unit_range(raw: np.ndarray, path: Path) -> tuple[np.ndarray, str]:
     if raw.dtype == np.uint8:
         return raw.astype(np.float32) / 255.0, "uint8"
@@ -98,10 +132,7 @@ def _to_unit_range(raw: np.ndarray, path: Path) -> tuple[np.ndarray, str]:
     if raw.dtype == np.bool_:
         return raw.astype(np.float32), "uint8"
     if np.issubdtype(raw.dtype, np.floating):
-        image = raw.astype(np.float32)
-        if not np.all(np.isfinite(image)):
-            raise InputError(f"{path}: image contains NaN or Inf values")
-        return image, "float32"
+        return raw.astype(np.float32), "float32"
     raise InputError(f"{path}: unsupported pixel type {raw.dtype}")
 
 
@@ -154,11 +185,8 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageInfo]:
         raise InputError(f"{path}: image has an alpha channel; remove it (flatten) first")
     if channels not in (1, 3):
         raise InputError(f"{path}: expected 1 (gray) or 3 (RGB) channels, got {channels}")
-    if min(raw.shape[:2]) < 2:
-        raise InputError(
-            f"{path}: image is {raw.shape[1]}x{raw.shape[0]} pixels; each side needs at least 2"
-        )
     raw = apply_orientation(raw, orientation)
+    check_pixels(raw, f"{path}: image")
     image, dtype = _to_unit_range(raw, path)
     info = ImageInfo(dtype, channels, suffix.lstrip("."), metadata, orientation)
     return np.ascontiguousarray(image), info

@@ -90,10 +90,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--precision",
-        choices=("float32", "bfloat16"),
-        default=None,
-        help="arithmetic of the network (default: bfloat16 where the CPU runs it natively, "
-        "else float32)",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="arithmetic of the network (default auto: bfloat16 where the CPU or GPU runs "
+        "it natively, else float32; `filterscope info` shows which)",
     )
     add_device_option(parser)
     parser.add_argument(
@@ -121,8 +121,8 @@ def run(args: argparse.Namespace) -> int:
     from ..inference import denoise_files
     from ._common import cli_message, write_json
 
-    if args.sigma is not None and not args.sigma >= 0:
-        raise InputError(f"--sigma must be >= 0 (0-255 scale), got {args.sigma:g}")
+    if args.sigma is not None and not 0 <= args.sigma <= 255:
+        raise InputError(f"--sigma must be from 0 to 255 (0-255 scale), got {args.sigma:g}")
     check_output_paths({"--json": args.json}, overwrite=args.force, figures=())
 
     def report(record: dict) -> None:

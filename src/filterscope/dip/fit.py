@@ -380,9 +380,9 @@ class FitConfig:
         channels = self.width if self.noise_channels is None else self.noise_channels
         checked["noise_channels"] = _positive_int("noise_channels", channels)
         if self.device is not None:
-            from ..inference import _resolve_device
+            from ..devices import resolve_device
 
-            checked["device"] = _resolve_device(self.device)
+            checked["device"] = resolve_device(self.device)
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 
@@ -772,9 +772,14 @@ class DIPDenoiser(Denoiser):
         if not self.blind:
             sigma = self.require_sigma(sigma)
         results = []
-        for b, s in enumerate(per_image_sigmas(sigma, y.shape[0])):
-            options = {"device": y.device, **self.options}
-            results.append(fit_single_image(y[b], sigma=s, **options))
+        # Fitting is training: gradients are on even when the caller (tiled inference,
+        # an evaluation) runs under no_grad or inference_mode; the clone made outside
+        # inference mode is a normal tensor autograd may save.
+        with torch.inference_mode(False), torch.enable_grad():
+            y = y.detach().clone()
+            for b, s in enumerate(per_image_sigmas(sigma, y.shape[0])):
+                options = {"device": y.device, **self.options}
+                results.append(fit_single_image(y[b], sigma=s, **options))
         return results
 
     def denoise_with_info(self, y: torch.Tensor, sigma=None, **kwargs) -> Denoised:

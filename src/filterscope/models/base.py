@@ -106,6 +106,31 @@ class Denoiser(nn.Module):
     in_channels: int | None = None
     tile_alignment: int = 1
 
+    @property
+    def input_dtype(self) -> torch.dtype | None:
+        """The float dtype :meth:`forward` computes in: that of the first floating-point
+        weight; None for a method without weights (it takes any float dtype)."""
+        for tensor in self.parameters():
+            if tensor.is_floating_point():
+                return tensor.dtype
+        return None
+
+    def __call__(self, y: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """``forward(y, ...)`` with ``y`` cast to :attr:`input_dtype` and the estimate cast
+        back to ``y``'s dtype, so every denoiser keeps the promise of the interface: a
+        float64 batch (for a Jacobian) gives a float64 estimate from a float32 network.
+        The casts are differentiable; without a cast this is ``nn.Module.__call__``."""
+        dtype = self.input_dtype
+        if (
+            dtype is None
+            or not isinstance(y, torch.Tensor)
+            or not y.is_floating_point()
+            or y.dtype == dtype
+        ):
+            return super().__call__(y, *args, **kwargs)
+        out = super().__call__(y.to(dtype), *args, **kwargs)
+        return out.to(y.dtype) if isinstance(out, torch.Tensor) else out
+
     def forward(
         self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs
     ) -> torch.Tensor:
@@ -168,7 +193,7 @@ class CNNDenoiser(Denoiser):
     def __init__(self, *, bias: bool, in_channels: int, **config):
         super().__init__()
         if in_channels not in (1, 3):
-            raise ValueError(f"in_channels must be 1 (gray) or 3 (RGB), got {in_channels}")
+            raise InputError(f"in_channels must be 1 (gray) or 3 (RGB), got {in_channels!r}")
         self.bias = bool(bias)
         self.in_channels = in_channels
         self.config = {"bias": self.bias, "in_channels": in_channels, **config}
@@ -224,6 +249,10 @@ class BlindMode(Denoiser):
     @property
     def sigma_source(self) -> str:
         return "blind"
+
+    @property
+    def input_dtype(self) -> torch.dtype | None:
+        return getattr(self.model, "input_dtype", None)
 
     def forward(self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs):
         return self.model(y, None, **kwargs)

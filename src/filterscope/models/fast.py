@@ -122,6 +122,11 @@ class FastDenoiser(Denoiser):
         self.tile_alignment = getattr(source, "tile_alignment", 1)
 
     @property
+    def input_dtype(self) -> torch.dtype:
+        """float32: the input and output of every precision (bfloat16 converts inside)."""
+        return torch.float32
+
+    @property
     def receptive_radius(self) -> int:
         """Receptive radius of the source model, when it has one."""
         if self._receptive_radius is None:
