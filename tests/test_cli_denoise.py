@@ -18,7 +18,7 @@ import torch
 import filterscope
 from filterscope import read_image, write_image
 from filterscope.cli import main as cli_main
-from filterscope.models import zoo
+from filterscope.models import shipped
 from test_io import BAD_INPUTS, make_bad_input
 
 ALL_COMMANDS = dict(cli_main.COMMANDS)
@@ -39,7 +39,7 @@ def empty_weights(tmp_path, monkeypatch) -> Path:
     """Pretend no weights ship with filterscope (deterministic whatever is installed)."""
     folder = tmp_path / "weights"
     folder.mkdir()
-    monkeypatch.setattr(zoo, "weights_dir", lambda: folder)
+    monkeypatch.setattr(shipped, "weights_dir", lambda: folder)
     return folder
 
 

@@ -404,9 +404,9 @@ def test_denoise_file_refuses_existing_output_before_work(tmp_path, tiny_model_p
 
 
 def test_missing_default_model_is_a_checkpoint_error(tmp_path, monkeypatch):
-    from filterscope.models import zoo
+    from filterscope.models import shipped
 
-    monkeypatch.setattr(zoo, "weights_dir", lambda: tmp_path / "no-weights")
+    monkeypatch.setattr(shipped, "weights_dir", lambda: tmp_path / "no-weights")
     write_image(tmp_path / "in.png", np.zeros((8, 8, 1), dtype=np.float32))
     with pytest.raises(CheckpointError, match="default model"):
         denoise_file(tmp_path / "in.png", tmp_path / "out.png")

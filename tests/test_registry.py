@@ -124,14 +124,14 @@ def test_shipped_models_carry_their_card_as_metadata():
 
 
 def test_a_new_weights_pair_is_registered_without_code(tmp_path, monkeypatch, tiny_model_path):
-    from filterscope.models import zoo
+    from filterscope.models import shipped
 
     weights = tmp_path / "weights"
     weights.mkdir()
     for suffix in (".safetensors", ".json"):
         (weights / f"my-net{suffix}").write_bytes(tiny_model_path.with_suffix(suffix).read_bytes())
     (weights / "card-only.json").write_text("{}")  # no weights beside it: not a model
-    monkeypatch.setattr(zoo, "weights_dir", lambda: weights)
+    monkeypatch.setattr(shipped, "weights_dir", lambda: weights)
     assert fs.list_models(kind="shipped") == ["my-net"]
     assert fs.model_info("my-net").training_sigma_range_255 == (0.0, 55.0)
     assert fs.load_model("my-net").arch == "dncnn"

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .devices import resolve_device
 from .errors import InputError
-from .inference import _resolve_device, denoise_tensor, prepare_model
+from .inference import denoise_tensor, prepare_model
 from .io import to_numpy, write_image
 from .metrics import psnr, ssim
 from .models.zoo import default_model_name, load_model
@@ -59,7 +60,7 @@ def run_demo(
     dict
         ``model``, ``sigma``, ``psnr_in``, ``psnr_out``, ``ssim_in``, ``ssim_out``, ``image``.
     """
-    target = _resolve_device(device)  # before the folder is made: a bad device leaves none
+    target = resolve_device(device)  # before the folder is made: a bad device leaves none
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"out_dir: {out_dir} is a file, not a folder")

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .devices import resolve_device
 from .errors import OVERWRITE_ADVICE, ChannelError, CheckpointError, FilterscopeError, InputError
 from .io import check_output_path, list_images, read_image, to_tensor, write_image
 from .models.base import Denoiser, module_device
@@ -436,20 +437,6 @@ def denoise_tensor(
     return x_hat
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    """A torch device from a name; None or ``"auto"``: CUDA when there is a GPU, else the
-    CPU. An unknown name, or CUDA on a machine without a GPU, is an InputError."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise InputError(f"device {device!r} is not a torch device ({exc})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("device cuda requested but no CUDA GPU is available; use cpu")
-    return device
-
-
 def _load_model(name_or_path: str | os.PathLike | None, channels: int) -> nn.Module:
     """Resolve a model by :func:`filterscope.hub.load_model` (registered name, checkpoint
     path or object path), or the shipped default for ``channels`` when None."""
@@ -481,7 +468,7 @@ class _Runner:
             raise InputError(
                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
             )
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.ensemble = bool(ensemble)
         _validate_options(tile, 0 if overlap is None else overlap)
         self.tile, self.overlap = tile, overlap

@@ -84,12 +84,12 @@ def _placed(
     denoiser's weights are (the CPU for a plain function); "auto": a GPU when there is
     one. A module elsewhere is copied there (the caller's model stays where it is); a
     function is given tensors on ``device``. An unknown or absent device is refused."""
-    from ..inference import _resolve_device
+    from ..devices import resolve_device
     from ..models.base import module_device
 
     if device is None:
         return denoiser, module_device(denoiser)
-    device = _resolve_device(device)
+    device = resolve_device(device)
     if isinstance(denoiser, nn.Module) and module_device(denoiser) != device:
         denoiser = copy.deepcopy(denoiser).to(device)
     return denoiser, device

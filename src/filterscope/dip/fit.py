@@ -380,9 +380,9 @@ class FitConfig:
         channels = self.width if self.noise_channels is None else self.noise_channels
         checked["noise_channels"] = _positive_int("noise_channels", channels)
         if self.device is not None:
-            from ..inference import _resolve_device
+            from ..devices import resolve_device
 
-            checked["device"] = _resolve_device(self.device)
+            checked["device"] = resolve_device(self.device)
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 

@@ -224,9 +224,9 @@ def evaluate_models(
     if limit is not None and limit < 1:
         raise InputError(f"image limit must be at least 1, got {limit}")
     if device is not None:
-        from ..inference import _resolve_device
+        from ..devices import resolve_device
 
-        device = _resolve_device(device)  # an unknown or absent device fails before any work
+        device = resolve_device(device)  # an unknown or absent device fails before any work
     check_output_paths(
         {"json_path": json_path, "csv_path": csv_path, "plot_path": plot_path},
         overwrite=overwrite,

@@ -139,10 +139,10 @@ def run_generalization_experiment(
         "seconds": {"train_bias": ..., "train_bias_free": ..., "evaluate": ...,
         "total": ...}, "files": [...]}``.
     """
-    from ..inference import _resolve_device
+    from ..devices import resolve_device
 
     out_dir = Path(out_dir)
-    target = _resolve_device(device)  # an unknown or absent device: refused before training
+    target = resolve_device(device)  # an unknown or absent device: refused before training
     _check_inputs(out_dir, baselines, data_dir, test_dir, overwrite=overwrite)
     recipe = _build_recipe(
         quick, sigma_range, data_dir, val_dir, threads=threads, device_type=target.type, steps=steps

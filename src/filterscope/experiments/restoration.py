@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from .._files import atomic_write
+from ..devices import resolve_device
 from ..errors import InputError
 from ..evaluation import evaluate
 from ..evaluation.runner import _check_channels, check_output_paths, load_folder
 from ..evaluation.specs import resolve_model
-from ..inference import _resolve_device
 
 DEFAULT_SIGMAS = (5, 15, 25, 35, 45, 55, 65, 75, 85, 95)
 DEFAULT_BLURS = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0)
@@ -73,7 +73,7 @@ def restoration_grid(
         raise InputError(f"blur widths must be >= 0, got {list(blurs)}")
     if not sigmas_255 or min(sigmas_255) < 0:
         raise InputError(f"noise levels must be >= 0, got {list(sigmas_255)}")
-    target = None if device is None else _resolve_device(device)
+    target = None if device is None else resolve_device(device)
     specs = {"bias": resolve_model(bias_model), "bias_free": resolve_model(bias_free_model)}
     images = load_folder(test_dir, limit=test_images)
     _check_channels(list(specs.values()), images[0][1].shape[1], test_dir)
@@ -223,7 +223,7 @@ def run_restoration_experiment(
     import json
 
     if device is not None:
-        _resolve_device(device)  # an unknown or absent device: refused before the folder
+        resolve_device(device)  # an unknown or absent device: refused before the folder
     if slice_blur not in [float(b) for b in blurs]:
         raise InputError(f"slice_blur {slice_blur:g} is not one of the blur widths {list(blurs)}")
     out_dir = Path(out_dir)

@@ -139,9 +139,9 @@ class Explorer:
         if sigma is not None and not (0 <= sigma <= MAX_SIGMA_255 / 255.0):
             raise InputError(f"sigma must be in [0, {MAX_SIGMA_255:g}/255], got {sigma}")
         if device is not None:
-            from ..inference import _resolve_device
+            from ..devices import resolve_device
 
-            target = _resolve_device(device)
+            target = resolve_device(device)
             models = [
                 replace(m, denoiser=copy.deepcopy(m.denoiser).to(target))
                 if m.kind == "jacobian" and module_device(m.denoiser) != target

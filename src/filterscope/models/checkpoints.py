@@ -44,6 +44,7 @@ from ..errors import (
 from .base import CNNDenoiser
 from .published import build_published_model, is_published_checkpoint
 from .registry import architecture_class, create_model, list_models
+from .shipped import list_shipped, shipped_weights
 from .user import build_network, code_trusted, is_object_path, trusting_code
 
 CARD_FORMAT = "filterscope-model-card/1"
@@ -261,7 +262,7 @@ def load_checkpoint(path: str | os.PathLike, *, trust_code: bool = False) -> CNN
     path : str or path-like
         ``.safetensors`` with its ``.json`` card, a filterscope ``.pt`` dict, or a
         published checkpoint of Mohan et al. (ICLR 2020); or the name of a shipped model
-        (``"bf-dncnn-gray"``, see :func:`filterscope.models.zoo.list_shipped`), loaded
+        (``"bf-dncnn-gray"``, see :func:`filterscope.models.shipped.list_shipped`), loaded
         from the package's weights when no file of that name exists.
         :func:`filterscope.load_model` loads every other registered denoiser too.
     trust_code : bool, keyword-only
@@ -304,10 +305,9 @@ def load_checkpoint(path: str | os.PathLike, *, trust_code: bool = False) -> CNN
 def _load_checkpoint(text: str) -> CNNDenoiser:
     path = Path(text)
     if not path.exists():
-        from . import zoo  # imports this module: imported here
-
-        if zoo.shipped_weights(text) is not None:
-            return zoo.load_model(text)
+        weights = shipped_weights(text)
+        if weights is not None:
+            return _load_checkpoint(str(weights))
         raise CheckpointError(f"{path}: no such checkpoint file{_shipped_hint(text)}")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
@@ -327,11 +327,9 @@ def _load_checkpoint(text: str) -> CNNDenoiser:
 
 def _shipped_hint(text: str) -> str:
     """For a bare name that is no file: the shipped names it could have meant."""
-    from . import zoo
-
     if "/" in text or "\\" in text or Path(text).suffix:
         return ""
-    names = ", ".join(zoo.list_shipped()) or "none installed"
+    names = ", ".join(list_shipped()) or "none installed"
     return (
         f" or shipped model (shipped: {names}; filterscope.load_model loads every "
         "registered denoiser)"
