@@ -310,7 +310,7 @@ def test_bad_input_file_is_one_line_exit_2(tmp_path, tiny_model_path, capsys, ki
     # A folder is an input the command takes: this one holds no image.
     assert (BAD_INPUTS[kind] if kind != "directory" else "no image files") in err
     assert not out.exists()
-    assert not any(p.name.startswith(".tmp-") for p in tmp_path.iterdir())
+    assert not any(p.name.startswith(".filterscope-tmp-") for p in tmp_path.iterdir())
 
 
 def test_existing_output_is_untouched(tmp_path, tiny_model_path, capsys):

@@ -128,7 +128,7 @@ def test_plot_is_written(tmp_path, gray_dir, tiny_model_path):
     args = ["--model", str(tiny_model_path), "--model", "nlm", "--data", str(gray_dir)]
     assert run_cli(*args, "--sigmas", "10,50", "--plot", str(plot)) == 0
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 1000
-    assert not list(tmp_path.glob(".tmp-*"))  # written atomically
+    assert not list(tmp_path.glob(".filterscope-tmp-*"))  # written atomically
 
 
 def test_force_overwrites(tmp_path, gray_dir):

@@ -45,7 +45,7 @@ def one_line(code: int, err: list[str], *fragments: str) -> None:
 
 def leftovers(folder: Path) -> list[str]:
     """Temporary files of atomic writes left in ``folder`` (and below)."""
-    return sorted(p.name for p in folder.rglob(".tmp-*"))
+    return sorted(p.name for p in folder.rglob(".filterscope-tmp-*"))
 
 
 @pytest.fixture

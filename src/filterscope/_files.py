@@ -14,6 +14,46 @@ from .errors import OVERWRITE_ADVICE, InputError
 #: Figure formats matplotlib writes, by suffix.
 PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
+#: Name prefix of the temporary files of :func:`atomic_write`: recognisable, so that a
+#: file left by a killed process is never read as an input (see :func:`is_temporary`).
+TMP_PREFIX = ".filterscope-tmp-"
+
+
+def is_temporary(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is the temporary file of an atomic write (ours, or the ``.tmp-``
+    files of filterscope before 0.x), which a folder read as input skips."""
+    name = Path(path).name
+    return name.startswith(TMP_PREFIX) or name.startswith(".tmp-")
+
+
+def resolved(path: str | os.PathLike) -> Path:
+    """``Path(path).resolve()``, with a symbolic link loop refused in one line."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError):  # Python < 3.13 raises RuntimeError for a loop
+        raise InputError(f"{path}: symbolic link loop; remove or fix the link") from None
+
+
+def input_files(paths: Iterable[str | os.PathLike | None]) -> list[Path]:
+    """The files a command reads from ``paths``: each existing file (a model file with
+    its ``.json`` card), and the image files directly in each folder. Paths that name
+    nothing (a model name such as ``"dncnn"``) and None are left out."""
+    from .io import list_images
+
+    files: list[Path] = []
+    for path in paths:
+        if path is None or not isinstance(path, (str, os.PathLike)):
+            continue
+        path = Path(path)
+        if path.is_dir():
+            files.extend(list_images(path))
+        elif path.is_file():
+            files.append(path)
+            card = path.with_suffix(".json")
+            if path.suffix.lower() in (".pt", ".pth", ".safetensors") and card.is_file():
+                files.append(card)
+    return files
+
 
 def _current_umask() -> int:
     mask = os.umask(0o022)
@@ -34,7 +74,7 @@ def atomic_write(
     ``write`` propagates.
     """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         write(tmp_name)
@@ -52,6 +92,7 @@ def check_output_paths(
     *,
     overwrite: bool,
     figures: Iterable[str] = (),
+    in_use: Mapping[str, Iterable[str | os.PathLike]] | None = None,
 ) -> None:
     """Refuse output files that cannot or may not be written, before any work.
 
@@ -71,17 +112,26 @@ def check_output_paths(
     InputError
         For the first path that is a folder, exists (without ``overwrite``), lies in a
         folder that does not exist, is given to two options, or is a figure that cannot
-        be drawn.
+        be drawn; or, whatever ``overwrite`` says, a path of ``in_use``.
+    in_use : mapping or None, keyword-only
+        What else the command reads or writes, as description → paths (``{"an input":
+        input_files([...]), "an output image": [...]}``): no output may be one of them.
     """
+    taken: dict[Path, str] = {}
+    for description, paths in (in_use or {}).items():
+        for path in paths:
+            taken.setdefault(resolved(path), description)
     seen: dict[Path, str] = {}
     for option, path in outputs.items():
         if path is None:
             continue
         path = Path(path)
-        resolved = path.resolve()
-        if resolved in seen:
-            raise InputError(f"{path}: given to both {seen[resolved]} and {option}")
-        seen[resolved] = option
+        target = resolved(path)
+        if target in taken:
+            raise InputError(f"{path}: is {taken[target]} of this run; give {option} another file")
+        if target in seen:
+            raise InputError(f"{path}: given to both {seen[target]} and {option}")
+        seen[target] = option
         if path.is_dir():
             raise InputError(f"{path}: is a directory; give a file name for {option}")
         if path.exists() and not overwrite:

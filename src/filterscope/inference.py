@@ -723,15 +723,19 @@ def plan_outputs(
         if not output.parent.is_dir():
             raise InputError(f"{output.parent}: output folder's parent does not exist")
         pairs = [(file, output / file.name) for file in files]
+    from ._files import resolved
+
     seen: dict[Path, Path] = {}
     for source, target in pairs:
-        if target.resolve() == source.resolve():
+        if source.is_symlink() and not source.exists():
+            continue  # a link loop or a broken link: that file fails, with its name
+        if resolved(target) == source.resolve():
             raise InputError(f"{source}: the output would replace this input; write elsewhere")
-        if target.resolve() in seen:
+        if resolved(target) in seen:
             raise InputError(
-                f"{seen[target.resolve()]} and {source} would both be written to {target}"
+                f"{seen[resolved(target)]} and {source} would both be written to {target}"
             )
-        seen[target.resolve()] = source
+        seen[resolved(target)] = source
     return pairs, to_folder
 
 

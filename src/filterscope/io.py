@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._files import atomic_write, check_output_paths
+from ._files import atomic_write, check_output_paths, is_temporary
 from .errors import FilterscopeWarning, InputError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm")
@@ -168,6 +168,8 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageInfo]:
     """
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():
+            raise InputError(f"{path}: broken symbolic link or link loop")
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not an image file")
@@ -591,11 +593,15 @@ def _pillow_options(suffix: str, metadata: ImageMetadata, icc_profile: bytes | N
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Sorted list of the image files directly inside ``folder``."""
+    """Sorted list of the image files directly inside ``folder``, without the temporary
+    files of atomic writes (:func:`~filterscope._files.is_temporary`) that a killed
+    process may have left."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not is_temporary(p)
+    )
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

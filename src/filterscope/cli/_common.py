@@ -64,8 +64,8 @@ def parse_sigmas(text: str) -> list[float]:
     try:
         if ":" in text:
             parts = [float(p) for p in text.split(":")]
-            if len(parts) != 3 or parts[2] <= 0:
-                raise ValueError
+            if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
+                raise ValueError  # empty and descending ranges too (10:0:10, 100:10:10)
             start, stop, step = parts
             count = int((stop - start) / step + 1e-9) + 1
             values = [start + k * step for k in range(count)]
@@ -138,6 +138,26 @@ def check_channels(net: torch.nn.Module, channels: int, what: str) -> None:
             f"{what} has {channels} channel(s) but the model takes {expected}; "
             "use a model for that channel count"
         )
+
+
+#: The options through which commands read files or folders (models, images, data).
+INPUT_OPTIONS = (
+    "input", "inputs", "image", "data", "clean", "model", "recipe", "test_dir",
+    "bias_model", "bias_free_model", "data_dir", "val_dir",
+)  # fmt: skip
+
+
+def read_paths(args) -> dict[str, list[Path]]:
+    """``{"an input": files}``: every file the parsed options read (a folder's images, a
+    model file with its card), as ``in_use`` of :func:`filterscope._files.check_output_paths`,
+    so that no output replaces an input, with or without --force."""
+    from .._files import input_files
+
+    paths: list = []
+    for name in INPUT_OPTIONS:
+        value = getattr(args, name, None)
+        paths.extend(value if isinstance(value, (list, tuple)) else [value])
+    return {"an input": input_files(paths)}
 
 
 def write_json(path: str | os.PathLike, payload: dict) -> Path:

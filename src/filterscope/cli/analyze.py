@@ -22,6 +22,7 @@ from ._common import (
     parse_pixel,
     parse_sigmas,
     read_folder,
+    read_paths,
     read_tensor,
     write_json,
 )
@@ -45,7 +46,7 @@ def _check_outputs(args: argparse.Namespace, analysis: str) -> None:
         figures = figure_paths(figure_path(args.json), analysis)
         outputs |= {f"--plot ({path.name})": path for path in figures}
     plots = [option for option in outputs if option.startswith("--plot")]
-    check_output_paths(outputs, overwrite=args.force, figures=plots)
+    check_output_paths(outputs, overwrite=args.force, figures=plots, in_use=read_paths(args))
 
 
 def _finish(args: argparse.Namespace, inputs: dict, report, **figure_options) -> int:

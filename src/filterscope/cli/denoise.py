@@ -118,12 +118,14 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .._files import check_output_paths
-    from ..inference import denoise_files
-    from ._common import cli_message, write_json
+    from ..inference import denoise_files, plan_outputs
+    from ._common import cli_message, read_paths, write_json
 
     if args.sigma is not None and not 0 <= args.sigma <= 255:
         raise InputError(f"--sigma must be from 0 to 255 (0-255 scale), got {args.sigma:g}")
-    check_output_paths({"--json": args.json}, overwrite=args.force, figures=())
+    pairs, _ = plan_outputs(args.inputs, args.output)
+    in_use = read_paths(args) | {"an output image": [target for _, target in pairs]}
+    check_output_paths({"--json": args.json}, overwrite=args.force, in_use=in_use)
 
     def report(record: dict) -> None:
         # tqdm.write keeps the lines clear of a running progress bar.

@@ -12,7 +12,7 @@ import math
 
 from .._files import check_output_paths
 from ..errors import InputError
-from ._common import add_device_option, write_json
+from ._common import add_device_option, read_paths, write_json
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -125,7 +125,11 @@ def run(args: argparse.Namespace) -> int:
         weight_log_every=args.weight_log,
         device=args.device,
     )
-    check_output_paths({"-o": args.output, "--json": args.json}, overwrite=args.force, figures=())
+    check_output_paths(
+        {"-o": args.output, "--json": args.json},
+        overwrite=args.force,
+        in_use=read_paths(args),
+    )
     noisy, info = read_image(args.input)
     dtype = check_output_path(
         args.output, overwrite=args.force, dtype=info.dtype, channels=noisy.shape[2]

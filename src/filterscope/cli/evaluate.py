@@ -9,7 +9,7 @@ import argparse
 import math
 
 from ..errors import InputError
-from ._common import add_device_option, add_trust_code_option
+from ._common import add_device_option, add_trust_code_option, read_paths
 
 NOISE_CHOICES = ("gaussian", "uniform")
 
@@ -140,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         {"--json": args.json, "--csv": args.csv, "--plot": args.plot},
         overwrite=args.force,
         figures=("--plot",),
+        in_use=read_paths(args),
     )
     result = evaluate_models(
         args.model,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .._files import check_output_paths
 from ..errors import InputError
-from ._common import options, parse_pixel, read_tensor, write_json
+from ._common import options, parse_pixel, read_paths, read_tensor, write_json
 
 #: Exact columns compared with the Nyström approximation by ``--nystrom-error``.
 ERROR_COLUMNS = 32
@@ -146,7 +146,11 @@ def run_denoise(args: argparse.Namespace) -> int:
     from ..io import check_output_path, write_image
     from ..ntk.reports import denoise_image
 
-    check_output_paths({"-o": args.output, "--json": args.json}, overwrite=args.force, figures=())
+    check_output_paths(
+        {"-o": args.output, "--json": args.json},
+        overwrite=args.force,
+        in_use=read_paths(args),
+    )
     y, input_info = read_tensor(args.input, with_info=True)
     # Written as `denoise` writes: the input's bit depth, colour profile and metadata.
     out_dtype = check_output_path(
@@ -184,6 +188,7 @@ def run_eigenimages(args: argparse.Namespace) -> int:
         outputs | {"--plot": args.plot, "--json": args.json},
         overwrite=args.force,
         figures=("--plot",),
+        in_use=read_paths(args),
     )
     basis = filter_basis(
         read_tensor(args.input)[0],
@@ -210,7 +215,9 @@ def run_filters(args: argparse.Namespace) -> int:
 
     if args.window is not None and args.window < 1:
         raise InputError(f"--window must be positive, got {args.window}")
-    check_output_paths({"-o": args.output}, overwrite=args.force, figures=("-o",))
+    check_output_paths(
+        {"-o": args.output}, overwrite=args.force, figures=("-o",), in_use=read_paths(args)
+    )
     y = read_tensor(args.input)[0]
     pixels = [parse_pixel(text) for text in args.pixels]
     names = ("method", "columns", "steps", "seed", "precision")
@@ -230,7 +237,7 @@ def run_matrix(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix != ".npy":
         raise InputError(f"{out}: the matrix is written as .npy")
-    check_output_paths({"-o": out}, overwrite=args.force, figures=())
+    check_output_paths({"-o": out}, overwrite=args.force, in_use=read_paths(args))
     matrix = kernel_matrix(read_tensor(args.input)[0], kind=args.kind, **_arch(args))
     np.save(out, matrix.numpy())
     print(f"wrote {out} ({matrix.shape[0]}x{matrix.shape[1]}, {args.kind})")

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .._files import atomic_write, check_output_paths
+from .._files import atomic_write, check_output_paths, input_files
 from ..errors import InputError
 from ..io import list_images, read_image, to_tensor
 from ..noise import NOISE_KINDS
@@ -227,10 +227,12 @@ def evaluate_models(
         from ..devices import resolve_device
 
         device = resolve_device(device)  # an unknown or absent device fails before any work
+    read = [data, *([models] if isinstance(models, str) else models)]
     check_output_paths(
         {"json_path": json_path, "csv_path": csv_path, "plot_path": plot_path},
         overwrite=overwrite,
         figures=("plot_path",),
+        in_use={"an input": input_files(read)},
     )
     if isinstance(models, str):
         models = [models]
