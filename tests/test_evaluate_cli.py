@@ -58,7 +58,7 @@ def run_cli(*args: str) -> int:
 def test_default_noise_levels_are_the_published_ones():
     args = build_parser().parse_args(["evaluate", "--model", "m", "--data", "d"])
     assert parse_sigmas(args.sigmas) == [10.0 * k for k in range(1, 11)]
-    assert args.noise == "gaussian" and args.precision == "float32"
+    assert args.noise == "gaussian" and args.precision == "auto"  # float32 everywhere
 
 
 def test_json_csv_and_table(tmp_path, gray_dir, tiny_model_path, capsys):

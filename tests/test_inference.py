@@ -12,10 +12,9 @@ import torch
 from torch import nn
 
 from conftest import make_tiny_dncnn
-from filterscope import CheckpointError, InputError, inference, read_image, write_image
+from filterscope import CheckpointError, InputError, inference, machine, read_image, write_image
 from filterscope.errors import ChannelError
 from filterscope.inference import (
-    default_precision,
     denoise_file,
     denoise_files,
     denoise_tensor,
@@ -289,11 +288,23 @@ def test_unknown_precision_is_refused():
         prepare_model(make_tiny_dncnn(1), precision="float16")
 
 
-def test_default_precision_follows_native_bfloat16_support(monkeypatch):
-    monkeypatch.setattr(inference, "bfloat16_supported", lambda: False)
-    assert default_precision() == "float32"
-    monkeypatch.setattr(inference, "bfloat16_supported", lambda: True)
-    assert default_precision() == "bfloat16"
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ({"avx2"}, "float32"),
+        ({"avx2", "avx512_bf16"}, "bfloat16"),
+        ({"avx2", "amx_bf16"}, "bfloat16"),
+    ],
+)
+def test_auto_precision_follows_native_bfloat16(tmp_path, monkeypatch, flags, expected):
+    monkeypatch.setattr(machine, "cpu_flags", lambda: frozenset(flags))
+    write_image(tmp_path / "in.png", np.full((9, 7, 1), 0.5, dtype=np.float32))
+    for precision in (None, "auto"):
+        out = tmp_path / f"out-{precision}.png"
+        result = denoise_file(
+            tmp_path / "in.png", out, model=make_tiny_dncnn(1), device="cpu", precision=precision
+        )
+        assert result["precision"] == expected  # the path taken, not "auto"
 
 
 def test_precision_is_passed_to_optimize_for_inference(monkeypatch):
@@ -304,11 +315,14 @@ def test_precision_is_passed_to_optimize_for_inference(monkeypatch):
         return model
 
     monkeypatch.setattr(inference, "optimize_for_inference", optimize_for_inference)
-    monkeypatch.setattr(inference, "bfloat16_supported", lambda: True)
+    monkeypatch.setattr(machine, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
     model = make_tiny_dncnn(1)
     assert prepare_model(model) is model
     prepare_model(model, precision="float32")
-    assert calls == ["bfloat16", "float32"]
+    prepare_model(model, precision="auto")
+    monkeypatch.setattr(machine, "cpu_flags", lambda: frozenset({"avx2"}))
+    prepare_model(model)
+    assert calls == ["bfloat16", "float32", "bfloat16", "float32"]
 
 
 # ---------------------------------------------------------------- files

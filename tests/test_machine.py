@@ -58,6 +58,8 @@ def test_avx512_bf16_takes_bfloat16_but_analyze_stays_float32(monkeypatch):
     assert machine.choose_precision("train") == "bfloat16"
     assert machine.choose_precision("denoise", "cpu") == "bfloat16"
     assert machine.choose_precision("analyze") == "float32"
+    assert machine.choose_precision("evaluate") == "float32"  # scores stay comparable
+    assert machine.choose_precision("evaluate", requested="bfloat16") == "bfloat16"
     assert machine.choose_int8("ntk") is True  # avx512_vnni
 
 

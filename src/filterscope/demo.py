@@ -12,6 +12,7 @@ from .devices import resolve_device
 from .errors import InputError
 from .inference import denoise_tensor, prepare_model
 from .io import to_numpy, write_image
+from .machine import AUTO, choose_precision
 from .metrics import psnr, ssim
 from .models.zoo import default_model_name, load_model
 from .noise import add_noise
@@ -49,8 +50,9 @@ def run_demo(
         Shipped model name or checkpoint path (default: the shipped gray model).
     seed : int, keyword-only
         Seed of the noise.
-    precision : {"float32", "bfloat16"}, keyword-only
-        Arithmetic of the network (default: the fast path).
+    precision : {"auto", "float32", "bfloat16"} or None, keyword-only
+        Arithmetic of the network; None or ``"auto"``: bfloat16 where ``device`` runs it
+        natively (:func:`filterscope.machine.choose_precision`).
     device : str, keyword-only
         Torch device of the network, e.g. ``"cpu"`` or ``"cuda"`` (default: cuda if
         available, else cpu).
@@ -58,14 +60,16 @@ def run_demo(
     Returns
     -------
     dict
-        ``model``, ``sigma``, ``psnr_in``, ``psnr_out``, ``ssim_in``, ``ssim_out``, ``image``.
+        ``model``, ``sigma``, ``psnr_in``, ``psnr_out``, ``ssim_in``, ``ssim_out``,
+        ``image``, ``precision`` (the one taken).
     """
     target = resolve_device(device)  # before the folder is made: a bad device leaves none
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"out_dir: {out_dir} is a file, not a folder")
     name = model or default_model_name(1)
-    network = prepare_model(load_model(name), precision=precision).to(target)
+    chosen = choose_precision("demo", target, requested=precision or AUTO)
+    network = prepare_model(load_model(name), precision=chosen).to(target)
     out_dir.mkdir(parents=True, exist_ok=True)  # after the model: a bad one leaves no folder
     clean = torch.from_numpy(builtin_image()).permute(2, 0, 1)[None]
     noisy = add_noise(clean, sigma_255 / 255.0, generator=seed)
@@ -80,4 +84,5 @@ def run_demo(
         "ssim_in": float(ssim(noisy, clean)[0]),
         "ssim_out": float(ssim(estimate, clean)[0]),
         "image": str(image_path),
+        "precision": chosen,
     }

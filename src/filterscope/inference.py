@@ -33,6 +33,7 @@ from torch import nn
 from .devices import resolve_device
 from .errors import OVERWRITE_ADVICE, ChannelError, CheckpointError, FilterscopeError, InputError
 from .io import check_output_path, list_images, read_image, to_tensor, write_image
+from .machine import AUTO, choose_precision
 from .models.base import Denoiser, module_device
 from .models.fast import optimize_for_inference
 
@@ -46,22 +47,6 @@ DEFAULT_OVERLAP = 32
 PRECISIONS = ("float32", "bfloat16")
 
 
-def bfloat16_supported() -> bool:
-    """True when bfloat16 arithmetic is native here (a CUDA GPU, or a CPU whose oneDNN
-    build reports bfloat16 support); elsewhere bfloat16 is emulated and slower."""
-    if torch.cuda.is_available():
-        return True
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def default_precision() -> str:
-    """``"bfloat16"`` where it is native (see :func:`bfloat16_supported`), else ``"float32"``."""
-    return "bfloat16" if bfloat16_supported() else "float32"
-
-
 def prepare_model(model: nn.Module, *, precision: str | None = None) -> nn.Module:
     """Return a module for inference at ``precision`` with the same ``forward(y)`` contract.
 
@@ -69,8 +54,9 @@ def prepare_model(model: nn.Module, *, precision: str | None = None) -> nn.Modul
     ----------
     model : nn.Module
         A denoiser, already on its target device.
-    precision : {"float32", "bfloat16"} or None, keyword-only
-        Arithmetic of the forward pass; None means :func:`default_precision`.
+    precision : {"auto", "float32", "bfloat16"} or None, keyword-only
+        Arithmetic of the forward pass; None or ``"auto"``: bfloat16 only where the
+        model's device runs it natively (:func:`filterscope.machine.choose_precision`).
         Input and output stay float32 tensors in [0, 1].
 
     Returns
@@ -85,15 +71,17 @@ def prepare_model(model: nn.Module, *, precision: str | None = None) -> nn.Modul
     InputError
         Unknown precision.
     """
-    if precision is None:
-        precision = default_precision()
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    requested = AUTO if precision is None else precision
+    if requested not in (AUTO, *PRECISIONS):
+        raise InputError(
+            f"precision must be one of auto, {', '.join(PRECISIONS)}, got {precision!r}"
+        )
     if not any(True for _ in model.parameters()):
         # A method without weights (BM3D, NLM, an NTK filter, DIP) has no network
         # arithmetic to convert; it runs in its own precision.
         return model
-    return optimize_for_inference(model, precision=precision)
+    chosen = choose_precision("denoise", module_device(model), requested=requested)
+    return optimize_for_inference(model, precision=chosen)
 
 
 def _tile_starts(size: int, tile: int) -> list[int]:
@@ -463,12 +451,11 @@ class _Runner:
 
     def __init__(self, model, *, precision, device, ensemble, tile, overlap, sigma):
         self.given = model
-        self.precision = default_precision() if precision is None else precision
-        if self.precision not in PRECISIONS:
-            raise InputError(
-                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
-            )
         self.device = resolve_device(device)
+        # resolved once: the path taken is what the result records
+        self.precision = choose_precision(
+            "denoise", self.device, requested=AUTO if precision is None else precision
+        )
         self.ensemble = bool(ensemble)
         _validate_options(tile, 0 if overlap is None else overlap)
         self.tile, self.overlap = tile, overlap
@@ -619,8 +606,10 @@ def denoise_file(
         Replace an existing ``output_path``; otherwise refuse before doing any work.
     tile, overlap : int, keyword-only
         Tile side and halo in pixels, see :func:`denoise_tensor`.
-    precision : {"float32", "bfloat16"} or None, keyword-only
-        Arithmetic of the forward pass; None: :func:`default_precision`.
+    precision : {"auto", "float32", "bfloat16"} or None, keyword-only
+        Arithmetic of the forward pass; None or ``"auto"``: bfloat16 only where
+        ``device`` runs it natively (:func:`filterscope.machine.choose_precision`). The
+        result's ``precision`` is the one taken.
     device : str or torch.device or None, keyword-only
         Where the model runs; None: CUDA when available, else CPU. The image and the
         result stay in CPU memory; only one batch of tiles at a time is on ``device``.

@@ -56,13 +56,16 @@ OPERATIONS = {
     "train": "training step: bfloat16 autocast or float32, channels-last or not",
     "train-gpu": "training step on the GPU: bfloat16 autocast where supported",
     "denoise": "network inference: bfloat16 or float32 (inference is channels-last)",
-    "evaluate": "network inference while scoring",
+    "evaluate": "network inference while scoring: float32 unless asked (scores are compared)",
     "analyze": "Jacobian of a network: always float32 (its spectrum needs the digits)",
     "ntk": "Nystrom blocks of the NTK filter: int8 or float32 patch products",
     "dip": "deep image prior fit: bfloat16 autocast or float32",
     "explore": "network inference in the explorer",
     "demo": "network inference in the demo",
 }
+
+#: Operations whose ``auto`` precision is float32 everywhere (accuracy is their point).
+FLOAT32_OPERATIONS = ("analyze", "evaluate")
 
 _CACHE_FILE = "machine.json"
 _memo: dict[str, Any] = {}  # decisions made in this process, by cache key
@@ -336,7 +339,9 @@ def choose_precision(
     """``"float32"`` or ``"bfloat16"`` for operation ``op`` on ``device``.
 
     An explicit ``requested`` precision wins; ``"auto"`` is bfloat16 only where it is
-    native (:func:`native_bfloat16`) and ``op`` tolerates it (``analyze`` never does).
+    native (:func:`native_bfloat16`) and ``op`` tolerates it: ``analyze`` (spectra need
+    the digits) and ``evaluate`` (its scores are compared with published float32 ones)
+    take float32 on every machine.
 
     Raises
     ------
@@ -350,7 +355,7 @@ def choose_precision(
     _check_operation(op)
     if requested != AUTO:
         return requested
-    if op == "analyze":
+    if op in FLOAT32_OPERATIONS:
         return "float32"
     return "bfloat16" if native_bfloat16(device) else "float32"
 

@@ -90,10 +90,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--precision",
-        choices=("float32", "bfloat16"),
-        default=None,
-        help="arithmetic of the network (default: bfloat16 where the CPU runs it natively, "
-        "else float32)",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="arithmetic of the network (default auto: bfloat16 where the CPU or GPU runs "
+        "it natively, else float32; `filterscope info` shows which)",
     )
     add_device_option(parser)
     parser.add_argument(

@@ -98,10 +98,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--precision",
-        choices=("float32", "bfloat16"),
-        default="float32",
-        help="arithmetic of the networks; float32 reproduces the published numbers "
-        "(default: float32); baselines always run in float64",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="arithmetic of the networks; auto (default) is float32 on every machine, "
+        "which reproduces the published numbers; baselines always run in float64",
     )
     parser.add_argument(
         "--limit", type=int, default=None, metavar="N", help="use only the first N images"

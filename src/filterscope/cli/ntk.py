@@ -74,8 +74,11 @@ def _nystrom(p: argparse.ArgumentParser, *, error: bool = False) -> None:
     columns = "fraction of pixels used as Nyström columns, in (0, 1] (default 0.02)"
     p.add_argument("--columns", type=float, default=0.02, metavar="FRACTION", help=columns)
     p.add_argument("--seed", type=int, default=0, help="seed of the column positions")
-    precision = "Nyström product: int8 patch products (default), float32 or float64"
-    p.add_argument("--precision", default="int8", metavar="int8|single|double", help=precision)
+    precision = (
+        "Nyström product: int8 patch products, float32 (single) or float64; auto (default): "
+        "int8 only where this CPU multiplies int8 fast (VNNI, AMX), else single"
+    )
+    p.add_argument("--precision", default="auto", metavar="auto|int8|single|double", help=precision)
     if error:
         what = f"the Nyström error: {ERROR_COLUMNS} exact columns against the low-rank filter"
         p.add_argument("--nystrom-error", action="store_true", help=what)

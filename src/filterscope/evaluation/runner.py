@@ -19,6 +19,7 @@ from typing import Any
 from .._files import atomic_write, check_output_paths, input_files
 from ..errors import InputError
 from ..io import list_images, read_image, to_tensor
+from ..machine import AUTO, choose_precision, path_record
 from ..noise import NOISE_KINDS
 from .specs import ModelSpec, resolve_model
 from .sweep import check_sigmas, evaluate, results_table
@@ -154,7 +155,7 @@ def evaluate_models(
     blur: float = 0.0,
     seed: int = 0,
     batch_size: int = 1,
-    precision: str | None = "float32",
+    precision: str | None = AUTO,
     limit: int | None = None,
     json_path: str | os.PathLike | None = None,
     csv_path: str | os.PathLike | None = None,
@@ -185,9 +186,13 @@ def evaluate_models(
         Base seed of the noise; every model sees the same noisy images.
     batch_size : int, keyword-only
         Images of one shape per network pass.
-    precision : {"float32", "bfloat16"} or None, keyword-only
+    precision : {"auto", "float32", "bfloat16"} or None, keyword-only
         Arithmetic of the networks (:func:`filterscope.models.fast.optimize_for_inference`);
-        float32 (the default) reproduces the published numbers. Baselines run in float64.
+        ``"auto"`` (default) is float32 on every machine
+        (:func:`filterscope.machine.choose_precision`: scores are compared with published
+        float32 numbers, which bfloat16 would shift), so bfloat16 is only taken when asked
+        for. None runs the networks as they are. Baselines run in float64. The path taken
+        is recorded as ``protocol["numeric_path"]``.
     limit : int, keyword-only
         Use only the first ``limit`` images (in name order).
     json_path, csv_path, plot_path : path, keyword-only
@@ -219,8 +224,9 @@ def evaluate_models(
         Any bad option, output path, folder, image or model, before any model runs.
     """
     sigmas = check_options(sigmas, noise=noise, blur=blur, seed=seed, batch_size=batch_size)
-    if precision is not None and precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    requested = precision
+    if precision is not None:
+        precision = choose_precision("evaluate", device or "cpu", requested=precision)
     if limit is not None and limit < 1:
         raise InputError(f"image limit must be at least 1, got {limit}")
     if device is not None:
@@ -261,7 +267,13 @@ def evaluate_models(
         progress=progress,
     )
     payload = {
-        "protocol": {**result["protocol"], "data": str(data)},
+        "protocol": {
+            **result["protocol"],
+            "data": str(data),
+            "numeric_path": path_record(
+                "evaluate", {"precision": requested}, {"precision": precision}
+            ),
+        },
         "models": {spec.name: spec.info for spec in specs},
         "results": result["results"],
     }

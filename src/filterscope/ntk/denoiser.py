@@ -91,9 +91,11 @@ def filter_basis(
         Seed of the column positions.
     memory_budget : int, keyword-only
         Bytes per streamed block.
-    precision : {"int8", "single", "double"}, keyword-only
+    precision : {"auto", "int8", "single", "double"}, keyword-only
         Arithmetic of the streamed Nyström product (see
-        :func:`filterscope.ntk.nystrom.nystrom_basis`).
+        :func:`filterscope.ntk.nystrom.nystrom_basis`); ``"auto"`` (default): int8 only
+        where this CPU multiplies int8 fast. The one taken is ``info["precision"]``
+        (``"double"`` for the full matrix).
     error_columns : int, keyword-only
         If positive, the approximation-error report of a Nyström basis: that many exact
         columns at random pixels that are not Nyström columns, against the low-rank
@@ -261,6 +263,7 @@ def _denoise_whole(x, sigma, clean, stop, filter_options) -> tuple[torch.Tensor,
         columns=basis.info.get("columns"),
         method=basis.info.get("method"),
         basis_seconds=basis.info.get("seconds"),
+        precision=basis.info.get("precision", "double"),
         seconds=time.perf_counter() - start,
     )
     if "nystrom_error" in basis.info:

@@ -12,11 +12,14 @@ exact eigendecomposition of ``F Fᵀ`` follows from the small ``k × k`` matrix 
 ``C`` is never held whole: it is produced in blocks of rows (kernels whose entries depend
 on two patches only: the one-hidden-layer 1×1-output NTK, NLM) or of columns (deeper
 kernels), each multiplied into ``F`` and dropped, so memory is ``O(d k + block)``.
-For pairwise kernels the blocks are formed in reduced precision: the default
-``precision="int8"`` takes the NTK's patch correlations from exact int32 products of int8
-patches (about ``1e-3`` absolute in ``ρ``, 3.5 times faster than float32; the core
-``W_JJ`` is rounded the same way), ``"single"`` from float32 products (about ``1e-6``
-relative; the core stays float64); NLM blocks are always float32. The leading
+For pairwise kernels the blocks are formed in reduced precision: ``precision="int8"``
+takes the NTK's patch correlations from exact int32 products of int8 patches (about
+``1e-3`` absolute in ``ρ``; the core ``W_JJ`` is rounded the same way), ``"single"``
+from float32 products (about ``1e-6`` relative; the core stays float64); NLM blocks are
+always float32. int8 products are 3.5 times faster than float32 on a CPU with VNNI or
+AMX but 15-30 times slower on one without (``torch._int_mm`` then has no fast kernel),
+so the default ``"auto"`` takes int8 only where it is fast
+(:func:`filterscope.machine.choose_int8`), else ``"single"``. The leading
 eigenpairs of ``W_JJ`` come from a randomized eigensolver when ``k ≪ m``
 (:func:`leading_eigh`). Cost for the one-hidden-layer 11×11 NTK of a 512×512 colour
 image at 2% columns: ``d · m · 363 ≈ 5·10¹¹`` multiply-adds for ``C`` (the bulk),
@@ -38,12 +41,34 @@ from typing import Protocol
 import torch
 
 from ..errors import InputError
+from ..machine import choose_int8
 from ..noise import _generator
 from .basis import FilterBasis
 
 NORMALIZATIONS = ("max", "row", "sinkhorn", "none")
-PRECISIONS = ("int8", "single", "double")
-DEFAULT_PRECISION = "int8"
+PRECISIONS = ("auto", "int8", "single", "double")
+DEFAULT_PRECISION = "auto"
+
+
+def resolve_precision(precision: str, source: object | None = None) -> str:
+    """The Nyström arithmetic actually taken for ``precision`` on this machine.
+
+    ``"auto"``: ``"int8"`` where int8 products are fast here
+    (:func:`filterscope.machine.choose_int8`), else ``"single"``; ``"int8"`` for a
+    ``source`` without int8 blocks (NLM) is ``"single"``.
+
+    Raises
+    ------
+    InputError
+        Unknown ``precision``.
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        precision = "int8" if choose_int8("ntk") else "single"
+    if precision == "int8" and source is not None and not hasattr(source, "quantized_block"):
+        return "single"
+    return precision
 
 
 class ColumnSource(Protocol):
@@ -269,10 +294,12 @@ def nystrom_basis(
         Relative cut-off for the eigenvalues of ``W_JJ`` (pseudo-inverse).
     memory_budget : int, keyword-only
         Bytes for one block of ``C``.
-    precision : {"int8", "single", "double"}, keyword-only
+    precision : {"auto", "int8", "single", "double"}, keyword-only
         Arithmetic of the ``d × m`` product ``C U Λ^{-1/2}`` of pairwise kernels (the
         one-hidden-layer NTK, NLM), formed in float32 blocks (``factor_rows``).
-        ``"int8"`` (default): the NTK's correlations from int8 patches and exact int32
+        ``"auto"`` (default): ``"int8"`` where it is fast on this CPU, else ``"single"``
+        (:func:`resolve_precision`; the one taken is ``info["precision"]``).
+        ``"int8"``: the NTK's correlations from int8 patches and exact int32
         products, about ``1e-3`` absolute, with ``W_JJ`` rounded alike (Set9 at σ = 25:
         the same PSNR to 0.01 dB and the same SURE choice as float32); NLM falls back to
         ``"single"``. ``"single"``: float32 products, about ``1e-6`` relative, ``W_JJ`` in
@@ -293,13 +320,17 @@ def nystrom_basis(
     """
     if normalize not in NORMALIZATIONS:
         raise InputError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    precision = resolve_precision(precision, source)
     cols = torch.as_tensor(columns, dtype=torch.long).reshape(-1)
     f = _factor(
         source, cols, rank=rank, rcond=rcond, memory_budget=memory_budget, precision=precision
     )
-    info = {"method": "nystrom", "columns": int(cols.numel()), "nystrom_rank": f.shape[1]}
+    info = {
+        "method": "nystrom",
+        "columns": int(cols.numel()),
+        "nystrom_rank": f.shape[1],
+        "precision": precision,
+    }
     return _basis_from_factor(f, source.shape, normalize=normalize, rcond=rcond, info=info)
 
 
