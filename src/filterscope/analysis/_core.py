@@ -25,6 +25,7 @@ def as_function(denoiser: nn.Module | Function, *, dtype: torch.dtype) -> Functi
     the map is a fixed function of its input). Any other callable is used as it is and
     receives ``dtype`` tensors.
     """
+    check_has_jacobian(denoiser)
     if isinstance(denoiser, nn.Module):
         module = copy.deepcopy(denoiser).to(dtype=dtype).eval()
         for parameter in module.parameters():
@@ -41,6 +42,18 @@ def as_function(denoiser: nn.Module | Function, *, dtype: torch.dtype) -> Functi
         f"expected a denoiser (an nn.Module or a callable on (B, C, H, W) tensors), "
         f"got {type(denoiser).__name__}"
     )
+
+
+def check_has_jacobian(denoiser: object) -> None:
+    """Refuse, in one line and before any copy, a denoiser that declares it is not
+    differentiable by torch (``differentiable = False``: BM3D, scikit-image's NLM)."""
+    if getattr(denoiser, "differentiable", True) is False:
+        label = getattr(denoiser, "label", None)
+        name = label() if callable(label) else type(denoiser).__name__
+        raise InputError(
+            f"{name} has no Jacobian: it is not differentiable by torch (NumPy code), so "
+            "it cannot be analysed; use a network"
+        )
 
 
 def receptive_radius(denoiser: object, radius: int | str | None) -> int | None:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..models.base import with_sigma
 from ..noise import add_noise
 from ._core import Function, as_function, check_differentiable
 
@@ -246,7 +247,7 @@ def decomposition_vs_sigma(
             k: [] for k in ("noise", "residual", "linear", "bias", "residual_linear", "offset")
         }
         for part, clean in pairs:
-            dec = first_order_decomposition(denoiser, part, dtype=dtype)
+            dec = first_order_decomposition(with_sigma(denoiser, sigma), part, dtype=dtype)
             if return_examples and len(examples) < len(results) + 1:
                 examples.append(
                     Decomposition(

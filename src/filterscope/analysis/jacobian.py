@@ -56,6 +56,7 @@ from ._core import (
     as_image_batch,
     check_dense_size,
     check_differentiable,
+    check_has_jacobian,
     check_pixels,
     crop_box,
     receptive_radius,
@@ -286,6 +287,7 @@ class ExactRows:
         self.estimate_gradient: torch.Tensor | None = None
         self._should_stop: Callable[[], bool] | None = None
         self._checked = False
+        check_has_jacobian(target)
         if isinstance(target, nn.Module):
             module = copy.deepcopy(target).to(device=self.y.device, dtype=dtype).eval()
             for parameter in module.parameters():

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..models.base import with_sigma
 from ._core import Function, check_dense_size
 from .decomposition import Decomposition, decomposition_vs_sigma, random_patches
 from .filters import AdaptiveFilter, adaptive_filters
@@ -333,7 +334,7 @@ def analyze_filters(
     sigma = _check_sigma(sigma)
     net, device = _placed(denoiser, device)
     y = _noisy(x, sigma, seed)
-    filters = adaptive_filters(net, y.to(device), pixels, channel=channel)
+    filters = adaptive_filters(with_sigma(net, sigma), y.to(device), pixels, channel=channel)
     filters = [replace(f, row=replace(f.row, weights=f.row.weights.cpu())) for f in filters]
     return FiltersReport(y=y.cpu(), filters=filters, sigma_255=sigma * 255.0, seed=seed)
 
@@ -583,6 +584,7 @@ def analyze_dimension(
     if probes < 2:
         raise InputError(f"probes must be at least 2 for an interval, got {probes}")
     net, device = _placed(denoiser, device)
+    net = with_sigma(net, sigma)
     y = _noisy(x, sigma, seed).to(device)
     estimate = estimate_effective_dim(
         net, y, probes=probes, batch=batch, rtol=rtol, confidence=confidence, seed=seed

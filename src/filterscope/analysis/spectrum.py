@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..models.base import with_sigma
 from ..noise import add_noise
 from ._core import DEFAULT_MAX_BYTES, Function, as_image_batch
 from .jacobian import dense_jacobian
@@ -258,7 +259,7 @@ def spectrum_vs_sigma(
         y = add_noise(x, float(sigma), generator=seed)
         spectra.append(
             patch_spectrum(
-                denoiser,
+                with_sigma(denoiser, sigma),
                 y,
                 x=x,
                 sigma=float(sigma),

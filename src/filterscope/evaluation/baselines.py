@@ -60,6 +60,7 @@ class _ClassicalDenoiser(Denoiser):
 
     #: Name used in error messages and model descriptions.
     method = ""
+    differentiable = False  # NumPy code: no Jacobian
 
     def __init__(self, *, sigma_source: str = "true"):
         super().__init__()

@@ -105,6 +105,9 @@ class Denoiser(nn.Module):
     blind: bool = True
     in_channels: int | None = None
     tile_alignment: int = 1
+    #: False for methods torch cannot differentiate (BM3D, NLM: NumPy code); the
+    #: Jacobian analyses refuse them in one line.
+    differentiable: bool = True
 
     @property
     def input_dtype(self) -> torch.dtype | None:
@@ -256,3 +259,38 @@ class BlindMode(Denoiser):
 
     def forward(self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs):
         return self.model(y, None, **kwargs)
+
+
+class GivenSigma(Denoiser):
+    """A non-blind denoiser with its noise level fixed: ``forward(y)`` is
+    ``model(y, sigma)``, for code that calls a denoiser on ``y`` alone (the Jacobian
+    analyses), so that the σ of the noise added is also the σ the model is given."""
+
+    def __init__(self, model: nn.Module, sigma: float):
+        super().__init__()
+        self.model = model
+        self.sigma = float(sigma)
+        self.differentiable = getattr(model, "differentiable", True)
+        self.in_channels = getattr(model, "in_channels", None)
+        self.tile_alignment = getattr(model, "tile_alignment", 1)
+        for name in ("arch", "bias", "config", "card", "receptive_radius"):
+            if hasattr(model, name):
+                setattr(self, name, getattr(model, name))
+
+    @property
+    def input_dtype(self) -> torch.dtype | None:
+        return getattr(self.model, "input_dtype", None)
+
+    def label(self) -> str:
+        return self.model.label() if isinstance(self.model, Denoiser) else super().label()
+
+    def forward(self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs):
+        return self.model(y, self.sigma, **kwargs)
+
+
+def with_sigma(model: nn.Module, sigma: float) -> nn.Module:
+    """``model`` given ``sigma`` on every call when it needs one (a :class:`Denoiser`
+    that is not blind, see :class:`GivenSigma`); any other model as it is."""
+    if isinstance(model, Denoiser) and not model.blind:
+        return GivenSigma(model, sigma)
+    return model
