@@ -240,8 +240,8 @@ def test_sigma_and_ensemble_reach_the_library(tmp_path, tiny_model_path, capsys,
 
     seen = {}
 
-    def fake_denoise_files(inputs, output, **options):
-        seen.update(options)
+    def fake_denoise_files(inputs, output, options, **keywords):
+        seen.update(vars(options))  # the command builds one DenoiseOptions
         return []
 
     monkeypatch.setattr(inference, "denoise_files", fake_denoise_files)

@@ -34,27 +34,6 @@ def resolved(path: str | os.PathLike) -> Path:
         raise InputError(f"{path}: symbolic link loop; remove or fix the link") from None
 
 
-def input_files(paths: Iterable[str | os.PathLike | None]) -> list[Path]:
-    """The files a command reads from ``paths``: each existing file (a model file with
-    its ``.json`` card), and the image files directly in each folder. Paths that name
-    nothing (a model name such as ``"dncnn"``) and None are left out."""
-    from .io import list_images
-
-    files: list[Path] = []
-    for path in paths:
-        if path is None or not isinstance(path, (str, os.PathLike)):
-            continue
-        path = Path(path)
-        if path.is_dir():
-            files.extend(list_images(path))
-        elif path.is_file():
-            files.append(path)
-            card = path.with_suffix(".json")
-            if path.suffix.lower() in (".pt", ".pth", ".safetensors") and card.is_file():
-                files.append(card)
-    return files
-
-
 def _current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -115,7 +94,7 @@ def check_output_paths(
         be drawn; or, whatever ``overwrite`` says, a path of ``in_use``.
     in_use : mapping or None, keyword-only
         What else the command reads or writes, as description → paths (``{"an input":
-        input_files([...]), "an output image": [...]}``): no output may be one of them.
+        io.input_files([...]), "an output image": [...]}``): no output may be one of them.
     """
     taken: dict[Path, str] = {}
     for description, paths in (in_use or {}).items():

@@ -23,6 +23,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._options import merge_options
 from .devices import resolve_device
 from .errors import OVERWRITE_ADVICE, ChannelError, CheckpointError, FilterscopeError, InputError
 from .io import check_output_path, list_images, read_image, to_tensor, write_image
@@ -568,20 +570,55 @@ def _estimate_noise_255(image: np.ndarray) -> float | None:
     return 255.0 * estimate_noise_sigma(image)
 
 
+@dataclass(frozen=True)
+class DenoiseOptions:
+    """How :func:`denoise_file` and :func:`denoise_files` denoise (every field optional).
+
+    Attributes
+    ----------
+    model : str, path-like, nn.Module or None
+        A shipped model name, a checkpoint path (see
+        :func:`filterscope.models.zoo.load_model`) or a loaded model. None: the
+        shipped default for the image's channel count.
+    sigma : float or None
+        Noise level on the image scale (25/255 ≈ 0.098) given to the model, see
+        :func:`denoise_tensor`; blind models ignore it.
+    ensemble : bool
+        Self-ensemble over the 8 flips and rotations (8 times the work).
+    overwrite : bool
+        Replace an existing output; otherwise refuse before doing any work.
+    tile, overlap : int
+        Tile side and halo in pixels, see :func:`denoise_tensor`.
+    precision : {"float32", "bfloat16"} or None
+        Arithmetic of the forward pass; None: :func:`default_precision`.
+    device : str or torch.device or None
+        Where the model runs; None: CUDA when available, else CPU. The image and the
+        result stay in CPU memory; only one batch of tiles at a time is on ``device``.
+        A model passed as a module is moved there and put in eval mode.
+    progress : bool
+        A progress bar on stderr: over the tiles for one file, over the files for
+        several.
+    estimate_noise : bool
+        Also estimate each input's noise level (``estimated_noise_255``).
+    """
+
+    model: str | os.PathLike | nn.Module | None = None
+    sigma: float | None = None
+    ensemble: bool = False
+    overwrite: bool = False
+    tile: int = 512
+    overlap: int | None = None
+    precision: str | None = None
+    device: str | torch.device | None = None
+    progress: bool = False
+    estimate_noise: bool = False
+
+
 def denoise_file(
     input_path: str | os.PathLike,
     output_path: str | os.PathLike,
-    *,
-    model: str | os.PathLike | nn.Module | None = None,
-    sigma: float | None = None,
-    ensemble: bool = False,
-    overwrite: bool = False,
-    tile: int = 512,
-    overlap: int | None = None,
-    precision: str | None = None,
-    device: str | torch.device | None = None,
-    progress: bool = False,
-    estimate_noise: bool = False,
+    options: DenoiseOptions | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Denoise an image file and write the result in the input's mode and bit depth.
 
@@ -593,31 +630,11 @@ def denoise_file(
     output_path : str or path-like
         Destination; the format follows the suffix. Written atomically, with the
         input's colour profile, resolution and EXIF (see :func:`~filterscope.io.write_image`).
-    model : str, path-like, nn.Module or None, keyword-only
-        A shipped model name, a checkpoint path (see
-        :func:`filterscope.models.zoo.load_model`) or a loaded model. None: the
-        shipped default for the image's channel count.
-    sigma : float or None, keyword-only
-        Noise level on the image scale (25/255 ≈ 0.098) given to the model, see
-        :func:`denoise_tensor`; blind models ignore it.
-    ensemble : bool, keyword-only
-        Self-ensemble over the 8 flips and rotations (8 times the work).
-    overwrite : bool, keyword-only
-        Replace an existing ``output_path``; otherwise refuse before doing any work.
-    tile, overlap : int, keyword-only
-        Tile side and halo in pixels, see :func:`denoise_tensor`.
-    precision : {"auto", "float32", "bfloat16"} or None, keyword-only
-        Arithmetic of the forward pass; None or ``"auto"``: bfloat16 only where
-        ``device`` runs it natively (:func:`filterscope.machine.choose_precision`). The
-        result's ``precision`` is the one taken.
-    device : str or torch.device or None, keyword-only
-        Where the model runs; None: CUDA when available, else CPU. The image and the
-        result stay in CPU memory; only one batch of tiles at a time is on ``device``.
-        A model passed as a module is moved there and put in eval mode.
-    progress : bool, keyword-only
-        Progress bar on stderr when there are several tiles.
-    estimate_noise : bool, keyword-only
-        Also estimate the input's noise level (``estimated_noise_255``).
+    options : DenoiseOptions, optional
+        Model, σ, tiles, precision, device... (:class:`DenoiseOptions`).
+    **settings
+        Fields of :class:`DenoiseOptions` by keyword (``model=``, ``sigma=``...);
+        they replace those of ``options``.
 
     Returns
     -------
@@ -638,24 +655,25 @@ def denoise_file(
     CheckpointError
         Model that cannot be found or loaded safely.
     """
+    options = merge_options(DenoiseOptions, options, settings)
     input_path, output_path = Path(input_path), Path(output_path)
     # Refuse an existing output before loading the model.
-    check_output_path(output_path, overwrite=overwrite)
+    check_output_path(output_path, overwrite=options.overwrite)
     runner = _Runner(
-        model,
-        precision=precision,
-        device=device,
-        ensemble=ensemble,
-        tile=tile,
-        overlap=overlap,
-        sigma=sigma,
+        options.model,
+        precision=options.precision,
+        device=options.device,
+        ensemble=options.ensemble,
+        tile=options.tile,
+        overlap=options.overlap,
+        sigma=options.sigma,
     )
     return runner.denoise(
         input_path,
         output_path,
-        overwrite=overwrite,
-        progress=progress,
-        estimate_noise=estimate_noise,
+        overwrite=options.overwrite,
+        progress=options.progress,
+        estimate_noise=options.estimate_noise,
     )
 
 
@@ -731,18 +749,10 @@ def plan_outputs(
 def denoise_files(
     inputs: Sequence[str | os.PathLike],
     output: str | os.PathLike,
+    options: DenoiseOptions | None = None,
     *,
-    model: str | os.PathLike | nn.Module | None = None,
-    sigma: float | None = None,
-    ensemble: bool = False,
-    overwrite: bool = False,
-    tile: int = 512,
-    overlap: int | None = None,
-    precision: str | None = None,
-    device: str | torch.device | None = None,
-    progress: bool = False,
-    estimate_noise: bool = False,
     on_result: Callable[[dict[str, Any]], None] | None = None,
+    **settings: Any,
 ) -> list[dict[str, Any]]:
     """Denoise image files and folders; a failure of one file does not stop the others.
 
@@ -752,12 +762,9 @@ def denoise_files(
         Image files and folders of images (not searched recursively).
     output : str or path-like
         Output file (one input file) or folder, see :func:`plan_outputs`.
-    model, sigma, ensemble, overwrite, tile, overlap, precision, device, estimate_noise
-        As for :func:`denoise_file`; the model is loaded once (the default one once per
-        channel count).
-    progress : bool, keyword-only
-        A progress bar on stderr: over the tiles for one file, over the files for
-        several.
+    options : DenoiseOptions, optional
+        As for :func:`denoise_file` (``**settings`` too); the model is loaded once (the
+        default one once per channel count).
     on_result : callable or None, keyword-only
         Called with each file's record as soon as the file is done or has failed.
 
@@ -774,6 +781,7 @@ def denoise_files(
         Only for what stops every file: bad options, outputs that cannot be planned
         (see :func:`plan_outputs`), a given model that cannot be loaded.
     """
+    options = merge_options(DenoiseOptions, options, settings)
     pairs, to_folder = plan_outputs(inputs, output)
     records: list[dict[str, Any] | None] = [None] * len(pairs)
 
@@ -787,20 +795,20 @@ def denoise_files(
     # Existing outputs are refused before any model is loaded or image read.
     pending = []
     for index, (_, target) in enumerate(pairs):
-        if target.exists() and not overwrite:
+        if target.exists() and not options.overwrite:
             fail(index, f"{target}: already exists ({OVERWRITE_ADVICE})")
         else:
             pending.append(index)
     runner = None
     if pending:
         runner = _Runner(
-            model,
-            precision=precision,
-            device=device,
-            ensemble=ensemble,
-            tile=tile,
-            overlap=overlap,
-            sigma=sigma,
+            options.model,
+            precision=options.precision,
+            device=options.device,
+            ensemble=options.ensemble,
+            tile=options.tile,
+            overlap=options.overlap,
+            sigma=options.sigma,
         )
         if to_folder:
             try:
@@ -818,7 +826,7 @@ def denoise_files(
         desc="denoising",
         unit="image",
         file=sys.stderr,
-        disable=not (progress and several),
+        disable=not (options.progress and several),
     )
     with bar:
         for index in pending:
@@ -827,9 +835,9 @@ def denoise_files(
                 record = runner.denoise(
                     source,
                     target,
-                    overwrite=overwrite,
-                    progress=progress and not several,
-                    estimate_noise=estimate_noise,
+                    overwrite=options.overwrite,
+                    progress=options.progress and not several,
+                    estimate_noise=options.estimate_noise,
                 )
             except FilterscopeError as exc:
                 fail(index, str(exc))

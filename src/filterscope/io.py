@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -602,6 +603,25 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return sorted(
         p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not is_temporary(p)
     )
+
+
+def input_files(paths: Iterable[str | os.PathLike | None]) -> list[Path]:
+    """The files a command reads from ``paths``: each existing file (a model file with
+    its ``.json`` card), and the image files directly in each folder. Paths that name
+    nothing (a model name such as ``"dncnn"``) and None are left out."""
+    files: list[Path] = []
+    for path in paths:
+        if path is None or not isinstance(path, (str, os.PathLike)):
+            continue
+        path = Path(path)
+        if path.is_dir():
+            files.extend(list_images(path))
+        elif path.is_file():
+            files.append(path)
+            card = path.with_suffix(".json")
+            if path.suffix.lower() in (".pt", ".pth", ".safetensors") and card.is_file():
+                files.append(card)
+    return files
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

@@ -151,7 +151,7 @@ def read_paths(args) -> dict[str, list[Path]]:
     """``{"an input": files}``: every file the parsed options read (a folder's images, a
     model file with its card), as ``in_use`` of :func:`filterscope._files.check_output_paths`,
     so that no output replaces an input, with or without --force."""
-    from .._files import input_files
+    from ..io import input_files
 
     paths: list = []
     for name in INPUT_OPTIONS:

@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .._files import check_output_paths
-    from ..inference import denoise_files, plan_outputs
+    from ..inference import DenoiseOptions, denoise_files, plan_outputs
     from ._common import cli_message, read_paths, write_json
 
     if args.sigma is not None and not 0 <= args.sigma <= 255:
@@ -135,9 +135,7 @@ def run(args: argparse.Namespace) -> int:
             tqdm.write(_describe(record), file=sys.stdout)
 
     start = time.perf_counter()
-    records = denoise_files(
-        args.inputs,
-        args.output,
+    options = DenoiseOptions(
         model=args.model,
         sigma=None if args.sigma is None else args.sigma / 255.0,
         ensemble=args.ensemble,
@@ -148,8 +146,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
         estimate_noise=args.json is not None,
-        on_result=report,
     )
+    records = denoise_files(args.inputs, args.output, options, on_result=report)
     failed = sum(record["status"] == "failed" for record in records)
     if args.json is not None:
         write_json(

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .._files import atomic_write, check_output_paths, input_files
+from .._files import atomic_write, check_output_paths
 from ..errors import InputError
-from ..io import list_images, read_image, to_tensor
+from ..io import input_files, list_images, read_image, to_tensor
 from ..machine import AUTO, choose_precision, path_record
 from ..noise import NOISE_KINDS
 from .specs import ModelSpec, resolve_model
