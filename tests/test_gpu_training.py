@@ -196,3 +196,15 @@ def test_cli_trains_each_recipe_into_its_folder(tmp_path, capsys):
     assert main([*argv, "--device", "cpu", "--steps", "2", "--quiet"]) == 2
     err = capsys.readouterr().err  # the library's advice in the command's own flags
     assert "holds a run already; use --resume" in err and "resume=True" not in err
+
+
+def test_device_batch_draws_a_noise_mixture_and_tells_its_std_map(tmp_path):
+    data = _image_folder(tmp_path / "data")
+    bank = DevicePatchBank(PatchSampler(data, patch_size=16, channels=1), "cpu")
+    config = _tiny_config(data, noise=["gaussian", "camera"], sigma_known_fraction=0.5)
+    noisy, clean, given = make_device_batch(bank, config, 32, torch.Generator().manual_seed(2))
+    assert noisy.shape == clean.shape == given.shape == (32, 1, 16, 16)
+    told = given.flatten(1).amax(dim=1) > 0
+    assert 0 < int(told.sum()) < 32
+    again = make_device_batch(bank, config, 32, torch.Generator().manual_seed(2))
+    assert torch.equal(noisy, again[0]) and torch.equal(given, again[2])

@@ -466,3 +466,106 @@ def test_every_shipped_recipe_is_valid(recipe):
     # A recipe is run hours after it is written: a bad key or range must show here.
     config = load_recipe(recipe)
     assert config.steps > 0 and config.data_dir.startswith("../shared/data/")
+
+
+# ------------------------------------------------------------- noise models (issue 33)
+
+MIXTURE = ["gaussian", "camera", "poisson-gaussian", "correlated"]
+
+
+def _color_config(data: Path, **changes) -> TrainConfig:
+    return _tiny_config(data, in_channels=3, **changes)
+
+
+def test_gaussian_recipes_keep_the_noise_stream_of_earlier_versions(tmp_path):
+    # A run started before the other noise models must resume to the same batches.
+    from filterscope.noise import gaussian_noise, sample_sigmas
+
+    data = _image_folder(tmp_path / "data")
+    sampler = PatchSampler(data, patch_size=16, channels=1)
+    config = _tiny_config(data, sigma_range=[5.0, 50.0], sigma_known_fraction=0.5)
+    noisy, clean, given, *_ = make_batch(
+        sampler, config, 6, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+    )
+    generator = torch.Generator().manual_seed(1)
+    sigmas = sample_sigmas(6, (5 / 255, 50 / 255), generator=generator)
+    torch.testing.assert_close(
+        noisy, clean + gaussian_noise(clean.shape, sigmas, generator=generator)
+    )
+    known = torch.rand(6, generator=generator) < 0.5
+    torch.testing.assert_close(given, torch.where(known, sigmas.reshape(-1), 0.0))
+
+
+def test_make_batch_tells_signal_dependent_noise_as_a_std_map(tmp_path):
+    data = _image_folder(tmp_path / "data", channels=3)
+    sampler = PatchSampler(data, patch_size=16, channels=3)
+    config = _color_config(
+        data, noise=MIXTURE, noise_weights=[0.4, 0.3, 0.2, 0.1], sigma_known_fraction=0.5
+    )
+    generators = (torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
+    noisy, clean, given, *_ = make_batch(sampler, config, 24, *generators)
+    assert noisy.shape == clean.shape == given.shape == (24, 3, 16, 16)
+    told = given.flatten(1).amax(dim=1) > 0
+    assert 0 < int(told.sum()) < 24
+    assert not given[~told].any()
+    assert float(given[told].min()) > 0
+    # Only kinds with one std per patch: one σ per patch, as for Gaussian noise.
+    flat = _color_config(data, noise=["gaussian", "correlated"], sigma_known_fraction=1.0)
+    _, _, given, *_ = make_batch(
+        sampler, flat, 8, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+    )
+    assert given.shape == (8,)
+
+
+def test_resume_is_exact_with_a_mixture_of_noise_models(tmp_path):
+    data = _image_folder(tmp_path / "data", channels=3)
+    config = _color_config(
+        data, noise=MIXTURE, noise_weights=[1.0, 1.0, 1.0, 1.0], sigma_known_fraction=0.5
+    )
+    train(config, tmp_path / "straight", progress=False)
+
+    def kill_after_step_4(step: int, loss: float) -> None:
+        if step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "killed", progress=False, callback=kill_after_step_4)
+    train(config, tmp_path / "killed", resume=True, progress=False)
+    straight = load_checkpoint(tmp_path / "straight" / "model.safetensors")
+    resumed = load_checkpoint(tmp_path / "killed" / "model.safetensors").state_dict()
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed[key]), key
+    assert straight.card["training"]["noise"] == MIXTURE
+    assert load_recipe(tmp_path / "straight" / "recipe.toml") == config
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('noise = "poisson"', "noise"),
+        ('noise = ["camera", "camera"]', "noise"),
+        ('noise = ["camera", 3]', "noise"),
+        ('noise = ["camera", "gaussian"]\nnoise_weights = [1.0]', "noise_weights"),
+        ('noise = ["camera", "gaussian"]\nnoise_weights = [-1.0, 2.0]', "noise_weights"),
+        ('noise = "camera"\nnoise_options = {shot = 1.0}', "noise_options"),
+        ('noise = "camera"\nnoise_options = {jpeg_probability = 2.0}', "jpeg_probability"),
+    ],
+)
+def test_recipe_refuses_bad_noise_settings_by_name(tmp_path, text, key):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(text + "\n")
+    with pytest.raises(InputError, match=key):
+        load_recipe(recipe)
+
+
+def test_recipe_reads_a_noise_mixture_and_its_options(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        'noise = ["gaussian", "camera"]\nnoise_weights = [3, 1]\n'
+        "noise_options = {shot_range = [1e-3, 1e-2], jpeg_probability = 0.0}\n"
+    )
+    config = load_recipe(recipe)
+    assert config.noise_kinds() == ["gaussian", "camera"]
+    assert config.noise_weights == [3.0, 1.0]
+    assert config.noise_model_options().shot_range == (1e-3, 1e-2)
+    assert config.noise_model_options().jpeg_probability == 0.0

@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..camera_noise import NoiseOptions
 from ..errors import InputError, ModelImportError
 from ..machine import AUTO, PRECISIONS, choose_channels_last, choose_precision
 from ..models import list_models
 from ..models.user import is_object_path, network_factory
+from ..noise import NOISE_MODELS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -63,12 +65,27 @@ class TrainConfig:
         :func:`~.data.augment_color`).
     channel_shuffle : bool
         Colour models only: each clean patch gets its channels in a random order.
-    noise : str
-        ``"gaussian"`` or ``"uniform"`` (same standard deviation).
+    noise : str or list of str
+        The noise model (:data:`filterscope.noise.NOISE_MODELS`): ``"gaussian"``,
+        ``"uniform"`` (same standard deviation), ``"correlated"`` (Gaussian blurred by a
+        small random kernel, same marginal std), each with σ drawn from
+        ``sigma_range``; ``"poisson-gaussian"`` (shot + read noise, ``Var = a·x + b``)
+        and ``"camera"`` (sensor noise through a camera's demosaicking, colour, tone
+        curve, 8 bits and JPEG), whose parameters are drawn per patch from
+        ``noise_options`` instead (:mod:`filterscope.camera_noise`). A list is a
+        mixture: each patch draws one kind, with ``noise_weights``.
+    noise_weights : list of float
+        Relative frequency of each kind of a ``noise`` list (``[]`` = equal).
+    noise_options : dict
+        Ranges of the non-Gaussian models, the fields of
+        :class:`filterscope.camera_noise.NoiseOptions` (e.g. ``{shot_range = [1e-4,
+        1.2e-2], jpeg_probability = 0.5}``); ``{}`` keeps its documented defaults.
     sigma_known_fraction : float
         Fraction of the patches whose σ is passed to the model (``forward(y, sigma)``);
         the others get σ = 0, the blind mode. Only models with a noise-level input
-        (``drunet`` with ``noise_map``) use it; 0 trains a purely blind model.
+        (``drunet`` with ``noise_map``) use it; 0 trains a purely blind model. With
+        ``"poisson-gaussian"`` or ``"camera"`` in ``noise`` the model is told the
+        ``(B, C, H, W)`` map of the noise std instead of one σ per patch.
     blur_range : list of two floats
         Width (standard deviation, pixels) of a Gaussian blur applied to each clean patch
         before the noise, drawn uniformly per patch; ``[0, 0]`` = no blur (restoration
@@ -129,7 +146,9 @@ class TrainConfig:
     sigma_power: float = 1.0
     saturation_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
     channel_shuffle: bool = False
-    noise: str = "gaussian"
+    noise: str | list[str] = "gaussian"
+    noise_weights: list[float] = field(default_factory=list)
+    noise_options: dict[str, Any] = field(default_factory=dict)
     blur_range: list[float] = field(default_factory=lambda: [0.0, 0.0])
     sigma_known_fraction: float = 0.0
     batch_size: int = 32
@@ -192,8 +211,7 @@ class TrainConfig:
         if not self.sigma_power > 0:
             raise InputError(f"sigma_power: must be positive, got {self.sigma_power}")
         self._validate_color_augmentation()
-        if self.noise not in ("gaussian", "uniform"):
-            raise InputError(f"noise: must be gaussian or uniform, got {self.noise!r}")
+        self._validate_noise()
         if len(self.blur_range) != 2 or not 0 <= self.blur_range[0] <= self.blur_range[1]:
             raise InputError(f"blur_range: need 0 <= lo <= hi, got {self.blur_range}")
         for name in ("patch_size", "batch_size", "steps", "checkpoint_every"):
@@ -246,6 +264,30 @@ class TrainConfig:
         if any(s < 0 for s in self.val_sigmas):
             raise InputError("val_sigmas: noise levels must be non-negative")
 
+    def noise_kinds(self) -> list[str]:
+        """``noise`` as a list of kinds (one for a single model)."""
+        return [self.noise] if isinstance(self.noise, str) else list(self.noise)
+
+    def noise_model_options(self) -> NoiseOptions:
+        """``noise_options`` as :class:`~filterscope.camera_noise.NoiseOptions`."""
+        return NoiseOptions.from_dict(self.noise_options)
+
+    def _validate_noise(self) -> None:
+        kinds = self.noise_kinds()
+        unknown = [kind for kind in kinds if kind not in NOISE_MODELS]
+        if unknown or not kinds or len(set(kinds)) != len(kinds):
+            raise InputError(
+                f"noise: need one or more distinct kinds of {', '.join(NOISE_MODELS)}, "
+                f"got {self.noise!r}"
+            )
+        weights = self.noise_weights
+        if weights and (len(weights) != len(kinds) or min(weights) < 0 or sum(weights) <= 0):
+            raise InputError(
+                f"noise_weights: need one non-negative weight per noise kind "
+                f"({len(kinds)}), not all zero, got {weights}"
+            )
+        self.noise_model_options()  # refuses unknown keys and bad ranges by name
+
     def _validate_color_augmentation(self) -> None:
         bounds = self.saturation_range
         if len(bounds) != 2 or not 0 < bounds[0] <= bounds[1]:
@@ -275,6 +317,8 @@ def _check_type(key: str, value: Any, default: Any, source: str) -> Any:
     expected = type(default)
     if key == "channels_last" and isinstance(value, bool):
         return value  # the default is "auto"; true and false are the explicit choices
+    if key == "noise" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)  # a mixture of noise models
     if expected is bool:
         if not isinstance(value, bool):
             raise InputError(f"{source}: {key} must be true or false, got {value!r}")

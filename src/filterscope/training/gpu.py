@@ -36,7 +36,7 @@ import torch
 from .._files import atomic_write
 from ..errors import CheckpointError, InputError
 from ..models.checkpoints import save_model
-from ..noise import NOISE_KINDS, sample_sigmas
+from ..noise import NOISE_KINDS, SIGNAL_DEPENDENT_MODELS, mixed_noise, sample_sigmas
 from .config import TrainConfig, recipe_text
 from .data import PatchSampler, augment_color, check_validation_folder, load_validation_images
 from .distributed import resolve_device
@@ -145,7 +145,8 @@ def make_device_batch(
 
     σ is drawn uniformly per patch from ``sigma_range`` (0–255 scale); ``sigma_given``
     (``(B,)``, image scale) is that σ for a fraction ``sigma_known_fraction`` of the
-    patches and 0 (blind) for the others.
+    patches and 0 (blind) for the others; with a signal-dependent kind in the
+    recipe's ``noise`` it is the ``(B, C, H, W)`` noise std map (zeros when blind).
     """
     device = bank.device
     clean = bank.sample(batch_size, generator)
@@ -159,13 +160,29 @@ def make_device_batch(
     sigmas = sample_sigmas(
         batch_size, sigma_range, generator=generator, device=device, power=config.sigma_power
     )
-    noise = NOISE_KINDS[config.noise](
-        tuple(clean.shape), sigmas, generator=generator, device=device
-    )
+    kinds = config.noise_kinds()
+    level = sigmas.reshape(-1)
+    if len(kinds) == 1 and kinds[0] in NOISE_KINDS:
+        noisy = clean + NOISE_KINDS[kinds[0]](
+            tuple(clean.shape), sigmas, generator=generator, device=device
+        )
+    else:
+        # The other models (and mixtures) read the kinds chosen back to the host, and
+        # JPEG runs on the CPU: slower on a GPU, but the same noise as the CPU trainer's.
+        noisy, std_map = mixed_noise(
+            clean,
+            sigmas,
+            kinds=kinds,
+            weights=config.noise_weights or None,
+            generator=generator,
+            options=config.noise_model_options(),
+        )
+        if any(kind in SIGNAL_DEPENDENT_MODELS for kind in kinds):
+            level = std_map
     known = torch.rand(batch_size, generator=generator, device=device)
-    known = known < config.sigma_known_fraction
-    sigma_given = torch.where(known, sigmas.reshape(-1), torch.zeros_like(known, dtype=clean.dtype))
-    return clean + noise, clean, sigma_given
+    known = (known < config.sigma_known_fraction).view(-1, *[1] * (level.dim() - 1))
+    sigma_given = torch.where(known, level, torch.zeros((), dtype=clean.dtype, device=device))
+    return noisy, clean, sigma_given
 
 
 def budget_learning_rate(config: TrainConfig, step: int, progress: float) -> float:

@@ -38,7 +38,7 @@ from ..models.base import CNNDenoiser
 from ..models.checkpoints import load_pickle_safely, save_model, save_pickle
 from ..models.user import build_network, is_object_path, trusting_code
 from ..models.zoo import load_model as load_trained_model
-from ..noise import NOISE_KINDS, sample_sigmas
+from ..noise import NOISE_KINDS, SIGNAL_DEPENDENT_MODELS, mixed_noise, sample_sigmas
 from .config import TrainConfig, config_from_dict, recipe_text
 from .data import PatchSampler, augment_color, check_validation_folder, load_validation_images
 from .distributed import (
@@ -85,10 +85,14 @@ def make_batch(
 
     The clean target is the unblurred patch; the network sees it blurred (when
     ``blur_range`` is not ``[0, 0]``) and noisy. σ and blur width are drawn uniformly
-    per patch from their ranges (0–255 scale for σ, pixels for the blur).
+    per patch from their ranges (0–255 scale for σ, pixels for the blur). The noise
+    is the recipe's ``noise`` model, or for a list one kind per patch
+    (:func:`filterscope.noise.mixed_noise`), all drawn from ``noise_generator``.
     ``sigma_given`` (image scale, shape ``(B,)``) is the σ the model is told: the
     patch's σ for a fraction ``sigma_known_fraction`` of the patches, 0 (blind) for
-    the others.
+    the others; with a signal-dependent kind in ``noise`` ("poisson-gaussian",
+    "camera") it is the ``(B, C, H, W)`` map of the noise std instead (zeros for the
+    blind patches).
     """
     clean = sampler.sample(batch_size, patch_generator)
     clean = augment_color(
@@ -103,17 +107,39 @@ def make_batch(
         generator=noise_generator,
         power=config.sigma_power,
     )
-    noise = NOISE_KINDS[config.noise](tuple(clean.shape), sigmas, generator=noise_generator)
+    kinds = config.noise_kinds()
+    # One noise that ignores the image: drawn before the blur, the stream of every
+    # recipe written before the other noise models (their runs resume unchanged).
+    additive = len(kinds) == 1 and kinds[0] in NOISE_KINDS
+    if additive:
+        noise = NOISE_KINDS[kinds[0]](tuple(clean.shape), sigmas, generator=noise_generator)
     degraded = clean
     lo, hi = config.blur_range
     if hi > 0:
         widths = lo + (hi - lo) * torch.rand(batch_size, generator=noise_generator)
         degraded = gaussian_blur(clean, widths)
+    noise_std = sigmas.float()
+    if additive:
+        noisy = degraded + noise
+    else:
+        noisy, std_map = mixed_noise(
+            degraded,
+            sigmas,
+            kinds=kinds,
+            weights=config.noise_weights or None,
+            generator=noise_generator,
+            options=config.noise_model_options(),
+        )
+        if any(kind in SIGNAL_DEPENDENT_MODELS for kind in kinds):
+            noise_std = std_map
     sigma_given = torch.zeros(batch_size)
     if config.sigma_known_fraction > 0:
         known = torch.rand(batch_size, generator=noise_generator) < config.sigma_known_fraction
-        sigma_given = torch.where(known, sigmas.reshape(-1).float(), sigma_given)
-    return degraded + noise, clean, sigma_given
+        if noise_std.shape[1:] == (1, 1, 1):
+            sigma_given = torch.where(known, noise_std.reshape(-1), sigma_given)
+        else:  # the std map, zeros (blind) for the patches that are not told
+            sigma_given = torch.where(known.view(-1, 1, 1, 1), noise_std, 0.0)
+    return noisy, clean, sigma_given
 
 
 def optimizer_step(
