@@ -46,13 +46,15 @@ def as_function(denoiser: nn.Module | Function, *, dtype: torch.dtype) -> Functi
 
 def check_has_jacobian(denoiser: object) -> None:
     """Refuse, in one line and before any copy, a denoiser that declares it is not
-    differentiable by torch (``differentiable = False``: BM3D, scikit-image's NLM)."""
+    differentiable by torch (``differentiable = False``: BM3D and scikit-image's NLM,
+    NumPy code; the NTK and NLM twicing filters, built from the image without autograd)."""
     if getattr(denoiser, "differentiable", True) is False:
         label = getattr(denoiser, "label", None)
         name = label() if callable(label) else type(denoiser).__name__
         raise InputError(
-            f"{name} has no Jacobian: it is not differentiable by torch (NumPy code), so "
-            "it cannot be analysed; use a network"
+            f"{name} has no Jacobian: it is not differentiable by torch, so it cannot be "
+            "analysed; use a network (the rows of a non-local filter at an image: "
+            "filterscope.ntk.reports.filter_rows)"
         )
 
 

@@ -325,6 +325,9 @@ class NonLocalFilterDenoiser(Denoiser):
     reported for each image (``t``, ``stop``, ``rank``, timings...).
     """
 
+    #: The filter is built from the image without autograd: no Jacobian to analyse.
+    differentiable = False
+
     def __init__(self, *, stop: str | float = "sure", **filter_options):
         super().__init__()
         if stop == "oracle":
