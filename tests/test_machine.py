@@ -175,3 +175,53 @@ def test_numeric_paths_cover_every_operation_but_the_absent_gpu(monkeypatch):
     assert paths["train"] == {"precision": "float32", "channels_last": True}
     record = machine.path_record("train", {"precision": "auto"}, paths["train"])
     assert record["capability"] == machine.cpu_capability() and record["torch"]
+
+
+def test_report_is_built_once_then_read_from_the_cache(monkeypatch, private_cache):
+    fake_flags(monkeypatch, AVX2_ONLY)
+    monkeypatch.setattr(machine, "_channels_last_is_faster", lambda *, backward: True)
+    first = machine.report()
+    assert first["cached"] is False and first["flags"] == ["avx2"]
+    assert first["paths"]["ntk"] == {"products": "float32"}
+    assert first["paths"]["train"] == {"precision": "float32", "channels_last": True}
+    assert "channels_last" not in first["paths"]["dip"]  # no layout choice there
+    monkeypatch.setattr(machine, "machine_info", lambda: pytest.fail("measured again"))
+    second = machine.report()
+    assert second["cached"] is True
+    assert {k: v for k, v in second.items() if k != "cached"} == {
+        k: v for k, v in first.items() if k != "cached"
+    }
+    assert list(second["paths"]) == list(first["paths"])  # order kept
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # other threads: another report
+    with pytest.raises(pytest.fail.Exception):
+        machine.report()
+
+
+def test_info_command_text_and_json(monkeypatch, tmp_path, capsys):
+    from filterscope.cli.main import main
+
+    fake_flags(monkeypatch, AVX2_ONLY)
+    monkeypatch.setattr(machine, "_channels_last_is_faster", lambda *, backward: False)
+    assert main(["info"]) == 0
+    text = capsys.readouterr().out
+    assert f"capability  {machine.cpu_capability()}" in text and "ntk" in text
+    assert main(["info", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["cached"] is True and printed["paths"]["denoise"] == {"precision": "float32"}
+    out = tmp_path / "info.json"
+    assert main(["info", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["torch"] == torch.__version__
+    assert main(["info", "--json", str(out)]) == 2  # never overwritten unasked
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_info_answers_in_under_a_second_from_the_cache():
+    import subprocess
+    import sys
+
+    run = [sys.executable, "-m", "filterscope", "info", "--json"]
+    subprocess.run(run, check=True, capture_output=True)  # builds the cache
+    start = time.perf_counter()
+    done = subprocess.run(run, check=True, capture_output=True, text=True)
+    assert time.perf_counter() - start < 1.0  # torch is not imported
+    assert json.loads(done.stdout)["cached"] is True

@@ -15,11 +15,13 @@ and its answer is cached per machine and torch version in
 measuring again.
 
 Imports only torch and the standard library (and the package's error classes), so any
-layer may use it.
+layer may use it; torch only when first needed, so that :func:`report` answers from its
+cache in a few milliseconds (``filterscope info``; importing torch takes 1-3 s).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import platform
@@ -28,9 +30,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .errors import InputError
+
+
+class _TorchOnFirstUse:
+    """``torch``, imported when an attribute is first read: :func:`report` answers from
+    its cache without paying torch's import time."""
+
+    def __getattr__(self, name: str) -> Any:
+        import torch
+
+        return getattr(torch, name)
+
+
+torch = _TorchOnFirstUse()
 
 #: The CPU flags (as Linux names them in /proc/cpuinfo) that decide a numeric path.
 FLAGS_THAT_MATTER = (
@@ -59,13 +72,13 @@ OPERATIONS = {
     "evaluate": "network inference while scoring: float32 unless asked (scores are compared)",
     "analyze": "Jacobian of a network: always float32 (its spectrum needs the digits)",
     "ntk": "Nystrom blocks of the NTK filter: int8 or float32 patch products",
-    "dip": "deep image prior fit: bfloat16 autocast or float32",
-    "explore": "network inference in the explorer",
+    "dip": "deep image prior fit: float32 (not yet offered in bfloat16)",
+    "explore": "filter rows in the explorer: float32 or float64 Jacobians, never bfloat16",
     "demo": "network inference in the demo",
 }
 
 #: Operations whose ``auto`` precision is float32 everywhere (accuracy is their point).
-FLOAT32_OPERATIONS = ("analyze", "evaluate")
+FLOAT32_OPERATIONS = ("analyze", "evaluate", "dip", "explore")
 
 _CACHE_FILE = "machine.json"
 _memo: dict[str, Any] = {}  # decisions made in this process, by cache key
@@ -165,9 +178,19 @@ def cache_dir() -> Path:
     return Path(base) / "filterscope"
 
 
+def _torch_version() -> str:
+    """torch's version, from its package metadata (no import of torch)."""
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - odd installs
+        return str(torch.__version__)
+
+
 def _cache_key() -> str:
-    """Machine + torch: a measured decision holds for exactly these."""
-    return f"{cpu_model()}|{cpu_capability()}|torch {torch.__version__}"
+    """Machine + torch build (+ a forced capability): a measured decision holds for
+    exactly these."""
+    forced = os.environ.get("ATEN_CPU_CAPABILITY", "")
+    return f"{cpu_model()}|torch {_torch_version()}|{forced}"
 
 
 def _read_cache() -> dict[str, Any]:
@@ -184,7 +207,7 @@ def _write_cache(saved: dict[str, Any]) -> None:
     tmp = path.with_name(f".{_CACHE_FILE}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(saved, indent=1, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(saved, indent=1) + "\n")
         os.replace(tmp, path)
     except OSError:
         try:
@@ -339,9 +362,9 @@ def choose_precision(
     """``"float32"`` or ``"bfloat16"`` for operation ``op`` on ``device``.
 
     An explicit ``requested`` precision wins; ``"auto"`` is bfloat16 only where it is
-    native (:func:`native_bfloat16`) and ``op`` tolerates it: ``analyze`` (spectra need
-    the digits) and ``evaluate`` (its scores are compared with published float32 ones)
-    take float32 on every machine.
+    native (:func:`native_bfloat16`) and ``op`` tolerates it: ``analyze`` and
+    ``explore`` (Jacobians need the digits), ``evaluate`` (its scores are compared with
+    published float32 ones) and ``dip`` take float32 on every machine.
 
     Raises
     ------
@@ -382,7 +405,7 @@ def choose_channels_last(
         return requested
     if _device_type(device) == "cuda":
         return native_bfloat16(device)
-    backward = op in ("train", "train-gpu", "dip")
+    backward = op in ("train", "train-gpu")
     name = "channels_last_training" if backward else "channels_last_inference"
     return measured(name, lambda: _channels_last_is_faster(backward=backward))
 
@@ -426,7 +449,7 @@ def numeric_paths(device: str | torch.device | None = "cpu") -> dict[str, dict[s
             paths[op] = {"products": "int8" if choose_int8(op, op_device) else "float32"}
             continue
         paths[op] = {"precision": choose_precision(op, op_device)}
-        if op in ("train", "train-gpu", "dip"):
+        if op in ("train", "train-gpu"):
             paths[op]["channels_last"] = choose_channels_last(op, op_device)
     return paths
 
@@ -442,3 +465,57 @@ def path_record(op: str, requested: dict[str, Any], chosen: dict[str, Any]) -> d
         "capability": cpu_capability(),
         "torch": torch.__version__,
     }
+
+
+def _report_key() -> str:
+    """What a report depends on beyond :func:`_cache_key`: the threads torch will take
+    and the GPUs it may see."""
+    env = [os.environ.get(name, "") for name in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")]
+    return f"report|{_cache_key()}|cores {usable_cores()}|{'|'.join(env)}"
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("filterscope")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - not installed
+        return "unknown"
+
+
+def report(*, refresh: bool = False) -> dict[str, Any]:
+    """Everything a bug report needs about this machine, and the path each command takes.
+
+    Parameters
+    ----------
+    refresh : bool, keyword-only
+        Build the report afresh (importing torch and measuring what is not cached)
+        instead of reading the cached one.
+
+    Returns
+    -------
+    dict
+        ``filterscope`` and ``python`` versions, :func:`machine_info`'s fields
+        (``cpu``, ``capability``, ``flags``, ``cores``, ``threads``, ``torch``,
+        ``cuda``...), ``paths`` (:func:`numeric_paths`: the ``auto`` path of each
+        command), ``cache`` (the cache file) and ``cached`` (whether this came from it).
+
+    Notes
+    -----
+    Cost: a few milliseconds from the cache; the first time on a machine (or with
+    ``refresh``) torch's import (1-3 s) and the micro-benchmarks (well under 1 s).
+    The cached report is per CPU model, torch version, usable cores and
+    ``OMP_NUM_THREADS`` / ``CUDA_VISIBLE_DEVICES``.
+    """
+    key = _report_key()
+    saved = _read_cache()
+    if not refresh and isinstance(saved.get(key), dict):
+        return {**saved[key], "cache": str(cache_dir() / _CACHE_FILE), "cached": True}
+    built = {
+        "filterscope": _package_version(),
+        "python": platform.python_version(),
+        **machine_info(),
+        "paths": numeric_paths(),
+    }
+    saved = _read_cache()  # numeric_paths may have written measured answers meanwhile
+    saved[key] = built
+    _write_cache(saved)
+    return {**built, "cache": str(cache_dir() / _CACHE_FILE), "cached": False}

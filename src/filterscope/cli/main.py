@@ -36,6 +36,7 @@ COMMANDS = {
     "evaluate": "filterscope.cli.evaluate",
     "experiment": "filterscope.cli.experiment",
     "explore": "filterscope.cli.explore",
+    "info": "filterscope.cli.info",
     "denoise": "filterscope.cli.denoise",
     "dip": "filterscope.cli.dip",
     "models": "filterscope.cli.models",
