@@ -279,3 +279,30 @@ def test_mixed_noise_draws_a_kind_per_patch_reproducibly():
         mixed_noise(x, sigmas, kinds=kinds, weights=[1], generator=_gen(12))
     with pytest.raises(InputError, match="distinct"):
         mixed_noise(x, sigmas, kinds=["camera", "camera"], generator=_gen(12))
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+def _identity(y: torch.Tensor, sigma=None) -> torch.Tensor:
+    return y
+
+
+@pytest.mark.parametrize("kind", ["correlated", "poisson-gaussian", "camera"])
+def test_evaluation_sweeps_draw_the_other_noise_models_by_seed(kind):
+    from filterscope.evaluation import evaluate
+
+    images = [("flat", torch.full((1, 3, 37, 31), 0.4)), ("rand", torch.rand(1, 3, 37, 31))]
+    first = evaluate({"id": _identity}, images, [10 / 255], noise=kind, progress=False)
+    again = evaluate({"id": _identity}, images, [10 / 255], noise=kind, progress=False)
+    assert first["results"][0]["per_image"] == again["results"][0]["per_image"]
+    assert first["protocol"]["noise"] == kind
+    assert first["protocol"]["noisy_input_clipped"] == (kind == "camera")
+    other_seed = evaluate({"id": _identity}, images, [10 / 255], noise=kind, seed=1, progress=False)
+    assert first["results"][0]["psnr"] != other_seed["results"][0]["psnr"]
+
+
+def test_the_command_line_offers_every_noise_model():
+    from filterscope.cli.evaluate import NOISE_CHOICES
+
+    assert NOISE_CHOICES == NOISE_MODELS

@@ -11,7 +11,8 @@ import math
 from ..errors import InputError
 from ._common import add_device_option, add_trust_code_option, read_paths
 
-NOISE_CHOICES = ("gaussian", "uniform")
+# filterscope.noise.NOISE_MODELS, written out so that --help does not import torch.
+NOISE_CHOICES = ("gaussian", "uniform", "correlated", "poisson-gaussian", "camera")
 
 
 def parse_blur(text: str) -> float:
@@ -78,8 +79,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--noise",
         default="gaussian",
-        metavar="{gaussian,uniform}",
-        help="noise distribution, of standard deviation sigma either way (default: gaussian)",
+        metavar="{" + ",".join(NOISE_CHOICES) + "}",
+        help="noise model: gaussian, uniform and correlated have standard deviation sigma; "
+        "poisson-gaussian and camera are signal-dependent, with shot noise of std sigma at "
+        "white (camera: through a camera pipeline, stored in 8 bits; default: gaussian)",
     )
     parser.add_argument(
         "--blur",
@@ -129,7 +132,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from .._files import check_output_paths
-    from ..evaluation.runner import evaluate_models, format_table
+    from ..evaluation.runner import EvaluationOptions, evaluate_models, format_table
 
     if args.noise not in NOISE_CHOICES:
         raise InputError(
@@ -142,10 +145,7 @@ def run(args: argparse.Namespace) -> int:
         figures=("--plot",),
         in_use=read_paths(args),
     )
-    result = evaluate_models(
-        args.model,
-        args.data,
-        [s / 255.0 for s in _sigmas_255(args.sigmas)],
+    options = EvaluationOptions(
         noise=args.noise,
         blur=parse_blur(args.blur),
         seed=args.seed,
@@ -160,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
         ensemble=args.ensemble,
         device=args.device,
     )
+    sigmas = [s / 255.0 for s in _sigmas_255(args.sigmas)]
+    result = evaluate_models(args.model, args.data, sigmas, options)
     protocol = result["protocol"]
     blur = f", blur {protocol['blur']:g} px" if protocol["blur"] else ""
     print(

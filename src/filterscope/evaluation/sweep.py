@@ -38,7 +38,7 @@ from ..errors import InputError
 from ..io import list_images, read_image, to_tensor
 from ..metrics import psnr, ssim
 from ..models.base import Denoised, Denoiser, module_device
-from ..noise import NOISE_KINDS, add_noise
+from ..noise import NOISE_MODELS, add_noise
 
 ImageList = Sequence[tuple[str, torch.Tensor]]
 DenoiserLike = Callable[..., torch.Tensor]
@@ -228,8 +228,13 @@ def evaluate(
     sigmas : sequence of float
         Noise standard deviations on the image scale (``25 / 255`` for σ = 25 on the
         0–255 scale); values above 1 are refused as a sign of the 0–255 scale.
-    noise : {"gaussian", "uniform"}, keyword-only
-        Noise distribution (uniform noise of the same standard deviation).
+    noise : {"gaussian", "uniform", "correlated", "poisson-gaussian", "camera"}, keyword-only
+        Noise model (:func:`filterscope.noise.apply_noise`): uniform noise of the same
+        standard deviation; "correlated", Gaussian noise of marginal std σ blurred by a
+        small kernel; "poisson-gaussian" and "camera", signal-dependent noise whose
+        shot-noise variance at intensity 1 is σ² (a nominal level; "camera" goes
+        through a camera pipeline and is clipped and stored in 8 bits, possibly JPEG).
+        The models' other parameters are drawn from each image's seed.
     blur : float, keyword-only
         Standard deviation in pixels of a Gaussian blur applied to the clean image
         before the noise is added (:func:`filterscope.blur.gaussian_blur`); 0 (the
@@ -320,8 +325,8 @@ def _check_arguments(
     batch_size: int,
 ) -> tuple[list[float], float]:
     """:func:`evaluate`'s checks of its arguments; the checked σ list and blur width."""
-    if noise not in NOISE_KINDS:
-        raise ValueError(f"unknown noise kind {noise!r}; choose from {sorted(NOISE_KINDS)}")
+    if noise not in NOISE_MODELS:
+        raise ValueError(f"unknown noise kind {noise!r}; choose from {', '.join(NOISE_MODELS)}")
     if not denoisers:
         raise ValueError("no denoisers to evaluate")
     if batch_size < 1:
@@ -451,7 +456,7 @@ def _protocol(
         "noise_seed": "numpy SeedSequence([seed, image index, round(1000 * sigma_255)])",
         "num_images": len(images),
         "images": [name for name, _ in images],
-        "noisy_input_clipped": False,
+        "noisy_input_clipped": noise == "camera",
         "metrics": (
             "PSNR/SSIM of the estimate clipped to [0, 1], data range 1; SSIM 7x7 uniform "
             "window (scikit-image defaults); psnr_in/ssim_in on the noisy image clipped to "
