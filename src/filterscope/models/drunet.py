@@ -8,7 +8,10 @@ from torch import nn
 
 from ..noise import MIN_ESTIMATE_SIDE, estimate_noise_level
 from .base import CNNDenoiser
+from .noise_map import NoiseMapEstimator, noise_level_map
 from .registry import register_model
+
+__all__ = ["DRUNet", "ResidualBlock", "noise_level_map"]
 
 
 class ResidualBlock(nn.Module):
@@ -26,29 +29,6 @@ class ResidualBlock(nn.Module):
 
 def _blocks(channels: int, count: int, *, bias: bool) -> nn.Sequential:
     return nn.Sequential(*(ResidualBlock(channels, bias=bias) for _ in range(count)))
-
-
-def noise_level_map(
-    y: torch.Tensor, sigma: float | torch.Tensor | None, *, check: bool = True
-) -> torch.Tensor:
-    """A ``(B, 1, H, W)`` map holding each image's σ (image scale); zeros when unknown.
-
-    ``sigma`` is None (blind), a float, or a ``(B,)`` tensor. A σ of 0 is the blind
-    mode too: the network was trained to estimate the noise itself there. ``check``
-    refuses negative or non-finite σ; reading that answer from a GPU makes the host
-    wait, so training (whose σ the sampler draws) skips it.
-    """
-    batch, _, height, width = y.shape
-    if sigma is None:
-        return y.new_zeros(batch, 1, height, width)
-    level = torch.as_tensor(sigma, dtype=y.dtype, device=y.device).reshape(-1)
-    if level.numel() not in (1, batch):
-        raise ValueError(
-            f"sigma must be a float or hold one value per image ({batch}), got {level.numel()}"
-        )
-    if check and (bool((level < 0).any()) or not bool(torch.isfinite(level).all())):
-        raise ValueError(f"sigma must be finite and non-negative, got {level.tolist()}")
-    return level.view(-1, 1, 1, 1).expand(batch, 1, height, width)
 
 
 @register_model("drunet")
@@ -85,6 +65,18 @@ class DRUNet(CNNDenoiser):
         mode). The estimator is positively homogeneous, so the
         network stays bias-free (``f(a y) = a f(y)``) either way. Does not affect
         training, which always passes σ.
+    noise_map_channels : int, keyword-only
+        Channels of the noise-level input: 1 (one σ per pixel, the default and what
+        every earlier model card means) or ``in_channels`` (one per pixel and channel).
+        σ may be passed as a float, one per image ``(B,)``, or a ``(B, 1, H, W)`` or
+        ``(B, C, H, W)`` map either way (see :func:`.noise_map.noise_level_map`).
+    noise_estimator : bool, keyword-only
+        With ``noise_map``: a :class:`.noise_map.NoiseMapEstimator` (bias-free, degree-1
+        homogeneous) estimates a noise map from ``y`` for ``sigma=None``, in place of
+        ``blind_estimate``; trained with the denoiser (recipes with ``noise_map_loss``).
+        The blind path ``f(y) = g(y, σ̂(y))`` stays positively homogeneous.
+    estimator_width : int, keyword-only
+        Hidden channels of that estimator.
 
     Notes
     -----
@@ -95,6 +87,9 @@ class DRUNet(CNNDenoiser):
     differences, not to round-off.
     """
 
+    #: ``forward`` takes σ as a per-pixel map too (trainers pass noise models' std maps).
+    accepts_noise_map = True
+
     def __init__(
         self,
         *,
@@ -104,6 +99,9 @@ class DRUNet(CNNDenoiser):
         blocks: int = 2,
         noise_map: bool = True,
         blind_estimate: bool = False,
+        noise_map_channels: int = 1,
+        noise_estimator: bool = False,
+        estimator_width: int = 16,
     ):
         widths = [int(w) for w in widths]
         super().__init__(
@@ -114,11 +112,27 @@ class DRUNet(CNNDenoiser):
             noise_map=noise_map,
             blind_estimate=bool(blind_estimate),
         )
+        # Options that earlier cards lack are recorded only when they differ from the
+        # default, so those cards (and init_from of them) still match this config.
+        extras = {"noise_map_channels": (noise_map_channels, 1)}
+        extras["noise_estimator"] = (bool(noise_estimator), False)
+        extras["estimator_width"] = (estimator_width, 16)
+        self.config.update({k: v for k, (v, default) in extras.items() if v != default})
+        if noise_map_channels not in (1, in_channels):
+            raise ValueError(
+                f"noise_map_channels must be 1 or in_channels ({in_channels}), "
+                f"got {noise_map_channels}"
+            )
+        if noise_estimator and not noise_map:
+            raise ValueError("noise_estimator needs noise_map = True")
         if len(widths) < 2 or min(widths) < 1:
             raise ValueError(f"widths needs at least two positive entries, got {widths}")
         if blocks < 1:
             raise ValueError(f"blocks must be at least 1, got {blocks}")
-        self.head = nn.Conv2d(in_channels + int(noise_map), widths[0], 3, padding=1, bias=bias)
+        self.noise_map_channels = noise_map_channels if noise_map else 0
+        self.head = nn.Conv2d(
+            in_channels + self.noise_map_channels, widths[0], 3, padding=1, bias=bias
+        )
         self.down_blocks = nn.ModuleList(_blocks(w, blocks, bias=bias) for w in widths[:-1])
         self.downs = nn.ModuleList(
             nn.Conv2d(w, w_next, 2, stride=2, bias=bias)
@@ -132,6 +146,17 @@ class DRUNet(CNNDenoiser):
         self.up_blocks = nn.ModuleList(_blocks(w, blocks, bias=bias) for w in widths[:-1])
         self.tail = nn.Conv2d(widths[0], in_channels, 3, padding=1, bias=False)
         self._initialise()
+        # Built after _initialise, which would rescale its weights as the U-Net's.
+        self.estimator = (
+            NoiseMapEstimator(
+                in_channels=in_channels,
+                out_channels=noise_map_channels,
+                width=estimator_width,
+                bias=bias,
+            )
+            if noise_estimator
+            else None
+        )
 
     def _initialise(self) -> None:
         for module in self.modules():
@@ -152,9 +177,23 @@ class DRUNet(CNNDenoiser):
         """``"true"`` with a noise-level input (σ used when given, blind without it)."""
         return "true" if self.config["noise_map"] else "blind"
 
+    def estimate_noise_map(self, y: torch.Tensor) -> torch.Tensor | None:
+        """The noise map the blind path (``sigma=None``) feeds the network, on the image
+        scale: the estimator's ``(B, noise_map_channels, H, W)`` map; or each image's
+        wavelet σ (``blind_estimate``) as a constant ``(B, 1, H, W)`` map; None for the
+        trained blind mode."""
+        if self.estimator is not None:
+            return self.estimator(y)
+        level = self.image_noise_level(y)
+        return None if level is None else noise_level_map(y, level)
+
     def image_noise_level(self, y: torch.Tensor) -> torch.Tensor | None:
         """Each image's estimated σ, shape ``(B,)``, when ``blind_estimate`` is on; None
-        (the trained blind mode) for images too small to estimate σ from."""
+        (the trained blind mode) for images too small to estimate σ from, and for a
+        model with a noise-map estimator (its map is local: each tile of a tiled run
+        estimates its own, within the receptive radius)."""
+        if self.estimator is not None:
+            return None
         estimates = self.config["noise_map"] and self.config.get("blind_estimate", False)
         if estimates and min(y.shape[-2:]) >= MIN_ESTIMATE_SIDE:
             return estimate_noise_level(y)
@@ -178,21 +217,27 @@ class DRUNet(CNNDenoiser):
         for _ in self.config["widths"][:-1]:
             radius += 2 * 2 * self.config["blocks"] * scale + 2 * scale
             scale *= 2
-        return radius + 2 * self.config["blocks"] * scale + self.multiple - 1
+        radius += 2 * self.config["blocks"] * scale + self.multiple - 1
+        # The estimator's map at a pixel reads its own neighbourhood.
+        return radius + (self.estimator.radius if self.estimator is not None else 0)
 
     def forward(
         self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs
     ) -> torch.Tensor:
         self._check_input(y)
         height, width = y.shape[-2:]
-        pad_h, pad_w = -height % self.multiple, -width % self.multiple
-        padded = F.pad(y, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else y
-        inputs = padded
+        inputs = y
         if self.config["noise_map"]:
             if sigma is None:
-                sigma = self.image_noise_level(y)
-            level = noise_level_map(padded, sigma, check=not self.training)
-            inputs = torch.cat([padded, level], dim=1)
+                sigma = self.estimate_noise_map(y)
+            level = noise_level_map(
+                y, sigma, channels=self.noise_map_channels, check=not self.training
+            )
+            inputs = torch.cat([y, level], dim=1)
+        pad_h, pad_w = -height % self.multiple, -width % self.multiple
+        if pad_h or pad_w:
+            inputs = F.pad(inputs, (0, pad_w, 0, pad_h), mode="replicate")
+        padded = inputs[:, : self.in_channels]
         h = self.head(inputs)
         skips = []
         for blocks, down in zip(self.down_blocks, self.downs, strict=True):

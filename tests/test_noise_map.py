@@ -1,0 +1,201 @@
+"""Noise-level maps and the blind noise-map estimator (issue 33): shapes, joint
+homogeneity with a map, the composed blind path's homogeneity and Euler identity."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from filterscope.errors import InputError
+from filterscope.models import create_model
+from filterscope.models.checkpoints import load_checkpoint, save_model
+from filterscope.models.noise_map import NoiseMapEstimator, noise_level_map
+from filterscope.training.config import config_from_dict
+from filterscope.training.trainer import _build_model, optimizer_step
+
+# float64 throughout: these identities hold to round-off (about 1e-15 relative); the
+# tolerance leaves three orders of magnitude for ReLU-heavy sums.
+TOL = 1e-11
+
+
+def _tiny(in_channels: int = 3, **options) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = create_model("drunet", in_channels=in_channels, widths=[4, 8, 8], blocks=1, **options)
+    return model.double().eval()
+
+
+def _image(channels: int = 3, seed: int = 1) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    clean = torch.rand(2, channels, 37, 31, generator=generator, dtype=torch.float64)
+    return clean + 0.1 * torch.randn(clean.shape, generator=generator, dtype=torch.float64)
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(((a - b).abs().max() / b.abs().max()).detach())
+
+
+def test_noise_level_map_takes_a_scalar_one_per_image_or_a_map():
+    y = torch.zeros(2, 3, 5, 7)
+    assert torch.equal(noise_level_map(y, 0.1), torch.full((2, 1, 5, 7), 0.1))
+    per_image = noise_level_map(y, torch.tensor([0.1, 0.2]), channels=3)
+    assert per_image.shape == (2, 3, 5, 7) and float(per_image[1].min()) == pytest.approx(0.2)
+    one = torch.rand(2, 1, 5, 7)
+    assert torch.equal(noise_level_map(y, one), one)
+    assert torch.equal(noise_level_map(y, one, channels=3), one.expand(2, 3, 5, 7))
+    per_channel = torch.rand(2, 3, 5, 7)
+    assert torch.equal(noise_level_map(y, per_channel, channels=3), per_channel)
+    rms = noise_level_map(y, per_channel)  # a one-channel input reads the RMS over channels
+    assert torch.allclose(rms, per_channel.square().mean(dim=1, keepdim=True).sqrt())
+
+
+@pytest.mark.parametrize(
+    "sigma",
+    [torch.rand(2, 2, 5, 7), torch.rand(2, 1, 5, 6), torch.rand(3), -torch.rand(2, 1, 5, 7)],
+    ids=["two channels", "wrong size", "three values for two images", "negative map"],
+)
+def test_noise_level_map_refuses_a_map_it_cannot_use(sigma):
+    with pytest.raises(InputError, match="sigma"):
+        noise_level_map(torch.zeros(2, 3, 5, 7), sigma)
+
+
+@pytest.mark.parametrize("map_channels", [1, 3])
+@pytest.mark.parametrize("given_channels", [1, 3])
+def test_drunet_is_jointly_bias_free_in_the_image_and_a_noise_map(map_channels, given_channels):
+    model = _tiny(noise_map_channels=map_channels)
+    y = _image()
+    sigma = 0.05 + 0.1 * torch.rand(2, given_channels, 37, 31, dtype=torch.float64)
+    with torch.no_grad():
+        for alpha in (0.3, 2.5):
+            assert _relative(model(alpha * y, alpha * sigma), alpha * model(y, sigma)) < TOL
+        # the map is read: another map gives another output
+        assert _relative(model(y, 2 * sigma), model(y, sigma)) > 1e-4
+
+
+def test_a_constant_map_is_the_same_as_one_sigma_per_image():
+    model = _tiny()
+    y = _image()
+    levels = torch.tensor([0.05, 0.2], dtype=torch.float64)
+    with torch.no_grad():
+        as_map = model(y, levels.view(2, 1, 1, 1).expand(2, 1, 37, 31))
+        assert torch.equal(as_map, model(y, levels))
+
+
+def test_estimator_is_non_negative_and_positively_homogeneous():
+    torch.manual_seed(0)
+    estimator = NoiseMapEstimator(in_channels=3).double()
+    y = _image()
+    with torch.no_grad():
+        level = estimator(y)
+        assert level.shape == (2, 1, 37, 31) and float(level.min()) >= 0
+        for alpha in (0.01, 0.7, 40.0):
+            assert _relative(estimator(alpha * y), alpha * level) < TOL
+
+
+def test_estimator_starts_calibrated_on_white_gaussian_noise():
+    torch.manual_seed(3)
+    estimator = NoiseMapEstimator(in_channels=3)
+    noise = 0.1 * torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert 0.05 < float(estimator(noise).mean()) < 0.2
+
+
+def test_estimator_with_a_bias_is_not_homogeneous():
+    # The case that must fail: one additive constant and sigma(a y) != a sigma(y).
+    torch.manual_seed(0)
+    estimator = NoiseMapEstimator(in_channels=3, bias=True).double()
+    with torch.no_grad():
+        for conv in estimator.features:
+            if isinstance(conv, torch.nn.Conv2d):
+                conv.bias.fill_(0.05)
+        y = _image()
+        assert _relative(estimator(3.0 * y), 3.0 * estimator(y)) > 1e-3
+
+
+def _blind_path(model: torch.nn.Module):
+    return lambda y: model(y)
+
+
+def test_blind_path_with_the_estimator_is_homogeneous_and_satisfies_euler():
+    model = _tiny(noise_estimator=True)
+    y = _image()
+    f = _blind_path(model)
+    with torch.no_grad():
+        out = f(y)
+        for alpha in (0.2, 5.0):
+            assert _relative(f(alpha * y), alpha * out) < TOL
+    # Euler's identity for a degree-1 homogeneous function: J(y) y = f(y).
+    _, jacobian_times_y = torch.func.jvp(f, (y,), (y,))
+    assert _relative(jacobian_times_y, out) < 1e-9
+
+
+def test_blind_path_with_a_biased_estimator_breaks_euler():
+    model = _tiny(noise_estimator=True)
+    with torch.no_grad():
+        model.estimator = NoiseMapEstimator(in_channels=3, bias=True).double()
+        for conv in model.estimator.features:
+            if isinstance(conv, torch.nn.Conv2d):
+                conv.bias.fill_(0.05)
+    y = _image()
+    out = model(y)
+    _, jacobian_times_y = torch.func.jvp(_blind_path(model), (y,), (y,))
+    assert _relative(jacobian_times_y, out) > 1e-4
+
+
+def test_the_blind_path_uses_the_estimated_map():
+    model = _tiny(noise_estimator=True)
+    y = _image()
+    with torch.no_grad():
+        assert torch.equal(model(y), model(y, model.estimate_noise_map(y)))
+        assert model.image_noise_level(y) is None  # tiles estimate their own maps
+        assert model.receptive_radius == _tiny().receptive_radius + model.estimator.radius
+
+
+def test_estimator_and_map_channels_survive_a_save_and_load(tmp_path):
+    model = _tiny(noise_estimator=True, noise_map_channels=3).float()
+    path = save_model(model, tmp_path / "m.safetensors")
+    loaded = load_checkpoint(path)
+    assert loaded.config["noise_estimator"] is True and loaded.estimator is not None
+    y = _image().float()
+    with torch.no_grad():
+        assert torch.equal(loaded(y), model(y))
+
+
+def test_old_configs_keep_the_trained_blind_mode_and_one_map_channel():
+    model = _tiny()
+    assert "noise_estimator" not in model.config and "noise_map_channels" not in model.config
+    assert model.estimator is None and model.head.in_channels == 3 + 1
+
+
+def test_init_from_a_model_without_estimator_adds_one(tmp_path):
+    source = _tiny().float()
+    path = save_model(source, tmp_path / "plain.safetensors")
+    options = {"widths": [4, 8, 8], "blocks": 1, "noise_map": True, "noise_estimator": True}
+    config = config_from_dict(
+        {"arch": "drunet", "in_channels": 3, "arch_options": options, "init_from": str(path)}
+    )
+    model = _build_model(config)
+    assert torch.equal(model.head.weight, source.head.weight) and model.estimator is not None
+    wider = {**options, "widths": [4, 8, 16]}
+    with pytest.raises(Exception, match="init_from"):
+        _build_model(config_from_dict({**config.to_dict(), "arch_options": wider}))
+
+
+def test_a_training_step_trains_the_estimator_through_blind_patches_and_supervision():
+    model = _tiny(noise_estimator=True).float().train()
+    clean = torch.rand(4, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    std = torch.full((4, 1, 1, 1), 0.1)
+    noisy = clean + std * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))
+    before = [p.detach().clone() for p in model.estimator.parameters()]
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    told = torch.full((4,), 0.1)  # every patch told its sigma: the estimator learns only
+    optimizer_step(model, optimizer, noisy, clean, sigma=told, noise_std=std)  # if supervised
+    assert all(torch.equal(a, b) for a, b in zip(before, model.estimator.parameters(), strict=True))
+    optimizer_step(model, optimizer, noisy, clean, sigma=told, noise_std=std, noise_map_loss=1.0)
+    assert not all(
+        torch.equal(a, b) for a, b in zip(before, model.estimator.parameters(), strict=True)
+    )
+    before = [p.detach().clone() for p in model.estimator.parameters()]
+    optimizer_step(model, optimizer, noisy, clean, sigma=torch.zeros(4))  # blind patches
+    assert not all(
+        torch.equal(a, b) for a, b in zip(before, model.estimator.parameters(), strict=True)
+    )
