@@ -396,7 +396,7 @@ def linear_to_srgb(z: torch.Tensor) -> torch.Tensor:
     """A camera-like tone curve: gamma 1/2.2 compression, then the smoothstep S-curve
     ``3u² − 2u³`` (Brooks et al. 2019); ``z`` is clipped to [0, 1] first."""
     u = z.clamp(1e-8, 1.0) ** (1.0 / 2.2)
-    return 3.0 * u**2 - 2.0 * u**3
+    return u * u * (3.0 - 2.0 * u)
 
 
 def random_rgb_to_camera(
@@ -574,9 +574,8 @@ def camera_noise(
     # (the three channels' demosaicked noise comes from disjoint sites: independent).
     site_variance = shot * mosaic.clamp(min=0) + read
     raw_variance = _demosaicked_variance(site_variance, masks) * gains[:, :, None, None] ** 2
-    jacobian = camera_to_rgb[:, :, :, None, None].expand(batch, 3, 3, height, width)
-    linear_std = torch.einsum("bijhw,bjhw->bihw", jacobian.square(), raw_variance).sqrt()
-    clean_linear = _process(raw, camera, camera_to_rgb)
+    linear_std = torch.einsum("bij,bjhw->bihw", camera_to_rgb.square(), raw_variance).sqrt()
+    clean_linear = linear  # _process(raw) undoes the unprocessing exactly
     # Effective slope of the tone curve over ±1 std of the linear noise, per channel.
     output_std = 0.5 * (
         linear_to_srgb(clean_linear + linear_std) - linear_to_srgb(clean_linear - linear_std)
