@@ -1,0 +1,70 @@
+"""The core of benchmarks/real_noise.py on two tiny synthetic pairs (no ../shared)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+real_noise = pytest.importorskip("real_noise")
+
+from filterscope.errors import FilterscopeError  # noqa: E402
+
+
+def _pairs() -> list:
+    generator = torch.Generator().manual_seed(3)
+    pairs = []
+    for index in range(2):
+        ramp = torch.linspace(0.2, 0.8, 37).reshape(1, 1, 1, 37).expand(1, 3, 31, 37)
+        clean = (ramp + 0.05 * index).contiguous()
+        noisy = clean + 12 / 255 * torch.randn(clean.shape, generator=generator)
+        pairs.append(real_noise.Pair(f"pair{index}", noisy, clean))
+    return pairs
+
+
+def test_table_has_every_method_on_the_right_crops():
+    config = real_noise.Config(
+        models=["default"],
+        grid=[4.0, 12.0],
+        search_images=1,
+        methods=("noisy", "blind", "oracle", "nlm"),
+    )
+    cache = real_noise.Cache(None)
+    result = real_noise.benchmark(_pairs(), config, cache)
+    methods = [row["method"] for row in result["rows"]]
+    assert methods[0] == "noisy" and methods[1] == "default (blind)"
+    oracle = [m for m in methods if "oracle" in m]
+    assert len(oracle) == 1 and ("σ=4 " in oracle[0] or "σ=12 " in oracle[0])
+    assert any(m.startswith("nlm") for m in methods)
+    assert not any(m.startswith("cbm3d") for m in methods)  # not asked for, not computed
+    for row in result["rows"]:
+        assert row["crops"] == 2, row
+        assert 10 < row["psnr"] < 60 and 0 < row["ssim"] <= 1
+    noisy = result["rows"][0]
+    assert noisy["gain"] == 0
+    # The oracle is the best of the grid on the search crop: its gain is at least the
+    # other grid value's there, and denoising at σ=12 of σ=12 noise gains several dB.
+    search = result["oracle_search"]["model"]
+    assert search["crops"] == 1 and set(search["psnr"]) == {"4", "12"}
+    assert max(search["psnr"].values()) > noisy["psnr"]
+    # Paired table: same methods, on the 2 crops they all have.
+    assert result["paired"]["crops"] == 2
+    assert [r["method"] for r in result["paired"]["rows"]] == methods
+    # Cached: a second run computes nothing and gives the same table.
+    again = real_noise.benchmark(_pairs(), config, cache)
+    assert again["rows"] == result["rows"]
+
+
+def test_an_unknown_model_is_refused():
+    config = real_noise.Config(models=["no-such-model"], methods=("noisy",))
+    with pytest.raises(FilterscopeError):
+        real_noise.benchmark(_pairs(), config, real_noise.Cache(None))
+
+
+def test_spread_picks_evenly_and_all_when_asked_for_more():
+    items = list(range(55))
+    assert real_noise.spread(items, 5) == [0, 11, 22, 33, 44]
+    assert real_noise.spread(items, 60) == items
