@@ -19,6 +19,7 @@ with warnings.catch_warnings():  # newer Starlette asks for httpx2; httpx still 
 from filterscope.analysis import adaptive_filters, first_order_decomposition, patch_spectrum
 from filterscope.explore import Explorer, load_model
 from filterscope.explore.server import create_app
+from filterscope.explore.session import decode_filter
 from filterscope.noise import add_noise
 from filterscope.ntk.denoiser import filter_basis
 
@@ -84,11 +85,15 @@ def test_filter_equals_library_call(client, models, sigma):
     answer = client.get("/api/filter", params=params).json()
     (expected,) = adaptive_filters(models[0].denoiser, noisy(sigma or SIGMA), [(x, y)])
     t, b, left, right = expected.row.box
-    assert answer["origin"] == [left, t]
-    assert answer["size"] == [right - left, b - t]
+    assert answer["window_share"] >= 0.99 and answer["window_radius"] == answer["window_99"]
     assert answer["pixel"] == [x, y] and answer["model"] == "bf-dncnn-gray"
     assert answer["sigma"] == pytest.approx(sigma or SIGMA)
-    np.testing.assert_allclose(np.array(answer["filter"]), expected.row.weights[0], atol=1e-5)
+    # The 99% window, or the whole receptive field when asked with radius.
+    params["radius"] = 100
+    answer = client.get("/api/filter", params=params).json()
+    assert answer["origin"] == [left, t]
+    assert answer["size"] == [right - left, b - t]
+    np.testing.assert_allclose(decode_filter(answer), expected.row.weights[0], atol=1e-5)
     assert answer["sum"] == pytest.approx(expected.sum, abs=1e-5)
     assert answer["extent_99"] == expected.extent_99
 
@@ -99,9 +104,12 @@ def test_warm_up_fills_the_cache_at_start(explorer):
     centre = ("bf-dncnn-gray", WIDTH // 2, HEIGHT // 2)
     with TestClient(create_app(explorer)):
         deadline = time.monotonic() + 120
-        while explorer.filter(*centre, compute=False) is None and time.monotonic() < deadline:
+        while (
+            explorer.filter(*centre, precision="fast", compute=False) is None
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
-    assert explorer.filter(*centre, compute=False) is not None
+    assert explorer.filter(*centre, precision="fast", compute=False) is not None
 
 
 def test_filter_cached_and_pixel_order_is_column_row(client, explorer):
@@ -111,17 +119,19 @@ def test_filter_cached_and_pixel_order_is_column_row(client, explorer):
     again = client.get("/api/filter", params={"model": "dncnn-gray", "x": 30, "y": 2}).json()
     assert again == first
     other = client.get("/api/filter", params={"model": "dncnn-gray", "x": 2, "y": 30}).json()
-    assert other["filter"] != first["filter"]
+    assert not np.array_equal(decode_filter(other), decode_filter(first))
 
 
 def test_nonlocal_filter_is_a_row_of_the_ntk_filter(client):
     x, y = 20, 10
     answer = client.get("/api/filter", params={"model": "ntk", "x": x, "y": y}).json()
     basis = filter_basis(noisy()[0], method="ntk", sigma=SIGMA / 255.0, columns=None, seed=SEED)
-    row = basis.rows([(x, y)])[0]
+    t = client.get("/api/output", params={"model": "ntk"}).json()["t"]
+    row = basis.rows([(x, y)], t=t)[0]  # the twicing operator that made the image
+    assert answer["t"] == pytest.approx(t)
     x0, y0 = answer["origin"]
     w, h = answer["size"]
-    np.testing.assert_allclose(np.array(answer["filter"]), row[y0 : y0 + h, x0 : x0 + w], atol=1e-5)
+    np.testing.assert_allclose(decode_filter(answer), row[y0 : y0 + h, x0 : x0 + w], atol=1e-5)
     assert answer["sum"] == pytest.approx(float(row.sum()), abs=1e-5)
 
 
@@ -267,8 +277,9 @@ def test_colour_filter_per_output_channel():
         answer = client.get("/api/filter", params=params).json()
         noisy3 = add_noise(clean.double(), SIGMA / 255.0, generator=SEED)
         (expected,) = adaptive_filters(model.denoiser, noisy3, [(4, 9)], channel=2)
-        assert np.array(answer["filter"]).shape == tuple(expected.row.weights.shape)
-        np.testing.assert_allclose(np.array(answer["filter"]), expected.row.weights, atol=1e-5)
+        answer = client.get("/api/filter", params={**params, "radius": 50}).json()
+        assert decode_filter(answer).shape == tuple(expected.row.weights.shape)
+        np.testing.assert_allclose(decode_filter(answer), expected.row.weights, atol=1e-5)
         assert client.get("/api/image/residual", params={"model": "bf-dncnn-color"}).is_success
 
 
@@ -279,7 +290,7 @@ def test_device_runs_the_networks_there_and_gives_the_same_answers(models, explo
 
     on_cpu = Explorer(clean_image(), models, sigma=SIGMA / 255.0, seed=SEED, device="cpu")
     a, b = explorer.filter("bf-dncnn-gray", 5, 7), on_cpu.filter("bf-dncnn-gray", 5, 7)
-    assert a["filter"] == b["filter"] and a["sum"] == b["sum"]
+    assert np.array_equal(a["filter"], b["filter"]) and a["sum"] == b["sum"]
     for explorer_ in (explorer, on_cpu):
         assert explorer_.decomposition("dncnn-gray")["linear"].device.type == "cpu"
     spectrum = on_cpu.spectrum("bf-dncnn-gray", 5, 7, patch=8)
@@ -289,3 +300,93 @@ def test_device_runs_the_networks_there_and_gives_the_same_answers(models, explo
     )
     with pytest.raises(InputError, match="nonsense"):
         Explorer(clean_image(), models, sigma=SIGMA / 255.0, device="nonsense")
+
+
+# ----------------------------------------------------------------------------- issue 32
+
+
+@pytest.mark.parametrize("text", ["５", "٣", "1_0", " 3", "3.0", "0x3"])
+def test_pixel_parameters_take_ascii_digits_only(client, text):
+    response = client.get("/api/filter", params={"model": "bf-dncnn-gray", "x": text, "y": 1})
+    assert response.status_code == 400 and "integer" in response.json()["error"]
+
+
+def test_a_model_with_a_long_path_is_explorable_by_its_id(tmp_path):
+    import filterscope
+
+    folder = tmp_path / ("a-rather-long-project-folder-name-" * 3)
+    folder.mkdir()
+    path = folder / "checkpoint.safetensors"
+    net = filterscope.create_model("dncnn", bias=False, num_layers=4, hidden=8).eval()
+    filterscope.save_model(net, path, card={"training": {"sigma_range_255": [0, 55]}})
+    assert len(str(path)) > 64
+    explorer = Explorer(clean_image(), [load_model(str(path), 1)], sigma=SIGMA / 255.0, seed=SEED)
+    with TestClient(create_app(explorer, warm_up=False)) as client:
+        (listed,) = client.get("/api/models").json()["models"]
+        assert listed["name"] == str(path) and len(listed["id"]) <= 8
+        for name in (listed["id"], listed["name"]):  # every name the server lists
+            answer = client.get("/api/filter", params={"model": name, "x": 3, "y": 4})
+            assert answer.status_code == 200, answer.text
+            assert client.get("/api/output", params={"model": name}).status_code == 200
+        refused = client.get("/api/filter", params={"model": "x" * 5_000, "x": 3, "y": 4})
+        assert refused.status_code == 400
+
+
+def test_card_output_is_the_denoised_pixel_for_the_default_model():
+    """The shipped default (blind noise estimate): the exact row equals autograd on the
+    whole image and the card's output is the denoised image's pixel."""
+    import copy
+
+    model = load_model("bf-drunet-gray", 1)
+    explorer = Explorer(clean_image(), [model], sigma=SIGMA / 255.0, seed=SEED)
+    noisy_ = explorer.noisy(explorer.sigma)
+    net = copy.deepcopy(model.denoiser).double().eval()
+    probe = noisy_.clone().requires_grad_(True)
+    out = net(probe)
+    x_hat = explorer.output(model.name)["x_hat"]
+    for x, y in [(0, 0), (36, 30), (18, 15)]:
+        answer = explorer.filter(model.name, x, y, radius=100)
+        (grad,) = torch.autograd.grad(out[0, 0, y, x], probe, retain_graph=True)
+        shown = torch.zeros(HEIGHT, WIDTH, dtype=torch.float64)
+        x0, y0 = answer["origin"]
+        w, h = answer["size"]
+        shown[y0 : y0 + h, x0 : x0 + w] = torch.as_tensor(answer["filter"], dtype=torch.float64)
+        for fx, fy, _, weight in answer["far"]:
+            shown[fy, fx] += weight
+        assert float((shown - grad[0, 0]).abs().max()) <= 1e-5
+        assert answer["output_value"] == pytest.approx(float(x_hat[0, 0, y, x]), abs=1e-5)
+        fast = explorer.filter(model.name, x, y, precision="fast")
+        assert fast["output_value"] == pytest.approx(answer["output_value"], abs=1e-5)
+
+
+def test_a_newer_pixel_stops_the_older_filter(explorer):
+    """Cooperative cancellation: a filter whose should_stop turns True ends with
+    Cancelled and caches nothing; the server answers such a request 409."""
+    from filterscope.analysis.jacobian import Cancelled
+
+    with pytest.raises(Cancelled):
+        explorer.filter("bf-dncnn-gray", 9, 9, should_stop=lambda: True)
+    assert explorer.filter("bf-dncnn-gray", 9, 9, compute=False) is None
+    assert explorer.filter("bf-dncnn-gray", 9, 9)["pixel"] == [9, 9]
+
+
+def test_filter_cache_is_bounded_in_bytes(models):
+    from filterscope.explore import session
+
+    explorer = Explorer(clean_image(), models[:1], sigma=SIGMA / 255.0, seed=SEED)
+    explorer.caches["filter"].budget = 3 * 41 * 41 * 4 + 3 * 4096  # about three filters
+    for x in range(8):
+        explorer.filter("bf-dncnn-gray", x, 20)
+    cache = explorer.caches["filter"]
+    assert 1 <= len(cache) < 8 and cache.nbytes <= cache.budget
+    assert session.FILTER_BUDGET_BYTES == 256 << 20
+
+
+def test_filter_window_holds_99_percent_and_widens(client):
+    params = {"model": "bf-dncnn-gray", "x": 18, "y": 15}
+    fitted = client.get("/api/filter", params=params).json()
+    assert fitted["window_share"] >= 0.99 and fitted["window_radius"] == fitted["window_99"]
+    narrower = client.get("/api/filter", params={**params, "radius": fitted["window_99"] - 1})
+    assert narrower.json()["window_share"] < 0.99 or fitted["window_99"] == 3
+    wide = client.get("/api/filter", params={**params, "radius": 2 * fitted["window_99"]}).json()
+    assert wide["size"][0] >= fitted["size"][0] and wide["sum"] == fitted["sum"]

@@ -55,11 +55,19 @@ def test_nlm_twicing_filter_is_a_row_of_the_nlm_filter():
     basis = filter_basis(
         noisy[0], method="nlm", sigma=SIGMA / 255.0, columns=None, seed=SEED, kernel_size=7
     )
-    row = basis.rows([(x, y)])[0]
+    # The row of the twicing operator H_t = I - (I - W)^t at the step that made the image.
+    output = explorer.output("nlm-twicing")
+    t = output["info"]["t"]
+    assert answer["t"] == pytest.approx(t)
+    row = basis.rows([(x, y)], t=t)[0]
     x0, y0 = answer["origin"]
     w, h = answer["size"]
     np.testing.assert_allclose(np.array(answer["filter"]), row[y0 : y0 + h, x0 : x0 + w], atol=1e-5)
     assert answer["sum"] == pytest.approx(float(row.sum()), abs=1e-5)
+    # The card's output is the denoised image's pixel; the plain W row would not give it.
+    assert answer["output_value"] == pytest.approx(float(output["x_hat"][0, 0, y, x]), abs=1e-9)
+    plain = basis.rows([(x, y)])[0]
+    assert abs(float((plain * noisy[0, 0]).sum()) - answer["output_value"]) > 1e-6
 
 
 def test_a_users_module_by_object_path(tmp_path, monkeypatch):

@@ -11,8 +11,12 @@ Computations run on one background worker thread, so the event loop keeps answer
 API (σ on the 0–255 scale, pixels ``x`` = column, ``y`` = row)::
 
     GET  /api/state                                 image size, σ, whether σ can change
-    GET  /api/models                                the models, in command-line order
-    GET  /api/filter?model=&x=&y=[&sigma=&channel=] the filter at a pixel
+    GET  /api/models                                the models, in command-line order,
+                                                    each with a short id that every
+                                                    ``model=`` parameter accepts
+    GET  /api/filter?model=&x=&y=[&sigma=&channel=&precision=&radius=&lane=]
+                                                    the filter at a pixel (weights as
+                                                    base64 float32, see encode_filter)
     GET  /api/output?model=[&sigma=]                PSNR, timing of the denoised image
     GET  /api/decomposition?model=[&sigma=]         norms of A_y y and b_y
     GET  /api/spectrum?model=&x=&y=[&sigma=&patch=] SVD of the Jacobian of a patch
@@ -30,6 +34,7 @@ import heapq
 import itertools
 import math
 import os
+import re
 import tempfile
 import threading
 from concurrent.futures import Future
@@ -44,8 +49,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..analysis.jacobian import Cancelled
 from ..errors import FilterscopeError
-from .session import PATCH_RANGE, Explorer
+from .session import FILTER_PRECISIONS, PATCH_RANGE, Explorer, encode_filter
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -95,10 +101,10 @@ def _int(request: Request, name: str, *, default: int | None = None) -> int:
     text = _param(request, name, required=default is None)
     if text is None:
         return default  # type: ignore[return-value]
-    try:
-        return int(text)
-    except ValueError:
-        raise BadRequest(f"parameter {name} must be an integer, got {text!r}") from None
+    # ASCII digits only: int() also takes "５", "٣" and "1_0".
+    if not re.fullmatch(r"-?[0-9]+", text):
+        raise BadRequest(f"parameter {name} must be an integer, got {text!r}")
+    return int(text)
 
 
 def _sigma(request: Request) -> float | None:
@@ -144,6 +150,12 @@ class Worker:
                 future.set_result(function(*args, **kwargs))
             except Exception as exc:  # handed to the request that asked
                 future.set_exception(exc)
+
+    def urgent_waiting(self) -> bool:
+        """True when a job of the most urgent priority waits (lower-priority work that can
+        stop, such as the warm-up, gives way to it)."""
+        with self._ready:
+            return any(job[0] == URGENT for job in self._queue)
 
     async def run(self, function, *args, priority: int = 0, **kwargs):
         future: Future = Future()
@@ -324,25 +336,83 @@ class _Api:
     async def state(self, request: Request) -> Response:
         return JSONResponse(self.explorer.state())
 
+    def __post_init__(self):
+        # Short ids for requests: a checkpoint's path can be longer than a parameter may be.
+        self.ids = {f"m{k}": name for k, name in enumerate(self.explorer.models)}
+        # The latest filter request per model: an older one still computing stops.
+        self.latest: dict[tuple, int] = {}
+        self.requests = itertools.count(1)
+
+    def model_name(self, request: Request, *, required: bool = True) -> str | None:
+        """The ``model`` parameter: a model's id (``m0``...) or any name it lists."""
+        value = request.query_params.get("model")
+        if value is None or value == "":
+            if required:
+                raise BadRequest("missing parameter model")
+            return None
+        if value in self.ids:
+            return self.ids[value]
+        if value in self.explorer.models:
+            return value
+        if len(value) > MAX_PARAM_CHARS:
+            raise BadRequest("parameter model is too long (and not a listed model)")
+        return value  # the explorer names the listed models in its error
+
     async def models(self, request: Request) -> Response:
-        return JSONResponse({"models": [m.to_dict() for m in self.explorer.models.values()]})
+        listed = []
+        for model_id, name in self.ids.items():
+            listed.append({"id": model_id, **self.explorer.models[name].to_dict()})
+        return JSONResponse({"models": listed})
 
     async def filter_(self, request: Request) -> Response:
-        found = await _cached_or_computed(
-            self.worker,
-            URGENT,
-            self.explorer.filter,
-            _param(request, "model"),
-            _int(request, "x"),
-            _int(request, "y"),
-            _sigma(request),
-            channel=_int(request, "channel", default=0),
-        )
-        return JSONResponse(found)
+        name = self.model_name(request)
+        x, y = _int(request, "x"), _int(request, "y")
+        sigma = _sigma(request)
+        channel = _int(request, "channel", default=0)
+        radius = _int(request, "radius", default=-1)
+        radius = None if radius == -1 else radius
+        precision = _param(request, "precision", required=False) or "exact"
+        if precision not in FILTER_PRECISIONS:
+            raise BadRequest(f"parameter precision must be one of {', '.join(FILTER_PRECISIONS)}")
+        options = {"channel": channel, "precision": precision, "radius": radius}
+        found = self.explorer.filter(name, x, y, sigma, compute=False, **options)
+        if found is None:
+            # Requests of one lane (the page's cards, its sigma row...) for one model and
+            # sigma supersede each other: a newer pixel stops the older computation.
+            lane = (name, sigma, _param(request, "lane", required=False) or "main")
+            number = next(self.requests)
+            self.latest[lane] = number
+            gone = threading.Event()
+
+            def should_stop() -> bool:  # a newer pixel in this lane, or the client left
+                return self.latest.get(lane) != number or gone.is_set()
+
+            job = asyncio.ensure_future(
+                self.worker.run(
+                    self.explorer.filter,
+                    name,
+                    x,
+                    y,
+                    sigma,
+                    priority=URGENT,
+                    should_stop=should_stop,
+                    **options,
+                )
+            )
+            while not job.done():
+                await asyncio.wait({job}, timeout=0.1)
+                if not job.done() and await _disconnected(request):
+                    gone.set()
+            try:
+                found = job.result()
+            except Cancelled:
+                message = "superseded by a newer request" if not gone.is_set() else "abandoned"
+                raise BadRequest(f"this filter was not computed: {message}", status=409) from None
+        return JSONResponse(encode_filter(found))
 
     async def output(self, request: Request) -> Response:
         found = await _cached_or_computed(
-            self.worker, IMAGES, self.explorer.output, _param(request, "model"), _sigma(request)
+            self.worker, IMAGES, self.explorer.output, self.model_name(request), _sigma(request)
         )
         return JSONResponse(found["info"])
 
@@ -351,7 +421,7 @@ class _Api:
             self.worker,
             SLOW,
             self.explorer.decomposition,
-            _param(request, "model"),
+            self.model_name(request),
             _sigma(request),
         )
         return JSONResponse(found["info"])
@@ -361,7 +431,7 @@ class _Api:
             self.worker,
             SLOW,
             self.explorer.spectrum,
-            _param(request, "model"),
+            self.model_name(request),
             _int(request, "x"),
             _int(request, "y"),
             _sigma(request),
@@ -371,7 +441,7 @@ class _Api:
 
     async def eigen(self, request: Request) -> Response:
         found = await _cached_or_computed(
-            self.worker, SLOW, self.explorer.eigenimages, _param(request, "model"), _sigma(request)
+            self.worker, SLOW, self.explorer.eigenimages, self.model_name(request), _sigma(request)
         )
         return JSONResponse(found["info"])
 
@@ -381,7 +451,7 @@ class _Api:
             IMAGES,
             self.explorer.picture,
             request.path_params["kind"],
-            _param(request, "model", required=False),
+            self.model_name(request, required=False),
             _sigma(request),
             index=_int(request, "index", default=0),
         )
@@ -408,8 +478,12 @@ class _Api:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette):
-        if self.warm_up:  # on the worker, behind anything the page asks for first
-            warming = asyncio.ensure_future(self.worker.run(self.explorer.warm_up, priority=SLOW))
+        if self.warm_up:  # on the worker, giving way to any filter the page asks for
+            warming = asyncio.ensure_future(
+                self.worker.run(
+                    self.explorer.warm_up, should_stop=self.worker.urgent_waiting, priority=SLOW
+                )
+            )
             # A failure shows again, as a 4xx, when the page asks for that filter itself.
             warming.add_done_callback(lambda done: done.cancelled() or done.exception())
         yield
@@ -430,6 +504,14 @@ def _routes(api: _Api) -> list[Route]:
         Route("/api/upload", api.upload, methods=["POST"]),
     ]
     return routes
+
+
+async def _disconnected(request: Request) -> bool:
+    """Whether the client has gone (closed the connection or aborted the request)."""
+    try:
+        return await asyncio.wait_for(request.is_disconnected(), timeout=0.01)
+    except (asyncio.TimeoutError, RuntimeError):
+        return False
 
 
 async def _bad_request(request: Request, exc: Exception) -> Response:

@@ -41,9 +41,19 @@ FULL_MATRIX_PIXELS = 40 * 40
 #: Largest noise level (0–255 scale) the σ slider may ask for.
 MAX_SIGMA_255 = 255.0
 
-#: Cache sizes per kind of result (entries): together a few hundred MiB at 512×512.
+#: Filters kept, in bytes of their weights (a DRUNet filter's crop is ~0.2 MB in float32).
+FILTER_BUDGET_BYTES = 256 << 20
+#: Share of a filter's absolute weight the window it is first shown on holds.
+WINDOW_SHARE = 0.99
+#: Smallest half-width (pixels) of that window.
+MIN_WINDOW_RADIUS = 3
+#: Precisions a filter can be asked in: ``fast`` (float32, what the page shows first)
+#: and ``exact`` (float64, the reference the tests hold to autograd; 5-9x slower on CPU).
+FILTER_PRECISIONS = {"fast": torch.float32, "exact": torch.float64}
+
+#: Cache sizes per kind of result (entries; the filters by bytes, see above).
 CACHE_SIZES = {
-    "filter": 4096,
+    "rows": 4,
     "noisy": 8,
     "output": 16,
     "basis": 2,
@@ -80,6 +90,31 @@ class LRUCache:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class ByteLRUCache(LRUCache):
+    """An :class:`LRUCache` bounded by the bytes of its values (``value["nbytes"]``)."""
+
+    def __init__(self, budget: int):
+        super().__init__(size=0)
+        self.budget = budget
+        self.nbytes = 0
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.nbytes -= old["nbytes"]
+            self._items[key] = value
+            self.nbytes += value["nbytes"]
+            while self.nbytes > self.budget and len(self._items) > 1:
+                _, dropped = self._items.popitem(last=False)
+                self.nbytes -= dropped["nbytes"]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.nbytes = 0
 
 
 def png_bytes(image: torch.Tensor | np.ndarray) -> bytes:
@@ -151,6 +186,7 @@ class Explorer:
         self.models = {m.name: m for m in models}
         self.seed = int(seed)
         self.caches = {kind: LRUCache(size) for kind, size in CACHE_SIZES.items()}
+        self.caches["filter"] = ByteLRUCache(FILTER_BUDGET_BYTES)
         self._lock = threading.Lock()
         self.version = 0
         self._set_image(image, sigma)
@@ -364,6 +400,20 @@ class Explorer:
 
     # ------------------------------------------------------------------ filters
 
+    def exact_rows(self, name: str, sigma: float | None, precision: str = "fast"):
+        """The :class:`~filterscope.analysis.jacobian.ExactRows` of a network on the noisy
+        image at ``sigma``: what depends only on the image (the network in the
+        precision's dtype, the noise estimate and its gradient), computed once."""
+        model = self.model(name)
+
+        def make():
+            from ..analysis.jacobian import ExactRows
+
+            noisy = self.noisy(sigma).to(module_device(model.denoiser))
+            return ExactRows(model.denoiser, noisy, dtype=FILTER_PRECISIONS[precision])
+
+        return self._cached("rows", (model.name, sigma, precision), make)
+
     def filter(
         self,
         name: str,
@@ -372,22 +422,41 @@ class Explorer:
         sigma_255: float | None = None,
         *,
         channel: int = 0,
+        precision: str = "exact",
+        radius: int | None = None,
         compute: bool = True,
+        should_stop: Callable[[], bool] | None = None,
     ) -> dict | None:
-        """The filter (row of the Jacobian, or of the non-local filter) at pixel ``(x, y)``.
+        """The filter at pixel ``(x, y)``: the row of the operator that made the image.
 
-        For networks this is :func:`filterscope.analysis.adaptive_filters` (the exact
-        receptive-field crop, float64) of the noisy image at σ; for NTK/NLM the row of
-        the filter ``W`` (:meth:`filterscope.ntk.FilterBasis.rows`), sent on a window
-        around the pixel but summarised (sum, extent) over the whole image.
+        For networks, the exact Jacobian row of the function ``denoise`` runs
+        (:class:`filterscope.analysis.jacobian.ExactRows`: receptive-field crops on the
+        stride grid, plus the blind noise estimate's term wherever it reads the image);
+        for NTK/NLM filters the row of the twicing operator ``H_t = I - (I - W)^t`` at
+        the step ``t`` that made the denoised image (equation 6 of Tachella et al.).
+
+        Parameters
+        ----------
+        precision : {"exact", "fast"}, keyword-only
+            ``exact``: float64, equal to autograd on the whole image; ``fast``: float32
+            (5-9x faster on CPU; a DRUNet row is then within ~2e-4 of the exact one).
+        radius : int or None, keyword-only
+            Half-width (pixels) of the window the weights are returned on; None: the
+            smallest holding 99% of the absolute weight (:data:`WINDOW_SHARE`).
+        should_stop : callable or None, keyword-only
+            Polled between layers; True ends the computation with
+            :class:`~filterscope.analysis.jacobian.Cancelled` (nothing is cached).
 
         Returns
         -------
         dict or None
-            ``filter`` (nested lists, ``[row][col]``; ``[channel][row][col]`` for colour
-            input), ``origin`` ``[x0, y0]`` of its top-left weight in the image,
-            ``size`` ``[w, h]``, ``sum``, ``negative_fraction``, ``extent_rms``,
-            ``extent_99``, ``output_value``, ``pixel``, ``sigma`` (0–255), ``model``.
+            ``filter`` (float32 array ``(h, w)``, ``(C, h, w)`` for colour) on the window
+            ``box``/``origin``/``size``; ``window_radius``, ``window_99``,
+            ``max_radius``, ``window_share`` (its share of ``Σ|w|``), ``far`` (weights
+            outside the network's receptive field, ``[x, y, channel, w]``: the blind
+            noise estimate's term), ``sum``, ``negative_fraction``, ``extent_rms``,
+            ``extent_99``, ``output_value`` (= the denoised image's pixel),
+            ``estimate_weight``, ``t`` (twicing step), ``pixel``, ``sigma``, ``model``.
         """
         model = self.model(name)
         if model.kind == "output":
@@ -395,60 +464,79 @@ class Explorer:
         sigma = self.check_sigma(sigma_255)
         x, y = self.check_pixel(x, y)
         channel = self.check_channel(channel)
+        if precision not in FILTER_PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(FILTER_PRECISIONS)}")
+        if radius is not None and (
+            isinstance(radius, bool) or not isinstance(radius, int) or radius < 0
+        ):
+            raise InputError(f"radius must be a number of pixels >= 0, got {radius!r}")
+        if model.kind == "nonlocal":
+            precision = "exact"  # the NTK/NLM filter is float64 throughout
 
         def make() -> dict:
-            from ..analysis import adaptive_filters, describe_row
             from ..analysis.jacobian import JacobianRow
 
             start, cpu = time.perf_counter(), time.process_time()
-            noisy = self.noisy(sigma)
+            extra: dict[str, Any] = {}
             if model.kind == "jacobian":
-                on_device = noisy.to(module_device(model.denoiser))
-                (found,) = adaptive_filters(model.denoiser, on_device, [(x, y)], channel=channel)
-                out = found.to_dict()
+                rows = self.exact_rows(model.name, sigma, precision)
+                (row,) = rows.rows([(x, y)], channel=channel, should_stop=should_stop)
+                local = rows.box(x, y)
             else:
                 basis = self._basis(model, sigma)
-                row = basis.rows([(x, y)])[0]
+                t = self.output(model.name, sigma_255)["info"]["t"]
+                weights = basis.rows([(x, y)], t=t)[0]
                 _, height, width = self.shape
-                value = float((row * noisy[0, channel]).sum())
-                whole = JacobianRow(
+                noisy = self.noisy(sigma)
+                row = JacobianRow(
                     pixel=(x, y),
                     channel=channel,
-                    weights=row[None],
+                    weights=weights[None],
                     box=(0, height, 0, width),
-                    value=value,
+                    value=float((weights * noisy[0, channel]).sum()),
                 )
-                found = describe_row(whole)
-                out = found.to_dict(weights=False)
-                radius = min(max(found.extent_99, 4), MAX_NONLOCAL_RADIUS)
-                top, bottom = max(y - radius, 0), min(y + radius + 1, height)
-                left, right = max(x - radius, 0), min(x + radius + 1, width)
-                out["filter"] = row[top:bottom, left:right].tolist()
-                out["box"] = {"top": top, "bottom": bottom, "left": left, "right": right}
-                out["window_sum"] = float(row[top:bottom, left:right].sum())
-            box = out["box"]
-            out.update(
+                local = row.box
+                extra["t"] = t
+            entry = filter_entry(row, local)
+            entry["stats"].update(
+                extra,
                 model=model.name,
                 kind=model.kind,
+                precision=precision,
                 sigma=None if sigma is None else sigma * 255.0,
-                origin=[box["left"], box["top"]],
-                size=[box["right"] - box["left"], box["bottom"] - box["top"]],
                 seconds=time.perf_counter() - start,
                 # CPU time of the whole process (all torch threads): the work itself,
                 # whatever else the machine is doing.
                 cpu_seconds=time.process_time() - cpu,
             )
-            return out
+            return entry
 
-        return self._cached("filter", (model.name, x, y, channel, sigma), make if compute else None)
+        key = (model.name, x, y, channel, sigma, precision)
+        entry = self._cached("filter", key, make if compute else None)
+        return None if entry is None else filter_view(entry, radius)
 
-    def warm_up(self) -> None:
-        """Compute one filter of each network at the centre of the image, so that the
-        first click does not also pay PyTorch's one-time costs (autograd, vmap)."""
+    def warm_up(self, should_stop: Callable[[], bool] | None = None) -> None:
+        """Prepare each network's rows on the image (noise estimate and its gradient) and
+        compute one fast filter at the centre, so that the first click pays neither the
+        preparation nor PyTorch's one-time costs. Stops when ``should_stop`` says so."""
+        from ..analysis.jacobian import Cancelled
+
         _, height, width = self.shape
         for model in self.models.values():
             if model.kind == "jacobian":
-                self.filter(model.name, width // 2, height // 2)
+                self.exact_rows(model.name, self.sigma, "fast")
+        for model in self.models.values():
+            if model.kind == "jacobian":
+                try:
+                    self.filter(
+                        model.name,
+                        width // 2,
+                        height // 2,
+                        precision="fast",
+                        should_stop=should_stop,
+                    )
+                except Cancelled:
+                    return
 
     # ------------------------------------------------------------------ decomposition
 
@@ -624,6 +712,106 @@ class Explorer:
             raise InputError(f"index must be in 0..{result['info']['count'] - 1}, got {index}")
         image = result["images"][index]
         return png_bytes(signed_to_unit(image, float(image.abs().max())))
+
+
+#: Largest half-width (pixels) of a window sent to the page (257×257 weights).
+MAX_SENT_RADIUS = 128
+
+
+def filter_entry(row, local: tuple[int, int, int, int]) -> dict:
+    """What the cache keeps of a row: its summary, its weights on the receptive field
+    ``local`` as float32, the few weights outside it (``far``), and the radius of the
+    smallest window around the pixel holding :data:`WINDOW_SHARE` of ``Σ|w|``."""
+    from ..analysis import describe_row
+
+    found = describe_row(row)
+    stats = found.to_dict(weights=False)
+    stats["estimate_weight"] = row.estimate_weight
+    t, b, lft, rgt = row.box
+    lt, lb, ll, lr = local
+    full = row.weights.detach().to("cpu", torch.float64)
+    inside = full[:, lt - t : lb - t, ll - lft : lr - lft]
+    outside = full.clone()
+    outside[:, lt - t : lb - t, ll - lft : lr - lft] = 0
+    far = [
+        [lft + int(c), t + int(r), int(k), float(outside[k, r, c])]
+        for k, r, c in outside.nonzero().tolist()
+    ]
+    px, py = row.pixel
+    total = float(full.abs().sum())
+    # Σ|w| within each Chebyshev radius of the pixel, the far weights included.
+    rows_ = torch.arange(lt, lb, dtype=torch.float64)[:, None] - py
+    cols = torch.arange(ll, lr, dtype=torch.float64)[None, :] - px
+    cheb = torch.maximum(rows_.abs(), cols.abs()).long()
+    max_radius = int(cheb.max())
+    per_radius = torch.zeros(max_radius + 1, dtype=torch.float64)
+    per_radius.index_add_(0, cheb.flatten(), inside.abs().sum(0).flatten())
+    cumulative = per_radius.cumsum(0)
+    if total > 0:
+        reached = (cumulative < WINDOW_SHARE * total - 1e-12).sum()
+        window_99 = min(int(reached), max_radius)
+    else:
+        window_99 = 0
+    stats["far_share"] = sum(abs(w) for *_, w in far) / total if total > 0 else 0.0
+    weights = inside.to(torch.float32).numpy()
+    return {
+        "stats": stats,
+        "weights": weights,
+        "local": local,
+        "far": far,
+        "window_99": max(window_99, MIN_WINDOW_RADIUS),
+        "max_radius": max_radius,
+        "total_abs": total,
+        "nbytes": weights.nbytes + 64 * len(far) + 2048,
+    }
+
+
+def filter_view(entry: dict, radius: int | None) -> dict:
+    """The JSON-ready answer of :meth:`Explorer.filter` for a cached ``entry`` on the
+    window of half-width ``radius`` (None: the 99% window), at most
+    :data:`MAX_SENT_RADIUS`."""
+    out = dict(entry["stats"])
+    px, py = out["pixel"]
+    lt, lb, ll, lr = entry["local"]
+    r = entry["window_99"] if radius is None else radius
+    r = min(r, entry["max_radius"], MAX_SENT_RADIUS)
+    top, bottom = max(py - r, lt), min(py + r + 1, lb)
+    left, right = max(px - r, ll), min(px + r + 1, lr)
+    weights = entry["weights"][:, top - lt : bottom - lt, left - ll : right - ll]
+    total = entry["total_abs"]
+    out.update(
+        filter=weights[0] if weights.shape[0] == 1 else weights,
+        box={"top": top, "bottom": bottom, "left": left, "right": right},
+        origin=[left, top],
+        size=[right - left, bottom - top],
+        window_radius=r,
+        window_99=entry["window_99"],
+        max_radius=min(entry["max_radius"], MAX_SENT_RADIUS),
+        window_share=float(np.abs(weights, dtype=np.float64).sum()) / total if total else 1.0,
+        window_sum=float(weights.sum(dtype=np.float64)),
+        far=entry["far"],
+    )
+    return out
+
+
+def encode_filter(view: dict) -> dict:
+    """``view`` with its ``filter`` array as base64 little-endian float32 (``filter``,
+    ``filter_shape``): a third the size of JSON numbers, and exact."""
+    import base64
+
+    weights = np.ascontiguousarray(view["filter"], dtype="<f4")
+    out = dict(view)
+    out["filter"] = base64.b64encode(weights.tobytes()).decode("ascii")
+    out["filter_shape"] = list(weights.shape)
+    return out
+
+
+def decode_filter(answer: dict) -> np.ndarray:
+    """The weights of an ``/api/filter`` answer (:func:`encode_filter`) as an array."""
+    import base64
+
+    data = base64.b64decode(answer["filter"])
+    return np.frombuffer(data, dtype="<f4").reshape(answer["filter_shape"])
 
 
 PICTURES = ("noisy", "clean", "denoised", "residual", "linear", "bias", "eigen")

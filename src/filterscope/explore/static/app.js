@@ -258,6 +258,22 @@ async function loadImages() {
 
 // ------------------------------------------------------------------ filters
 
+// An /api/filter answer's weights (base64 little-endian float32, filter_shape) as
+// [channel][row][col] planes.
+function filterPlanes(f) {
+  const bytes = Uint8Array.from(atob(f.filter), (c) => c.charCodeAt(0));
+  const values = new Float32Array(bytes.buffer);
+  const shape = f.filter_shape.length === 2 ? [1, ...f.filter_shape] : f.filter_shape;
+  const [C, H, W] = shape;
+  const planes = [];
+  for (let k = 0; k < C; k++) {
+    const plane = [];
+    for (let r = 0; r < H; r++) plane.push(Array.from(values.subarray((k * H + r) * W, (k * H + r + 1) * W)));
+    planes.push(plane);
+  }
+  return planes;
+}
+
 function heatCanvas(weights, origin, pixel) {
   // weights: [row][col] (gray) or [channel][row][col] (colour: channels side by side)
   const planes = Array.isArray(weights[0][0]) ? weights : [weights];
@@ -297,7 +313,7 @@ function filterCard(model, f) {
   const title = document.createElement("h3");
   title.textContent = model.name;
   card.append(title);
-  const { canvas, span, planes, w, gap } = heatCanvas(f.filter, f.origin, f.pixel);
+  const { canvas, span, planes, w, gap } = heatCanvas(filterPlanes(f), f.origin, f.pixel);
   const px = f.pixel[0] - f.origin[0], py = f.pixel[1] - f.origin[1];
   card.dataset.center = planes[f.channel < planes.length ? f.channel : 0][py][px];
   canvas.setAttribute("role", "img");
@@ -326,11 +342,35 @@ function filterCard(model, f) {
     `<span class="center">weight at the pixel ${fmt(card.dataset.center)}</span>`,
     `99% of the energy within ${f.extent_99} px (RMS ${fmt(f.extent_rms, 2)} px)`,
     `negative weights ${(100 * f.negative_fraction).toFixed(1)}% of Σ|w|`,
-    `output ${fmt(f.output_value)} · window ${f.size[0]}×${f.size[1]} at (${f.origin.join(", ")})`,
+    `output ${fmt(f.output_value)} (the denoised pixel)` + (f.t ? ` · twicing step t = ${fmt(f.t, 6)}` : ""),
+    `<span class="window">window ${f.size[0]}×${f.size[1]} at (${f.origin.join(", ")}), radius ${f.window_radius} px: ` +
+      `${(100 * f.window_share).toFixed(1)}% of Σ|w|, sum ${fmt(f.window_sum)}</span>`,
   ];
-  if (f.window_sum !== undefined) lines.push(`sum inside this window ${fmt(f.window_sum)}`);
+  if (f.far && f.far.length) {
+    lines.push(`plus ${f.far.length} weight(s) from the blind noise estimate, far from the pixel ` +
+      `(${(100 * f.far_share).toFixed(1)}% of Σ|w|), e.g. ${fmt(f.far[0][3])} at (${f.far[0][0]}, ${f.far[0][1]})`);
+  }
+  lines.push(f.precision === "fast" ? "float32 preview; the exact (float64) row follows" : `exact row (${f.precision === "exact" ? "float64" : f.precision})`);
   numbers.innerHTML = lines.join("<br>");
   card.append(numbers);
+  const controls = document.createElement("p");
+  const widen = document.createElement("button");
+  widen.textContent = "wider";
+  widen.disabled = f.window_radius >= f.max_radius;
+  const fit = document.createElement("button");
+  fit.textContent = "fit 99%";
+  fit.disabled = f.window_radius === f.window_99;
+  const redraw = async (radius) => {
+    const g = await request("/api/filter", { model: model.id, x: f.pixel[0], y: f.pixel[1], sigma: sigmaParam(),
+      channel: f.channel, precision: f.precision, radius });
+    S.filters[model.name] = g;
+    card.replaceWith(filterCard(model, g));
+    drawOverlays();
+  };
+  widen.addEventListener("click", (e) => { e.stopPropagation(); redraw(Math.max(2 * f.window_radius, f.window_radius + 4)).catch(showError); });
+  fit.addEventListener("click", (e) => { e.stopPropagation(); redraw(null).catch(showError); });
+  controls.append(widen, " ", fit);
+  card.append(controls);
   const select = () => {
     S.selected = model.name;
     document.querySelectorAll(".filter-card").forEach((c) => c.classList.toggle("selected", c === card));
@@ -370,14 +410,20 @@ async function loadFilters(id) {
     else container.append(placeholderCard(model, "computing…"));
   }
   await Promise.all(S.models.filter((m) => m.has_filter).map(async (model) => {
-    try {
-      const f = await request("/api/filter", { model: model.name, x, y, sigma, channel: channel() });
-      if (id !== S.pickId) return;
-      S.filters[model.name] = f;
-      slot(model).replaceWith(filterCard(model, f));
-      drawOverlays();
-    } catch (error) {
-      if (id === S.pickId) slot(model).replaceWith(placeholderCard(model, `error: ${error.message}`));
+    // Networks: a float32 preview first (fast), then the exact float64 row.
+    const precisions = model.kind === "jacobian" ? ["fast", "exact"] : ["exact"];
+    for (const precision of precisions) {
+      try {
+        const f = await request("/api/filter", { model: model.id, x, y, sigma, channel: channel(), precision });
+        if (id !== S.pickId) return;
+        S.filters[model.name] = f;
+        slot(model).replaceWith(filterCard(model, f));
+        drawOverlays();
+      } catch (error) {
+        // A newer pick stopped this one (409): nothing to show.
+        if (id === S.pickId) slot(model).replaceWith(placeholderCard(model, `error: ${error.message}`));
+        return;
+      }
     }
   }));
 }
@@ -392,12 +438,12 @@ async function loadSigmaRow(id) {
   row.innerHTML = "";
   const [x, y] = S.pixel;
   for (const sigma of [10, 25, 50, 75, 100]) {
-    const f = await request("/api/filter", { model: model.name, x, y, sigma, channel: channel() });
+    const f = await request("/api/filter", { model: model.id, x, y, sigma, channel: channel(), precision: "fast", lane: "sigma-row" });
     if (id !== S.pickId) return;
     const card = document.createElement("article");
     card.className = "card";
     card.dataset.sigma = sigma;
-    const { canvas } = heatCanvas(f.filter, f.origin, f.pixel);
+    const { canvas } = heatCanvas(filterPlanes(f), f.origin, f.pixel);
     const p = document.createElement("p");
     p.textContent = `σ = ${sigma}: sum ${fmt(f.sum, 3)}, 99% within ${f.extent_99} px`;
     card.append(canvas, p);
