@@ -167,7 +167,10 @@ class NoiseOptions:
         converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
         if "bits" in converted:
             converted["bits"] = int(converted["bits"])
-        return cls(**converted)
+        try:
+            return cls(**converted)
+        except InputError as exc:
+            raise InputError(f"noise_options: {exc}") from None
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

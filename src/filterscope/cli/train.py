@@ -45,7 +45,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="training noise range, 0-255 scale",
     )
     parser.add_argument(
-        "--noise", choices=("gaussian", "uniform"), default=None, help="noise distribution"
+        "--noise",
+        choices=("gaussian", "uniform", "correlated", "poisson-gaussian", "camera"),
+        default=None,
+        help='noise model (a per-patch mixture: --set \'noise=["gaussian", "camera"]\' '
+        "with noise_weights)",
     )
     parser.add_argument(
         "--blur-range",
