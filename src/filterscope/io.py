@@ -615,7 +615,8 @@ def input_files(paths: Iterable[str | os.PathLike | None]) -> list[Path]:
             continue
         path = Path(path)
         if path.is_dir():
-            files.extend(list_images(path))
+            # a link loop or broken link there is no file to protect (it fails as input)
+            files.extend(p for p in list_images(path) if p.exists())
         elif path.is_file():
             files.append(path)
             card = path.with_suffix(".json")

@@ -28,11 +28,12 @@ PROBE_SEED = 0x5EED1
 
 
 def check_sigma(sigma, *, allow_zero: bool = False) -> None:
-    """Refuse a missing, NaN, non-numeric or non-positive ``sigma`` (zero when allowed)."""
+    """Refuse a missing, NaN, infinite, non-numeric or non-positive ``sigma`` (zero when
+    allowed)."""
     if sigma is None:
         raise InputError("SURE needs the noise level sigma")
     numeric = isinstance(sigma, (int, float)) and not isinstance(sigma, bool)
-    if not numeric or math.isnan(sigma) or (sigma < 0 if allow_zero else sigma <= 0):
+    if not numeric or not math.isfinite(sigma) or (sigma < 0 if allow_zero else sigma <= 0):
         raise InputError(f"sigma must be {'>= 0' if allow_zero else 'positive'}, got {sigma}")
 
 

@@ -47,17 +47,19 @@ COMMANDS = {
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, reading every word that starts with ``-`` and a digit as a value.
+    """argparse, reading every word that starts with ``-`` and a digit (or ``-inf``,
+    ``-nan``) as a value.
 
     Python 3.11's argparse takes only ``-5`` or ``-0.5`` for a number, so that
-    ``--sigmas -10,20`` failed with "expected one argument" instead of reaching the
-    check that reports the negative value. No option of filterscope starts with a digit.
+    ``--sigmas -10,20`` or ``--sigma -inf`` failed with "expected one argument" instead of
+    reaching the check that reports the value. No option of filterscope starts with a
+    digit, "inf" or "nan".
     Subparsers are made by the same class, so every command gets this.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._negative_number_matcher = re.compile(r"^-\.?\d")
+        self._negative_number_matcher = re.compile(r"^-(\.?\d|inf|nan)", re.IGNORECASE)
 
 
 class _Terminated(BaseException):
