@@ -241,3 +241,43 @@ def test_the_parser_sees_lazy_and_relative_imports(tmp_path):
     )
     graph = import_graph(root)
     assert graph["filterscope.models.base"] == {"filterscope.hub": 3}
+
+
+def long_signatures(source: str, where: str = "") -> list[str]:
+    """Public functions and methods of ``source`` with more than :data:`MAX_PARAMETERS`
+    parameters (``self``/``cls``, ``*args`` and ``**kwargs`` not counted), as
+    ``where:function (N)``; the command line's ``add_parser`` functions are left out."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        if node.name.startswith("_") or node.name == "add_parser":
+            continue
+        args = node.args
+        names = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
+        count = len(names) - (names[:1] in (["self"], ["cls"]))
+        if count > MAX_PARAMETERS:
+            found.append(f"{where}:{node.name} ({count})")
+    return found
+
+
+def test_no_public_function_has_more_than_ten_parameters():
+    found = [
+        hit
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for hit in long_signatures(path.read_text(), module_name(path))
+    ]
+    assert not found, "use an options dataclass (see filterscope._options): " + ", ".join(found)
+
+
+def test_the_signature_check_counts_what_it_should():
+    eleven = ", ".join(f"a{i}" for i in range(11))
+    source = (
+        f"def wide({eleven}): pass\n"
+        f"def _private({eleven}): pass\n"
+        f"def add_parser({eleven}): pass\n"
+        "class C:\n"
+        f"    def method(self, {', '.join(f'b{i}' for i in range(10))}, *args, **kwargs): pass\n"
+        f"    def wider(self, *, {eleven}): pass\n"
+    )
+    assert long_signatures(source, "m") == ["m:wide (11)", "m:wider (11)"]

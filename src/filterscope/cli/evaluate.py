@@ -132,7 +132,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from .._files import check_output_paths
-    from ..evaluation.runner import evaluate_models, format_table
+    from ..evaluation.runner import EvaluationOptions, evaluate_models, format_table
 
     if args.noise not in NOISE_CHOICES:
         raise InputError(
@@ -145,10 +145,7 @@ def run(args: argparse.Namespace) -> int:
         figures=("--plot",),
         in_use=read_paths(args),
     )
-    result = evaluate_models(
-        args.model,
-        args.data,
-        [s / 255.0 for s in _sigmas_255(args.sigmas)],
+    options = EvaluationOptions(
         noise=args.noise,
         blur=parse_blur(args.blur),
         seed=args.seed,
@@ -163,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
         ensemble=args.ensemble,
         device=args.device,
     )
+    sigmas = [s / 255.0 for s in _sigmas_255(args.sigmas)]
+    result = evaluate_models(args.model, args.data, sigmas, options)
     protocol = result["protocol"]
     blur = f", blur {protocol['blur']:g} px" if protocol["blur"] else ""
     print(

@@ -13,10 +13,12 @@ import json
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .._files import atomic_write, check_output_paths
+from .._options import merge_options
 from ..errors import InputError
 from ..io import input_files, list_images, read_image, to_tensor
 from ..machine import AUTO, choose_precision, path_record
@@ -146,24 +148,72 @@ def write_outputs(
     return written
 
 
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """How :func:`evaluate_models` evaluates and what it writes (every field optional).
+
+    Attributes
+    ----------
+    noise : {"gaussian", "uniform", "correlated", "poisson-gaussian", "camera"}
+        Noise model (:func:`filterscope.noise.apply_noise`): uniform noise of the same
+        standard deviation; "correlated", Gaussian noise of marginal std σ blurred by a
+        small kernel; "poisson-gaussian" and "camera", signal-dependent noise whose
+        shot-noise variance at intensity 1 is σ² (a nominal level; "camera" goes
+        through a camera pipeline and is clipped and stored in 8 bits, possibly JPEG).
+        The models' other parameters are drawn from each image's seed.
+    blur : float
+        Gaussian blur of the clean image (pixels) before the noise; 0 for none.
+    seed : int
+        Base seed of the noise; every model sees the same noisy images.
+    batch_size : int
+        Images of one shape per network pass.
+    precision : {"auto", "float32", "bfloat16"} or None
+        Arithmetic of the networks (:func:`filterscope.models.fast.optimize_for_inference`);
+        ``"auto"`` (default) is float32 on every machine
+        (:func:`filterscope.machine.choose_precision`: scores are compared with published
+        float32 numbers, which bfloat16 would shift), so bfloat16 is only taken when asked
+        for. None runs the networks as they are. Baselines run in float64. The path taken
+        is recorded as ``protocol["numeric_path"]``.
+    limit : int
+        Use only the first ``limit`` images (in name order).
+    json_path, csv_path, plot_path : path
+        Files to write: the full result (with per-image values), the summary table,
+        and the generalization figure
+        (:func:`filterscope.plotting.generalization.plot_generalization`).
+    overwrite : bool
+        Replace existing output files (otherwise they are refused before any work).
+    progress : bool
+        Progress bar on stderr across the whole sweep.
+    ensemble : bool
+        Run every model as a self-ensemble (:class:`filterscope.ensemble.SelfEnsemble`:
+        the mean over the 8 flips and rotations; 8 times the cost).
+    device : str or None
+        Torch device of the networks, e.g. ``"cpu"`` or ``"cuda"`` (default: where they
+        are loaded, the CPU); each batch is moved there and the results back. Classical
+        baselines run on the CPU whatever the device.
+    """
+
+    noise: str = "gaussian"
+    blur: float = 0.0
+    seed: int = 0
+    batch_size: int = 1
+    precision: str | None = AUTO
+    limit: int | None = None
+    json_path: str | os.PathLike | None = None
+    csv_path: str | os.PathLike | None = None
+    plot_path: str | os.PathLike | None = None
+    overwrite: bool = False
+    progress: bool = True
+    ensemble: bool = False
+    device: str | None = None
+
+
 def evaluate_models(
     models: Sequence[str],
     data: str | os.PathLike,
     sigmas: Sequence[float] = DEFAULT_SIGMAS,
-    *,
-    noise: str = "gaussian",
-    blur: float = 0.0,
-    seed: int = 0,
-    batch_size: int = 1,
-    precision: str | None = AUTO,
-    limit: int | None = None,
-    json_path: str | os.PathLike | None = None,
-    csv_path: str | os.PathLike | None = None,
-    plot_path: str | os.PathLike | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-    ensemble: bool = False,
-    device: str | None = None,
+    options: EvaluationOptions | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Evaluate models given by name, path or baseline spec on a folder of clean images.
 
@@ -178,44 +228,10 @@ def evaluate_models(
         Folder of clean test images, all gray or all RGB.
     sigmas : sequence of float
         Noise levels on the image scale (default 10/255, 20/255, …, 100/255).
-    noise : {"gaussian", "uniform", "correlated", "poisson-gaussian", "camera"}, keyword-only
-        Noise model (:func:`filterscope.noise.apply_noise`): uniform noise of the same
-        standard deviation; "correlated", Gaussian noise of marginal std σ blurred by a
-        small kernel; "poisson-gaussian" and "camera", signal-dependent noise whose
-        shot-noise variance at intensity 1 is σ² (a nominal level; "camera" goes
-        through a camera pipeline and is clipped and stored in 8 bits, possibly JPEG).
-        The models' other parameters are drawn from each image's seed.
-    blur : float, keyword-only
-        Gaussian blur of the clean image (pixels) before the noise; 0 for none.
-    seed : int, keyword-only
-        Base seed of the noise; every model sees the same noisy images.
-    batch_size : int, keyword-only
-        Images of one shape per network pass.
-    precision : {"auto", "float32", "bfloat16"} or None, keyword-only
-        Arithmetic of the networks (:func:`filterscope.models.fast.optimize_for_inference`);
-        ``"auto"`` (default) is float32 on every machine
-        (:func:`filterscope.machine.choose_precision`: scores are compared with published
-        float32 numbers, which bfloat16 would shift), so bfloat16 is only taken when asked
-        for. None runs the networks as they are. Baselines run in float64. The path taken
-        is recorded as ``protocol["numeric_path"]``.
-    limit : int, keyword-only
-        Use only the first ``limit`` images (in name order).
-    json_path, csv_path, plot_path : path, keyword-only
-        Files to write: the full result (with per-image values), the summary table,
-        and the generalization figure
-        (:func:`filterscope.plotting.generalization.plot_generalization`).
-    overwrite : bool, keyword-only
-        Replace existing output files (otherwise they are refused before any work).
-    progress : bool, keyword-only
-        Progress bar on stderr across the whole sweep.
-    ensemble : bool, keyword-only
-        Run every model as a self-ensemble (:class:`filterscope.ensemble.SelfEnsemble`:
-        the mean over the 8 flips and rotations; 8 times the cost).
-    device : str or None, keyword-only
-        Torch device of the networks, e.g. ``"cpu"`` or ``"cuda"`` (default: where they
-        are loaded, the CPU); each batch is moved there and the results back. Classical
-        baselines run on the CPU whatever the device.
-
+    options : EvaluationOptions, optional
+        Noise, blur, seed, precision, device, files to write... (:class:`EvaluationOptions`).
+    **settings
+        Fields of :class:`EvaluationOptions` by keyword; they replace those of ``options``.
     Returns
     -------
     dict
@@ -228,20 +244,33 @@ def evaluate_models(
     InputError, CheckpointError
         Any bad option, output path, folder, image or model, before any model runs.
     """
-    sigmas = check_options(sigmas, noise=noise, blur=blur, seed=seed, batch_size=batch_size)
+    options = merge_options(EvaluationOptions, options, settings)
+    precision = options.precision
+    device = options.device
+    sigmas = check_options(
+        sigmas,
+        noise=options.noise,
+        blur=options.blur,
+        seed=options.seed,
+        batch_size=options.batch_size,
+    )
     requested = precision
     if precision is not None:
         precision = choose_precision("evaluate", device or "cpu", requested=precision)
-    if limit is not None and limit < 1:
-        raise InputError(f"image limit must be at least 1, got {limit}")
+    if options.limit is not None and options.limit < 1:
+        raise InputError(f"image limit must be at least 1, got {options.limit}")
     if device is not None:
         from ..devices import resolve_device
 
         device = resolve_device(device)  # an unknown or absent device fails before any work
     read = [data, *([models] if isinstance(models, str) else models)]
     check_output_paths(
-        {"json_path": json_path, "csv_path": csv_path, "plot_path": plot_path},
-        overwrite=overwrite,
+        {
+            "json_path": options.json_path,
+            "csv_path": options.csv_path,
+            "plot_path": options.plot_path,
+        },
+        overwrite=options.overwrite,
         figures=("plot_path",),
         in_use={"an input": input_files(read)},
     )
@@ -252,8 +281,8 @@ def evaluate_models(
     duplicates = sorted({m for m in models if list(models).count(m) > 1})
     if duplicates:
         raise InputError(f"model {duplicates[0]} is given twice")
-    images = load_folder(data, limit=limit)
-    specs = [resolve_model(str(m), ensemble=ensemble) for m in models]
+    images = load_folder(data, limit=options.limit)
+    specs = [resolve_model(str(m), ensemble=options.ensemble) for m in models]
     _check_channels(specs, images[0][1].shape[1], data)
     if device is not None:
         for spec in specs:  # the sweep runs each network where its weights are
@@ -264,12 +293,12 @@ def evaluate_models(
         {spec.name: spec.denoiser for spec in specs},
         images,
         sigmas,
-        noise=noise,
-        blur=blur,
-        seed=seed,
-        batch_size=batch_size,
+        noise=options.noise,
+        blur=options.blur,
+        seed=options.seed,
+        batch_size=options.batch_size,
         precision=precision,
-        progress=progress,
+        progress=options.progress,
     )
     payload = {
         "protocol": {
@@ -282,12 +311,15 @@ def evaluate_models(
         "models": {spec.name: spec.info for spec in specs},
         "results": result["results"],
     }
-    write_outputs(payload, json_path=json_path, csv_path=csv_path, plot_path=plot_path)
+    write_outputs(
+        payload, json_path=options.json_path, csv_path=options.csv_path, plot_path=options.plot_path
+    )
     return payload
 
 
 __all__ = [
     "DEFAULT_SIGMAS",
+    "EvaluationOptions",
     "check_options",
     "check_output_paths",
     "csv_text",

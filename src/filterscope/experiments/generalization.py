@@ -14,11 +14,12 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .._files import atomic_write
+from .._options import merge_options
 from ..errors import OVERWRITE_ADVICE, InputError
 from ..evaluation.runner import evaluate_models, format_table
 from ..hub import load_model, model_info
@@ -77,22 +78,61 @@ def _check_inputs(out_dir: Path, baselines, data_dir, test_dir, *, overwrite: bo
             raise InputError(f"{folder}: {what} image folder not found")
 
 
+@dataclass(frozen=True)
+class GeneralizationOptions:
+    """The generalization experiment's settings (every field optional).
+
+    Attributes
+    ----------
+    quick : bool
+        Small network (:data:`QUICK_RECIPE`, under 15 minutes on 2 cores in all) or the
+        20-layer DnCNN (:data:`FULL_RECIPE`, about an hour).
+    sigma_range : (float, float)
+        Training noise range, 0–255 scale.
+    test_sigmas : tuple of float
+        Evaluation noise levels, 0–255 scale.
+    data_dir, test_dir, val_dir : path
+        Training images, test images (all of them unless ``test_images``), validation
+        images (two are used for the training log).
+    baselines : sequence of str
+        Classical baselines evaluated beside the two networks on the same noisy images,
+        as ``filterscope evaluate`` names them (``"nlm"``, ``"bm3d"``,
+        ``"bm3d:estimate"``...). None by default: on the 68 BSD68 images at 10 σ, NLM
+        adds about 6 minutes and BM3D about an hour on 2 CPU cores, more than the quick
+        setting's budget.
+    threads : int
+        Torch threads (0 = torch's default).
+    steps : int
+        Override the number of training steps of each network.
+    overwrite : bool
+        Replace earlier results in ``out_dir`` (otherwise refused before any work).
+    progress : bool
+        Progress bars.
+    device : str or None
+        Where both networks are trained and evaluated: ``"cpu"``, ``"cuda"`` or
+        ``"auto"``/None (a GPU when there is one). Training uses the device's type
+        (``"cuda:1"`` trains on the first GPU); classical baselines run on the CPU.
+    """
+
+    quick: bool = True
+    sigma_range: tuple[float, float] = (0.0, 10.0)
+    test_sigmas: tuple[float, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
+    data_dir: str | os.PathLike = "../shared/data/BSD400"
+    test_dir: str | os.PathLike = "../shared/data/BSD68"
+    val_dir: str | os.PathLike = "../shared/data/Set12"
+    test_images: int | None = None
+    baselines: Sequence[str] = ()
+    threads: int = 0
+    steps: int | None = None
+    overwrite: bool = False
+    progress: bool = True
+    device: str | None = None
+
+
 def run_generalization_experiment(
     out_dir: str | os.PathLike,
-    *,
-    quick: bool = True,
-    sigma_range: tuple[float, float] = (0.0, 10.0),
-    test_sigmas: tuple[float, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90, 100),
-    data_dir: str | os.PathLike = "../shared/data/BSD400",
-    test_dir: str | os.PathLike = "../shared/data/BSD68",
-    val_dir: str | os.PathLike = "../shared/data/Set12",
-    test_images: int | None = None,
-    baselines: Sequence[str] = (),
-    threads: int = 0,
-    steps: int | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-    device: str | None = None,
+    options: GeneralizationOptions | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Train a bias and a bias-free DnCNN on ``sigma_range`` and evaluate both beyond it.
 
@@ -103,35 +143,10 @@ def run_generalization_experiment(
         ``generalization.json`` (full evaluation, per-image values), ``.csv`` and
         ``.png`` (output against input PSNR and SSIM, training range shaded), and
         ``generalization_summary.json`` (the PSNR gap per σ, timings, the recipe).
-    quick : bool, keyword-only
-        Small network (:data:`QUICK_RECIPE`, under 15 minutes on 2 cores in all) or the
-        20-layer DnCNN (:data:`FULL_RECIPE`, about an hour).
-    sigma_range : (float, float), keyword-only
-        Training noise range, 0–255 scale.
-    test_sigmas : tuple of float, keyword-only
-        Evaluation noise levels, 0–255 scale.
-    data_dir, test_dir, val_dir : path, keyword-only
-        Training images, test images (all of them unless ``test_images``), validation
-        images (two are used for the training log).
-    baselines : sequence of str, keyword-only
-        Classical baselines evaluated beside the two networks on the same noisy images,
-        as ``filterscope evaluate`` names them (``"nlm"``, ``"bm3d"``,
-        ``"bm3d:estimate"``...). None by default: on the 68 BSD68 images at 10 σ, NLM
-        adds about 6 minutes and BM3D about an hour on 2 CPU cores, more than the quick
-        setting's budget.
-    threads : int, keyword-only
-        Torch threads (0 = torch's default).
-    steps : int, keyword-only
-        Override the number of training steps of each network.
-    overwrite : bool, keyword-only
-        Replace earlier results in ``out_dir`` (otherwise refused before any work).
-    progress : bool, keyword-only
-        Progress bars.
-    device : str or None, keyword-only
-        Where both networks are trained and evaluated: ``"cpu"``, ``"cuda"`` or
-        ``"auto"``/None (a GPU when there is one). Training uses the device's type
-        (``"cuda:1"`` trains on the first GPU); classical baselines run on the CPU.
-
+    options : GeneralizationOptions, optional
+        Network size, noise ranges, folders, steps, device... (:class:`GeneralizationOptions`).
+    **settings
+        Fields of :class:`GeneralizationOptions` by keyword; they replace those of ``options``.
     Returns
     -------
     dict
@@ -139,25 +154,45 @@ def run_generalization_experiment(
         "seconds": {"train_bias": ..., "train_bias_free": ..., "evaluate": ...,
         "total": ...}, "files": [...]}``.
     """
+    options = merge_options(GeneralizationOptions, options, settings)
+    quick = options.quick
+    sigma_range = options.sigma_range
+    data_dir = options.data_dir
+    val_dir = options.val_dir
+    threads = options.threads
     from ..devices import resolve_device
 
     out_dir = Path(out_dir)
-    target = resolve_device(device)  # an unknown or absent device: refused before training
-    _check_inputs(out_dir, baselines, data_dir, test_dir, overwrite=overwrite)
+    target = resolve_device(options.device)  # an unknown or absent device: refused before training
+    _check_inputs(
+        out_dir, options.baselines, data_dir, options.test_dir, overwrite=options.overwrite
+    )
     recipe = _build_recipe(
-        quick, sigma_range, data_dir, val_dir, threads=threads, device_type=target.type, steps=steps
+        quick,
+        sigma_range,
+        data_dir,
+        val_dir,
+        threads=threads,
+        device_type=target.type,
+        steps=options.steps,
     )
 
     start = time.perf_counter()
     seconds: dict[str, float] = {}
-    models = _train_pair(recipe, out_dir, seconds, progress=progress)
+    models = _train_pair(recipe, out_dir, seconds, progress=options.progress)
     tick = time.perf_counter()
     result = _evaluate(
-        [*models, *baselines], test_dir, test_sigmas, test_images, out_dir, str(target), progress
+        [*models, *options.baselines],
+        options.test_dir,
+        options.test_sigmas,
+        options.test_images,
+        out_dir,
+        str(target),
+        options.progress,
     )
     seconds["evaluate"] = time.perf_counter() - tick
     seconds["total"] = time.perf_counter() - start
-    gap = _psnr_gap(result, models, test_sigmas)
+    gap = _psnr_gap(result, models, options.test_sigmas)
     summary = _write_summary(out_dir, recipe, gap, seconds, quick=quick, threads=threads)
     return {
         "result": result,

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .._files import atomic_write
+from .._options import merge_options
 from ..devices import resolve_device
 from ..errors import InputError
 from ..evaluation import evaluate
@@ -204,22 +206,51 @@ def _half_step(values: np.ndarray) -> float:
     return float(np.diff(values).min()) / 2 if len(values) > 1 else 0.5
 
 
+@dataclass(frozen=True)
+class RestorationOptions:
+    """The grid and outputs of :func:`run_restoration_experiment` (every field optional).
+
+    Attributes
+    ----------
+    sigmas_255, blurs : sequence of float
+        Noise levels (0-255 scale) and Gaussian blur widths (pixels) of the grid.
+    test_images : int or None
+        Use only the first ``test_images`` images of the test folder.
+    slice_blur : float
+        The blur width of the figure's right panel; one of ``blurs``.
+    overwrite : bool
+        Replace an earlier ``restoration.json`` / ``restoration.png``.
+    progress : bool
+        Progress bar on stderr.
+    device : str or None
+        As in :func:`restoration_grid`.
+    """
+
+    sigmas_255: Sequence[float] = DEFAULT_SIGMAS
+    blurs: Sequence[float] = DEFAULT_BLURS
+    test_images: int | None = None
+    slice_blur: float = 2.0
+    overwrite: bool = False
+    progress: bool = True
+    device: str | None = None
+
+
 def run_restoration_experiment(
     bias_model: str,
     bias_free_model: str,
     test_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
-    *,
-    sigmas_255: Sequence[float] = DEFAULT_SIGMAS,
-    blurs: Sequence[float] = DEFAULT_BLURS,
-    test_images: int | None = None,
-    slice_blur: float = 2.0,
-    overwrite: bool = False,
-    progress: bool = True,
-    device: str | None = None,
+    options: RestorationOptions | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
-    """Grid evaluation, ``restoration.json`` and ``restoration.png`` in ``out_dir``;
-    ``device`` as in :func:`restoration_grid`."""
+    """Grid evaluation, ``restoration.json`` and ``restoration.png`` in ``out_dir``.
+
+    ``options`` (:class:`RestorationOptions`), or its fields by keyword, set the grid.
+    """
+    options = merge_options(RestorationOptions, options, settings)
+    sigmas_255, blurs, test_images = options.sigmas_255, options.blurs, options.test_images
+    slice_blur, overwrite = options.slice_blur, options.overwrite
+    progress, device = options.progress, options.device
     import json
 
     if device is not None:
@@ -265,4 +296,10 @@ def format_grid(grid: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["format_grid", "plot_restoration", "restoration_grid", "run_restoration_experiment"]
+__all__ = [
+    "RestorationOptions",
+    "format_grid",
+    "plot_restoration",
+    "restoration_grid",
+    "run_restoration_experiment",
+]

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from .._options import merge_options
 from ..errors import InputError
 from ..models.base import Denoised, Denoiser, per_image_sigmas
 from .kernels import CNNKernel, ColumnEngine, as_image, kernel_matrix_spec
@@ -43,60 +46,40 @@ def _check_fraction(columns: float) -> None:
         raise InputError(f"column fraction must be in (0, 1], got {columns}")
 
 
-def filter_basis(
-    y: torch.Tensor,
-    *,
-    method: str = "ntk",
-    depth: int = 2,
-    kernel_size: int = 11,
-    output_kernel: int | None = 1,
-    padding: str = "circular",
-    input: str = "image",
-    kind: str = "ntk",
-    sigma: float | None = None,
-    h: float | None = None,
-    normalize: str | None = None,
-    columns: float | None = DEFAULT_COLUMNS,
-    rank: int | None = DEFAULT_RANK,
-    seed: int = 0,
-    memory_budget: int = 512 * 2**20,
-    precision: str = DEFAULT_PRECISION,
-    error_columns: int = 0,
-) -> FilterBasis:
-    """The non-local filter of one noisy image, as a :class:`FilterBasis`.
+@dataclass(frozen=True)
+class FilterOptions:
+    """How :func:`filter_basis` builds a non-local filter (every field optional).
 
-    Parameters
+    Attributes
     ----------
-    y : Tensor, shape (C, H, W), (1, C, H, W) or (H, W)
-        Noisy image, image scale.
-    method : {"ntk", "nlm"}, keyword-only
+    method : {"ntk", "nlm"}
         The CNN's neural tangent kernel (equations 11–16) or the NLM affinity (equation 4).
     depth, kernel_size, output_kernel, padding, input, kind : keyword-only
         Architecture of the NTK (see :class:`filterscope.ntk.kernels.CNNKernel`);
         ``kernel_size`` is the patch size for NLM.
-    sigma : float, keyword-only
+    sigma : float
         Noise level (image scale); NLM's default bandwidth is ``h = σ/2``.
-    h : float, keyword-only
+    h : float
         NLM bandwidth (overrides ``sigma``).
-    normalize : {"max", "row", "sinkhorn", "none"} or None, keyword-only
+    normalize : {"max", "row", "sinkhorn", "none"} or None
         Default: ``"max"`` for the NTK (``η = 1/λ_max``), ``"row"`` for NLM.
-    columns : float or None, keyword-only
+    columns : float or None
         Fraction of pixels used as Nyström columns, in (0, 1]; None: the full matrix
         (small images only).
-    rank : int or None, keyword-only
+    rank : int or None
         Leading eigenpairs kept, of the Nyström core or of the full matrix (default
         :data:`DEFAULT_RANK` = 64; None: all above round-off). The low-rank filter is
         also a regulariser: at σ = 25 rank 64 denoised better than 128–512.
-    seed : int, keyword-only
+    seed : int
         Seed of the column positions.
-    memory_budget : int, keyword-only
+    memory_budget : int
         Bytes per streamed block.
-    precision : {"auto", "int8", "single", "double"}, keyword-only
+    precision : {"auto", "int8", "single", "double"}
         Arithmetic of the streamed Nyström product (see
         :func:`filterscope.ntk.nystrom.nystrom_basis`); ``"auto"`` (default): int8 only
         where this CPU multiplies int8 fast. The one taken is ``info["precision"]``
         (``"double"`` for the full matrix).
-    error_columns : int, keyword-only
+    error_columns : int
         If positive, the approximation-error report of a Nyström basis: that many exact
         columns at random pixels that are not Nyström columns, against the low-rank
         approximation
@@ -104,58 +87,108 @@ def filter_basis(
         rounding counts in it), stored as ``basis.info["nystrom_error"]``. Needs a
         symmetric normalisation (``"max"`` or ``"none"``). Cost: ``error_columns`` exact
         columns, small beside the basis itself.
+    """
 
+    method: str = "ntk"
+    depth: int = 2
+    kernel_size: int = 11
+    output_kernel: int | None = 1
+    padding: str = "circular"
+    input: str = "image"
+    kind: str = "ntk"
+    sigma: float | None = None
+    h: float | None = None
+    normalize: str | None = None
+    columns: float | None = DEFAULT_COLUMNS
+    rank: int | None = DEFAULT_RANK
+    seed: int = 0
+    memory_budget: int = 512 * 2**20
+    precision: str = DEFAULT_PRECISION
+    error_columns: int = 0
+
+
+def filter_basis(
+    y: torch.Tensor,
+    options: FilterOptions | None = None,
+    **settings: Any,
+) -> FilterBasis:
+    """The non-local filter of one noisy image, as a :class:`FilterBasis`.
+
+    Parameters
+    ----------
+    y : Tensor, shape (C, H, W), (1, C, H, W) or (H, W)
+        Noisy image, image scale.
+    options : FilterOptions, optional
+        Affinity, its network, Nyström columns and rank... (:class:`FilterOptions`).
+    **settings
+        Fields of :class:`FilterOptions` by keyword; they replace those of ``options``.
     Returns
     -------
     FilterBasis
     """
-    if method not in METHODS:
-        raise InputError(f"method must be one of {METHODS}, got {method!r}")
-    if rank is not None and (int(rank) != rank or rank < 1):
-        raise InputError(f"rank must be a whole number >= 1 (or None), got {rank}")
-    if int(error_columns) != error_columns or error_columns < 0:
-        raise InputError(f"error_columns must be a whole number >= 0, got {error_columns}")
+    options = merge_options(FilterOptions, options, settings)
+    h = options.h
+    normalize = options.normalize
+    if options.method not in METHODS:
+        raise InputError(f"method must be one of {METHODS}, got {options.method!r}")
+    if options.rank is not None and (int(options.rank) != options.rank or options.rank < 1):
+        raise InputError(f"rank must be a whole number >= 1 (or None), got {options.rank}")
+    if int(options.error_columns) != options.error_columns or options.error_columns < 0:
+        raise InputError(f"error_columns must be a whole number >= 0, got {options.error_columns}")
     x = as_image(y)
     _, hh, ww = x.shape
-    if method == "ntk":
-        spec = CNNKernel(depth, kernel_size, output_kernel, padding, kind, input)
+    if options.method == "ntk":
+        spec = CNNKernel(
+            options.depth,
+            options.kernel_size,
+            options.output_kernel,
+            options.padding,
+            options.kind,
+            options.input,
+        )
         spec.check_image(hh, ww)
         source = ColumnEngine(x, spec)
         normalize = normalize or "max"
     else:
         if h is None:
-            if sigma is None or not sigma > 0:
+            if options.sigma is None or not options.sigma > 0:
                 raise InputError("NLM needs a positive noise level sigma (or a bandwidth h)")
-            h = NLM_H_FACTOR * sigma
-        source = NLMAffinity(x, h, patch_size=kernel_size, padding=padding)
+            h = NLM_H_FACTOR * options.sigma
+        source = NLMAffinity(x, h, patch_size=options.kernel_size, padding=options.padding)
         normalize = normalize or "row"
-    if error_columns and normalize not in ("max", "none"):
+    if options.error_columns and normalize not in ("max", "none"):
         raise InputError(
             f"the Nyström error report needs a symmetric filter (normalize max or none), "
             f"not {normalize!r}"
         )
     start = time.perf_counter()
-    if columns is None:
-        if method == "ntk":
+    if options.columns is None:
+        if options.method == "ntk":
             matrix = kernel_matrix_spec(x, spec)
         else:
             matrix = source.matrix()
-        basis = matrix_basis(matrix, (hh, ww), normalize=normalize, rank=rank)
+        basis = matrix_basis(matrix, (hh, ww), normalize=normalize, rank=options.rank)
     else:
-        _check_fraction(columns)
-        cols = sample_columns(hh * ww, columns, generator=seed)
+        _check_fraction(options.columns)
+        cols = sample_columns(hh * ww, options.columns, generator=options.seed)
         basis = nystrom_basis(
             source,
             cols,
             normalize=normalize,
-            rank=rank,
-            memory_budget=memory_budget,
-            precision=precision,
+            rank=options.rank,
+            memory_budget=options.memory_budget,
+            precision=options.precision,
         )
-    basis.info.update(method=method, normalize=normalize, seconds=time.perf_counter() - start)
-    if error_columns and columns is not None:
+    basis.info.update(
+        method=options.method, normalize=normalize, seconds=time.perf_counter() - start
+    )
+    if options.error_columns and options.columns is not None:
         basis.info["nystrom_error"] = nystrom_error(
-            source, basis, num_test=int(error_columns), seen=cols, generator=seed + 1
+            source,
+            basis,
+            num_test=int(options.error_columns),
+            seen=cols,
+            generator=options.seed + 1,
         )
     return basis
 
