@@ -73,7 +73,7 @@ def learning_curve(name: str, args) -> dict:
     curve = [{"cpu_seconds": 0.0, "steps": 0, **validate(model, val_images, [25.0])}]
     next_score = args.every
     while cpu < args.budget:
-        noisy, clean, _ = make_batch(sampler, config, config.batch_size, patches, noise)
+        noisy, clean, *_ = make_batch(sampler, config, config.batch_size, patches, noise)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, steps)
         start = time.process_time()

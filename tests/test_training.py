@@ -179,7 +179,7 @@ def test_make_batch_blurs_before_the_noise_and_keeps_the_clean_target(tmp_path):
     data = _image_folder(tmp_path / "data")
     sampler = PatchSampler(data, patch_size=16, channels=1)
     config = _tiny_config(data, sigma_range=[0.0, 0.0], blur_range=[2.0, 2.0])
-    noisy, clean, _ = make_batch(
+    noisy, clean, *_ = make_batch(
         sampler, config, 3, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
     )
     assert torch.equal(clean, sampler.sample(3, torch.Generator().manual_seed(0)))
@@ -191,7 +191,7 @@ def test_make_batch_draws_the_asked_noise_at_a_fixed_sigma(tmp_path, noise):
     data = _image_folder(tmp_path / "data")
     sampler = PatchSampler(data, patch_size=16, channels=1)
     config = _tiny_config(data, sigma_range=[25.0, 25.0], noise=noise)
-    noisy, clean, _ = make_batch(
+    noisy, clean, *_ = make_batch(
         sampler, config, 64, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
     )
     residual = noisy - clean
@@ -484,7 +484,7 @@ def test_gaussian_recipes_keep_the_noise_stream_of_earlier_versions(tmp_path):
     data = _image_folder(tmp_path / "data")
     sampler = PatchSampler(data, patch_size=16, channels=1)
     config = _tiny_config(data, sigma_range=[5.0, 50.0], sigma_known_fraction=0.5)
-    noisy, clean, given, *_ = make_batch(
+    noisy, clean, given, _ = make_batch(
         sampler, config, 6, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
     )
     generator = torch.Generator().manual_seed(1)
@@ -503,18 +503,19 @@ def test_make_batch_tells_signal_dependent_noise_as_a_std_map(tmp_path):
         data, noise=MIXTURE, noise_weights=[0.4, 0.3, 0.2, 0.1], sigma_known_fraction=0.5
     )
     generators = (torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
-    noisy, clean, given, *_ = make_batch(sampler, config, 24, *generators)
-    assert noisy.shape == clean.shape == given.shape == (24, 3, 16, 16)
+    noisy, clean, given, noise_std = make_batch(sampler, config, 24, *generators)
+    assert noisy.shape == clean.shape == given.shape == noise_std.shape == (24, 3, 16, 16)
     told = given.flatten(1).amax(dim=1) > 0
     assert 0 < int(told.sum()) < 24
+    torch.testing.assert_close(given[told], noise_std[told])
     assert not given[~told].any()
-    assert float(given[told].min()) > 0
+    assert float(noise_std.min()) > 0
     # Only kinds with one std per patch: one σ per patch, as for Gaussian noise.
     flat = _color_config(data, noise=["gaussian", "correlated"], sigma_known_fraction=1.0)
-    _, _, given, *_ = make_batch(
+    _, _, given, noise_std = make_batch(
         sampler, flat, 8, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
     )
-    assert given.shape == (8,)
+    assert given.shape == (8,) and noise_std.shape == (8, 1, 1, 1)
 
 
 def test_resume_is_exact_with_a_mixture_of_noise_models(tmp_path):

@@ -131,6 +131,14 @@ class TrainConfig:
         model card (``numeric_path``).
     tensorboard : bool
         Also log to TensorBoard (``RUN_DIR/tensorboard``) when it is installed.
+    noise_map_loss : float
+        Models with a noise-map estimator (``arch_options.noise_estimator``): weight of
+        the mean squared error between the estimated map and the true noise std (where
+        the noise model knows it) added to the denoising loss; 0 trains the estimator
+        through the blind patches' denoising loss alone.
+    estimator_lr_scale : float
+        The estimator's learning rate is ``lr`` times this (a new estimator on a trained
+        denoiser needs to move faster than the denoiser).
     """
 
     arch: str = "dncnn"
@@ -173,6 +181,8 @@ class TrainConfig:
     precision: str = AUTO
     channels_last: bool | str = AUTO
     tensorboard: bool = True
+    noise_map_loss: float = 0.0
+    estimator_lr_scale: float = 1.0
 
     def total_steps(self) -> int:
         """Number of optimizer steps of the whole run."""
@@ -253,6 +263,10 @@ class TrainConfig:
             raise InputError(f"threads: must be non-negative, got {self.threads}")
         if (self.lr_schedule == "plateau" or self.keep_best) and not self.val_sigmas:
             raise InputError("val_sigmas: plateau schedule and keep_best need validation")
+        if not 0 <= self.noise_map_loss < math.inf:
+            raise InputError(f"noise_map_loss: must be >= 0, got {self.noise_map_loss}")
+        if not 0 < self.estimator_lr_scale < math.inf:
+            raise InputError(f"estimator_lr_scale: must be positive, got {self.estimator_lr_scale}")
         if self.warmup_steps < 0:
             raise InputError("warmup_steps: must be non-negative")
         if self.lr <= 0:

@@ -79,8 +79,8 @@ def make_batch(
     batch_size: int,
     patch_generator: torch.Generator,
     noise_generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(noisy, clean, sigma_given)`` CPU batches: patches, optional colour changes
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(noisy, clean, sigma_given, noise_std)`` CPU batches: patches, optional colour changes
     (:func:`~.data.augment_color`), optional blur, noise per patch.
 
     The clean target is the unblurred patch; the network sees it blurred (when
@@ -92,7 +92,10 @@ def make_batch(
     patch's σ for a fraction ``sigma_known_fraction`` of the patches, 0 (blind) for
     the others; with a signal-dependent kind in ``noise`` ("poisson-gaussian",
     "camera") it is the ``(B, C, H, W)`` map of the noise std instead (zeros for the
-    blind patches).
+    blind patches). ``noise_std`` is the true noise standard deviation of every patch
+    (told or blind), broadcastable to the batch's shape (``(B, 1, 1, 1)`` for a σ per
+    patch, ``(B, C, H, W)`` with a signal-dependent kind), NaN where it is not known:
+    the target of a noise-map estimator's supervision (``noise_map_loss``).
     """
     clean = sampler.sample(batch_size, patch_generator)
     clean = augment_color(
@@ -139,7 +142,7 @@ def make_batch(
             sigma_given = torch.where(known, noise_std.reshape(-1), sigma_given)
         else:  # the std map, zeros (blind) for the patches that are not told
             sigma_given = torch.where(known.view(-1, 1, 1, 1), noise_std, 0.0)
-    return noisy, clean, sigma_given
+    return noisy, clean, sigma_given, noise_std
 
 
 def optimizer_step(
@@ -150,22 +153,65 @@ def optimizer_step(
     *,
     sigma: torch.Tensor | None = None,
     precision: str = "float32",
+    noise_std: torch.Tensor | None = None,
+    noise_map_loss: float = 0.0,
 ) -> torch.Tensor:
     """One Adam step on the mean squared error; returns the loss as a detached 0-d
     tensor on the batch's device (not read, so a GPU is not waited for).
 
-    ``sigma`` (``(B,)``, image scale, 0 = unknown) is passed to the model; blind
-    models ignore it. ``precision="bfloat16"`` runs the forward pass under bfloat16
-    autocast; the loss, the weights, their gradients and the optimizer state stay
-    float32.
+    ``sigma`` (``(B,)`` or a map, image scale, 0 = unknown) is passed to the model;
+    blind models ignore it. ``precision="bfloat16"`` runs the forward pass under
+    bfloat16 autocast; the loss, the weights, their gradients and the optimizer state
+    stay float32.
+
+    A model with a noise-map estimator (``estimator`` attribute, see
+    :class:`~filterscope.models.drunet.DRUNet`) gets the estimator's map for its blind
+    patches (σ = 0), so the denoising loss trains the estimator through the blind path;
+    ``noise_map_loss`` > 0 adds that weight times the mean squared error between the
+    estimated map and the true ``noise_std`` (broadcastable to the batch; NaN where
+    unknown, left out).
     """
+    estimator = getattr(getattr(model, "module", model), "estimator", None)
     with torch.autocast(noisy.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+        estimated = None
+        if estimator is not None and sigma is not None:
+            estimated = estimator(noisy)
+            sigma = blind_rows_estimated(noisy, sigma, estimated)
         estimate = model(noisy, sigma)
     loss = F.mse_loss(estimate.float(), clean)
+    if estimated is not None and noise_map_loss > 0 and noise_std is not None:
+        loss = loss + noise_map_loss * _map_error(estimated.float(), noise_std, noisy.shape)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return loss.detach()
+
+
+def blind_rows_estimated(
+    noisy: torch.Tensor, sigma: torch.Tensor, estimated: torch.Tensor
+) -> torch.Tensor:
+    """The noise map a training batch feeds the network: ``sigma`` (``(B,)`` or a map)
+    where an image was told its σ, the ``estimated`` map where it was not (σ = 0
+    everywhere in that image)."""
+    from ..models.noise_map import noise_level_map
+
+    given = noise_level_map(noisy, sigma, channels=estimated.shape[1], check=False)
+    blind = given.flatten(1).amax(dim=1).eq(0).view(-1, 1, 1, 1)
+    return torch.where(blind, estimated.to(given.dtype), given)
+
+
+def _map_error(estimated: torch.Tensor, noise_std: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Mean squared error of an estimated ``(B, k, H, W)`` map against the true std
+    (broadcast to ``shape``; a per-channel std against a one-channel map as its root mean
+    square over channels), over the images whose true std is known (finite)."""
+    target = noise_std.to(estimated.device).expand(shape[0], -1, *shape[2:]).float()
+    if estimated.shape[1] == 1 and target.shape[1] != 1:
+        target = target.square().mean(dim=1, keepdim=True).sqrt()
+    target = target.expand(estimated.shape)
+    known = torch.isfinite(target)
+    if not bool(known.any()):
+        return estimated.new_zeros(())
+    return (estimated[known] - target[known]).square().mean()
 
 
 def training_step(
@@ -176,9 +222,20 @@ def training_step(
     *,
     sigma: torch.Tensor | None = None,
     precision: str = "float32",
+    noise_std: torch.Tensor | None = None,
+    noise_map_loss: float = 0.0,
 ) -> float:
     """:func:`optimizer_step`, returning this process's loss as a float."""
-    return optimizer_step(model, optimizer, noisy, clean, sigma=sigma, precision=precision).item()
+    return optimizer_step(
+        model,
+        optimizer,
+        noisy,
+        clean,
+        sigma=sigma,
+        precision=precision,
+        noise_std=noise_std,
+        noise_map_loss=noise_map_loss,
+    ).item()
 
 
 @torch.inference_mode()
@@ -292,13 +349,36 @@ def _build_model(config: TrainConfig) -> torch.nn.Module:
         theirs = network_fields(config, source) if isinstance(source, CNNDenoiser) else source.card
         theirs = {key: theirs.get(key) for key in ("arch", "bias", "in_channels", "config")}
         mine = network_fields(config, model)
+        # A denoiser without a noise-map estimator starts one that has it: the
+        # estimator (and its options) are new, everything else must match.
+        adds_estimator = isinstance(theirs["config"], dict) and _without_estimator(
+            mine["config"]
+        ) == _without_estimator(theirs["config"])
+        if adds_estimator:
+            theirs = {**theirs, "config": mine["config"]}
         if theirs != mine:
             raise CheckpointError(
                 f"init_from: {config.init_from} is {theirs['arch']} {theirs['config']}, "
                 f"not the recipe's {mine['arch']} {mine['config']}"
             )
-        model.load_state_dict(source.state_dict())
+        if adds_estimator and mine["config"].get("noise_estimator"):
+            missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
+            if unexpected or any(not key.startswith("estimator.") for key in missing):
+                raise CheckpointError(
+                    f"init_from: {config.init_from} does not hold the recipe's network "
+                    f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+                )
+        else:
+            model.load_state_dict(source.state_dict())
     return model
+
+
+_ESTIMATOR_OPTIONS = ("noise_estimator", "estimator_width", "blind_estimate")
+
+
+def _without_estimator(options: dict[str, Any]) -> dict[str, Any]:
+    """Constructor options less those of the blind path's noise estimate."""
+    return {k: v for k, v in options.items() if k not in _ESTIMATOR_OPTIONS}
 
 
 def network_fields(config: TrainConfig, model: torch.nn.Module) -> dict[str, Any]:
@@ -503,7 +583,7 @@ class _Run:
         model = _build_model(config).to(ctx.device)
         if numeric["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        optimizer = torch.optim.Adam(_parameter_groups(model, config), lr=config.lr)
         patch_generator = torch.Generator().manual_seed(config.seed + 1000 * ctx.rank)
         noise_generator = torch.Generator().manual_seed(config.seed + 1 + 1000 * ctx.rank)
         step = 0
@@ -595,10 +675,10 @@ class _Run:
         config, ctx = self.config, self.ctx
         lr = learning_rate(config, self.step, self.plateau_scale)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         step_start = time.perf_counter()
         batch, self.consumed = prefetcher.next()
-        noisy, clean, sigma = (t.to(ctx.device, non_blocking=True) for t in batch)
+        noisy, clean, sigma, noise_std = (t.to(ctx.device, non_blocking=True) for t in batch)
         if self.numeric["channels_last"]:
             noisy = noisy.contiguous(memory_format=torch.channels_last)
         local_loss = training_step(
@@ -608,6 +688,8 @@ class _Run:
             clean,
             sigma=sigma,
             precision=self.numeric["precision"],
+            noise_std=noise_std,
+            noise_map_loss=config.noise_map_loss,
         )
         self.train_seconds += time.perf_counter() - step_start
         self.loss_value = average_over_processes(local_loss, ctx)
@@ -718,6 +800,20 @@ def numeric_record(config: TrainConfig, numeric: dict[str, Any]) -> dict[str, An
     what the recipe asked for, and the machine: for ``config.json`` and the model card."""
     requested = {"precision": config.precision, "channels_last": config.channels_last}
     return path_record("train", requested, numeric)
+
+
+def _parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """Adam's parameter groups: a noise-map estimator's weights (new, small, when a
+    trained denoiser is fine-tuned with one) learn ``estimator_lr_scale`` times faster."""
+    estimator = getattr(model, "estimator", None)
+    if estimator is None or config.estimator_lr_scale == 1:
+        return [{"params": list(model.parameters())}]
+    mine = {id(p) for p in estimator.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in mine]
+    return [
+        {"params": rest},
+        {"params": list(estimator.parameters()), "lr_scale": config.estimator_lr_scale},
+    ]
 
 
 def _write_run_folder(
