@@ -3,6 +3,9 @@ homogeneity with a map, the composed blind path's homogeneity and Euler identity
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
 
@@ -199,3 +202,84 @@ def test_a_training_step_trains_the_estimator_through_blind_patches_and_supervis
     assert not all(
         torch.equal(a, b) for a, b in zip(before, model.estimator.parameters(), strict=True)
     )
+
+
+# ------------------------------------------------------- denoise --json / --save-noise-map
+
+
+def _run_cli(capsys, *argv) -> tuple[int, str, str]:
+    from filterscope.cli import main as cli_main
+
+    code = cli_main.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _rgb_png(path):
+    from filterscope.io import write_image
+
+    image = np.random.default_rng(0).random((37, 31, 3), dtype=np.float32)
+    write_image(path, image)
+    return path
+
+
+@pytest.fixture
+def estimator_model_path(tmp_path):
+    return save_model(_tiny(noise_estimator=True).float(), tmp_path / "est.safetensors")
+
+
+def test_denoise_reports_and_saves_the_estimated_noise_map(tmp_path, estimator_model_path, capsys):
+    from filterscope.inference import estimated_noise_map
+    from filterscope.io import read_image
+
+    source = _rgb_png(tmp_path / "noisy.png")
+    out, report, saved = tmp_path / "out.png", tmp_path / "r.json", tmp_path / "map.png"
+    code, _, err = _run_cli(
+        capsys, "denoise", source, "-o", out, "--model", estimator_model_path,
+        "--json", report, "--save-noise-map", saved, "-q",
+    )  # fmt: skip
+    assert code == 0, err
+    summary = json.loads(report.read_text())["files"][0]["noise_map_255"]
+    model = load_checkpoint(estimator_model_path)
+    image, _ = read_image(source)
+    y = torch.from_numpy(image).permute(2, 0, 1)[None]
+    level = estimated_noise_map(model, y)
+    with torch.no_grad():
+        assert torch.allclose(level, model.estimate_noise_map(y), atol=1e-6)
+        # tiles give the whole-image map: the estimator's radius is their overlap
+        assert torch.allclose(estimated_noise_map(model, y, tile=16), level, atol=1e-6)
+    assert summary["mean"] == pytest.approx(255 * float(level.mean()), rel=1e-5)
+    assert summary["min"] <= summary["mean"] <= summary["max"]
+    stored, _ = read_image(saved)
+    assert stored.shape == (37, 31, 1)
+    assert np.abs(stored[..., 0] - level[0, 0].clamp(0, 1).numpy()).max() < 1e-4
+
+
+@pytest.mark.parametrize("target", ["noisy.png", "out.png", "r.json"])
+def test_save_noise_map_refuses_an_input_or_another_output(
+    tmp_path, estimator_model_path, capsys, target
+):
+    source = _rgb_png(tmp_path / "noisy.png")
+    code, _, err = _run_cli(
+        capsys, "denoise", source, "-o", tmp_path / "out.png", "--model", estimator_model_path,
+        "--json", tmp_path / "r.json", "--save-noise-map", tmp_path / target, "-q",
+    )  # fmt: skip
+    assert code == 2 and err.startswith("filterscope: error:") and err.count("\n") == 1
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_save_noise_map_needs_one_input_and_a_model_with_an_estimator(
+    tmp_path, estimator_model_path, capsys
+):
+    first, second = _rgb_png(tmp_path / "a.png"), _rgb_png(tmp_path / "b.png")
+    code, _, err = _run_cli(
+        capsys, "denoise", first, second, "-o", tmp_path / "out",
+        "--model", estimator_model_path, "--save-noise-map", tmp_path / "m.png", "-q",
+    )  # fmt: skip
+    assert code == 2 and "one input image" in err
+    plain = save_model(_tiny().float(), tmp_path / "plain.safetensors")
+    code, _, err = _run_cli(
+        capsys, "denoise", first, "-o", tmp_path / "o.png", "--model", plain,
+        "--save-noise-map", tmp_path / "m.png", "-q",
+    )  # fmt: skip
+    assert code == 2 and "estimates no noise map" in err and not (tmp_path / "m.png").exists()

@@ -498,6 +498,7 @@ class _Runner:
         overwrite: bool,
         progress: bool,
         estimate_noise: bool,
+        noise_map_path: str | os.PathLike | None = None,
     ) -> dict[str, Any]:
         start = time.perf_counter()
         image, info = read_image(input_path)
@@ -517,6 +518,9 @@ class _Runner:
         y = to_tensor(image)
         height, width, channels = image.shape
         del image  # keep one full-size copy of the input in memory, not two
+        level = None
+        if estimate_noise or noise_map_path is not None:
+            level = estimated_noise_map(net, y, tile=self.tile)
         x_hat, tiles = _run_tiled(
             runner,
             y,
@@ -556,7 +560,87 @@ class _Runner:
         }
         if estimate_noise:
             record["estimated_noise_255"] = noise
+            record["noise_map_255"] = None if level is None else noise_map_summary(level)
+        if noise_map_path is not None:
+            if level is None:
+                raise InputError(f"noise_map_path: {name} estimates no noise map")
+            save_noise_map(noise_map_path, level, overwrite=overwrite)
+            record["noise_map"] = str(noise_map_path)
         return record
+
+
+class _MapAsImage(nn.Module):
+    """A noise-map estimator as a model of :func:`_run_tiled`: its map repeated over
+    the image's channels (tiles are cut and put back like images)."""
+
+    def __init__(self, estimator: nn.Module):
+        super().__init__()
+        self.estimator = estimator
+
+    def forward(self, x: torch.Tensor, sigma: None = None) -> torch.Tensor:
+        level = self.estimator(x)
+        return level.expand_as(x) if level.shape[1] == 1 else level
+
+
+def estimated_noise_map(
+    model: nn.Module, y: torch.Tensor, *, tile: int = 512
+) -> torch.Tensor | None:
+    """The noise map, image scale, that ``model``'s blind path estimates for ``y``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A model with a noise-map estimator (``estimator`` attribute, e.g. a DRUNet with
+        ``noise_estimator``); any other model gives None.
+    y : Tensor, shape (B, C, H, W)
+        Noisy images in [0, 1], on the CPU.
+    tile : int, keyword-only
+        The map is computed in tiles of this side (with the estimator's receptive
+        radius as overlap), so memory stays bounded on large photos.
+
+    Returns
+    -------
+    Tensor of shape (B, k, H, W), or None
+        ``k`` is the estimator's map channels (a gray model on an RGB image: one map per
+        channel). Non-negative, on the CPU, float32.
+    """
+    estimator = getattr(model, "estimator", None)
+    if not isinstance(estimator, nn.Module):
+        return None
+    in_channels = getattr(model, "in_channels", None)
+    level, _ = _run_tiled(
+        _MapAsImage(estimator).eval(),
+        y,
+        in_channels=in_channels,
+        tile=tile,
+        overlap=int(getattr(estimator, "radius", DEFAULT_OVERLAP)),
+        batch_pixels=DEFAULT_BATCH_PIXELS,
+        progress=False,
+    )
+    map_channels = getattr(model, "noise_map_channels", 1)
+    return level[:, :map_channels] if in_channels == y.shape[1] else level
+
+
+def noise_map_summary(level: torch.Tensor) -> dict[str, float]:
+    """``mean``, ``min`` and ``max`` of a noise map, on the 0-255 scale (JSON-ready)."""
+    return {
+        "mean": 255.0 * float(level.mean()),
+        "min": 255.0 * float(level.min()),
+        "max": 255.0 * float(level.max()),
+    }
+
+
+def save_noise_map(
+    path: str | os.PathLike, level: torch.Tensor, *, overwrite: bool = False
+) -> Path:
+    """Write the first image's noise map as an image whose intensity is σ on the image
+    scale: in an 8-bit file a pixel value of 10 is σ = 10 on the 0-255 scale (16 bits
+    for PNG and TIFF, as ``σ·65535``; σ above 1 is clipped). One channel, or three for
+    per-channel maps."""
+    path = Path(path)
+    dtype = "uint8" if path.suffix.lower() in (".jpg", ".jpeg") else "uint16"
+    image = level[0].permute(1, 2, 0).float().numpy()
+    return write_image(path, image, dtype=dtype, overwrite=overwrite)
 
 
 def _estimate_noise_255(image: np.ndarray) -> float | None:
@@ -599,7 +683,12 @@ class DenoiseOptions:
         A progress bar on stderr: over the tiles for one file, over the files for
         several.
     estimate_noise : bool
-        Also estimate each input's noise level (``estimated_noise_255``).
+        Also estimate each input's noise level (``estimated_noise_255``) and, for a
+        model with a noise-map estimator, summarise its map (``noise_map_255``: mean,
+        min, max on the 0-255 scale; None for other models).
+    noise_map_path : str or path-like or None
+        Write the model's estimated noise map of the (one) input there as an image (see
+        :func:`save_noise_map`); refused for a model without a noise-map estimator.
     """
 
     model: str | os.PathLike | nn.Module | None = None
@@ -612,6 +701,20 @@ class DenoiseOptions:
     device: str | torch.device | None = None
     progress: bool = False
     estimate_noise: bool = False
+    noise_map_path: str | os.PathLike | None = None
+
+
+def _runner(options: DenoiseOptions) -> _Runner:
+    """The :class:`_Runner` of ``options`` (model loaded, device and precision resolved)."""
+    return _Runner(
+        options.model,
+        precision=options.precision,
+        device=options.device,
+        ensemble=options.ensemble,
+        tile=options.tile,
+        overlap=options.overlap,
+        sigma=options.sigma,
+    )
 
 
 def denoise_file(
@@ -659,21 +762,14 @@ def denoise_file(
     input_path, output_path = Path(input_path), Path(output_path)
     # Refuse an existing output before loading the model.
     check_output_path(output_path, overwrite=options.overwrite)
-    runner = _Runner(
-        options.model,
-        precision=options.precision,
-        device=options.device,
-        ensemble=options.ensemble,
-        tile=options.tile,
-        overlap=options.overlap,
-        sigma=options.sigma,
-    )
+    runner = _runner(options)
     return runner.denoise(
         input_path,
         output_path,
         overwrite=options.overwrite,
         progress=options.progress,
         estimate_noise=options.estimate_noise,
+        noise_map_path=options.noise_map_path,
     )
 
 
@@ -783,6 +879,8 @@ def denoise_files(
     """
     options = merge_options(DenoiseOptions, options, settings)
     pairs, to_folder = plan_outputs(inputs, output)
+    if options.noise_map_path is not None and len(pairs) != 1:
+        raise InputError(f"noise_map_path: takes one input image, got {len(pairs)}")
     records: list[dict[str, Any] | None] = [None] * len(pairs)
 
     def fail(index: int, message: str) -> None:
@@ -801,15 +899,7 @@ def denoise_files(
             pending.append(index)
     runner = None
     if pending:
-        runner = _Runner(
-            options.model,
-            precision=options.precision,
-            device=options.device,
-            ensemble=options.ensemble,
-            tile=options.tile,
-            overlap=options.overlap,
-            sigma=options.sigma,
-        )
+        runner = _runner(options)
         if to_folder:
             try:
                 Path(output).mkdir(exist_ok=True)
@@ -838,6 +928,7 @@ def denoise_files(
                     overwrite=options.overwrite,
                     progress=options.progress and not several,
                     estimate_noise=options.estimate_noise,
+                    noise_map_path=options.noise_map_path,
                 )
             except FilterscopeError as exc:
                 fail(index, str(exc))

@@ -71,7 +71,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="FILE",
         default=None,
         help="write a JSON summary per file: size, tiles, seconds, estimated noise level "
-        "of the input (0-255 scale), or the error",
+        "of the input (0-255 scale), for a model with a noise-map estimator the mean, "
+        "min and max of its map (noise_map_255), or the error",
+    )
+    parser.add_argument(
+        "--save-noise-map",
+        metavar="FILE",
+        default=None,
+        help="write the noise map the model's blind path estimated (one input image; "
+        "models with a noise-map estimator) as an image whose intensity is the noise "
+        "level: in an 8-bit file, pixel value 10 = sigma 10 on the 0-255 scale",
     )
     parser.add_argument(
         "--tile",
@@ -125,7 +134,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--sigma must be from 0 to 255 (0-255 scale), got {args.sigma:g}")
     pairs, _ = plan_outputs(args.inputs, args.output)
     in_use = read_paths(args) | {"an output image": [target for _, target in pairs]}
-    check_output_paths({"--json": args.json}, overwrite=args.force, in_use=in_use)
+    if args.save_noise_map is not None and len(pairs) != 1:
+        raise InputError(f"--save-noise-map: takes one input image, got {len(pairs)}")
+    check_output_paths(
+        {"--json": args.json, "--save-noise-map": args.save_noise_map},
+        overwrite=args.force,
+        in_use=in_use,
+    )
 
     def report(record: dict) -> None:
         # tqdm.write keeps the lines clear of a running progress bar.
@@ -146,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
         estimate_noise=args.json is not None,
+        noise_map_path=args.save_noise_map,
     )
     records = denoise_files(args.inputs, args.output, options, on_result=report)
     failed = sum(record["status"] == "failed" for record in records)
