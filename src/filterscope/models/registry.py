@@ -16,7 +16,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ModelImportError
+from ..errors import FilterscopeError, InputError, ModelImportError
 
 if TYPE_CHECKING:
     from .base import Denoiser
@@ -100,8 +100,38 @@ def create_model(name: str, *, bias: bool = False, in_channels: int = 1, **kwarg
     """
     target = architecture_class(name)
     if _is_cnn_denoiser(target):
-        return target(bias=bias, in_channels=in_channels, **kwargs)
+        check_architecture_options(name, target, kwargs)
+        try:
+            return target(bias=bias, in_channels=in_channels, **kwargs)
+        except FilterscopeError:
+            raise
+        except (TypeError, ValueError, RuntimeError) as exc:  # a value the layers refuse
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InputError(f"{name}: cannot be built with {kwargs} ({detail})") from None
     return build_module_network(name, target, kwargs, in_channels=in_channels, bias=bias)
+
+
+def check_architecture_options(name: str, target: type, options: Mapping[str, Any]) -> None:
+    """Refuse, naming the option, one the constructor of ``target`` does not take or a
+    value whose type differs from the option's default (``hidden="x"``)."""
+
+    expected = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
+    parameters = inspect.signature(target).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    for key, value in options.items():
+        if key not in parameters:
+            if takes_any:
+                continue
+            known = ", ".join(k for k in parameters if k not in ("bias", "in_channels"))
+            raise InputError(f"{name} has no option {key!r}; its options: {known}")
+        kind = type(parameters[key].default)
+        if kind not in expected:
+            continue  # no default to compare with: the constructor decides
+        fits = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        if kind is float:
+            fits = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not fits:
+            raise InputError(f"{name} option {key} must be {expected[kind]}, got {value!r}")
 
 
 def build_module_network(
