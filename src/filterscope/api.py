@@ -1,7 +1,7 @@
 """NumPy in, NumPy out: :func:`denoise` for users who hold an image as an array.
 
 Like scikit-image's ``denoise_*`` functions: a gray ``(H, W)`` or colour ``(H, W, 3)``
-array, float in [0, 1] or an integer type scaled by its maximum, comes back as a float
+array, float in [0, 1] or uint8/uint16 scaled by its maximum, comes back as a float
 array of the same shape. Any size works: the image is denoised tile by tile as
 ``filterscope denoise`` does (:func:`filterscope.inference.denoise_tensor`).
 """
@@ -82,14 +82,21 @@ def denoise(
     Parameters
     ----------
     image : ndarray, shape (H, W) or (H, W, 3)
-        Gray or RGB image: float nominally in [0, 1], or an integer type scaled by its
-        maximum (uint8 / 255, uint16 / 65535).
+        Gray or RGB image: float nominally in [0, 1], or uint8 / uint16 scaled by its
+        maximum (/ 255, / 65535). Other integer types are refused rather than guessed
+        at: scaled by its maximum an int64 image comes out near 1e-17 and a signed one
+        negative; convert it (``image.astype(numpy.uint8)`` for 0-255 values, or
+        ``image / 255``). Each side needs at least 2 pixels (as for image files, so
+        ``1 x N`` arrays are refused in Python and on the command line alike); NaN and
+        infinite values are refused, naming how many and the first as (x, y).
     model : str or nn.Module, keyword-only
         ``"default"`` (the shipped model for the image's channel count), any name or
         path :func:`filterscope.load_model` accepts, or a loaded denoiser.
     sigma : float or None, keyword-only
-        Noise standard deviation on the image scale (25/255 for σ = 25 on 0–255);
-        blind models ignore it, non-blind ones (``bm3d``, ``ntk``...) need it.
+        Noise standard deviation on the image scale (25/255 for σ = 25 on 0–255), in
+        [0, 1]: a value above 1 is a σ on the 0-255 scale given by mistake and is
+        refused ("did you mean 25/255?"). Blind models ignore it, non-blind ones
+        (``bm3d``, ``ntk``...) need it.
     channel_axis : int or None, keyword-only
         Axis of the channels. None: a 2-D array is gray and a 3-D array has its
         channels last.
@@ -106,7 +113,9 @@ def denoise(
     Raises
     ------
     InputError
-        An array that is not a gray or colour image, or a bad ``sigma``.
+        An array that is not a gray or colour image (see ``image``), a ``sigma`` that is
+        not one number in [0, 1], a ``channel_axis`` that is not an axis, or a module
+        of the user's that fails on a ``(B, C, H, W)`` batch or changes its shape.
     UnknownModelError, ChannelError, CheckpointError
         A model that cannot be loaded or does not take the image's channels.
 
