@@ -229,3 +229,44 @@ def test_tiled_denoise_of_the_default_equals_the_whole_image():
     whole = denoise_tensor(model, y, tile=4096)
     tiled = denoise_tensor(model, y, tile=128)  # 2x2 tiles of 360x360
     assert float((whole - tiled).abs().max()) < 1e-4
+
+
+# ----------------------------------------------------------------------------- patch spectra
+
+
+def test_patch_block_in_image_equals_autograd_and_tiny_image_inside():
+    """The block is the full-image Jacobian's; for DnCNN (radius 4 here) its rows at least
+    the radius from the patch's borders equal those of the patch denoised alone."""
+    from filterscope.analysis import dense_jacobian
+
+    torch.manual_seed(0)
+    model = filterscope.create_model("dncnn", bias=False, num_layers=4, hidden=8).eval()
+    y = noisy_image(41, 37)
+    top, left, h, w = 10, 12, 14, 13
+    block = ExactRows(model, y).block(top, left, h, w)
+    net = copy.deepcopy(model).double()
+    full = torch.autograd.functional.jacobian(lambda v: net(v).reshape(-1), y).reshape(41 * 37, -1)
+    index = torch.arange(41 * 37).view(41, 37)[top : top + h, left : left + w].reshape(-1)
+    assert float((block - full[index][:, index]).abs().max()) <= 1e-10
+    alone = dense_jacobian(model, y[..., top : top + h, left : left + w], dtype=torch.float64)
+    inner = torch.arange(h * w).view(h, w)[4:-4, 4:-4].reshape(-1)
+    assert float((block[inner] - alone[inner]).abs().max()) <= 1e-10
+    assert float((block - alone).abs().max()) > 1e-4  # near the borders they differ
+
+
+@pytest.mark.slow  # 1-2 minutes each on two shared cores
+@pytest.mark.parametrize("name", ["bf-dncnn-gray", "bf-drunet-gray"])
+def test_effective_dimension_in_image_stays_below_the_patch_dimension(name):
+    from filterscope.analysis import patch_spectrum_in_image
+
+    model = filterscope.load_model(name)
+    g = torch.Generator().manual_seed(1)
+    rows = torch.linspace(0, 1, 64, dtype=torch.float64)[:, None]
+    clean = (0.3 + 0.4 * (rows > 0.5) + 0.1 * torch.linspace(0, 1, 72, dtype=torch.float64))[
+        None, None
+    ]
+    y = clean + 25 / 255 * torch.randn(clean.shape, generator=g, dtype=torch.float64)
+    found = patch_spectrum_in_image(model, y, (26, 30, 12, 12), sigma=25 / 255).to_dict()
+    assert 0 < found["effective_dim"] <= found["patch_dim"] == 144
+    assert found["top_singular_value"] == pytest.approx(found["singular_values"][0])
+    assert found["contraction"] == (found["top_singular_value"] <= 1.0)

@@ -351,6 +351,60 @@ class ExactRows:
             min(x + r + 1, self.width),
         )
 
+    def block(
+        self, top: int, left: int, height: int, width: int, *, chunk: int = 64
+    ) -> torch.Tensor:
+        """The Jacobian block of a patch *inside* the image: rows and columns of the
+        patch's pixels in the full-image Jacobian, ``(N, N)`` with ``N = C·height·width``
+        (pixels flattened in ``(C, H, W)`` order), in this object's dtype.
+
+        One forward pass on the patch grown by the receptive radius (its corner on the
+        stride grid) and one batched backward pass per ``chunk`` rows; the noise
+        estimate's term is added where its gradient falls inside the patch.
+        """
+        for name, value in (("top", top), ("left", left), ("height", height), ("width", width)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InputError(f"{name} must be a number of pixels >= 0, got {value!r}")
+        if height < 1 or width < 1 or top + height > self.height or left + width > self.width:
+            raise InputError(
+                f"the patch {width}x{height} at (x, y) = ({left}, {top}) is not inside the "
+                f"{self.width}x{self.height} image"
+            )
+        t, _, lft, _ = self.box(left, top)
+        _, b, _, rgt = self.box(left + width - 1, top + height - 1)
+        crop = self.y[:, :, t:b, lft:rgt].contiguous()
+        index = torch.arange(crop.numel(), device=crop.device).view(crop.shape[1:])
+        rows_, cols = slice(top - t, top - t + height), slice(left - lft, left - lft + width)
+        patch = (slice(None), rows_, cols)
+        rows_index = index[patch].reshape(-1)
+        if self.module is None:
+            full = vjp_rows(self.function, crop, rows_index, chunk=chunk)
+            return full[:, rows_index]
+        module, level = self.module, self.estimate
+
+        def function(c: torch.Tensor, s: torch.Tensor | None = None) -> torch.Tensor:
+            return module(c) if s is None else module(c, s)
+
+        inputs = (crop,) if level is None else (crop, level)
+        out, pullback = torch.func.vjp(function, *inputs)
+        blocks = []
+        for start in range(0, len(rows_index), chunk):
+            selected = rows_index[start : start + chunk]
+            cotangents = out.new_zeros(len(selected), out.numel())
+            cotangents[torch.arange(len(selected)), selected] = 1.0
+            cotangents = cotangents.view(len(selected), *out.shape)
+            try:
+                grads = torch.func.vmap(pullback)(cotangents)
+            except Exception:  # an operation without a vmap rule: one row at a time
+                singles = [pullback(c) for c in cotangents]
+                grads = tuple(torch.stack(g) for g in zip(*singles, strict=True))
+            local = grads[0].reshape(len(selected), -1)[:, rows_index]
+            if level is not None:
+                gradient = self.estimate_gradient[:, top : top + height, left : left + width]
+                local = local + grads[1].reshape(-1, 1) * gradient.reshape(1, -1)
+            blocks.append(local)
+        return torch.cat(blocks).detach()
+
     def rows(
         self,
         pixels: Sequence[Sequence[int]],

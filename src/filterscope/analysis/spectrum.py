@@ -153,6 +153,10 @@ class PatchSpectrum:
             "cosines": cos.tolist(),
             "cosine_mean": float(cos.mean()) if len(cos) else None,
             "cosine_min": float(cos.min()) if len(cos) else None,
+            "top_singular_value": float(self.singular_values[0]),
+            # Above 1 the map stretches some direction of the patch: not a contraction.
+            "contraction": bool(self.singular_values[0] <= 1.0),
+            "patch_dim": int(self.singular_values.numel()),
         }
 
 
@@ -203,6 +207,83 @@ def patch_spectrum(
     return PatchSpectrum(
         sigma=sigma,
         shape=tuple(y.shape[1:]),
+        u=u,
+        singular_values=s,
+        vh=vh,
+        effective_dim=d,
+        signal_dim=k,
+        cosines=singular_vector_cosines(u, vh, k),
+        clean_energy_fraction=energy,
+    )
+
+
+def patch_spectrum_in_image(
+    denoiser: nn.Module | Function,
+    y: torch.Tensor,
+    box: tuple[int, int, int, int],
+    *,
+    x: torch.Tensor | None = None,
+    sigma: float | None = None,
+    dtype: torch.dtype = torch.float32,
+    chunk: int = 64,
+) -> PatchSpectrum:
+    """SVD of the Jacobian block of a patch *inside its image* (Mohan et al. 2020, §6.2).
+
+    The block holds the rows and columns of the patch's pixels of the full-image
+    Jacobian of the function ``denoise`` runs (:meth:`ExactRows.block`: the image around
+    the patch is there, and a blind noise estimate is the whole image's). That is what
+    the paper's analysis is about; denoising the patch as a tiny image
+    (:func:`patch_spectrum`) agrees with it for DnCNN away from the patch's borders but
+    not for a multi-scale network, which at 20×20 sees a 3×3 coarsest scale and
+    estimates σ from 400 pixels.
+
+    Parameters
+    ----------
+    denoiser : nn.Module or callable
+        Differentiable denoiser, called blind as ``denoise`` calls it.
+    y : Tensor, shape (H, W), (C, H, W) or (1, C, H, W)
+        The noisy image.
+    box : (top, left, height, width)
+        The patch, in pixels.
+    x : Tensor or None, keyword-only
+        The clean *patch*, for :attr:`PatchSpectrum.clean_energy_fraction`.
+    sigma : float or None, keyword-only
+        Noise level (image scale), only recorded.
+    dtype : torch.dtype, keyword-only
+        Arithmetic of the Jacobian (float32: a DRUNet block is within ~2e-4 of float64);
+        the SVD is float64.
+    chunk : int, keyword-only
+        Rows per batched backward pass.
+
+    Returns
+    -------
+    PatchSpectrum
+        Its :meth:`~PatchSpectrum.to_dict` gives ``top_singular_value`` and
+        ``contraction`` (whether the block shrinks every direction, ``s_1 <= 1``).
+
+    Notes
+    -----
+    Cost: one forward pass on the patch grown by the receptive radius and ``N / chunk``
+    batched backward passes (N = C·h·w); the shipped DRUNet on a 20×20 patch (a 240×240
+    crop), float32, two cores: about a minute.
+    """
+    from .jacobian import ExactRows
+
+    top, left, height, width = (int(v) for v in box)
+    rows = ExactRows(denoiser, y, dtype=dtype)
+    jac = rows.block(top, left, height, width, chunk=chunk)
+    u, s, vh = jacobian_svd(jac)
+    d = effective_dimension(s)
+    k = signal_dimension(d, len(s))
+    energy = None
+    if x is not None:
+        x = as_image_batch(x, dtype=torch.float64, name="x")
+        if tuple(x.shape[1:]) != (rows.channels, height, width):
+            raise InputError(f"clean patch {tuple(x.shape)} is not the {height}x{width} patch")
+        energy = subspace_energy_fraction(x, u[:, :k])
+    return PatchSpectrum(
+        sigma=sigma,
+        shape=(rows.channels, height, width),
         u=u,
         singular_values=s,
         vh=vh,
