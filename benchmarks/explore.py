@@ -330,13 +330,191 @@ def screenshot(driver, clean: np.ndarray, work: Path, path: Path) -> None:
         process.wait(timeout=30)
 
 
+# ----------------------------------------------------------------------------- issue 32
+
+#: Registered networks whose rows are compared with autograd on the whole image.
+EXACT_IMAGE = (61, 57)
+MOVES = 12
+
+
+def exactness() -> dict:
+    """Largest |row - autograd row| over corner, edge and middle pixels of a 61x57 image,
+    for every registered network (float64), and for the default on 245x239 (crops used);
+    with the card's output against the model's output."""
+    import copy
+
+    import torch
+
+    import filterscope
+    from filterscope.analysis import jacobian_rows
+    from filterscope.hub import model_info
+
+    def compare(model, height, width, pixels):
+        g = torch.Generator().manual_seed(0)
+        channels = getattr(model, "in_channels", 1) or 1
+        clean = torch.rand(1, channels, height, width, generator=g, dtype=torch.float64)
+        y = clean + 0.1 * torch.randn(clean.shape, generator=g, dtype=torch.float64)
+        rows = jacobian_rows(model, y, pixels)
+        net = copy.deepcopy(model).double().eval()
+        probe = y.clone().requires_grad_(True)
+        out = net(probe)
+        worst = value = 0.0
+        for (px, py), row in zip(pixels, rows, strict=True):
+            (grad,) = torch.autograd.grad(out[0, 0, py, px], probe, retain_graph=True)
+            worst = max(worst, float((row.full(height, width) - grad[0]).abs().max()))
+            value = max(value, abs(row.value - float(out[0, 0, py, px])))
+        return worst, value
+
+    results = {}
+    h, w = EXACT_IMAGE
+    pixels = [(0, 0), (w - 1, h - 1), (w // 2, h // 2), (3, h - 4), (w - 4, 2)]
+    for name in filterscope.list_models():
+        info = model_info(name)
+        if info.kind not in ("architecture", "shipped"):
+            continue
+        for variant in [name, *(f"{name}:{v}" for v in info.variants)]:
+            worst, value = compare(filterscope.load_model(variant), h, w, pixels)
+            results[variant] = {"row_max_abs_diff": worst, "output_max_abs_diff": value}
+            print(f"  {variant}: row {worst:.2e}, output {value:.2e}", flush=True)
+    worst, value = compare(
+        filterscope.load_model("bf-drunet-gray"), 245, 239, [(120, 123), (0, 0), (238, 244)]
+    )
+    results["bf-drunet-gray (245x239, crops)"] = {
+        "row_max_abs_diff": worst,
+        "output_max_abs_diff": value,
+    }
+    return results
+
+
+def responsiveness(clean_path: Path, requests_for_memory: int = 500) -> dict:
+    """The page's targets through the API alone (no browser): the default model on the
+    512x512 camera image at sigma 25.
+
+    - first filter: from the server answering (what a page load asks first: the page,
+      state, models, the noisy image) to the float32 filter of a pixel, and the exact one;
+    - 12 quick moves: 12 new pixels requested 50 ms apart, each superseding the last;
+      the time from the last request to its answer;
+    - memory: the server's RSS after ``requests_for_memory`` filter requests, nine in ten
+      abandoned by the client after 50 ms (as a page moving on would), the others waited.
+    """
+    import asyncio
+
+    process, url, start = start_server(["--clean", str(clean_path), "--sigma", "25"])
+    out: dict = {}
+    try:
+        wait_up(url, process)
+        out["server_up_s"] = time.perf_counter() - start
+        page = time.perf_counter()
+        with httpx.Client(base_url=url, timeout=120.0) as client:
+            client.get("")
+            client.get("api/state")
+            model = client.get("api/models").json()["models"][0]
+            client.get("api/image/noisy")
+            first = client.get(
+                "api/filter", params={"model": model["id"], "x": 250, "y": 100, "precision": "fast"}
+            )
+            out["first_filter_after_page_load_s"] = time.perf_counter() - page
+            answer = first.json()
+            out["first_filter_compute_s"] = answer["seconds"]
+            out["first_filter_bytes"] = len(first.content)
+            exact = client.get("api/filter", params={"model": model["id"], "x": 250, "y": 100})
+            out["first_exact_filter_after_page_load_s"] = time.perf_counter() - page
+            out["exact_filter_compute_s"] = exact.json()["seconds"]
+            out["window"] = {
+                k: answer[k] for k in ("window_radius", "window_share", "max_radius", "size")
+            }
+            out["model"] = model["name"]
+
+        async def moves() -> tuple[float, list[int]]:
+            async with httpx.AsyncClient(base_url=url, timeout=120.0) as client:
+                tasks, sent = [], 0.0
+                for k in range(MOVES):
+                    params = {"model": model["id"], "x": 300 + k, "y": 300, "precision": "fast"}
+                    sent = time.perf_counter()
+                    tasks.append(asyncio.ensure_future(client.get("api/filter", params=params)))
+                    await asyncio.sleep(0.05)
+                answers = await asyncio.gather(*tasks)
+                return time.perf_counter() - sent, [a.status_code for a in answers]
+
+        last, codes = asyncio.run(moves())
+        out["last_of_12_moves_s"] = last
+        out["moves_status_codes"] = codes
+        out["rss_mib_before_requests"] = rss_mib(process.pid)
+        started = time.perf_counter()
+        with httpx.Client(base_url=url) as client:
+            for k in range(requests_for_memory):
+                params = {"model": model["id"], "x": k % 512, "y": (7 * k) % 512}
+                params["precision"] = "fast"
+                try:
+                    client.get("api/filter", params=params, timeout=120.0 if k % 10 == 0 else 0.05)
+                except httpx.TimeoutException:
+                    pass
+            alive = client.get("api/state", timeout=120.0).status_code == 200
+        out["requests"] = requests_for_memory
+        out["requests_seconds"] = time.perf_counter() - started
+        out["rss_mib_after_requests"] = rss_mib(process.pid)
+        out["alive_after_requests"] = alive
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return out
+
+
+def api_main(args) -> None:
+    from skimage import data
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clean_path = Path(tmp) / "camera.png"
+        Image.fromarray(data.camera()).save(clean_path)
+        print("responsiveness (API)", flush=True)
+        results = {"responsiveness": responsiveness(clean_path, args.requests)}
+    if not args.skip_exactness:
+        print("exactness (every registered network)", flush=True)
+        results["exactness"] = exactness()
+    payload = {
+        "command": "python benchmarks/explore.py --api",
+        "image": "scikit-image camera, 512x512 gray, clean + Gaussian noise sigma 25 (seed 0)",
+        "machine_note": "2 CPU cores shared with five other helpers' jobs: timings noisy",
+        **results,
+    }
+    path = write_results("explore_api", payload)
+    r = results["responsiveness"]
+    rows = [
+        {"measure": "first filter after page load, float32 (s)",
+         "value": f"{r['first_filter_after_page_load_s']:.2f}", "target": "<= 2"},
+        {"measure": "first exact (float64) filter after page load (s)",
+         "value": f"{r['first_exact_filter_after_page_load_s']:.2f}", "target": ""},
+        {"measure": "last of 12 quick moves shown after (s)",
+         "value": f"{r['last_of_12_moves_s']:.2f}", "target": "<= 3"},
+        {"measure": f"RSS after {r['requests']} filter requests (MiB)",
+         "value": f"{r['rss_mib_after_requests']:.0f}", "target": "< 1536"},
+        {"measure": "filter answer size (bytes)", "value": r["first_filter_bytes"], "target": ""},
+    ]  # fmt: skip
+    for name, found in results.get("exactness", {}).items():
+        rows.append({"measure": f"row vs autograd, {name}",
+                     "value": f"{found['row_max_abs_diff']:.1e}", "target": "<= 1e-5"})  # fmt: skip
+    print_table(rows, ["measure", "value", "target"])
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--api",
+        action="store_true",
+        help="issue 32's targets through the API alone (no browser): first filter, 12 "
+        "quick moves, RSS after many requests, rows vs autograd for every network",
+    )
+    parser.add_argument("--requests", type=int, default=500, help="with --api: filter requests")
+    parser.add_argument("--skip-exactness", action="store_true", help="with --api: timings only")
     parser.add_argument("--no-screenshot", action="store_true", help="skip docs/explore.png")
     parser.add_argument(
         "--screenshot-only", action="store_true", help="only docs/explore.png, no timings"
     )
     args = parser.parse_args()
+    if args.api:
+        api_main(args)
+        return
     from skimage import data
 
     clean = data.camera().astype(np.float64) / 255.0
