@@ -11,10 +11,23 @@ from pathlib import Path
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
+def machine_record() -> dict:
+    """Where a benchmark ran: CPU model, torch's capability, the flags that matter, cores,
+    threads, torch version, GPU, and the ``auto`` numeric path of each command there
+    (:mod:`filterscope.machine`). Timings only compare on the same record."""
+    from filterscope.machine import machine_info, numeric_paths
+
+    return {**machine_info(), "paths": numeric_paths()}
+
+
 def write_results(name: str, payload: dict) -> Path:
-    """Write ``payload`` as ``benchmarks/results/NAME.json`` and return the path."""
+    """Write ``payload`` as ``benchmarks/results/NAME.json`` and return the path.
+
+    The payload gets a ``machine`` entry (:func:`machine_record`) unless it has one.
+    """
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
+    payload = {**payload, "machine": payload.get("machine") or machine_record()}
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
 

@@ -81,7 +81,10 @@ def main() -> None:
         )
         rows.append(result)
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"tile": tile, "overlap": OVERLAP, "cases": rows}, indent=2))
+    from _common import machine_record
+
+    payload = {"tile": tile, "overlap": OVERLAP, "cases": rows, "machine": machine_record()}
+    RESULTS.write_text(json.dumps(payload, indent=2))
     print(
         f"{'image':>10} {'mode':>6} {'tiles':>5} {'peak-base MiB':>13} "
         f"{'whole estimate MiB':>18} {'s':>6} {'PSNR':>6}"

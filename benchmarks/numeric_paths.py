@@ -1,0 +1,276 @@
+"""The ``auto`` numeric path against every other path, side by side, on this machine.
+
+Run from the repository root::
+
+    python benchmarks/numeric_paths.py            # every case, a few minutes on 2 cores
+    python benchmarks/numeric_paths.py --quick    # fewer repetitions
+
+For each case every available path is timed in alternation (one run of each path per
+round, so that load from other processes falls on all alike) and the median kept:
+
+- a training step (forward, backward, Adam) of each distinct network among the shipped
+  CPU recipes (recipes sharing a network share the case), batch 4 of the recipe's patch
+  size: float32 / bfloat16 autocast, contiguous / channels-last;
+- ``denoise`` (the shipped default model, tiled as the command does) of a 512×512 gray
+  and a 3000×2000 RGB image: float32 / bfloat16;
+- ``ntk denoise`` (default options, σ = 25) of a 256×256 and a 512×512 colour image:
+  float32 (``single``) / int8 patch products;
+- ``analyze spectrum`` of a 40×40 gray patch (one σ): float32 / float64 Jacobian.
+
+Reported per case: the path ``auto`` takes here (:mod:`filterscope.machine`), each
+path's median seconds, and ``auto / fastest`` (target ≤ 1.10). Also the seconds of
+``ntk denoise`` 256×256 colour with default options (target ≤ 3 s on 2 cores) and of
+``filterscope info`` from its cache (target < 1 s). Results:
+``benchmarks/results/numeric_paths.json`` with the machine record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from _common import machine_record, print_table, write_results
+from filterscope import machine
+from filterscope.inference import denoise_tensor, prepare_model
+from filterscope.io import read_image
+from filterscope.models.zoo import default_model_name, load_model
+from filterscope.ntk import denoise as ntk_denoise
+from filterscope.training import load_recipe
+from filterscope.training.trainer import _build_model, optimizer_step
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+TRAIN_BATCH = 4
+
+
+def _time(run: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def side_by_side(paths: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median seconds of each path, timed in alternation after one warm-up each."""
+    for run in paths.values():
+        run()
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(rounds):
+        for name, run in paths.items():
+            times[name].append(_time(run))
+    return {name: statistics.median(spent) for name, spent in times.items()}
+
+
+def _row(case: str, auto: str, medians: dict[str, float], **extra) -> dict:
+    fastest = min(medians, key=medians.get)
+    return {
+        "case": case,
+        "auto": auto,
+        "fastest": fastest,
+        "auto_over_fastest": medians[auto] / medians[fastest],
+        "seconds": medians,
+        **extra,
+    }
+
+
+# ----------------------------------------------------------------------------- cases
+
+
+def training_cases(rounds: int) -> list[dict]:
+    """One case per distinct network of the shipped CPU recipes."""
+    groups: dict[str, list[str]] = {}
+    configs = {}
+    for path in sorted((ROOT / "recipes").glob("*.toml")):
+        config = load_recipe(path)
+        if path.name.startswith("gpu-") or config.arch not in ("drunet", "dncnn"):
+            continue
+        key = f"{config.arch} {config.in_channels}ch {config.arch_options} p{config.patch_size}"
+        groups.setdefault(key, []).append(path.name)
+        configs.setdefault(key, config)
+    rows = []
+    for key, names in groups.items():
+        config = configs[key]
+        gen = torch.Generator().manual_seed(0)
+        shape = (TRAIN_BATCH, config.in_channels, config.patch_size, config.patch_size)
+        clean = torch.rand(shape, generator=gen)
+        noisy = clean + 0.1 * torch.randn(shape, generator=gen)
+        sigma = torch.full((TRAIN_BATCH,), 0.1)
+        paths = {}
+        for precision in ("float32", "bfloat16"):
+            for last in (False, True):
+                torch.manual_seed(0)
+                model = _build_model(config)
+                layout = torch.channels_last if last else torch.contiguous_format
+                model = model.to(memory_format=layout)
+                optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+                batch = noisy.contiguous(memory_format=layout)
+
+                def step(m=model, o=optimizer, b=batch, c=clean, s=sigma, p=precision):
+                    optimizer_step(m, o, b, c, sigma=s, precision=p)
+
+                paths[f"{precision}{' channels-last' if last else ''}"] = step
+        chosen = config.numeric_path("cpu")
+        auto = chosen["precision"] + (" channels-last" if chosen["channels_last"] else "")
+        medians = side_by_side(paths, rounds)
+        rows.append(_row(f"train step {key}", auto, medians, recipes=names))
+        print(f"  {key}: {medians}", flush=True)
+    return rows
+
+
+def _image(name: str, channels: int, size: tuple[int, int]) -> torch.Tensor:
+    """A shared test photo, tiled to ``size`` (rows, columns), as (1, C, H, W)."""
+    image, _ = read_image(name)
+    x = torch.from_numpy(image).permute(2, 0, 1)[:channels]
+    reps = (1, -(-size[0] // x.shape[1]), -(-size[1] // x.shape[2]))
+    return x.repeat(*reps)[:, : size[0], : size[1]].contiguous()[None]
+
+
+def denoise_cases(rounds_small: int, rounds_large: int) -> list[dict]:
+    rows = []
+    cases = [
+        ("denoise 512x512 gray", 1, (512, 512), SHARED / "Set12" / "01.png", rounds_small),
+        (
+            "denoise 3000x2000 RGB",
+            3,
+            (2000, 3000),
+            SHARED / "Kodak24" / "kodim01.png",
+            rounds_large,
+        ),
+    ]
+    for case, channels, size, source, rounds in cases:
+        if not source.exists():
+            source = next((SHARED / ("BSD68" if channels == 1 else "CBSD68")).glob("*.png"))
+        x = _image(str(source), channels, size)
+        y = x + 25 / 255 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+        network = load_model(default_model_name(channels))
+        paths = {}
+        for precision in ("float32", "bfloat16"):
+            prepared = prepare_model(network, precision=precision)
+            paths[precision] = lambda m=prepared, y=y: denoise_tensor(m, y)
+        auto = machine.choose_precision("denoise", "cpu")
+        medians = side_by_side(paths, rounds)
+        rows.append(_row(case, auto, medians, model=default_model_name(channels)))
+        print(f"  {case}: {medians}", flush=True)
+    return rows
+
+
+def ntk_cases(rounds_small: int, rounds_large: int) -> list[dict]:
+    rows = []
+    source = next(iter(sorted((SHARED / "CBSD68").glob("*.png"))))
+    for side, rounds in ((256, rounds_small), (512, rounds_large)):
+        x = _image(str(source), 3, (side, side))[0].double()
+        gen = torch.Generator().manual_seed(0)
+        y = x + 25 / 255 * torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        paths = {
+            p: (lambda p=p, y=y: ntk_denoise(y, sigma=25 / 255, precision=p))
+            for p in ("single", "int8")
+        }
+        auto = "int8" if machine.choose_int8("ntk") else "single"
+        medians = side_by_side(paths, rounds)
+        rows.append(_row(f"ntk denoise {side}x{side} colour", auto, medians))
+        print(f"  ntk {side}: {medians}", flush=True)
+    return rows
+
+
+def analyze_case(rounds: int) -> dict:
+    from filterscope.analysis.spectrum import spectrum_vs_sigma
+
+    source = next(iter(sorted((SHARED / "BSD68").glob("*.png"))))
+    x = _image(str(source), 1, (40, 40))
+    network = load_model(default_model_name(1))
+    dtypes = {"float32": torch.float32, "float64": torch.float64}
+    paths = {
+        name: (lambda d=d: spectrum_vs_sigma(network, x, [25 / 255], dtype=d))
+        for name, d in dtypes.items()
+    }
+    medians = side_by_side(paths, rounds)
+    print(f"  analyze: {medians}", flush=True)
+    return _row("analyze spectrum 40x40 gray", machine.choose_precision("analyze"), medians)
+
+
+def info_seconds(rounds: int) -> float:
+    command = [sys.executable, "-m", "filterscope", "info", "--json"]
+    subprocess.run(command, check=True, capture_output=True)  # fills the cache if empty
+    return statistics.median(
+        _time(lambda: subprocess.run(command, check=True, capture_output=True))
+        for _ in range(rounds)
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument(
+        "--only", choices=("train", "denoise", "ntk", "analyze", "info"), action="append"
+    )
+    args = parser.parse_args()
+    small, large = (2, 1) if args.quick else (3, 1)
+    only = set(args.only or ("train", "denoise", "ntk", "analyze", "info"))
+    started = time.perf_counter()
+    rows: list[dict] = []
+    if "info" in only:
+        info = info_seconds(5)
+        print(f"  filterscope info: {info:.3f} s", flush=True)
+    if "ntk" in only:
+        rows += ntk_cases(small, large)
+    if "analyze" in only:
+        rows.append(analyze_case(small + 2))
+    if "train" in only:
+        rows += training_cases(small)
+    if "denoise" in only:
+        rows += denoise_cases(small, large)
+    ntk256 = next((r for r in rows if r["case"].startswith("ntk denoise 256")), None)
+    payload = {
+        "machine": machine_record(),
+        "protocol": {
+            "rounds": {"small": small, "large": large},
+            "train_batch": TRAIN_BATCH,
+            "note": "medians of paths timed in alternation; the machine may be shared",
+        },
+        "cases": rows,
+        "targets": {
+            "auto_within_10_percent": all(r["auto_over_fastest"] <= 1.10 for r in rows),
+            "ntk_256_colour_seconds": None if ntk256 is None else ntk256["seconds"][ntk256["auto"]],
+            "ntk_256_colour_within_3_s": None
+            if ntk256 is None
+            else ntk256["seconds"][ntk256["auto"]] <= 3.0,
+            "info_seconds": info if "info" in only else None,
+            "info_under_1_s": (info < 1.0) if "info" in only else None,
+        },
+        "seconds": time.perf_counter() - started,
+    }
+    suffix = "" if only == {"train", "denoise", "ntk", "analyze", "info"} else "_partial"
+    path = write_results(f"numeric_paths{suffix}", payload)
+    table = [
+        {
+            "case": r["case"],
+            "auto": r["auto"],
+            "auto s": r["seconds"][r["auto"]],
+            "fastest": r["fastest"],
+            "fastest s": r["seconds"][r["fastest"]],
+            "auto/fastest": r["auto_over_fastest"],
+            "others": ", ".join(
+                f"{k} {v:.3g}"
+                for k, v in r["seconds"].items()
+                if k not in (r["auto"], r["fastest"])
+            ),
+        }
+        for r in rows
+    ]
+    print(
+        f"machine: {payload['machine']['cpu']}, {payload['machine']['capability']}, "
+        f"torch {payload['machine']['torch']}, {payload['machine']['threads']} threads"
+    )
+    print_table(table, ["case", "auto", "auto s", "fastest", "fastest s", "auto/fastest", "others"])
+    print(f"targets: {payload['targets']}")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
