@@ -23,11 +23,12 @@ def machine_record() -> dict:
 def write_results(name: str, payload: dict) -> Path:
     """Write ``payload`` as ``benchmarks/results/NAME.json`` and return the path.
 
-    The payload gets a ``machine`` entry (:func:`machine_record`) unless it has one.
+    The payload's ``machine`` entry gets :func:`machine_record`'s fields (the script's
+    own fields of that entry, if any, are kept and win).
     """
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
-    payload = {**payload, "machine": payload.get("machine") or machine_record()}
+    payload = {**payload, "machine": {**machine_record(), **payload.get("machine", {})}}
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
 
