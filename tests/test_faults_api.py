@@ -294,3 +294,15 @@ def test_dip_runs_under_inference_mode():
     assert out.shape == (12, 12) and np.isfinite(out).all()
     with torch.inference_mode():
         assert model(torch.rand(1, 1, 12, 12)).shape == (1, 1, 12, 12)
+
+
+def test_dip_in_an_evaluation_keeps_the_measured_psnr():
+    """Evaluation runs DIP under no_grad, and DIP's own report (its "psnr" is None: no
+    clean image) no longer replaces the measured PSNR (a TypeError in the mean)."""
+    from filterscope.evaluation.sweep import evaluate
+
+    model = fs.load_model("dip", iters=2, width=4)
+    clean = torch.from_numpy(GRAY[:12, :12])[None, None]
+    result = evaluate({"dip": model}, [("a", clean)], [25 / 255], progress=False)
+    entry = result["results"][0]
+    assert np.isfinite(entry["psnr"]) and entry["per_image"][0]["psnr"] == entry["psnr"]

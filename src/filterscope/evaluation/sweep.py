@@ -409,7 +409,11 @@ class _Sweep:
                     "psnr_in": psnr_in[k],
                     "ssim_in": ssim_in[k],
                 }
-                entry["per_image"][i].update(_estimated(out.per_image[k]))
+                measured = entry["per_image"][i]
+                # What the method reports never replaces what is measured here (DIP's
+                # own "psnr" is None: it has no clean image).
+                extra = _estimated(out.per_image[k])
+                measured.update({key: v for key, v in extra.items() if key not in measured})
             advance(len(group))
 
 
