@@ -205,6 +205,24 @@ def test_temporary_files_of_a_killed_write_are_not_inputs(work, capsys, tiny_mod
     assert not is_temporary(work / "x.txt")
 
 
+def test_stale_temporary_files_are_cleaned_and_fresh_ones_left(tmp_path):
+    """A write into a folder removes our temporary files older than a day (a killed
+    process left them); a fresh one (a write running elsewhere) and other files stay."""
+    from filterscope import _files
+
+    stale = tmp_path / f"{_files.TMP_PREFIX}old.png"
+    fresh = tmp_path / f"{_files.TMP_PREFIX}new.png"
+    mine = tmp_path / "old-photo.png"
+    for path in (stale, fresh, mine):
+        path.write_bytes(b"")
+    day_ago = os.stat(stale).st_mtime - _files.STALE_AFTER_S - 60
+    for path in (stale, mine):
+        os.utime(path, (day_ago, day_ago))
+    _files._swept.discard(tmp_path)
+    _files.atomic_write(tmp_path / "r.txt", lambda name: Path(name).write_text("x"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fresh.name, mine.name, "r.txt"])
+
+
 # ----------------------------------------------------------------- outputs
 
 

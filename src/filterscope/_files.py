@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -40,6 +41,35 @@ def _current_umask() -> int:
     return mask
 
 
+#: Age (seconds) after which a temporary file of ours is taken as left by a killed
+#: process: no write takes a day, and its file's modification time moves while it runs.
+STALE_AFTER_S = 24 * 3600
+
+_swept: set[Path] = set()
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of atomic writes (:data:`TMP_PREFIX`) in ``folder``
+    untouched for :data:`STALE_AFTER_S`; younger ones may belong to a write still
+    running in another process and are left. Errors (a read-only folder) are ignored.
+    Returns the files removed."""
+    removed = []
+    now = time.time()
+    try:
+        candidates = list(Path(folder).glob(TMP_PREFIX + "*"))
+    except OSError:
+        return removed
+    for path in candidates:
+        try:
+            if path.is_file() and not path.is_symlink():
+                if now - path.stat().st_mtime > STALE_AFTER_S:
+                    path.unlink()
+                    removed.append(path)
+        except OSError:
+            continue
+    return removed
+
+
 def atomic_write(
     path: str | os.PathLike, write: Callable[[str], None], *, suffix: str = ""
 ) -> Path:
@@ -50,9 +80,14 @@ def atomic_write(
     removed if ``write`` fails: an interrupted write never leaves a half-written file
     and never destroys an existing one. ``suffix`` is the temporary file's suffix, for
     writers that pick the format from it. ``OSError`` from creating the file or from
-    ``write`` propagates.
+    ``write`` propagates. The first write into a folder also removes the temporary
+    files a killed process left there a day or more ago
+    (:func:`remove_stale_temporaries`).
     """
     path = Path(path)
+    if path.parent not in _swept:
+        _swept.add(path.parent)
+        remove_stale_temporaries(path.parent)
     fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
