@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import inspect
 import json
 import os
 import pickle
@@ -38,12 +37,18 @@ from ..errors import (
     OVERWRITE_ADVICE,
     TRUST_CODE_ADVICE,
     CheckpointError,
+    InputError,
     ModelImportError,
     UnsupportedLayerError,
 )
 from .base import CNNDenoiser
 from .published import build_published_model, is_published_checkpoint
-from .registry import architecture_class, create_model, list_models
+from .registry import (
+    architecture_class,
+    check_architecture_options,
+    create_model,
+    list_models,
+)
 from .shipped import list_shipped, shipped_weights
 from .user import build_network, code_trusted, is_object_path, trusting_code
 
@@ -113,21 +118,12 @@ def save_model(
 
 def _check_option_types(arch: str, config: dict[str, Any], source: Path) -> None:
     """Refuse a config value whose type differs from the constructor's default for it
-    (``hidden = "sixty-four"``), naming the option, before the constructor sees it."""
-    expected = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
-    parameters = inspect.signature(architecture_class(arch)).parameters
-    for key, value in config.items():
-        default = parameters[key].default if key in parameters else None
-        kind = type(default)
-        if kind not in expected:
-            continue  # no default to compare with: the constructor decides
-        fits = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
-        if kind is float:
-            fits = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not fits:
-            raise CheckpointError(
-                f"{source}: {arch} option {key} must be {expected[kind]}, got {value!r}"
-            )
+    (``hidden = "sixty-four"``), naming the option, before the constructor sees it
+    (:func:`~filterscope.models.registry.check_architecture_options`)."""
+    try:
+        check_architecture_options(arch, architecture_class(arch), config)
+    except InputError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
 
 
 def _build(card: dict[str, Any], state: dict[str, torch.Tensor], source: Path) -> torch.nn.Module:
