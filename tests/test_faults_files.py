@@ -447,3 +447,56 @@ def test_a_non_blind_model_is_given_sigma_in_the_analyses():
     blind = NeedsSigma()
     blind.blind = True
     assert with_sigma(blind, 0.25) is blind
+
+
+# ----------------------------------------------------------------- bad models
+
+
+#: Every command that takes a model, with MODEL in its place.
+MODEL_COMMANDS = {
+    "denoise": "denoise IMG -o OUT.png --model MODEL",
+    "evaluate": "evaluate --model MODEL --data DATA --sigmas 25 --json OUT.json",
+    "analyze filters": "analyze filters --model MODEL --image IMG --sigma 25 --pixels 3,4 "
+    "--json OUT.json",
+    "analyze spectrum": "analyze spectrum --model MODEL --image IMG --sigmas 25 --patch 6 "
+    "--json OUT.json",
+    "analyze dimension": "analyze dimension --model MODEL --image IMG --sigma 25 --probes 2 "
+    "--json OUT.json",
+    "analyze decomposition": "analyze decomposition --model MODEL --data DATA --sigmas 25 "
+    "--patches 2 --patch 6 --json OUT.json",
+    "demo": "demo --out OUT --model MODEL",
+    "explore": "explore IMG --model MODEL --no-browser --port 0",
+    "experiment restoration": "experiment restoration --bias-model MODEL --bias-free-model "
+    "MODEL --test-dir DATA --sigmas 25 --blurs 0,2 --out OUT",
+}
+
+
+def _bad_model(kind: str, folder: Path) -> Path | str:
+    if kind == "unknown name":
+        return "no-such-model"
+    if kind == "missing file":
+        return folder / "missing.pt"
+    path = folder / {"random .pt": "m.pt", "empty .safetensors": "m.safetensors",
+                     "text .pt": "t.pt", "folder": "models"}[kind]  # fmt: skip
+    if kind == "random .pt":
+        path.write_bytes(np.random.default_rng(2).bytes(4096))
+    elif kind == "empty .safetensors":
+        path.write_bytes(b"")
+    elif kind == "text .pt":
+        path.write_text("not a checkpoint\n")
+    else:
+        path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind", ["unknown name", "missing file", "random .pt", "empty .safetensors", "text .pt",
+             "folder"]
+)  # fmt: skip
+@pytest.mark.parametrize("command", sorted(MODEL_COMMANDS))
+def test_a_bad_model_is_one_line_in_every_command(work, capsys, command, kind):
+    model = _bad_model(kind, work)
+    argv = argv_of(MODEL_COMMANDS[command], IMG=work / "good.png", DATA=work / "data",
+                   OUT=work / "out", MODEL=model)  # fmt: skip
+    message = refused(capsys, argv, work)
+    assert Path(str(model)).name in message
