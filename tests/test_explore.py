@@ -16,7 +16,12 @@ with warnings.catch_warnings():  # newer Starlette asks for httpx2; httpx still 
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from filterscope.analysis import adaptive_filters, first_order_decomposition, patch_spectrum
+from filterscope.analysis import (
+    adaptive_filters,
+    first_order_decomposition,
+    patch_spectrum,
+    patch_spectrum_in_image,
+)
 from filterscope.explore import Explorer, load_model
 from filterscope.explore.server import create_app
 from filterscope.explore.session import decode_filter
@@ -161,9 +166,13 @@ def test_output_psnr_and_spectrum(client, models):
         "/api/spectrum", params={"model": "bf-dncnn-gray", "x": 36, "y": 0, "patch": 12}
     ).json()
     assert answer["origin"] == [WIDTH - 12, 0] and answer["patch"] == 12
-    patch = noisy()[:, :, 0:12, WIDTH - 12 :]
-    expected = patch_spectrum(models[0].denoiser, patch)
+    # The patch's block of the whole image's Jacobian, not the patch denoised alone.
+    expected = patch_spectrum_in_image(models[0].denoiser, noisy(), (0, WIDTH - 12, 12, 12))
     np.testing.assert_allclose(answer["singular_values"], expected.singular_values, atol=1e-4)
+    alone = patch_spectrum(models[0].denoiser, noisy()[:, :, 0:12, WIDTH - 12 :])
+    assert abs(answer["effective_dim"] - alone.effective_dim) > 1e-3
+    assert answer["effective_dim"] <= answer["patch_dim"] == 144
+    assert answer["contraction"] == (answer["top_singular_value"] <= 1)
     assert len(answer["vectors"]) == 6 and np.array(answer["vectors"][0]).shape == (12, 12)
 
 

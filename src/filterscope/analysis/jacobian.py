@@ -352,7 +352,14 @@ class ExactRows:
         )
 
     def block(
-        self, top: int, left: int, height: int, width: int, *, chunk: int = 64
+        self,
+        top: int,
+        left: int,
+        height: int,
+        width: int,
+        *,
+        chunk: int = 64,
+        should_stop: Callable[[], bool] | None = None,
     ) -> torch.Tensor:
         """The Jacobian block of a patch *inside* the image: rows and columns of the
         patch's pixels in the full-image Jacobian, ``(N, N)`` with ``N = C·height·width``
@@ -361,7 +368,15 @@ class ExactRows:
         One forward pass on the patch grown by the receptive radius (its corner on the
         stride grid) and one batched backward pass per ``chunk`` rows; the noise
         estimate's term is added where its gradient falls inside the patch.
+        ``should_stop`` is polled between layers and between chunks (:class:`Cancelled`).
         """
+        self._should_stop = should_stop
+        try:
+            return self._block(top, left, height, width, chunk)
+        finally:
+            self._should_stop = None
+
+    def _block(self, top: int, left: int, height: int, width: int, chunk: int) -> torch.Tensor:
         for name, value in (("top", top), ("left", left), ("height", height), ("width", width)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InputError(f"{name} must be a number of pixels >= 0, got {value!r}")
@@ -389,6 +404,8 @@ class ExactRows:
         out, pullback = torch.func.vjp(function, *inputs)
         blocks = []
         for start in range(0, len(rows_index), chunk):
+            if self._should_stop is not None and self._should_stop():
+                raise Cancelled()
             selected = rows_index[start : start + chunk]
             cotangents = out.new_zeros(len(selected), out.numel())
             cotangents[torch.arange(len(selected)), selected] = 1.0

@@ -10,7 +10,7 @@ clean image's energy, and subspaces at higher σ nest inside those at lower σ.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -226,6 +226,7 @@ def patch_spectrum_in_image(
     sigma: float | None = None,
     dtype: torch.dtype = torch.float32,
     chunk: int = 64,
+    should_stop: Callable[[], bool] | None = None,
 ) -> PatchSpectrum:
     """SVD of the Jacobian block of a patch *inside its image* (Mohan et al. 2020, §6.2).
 
@@ -254,6 +255,9 @@ def patch_spectrum_in_image(
         the SVD is float64.
     chunk : int, keyword-only
         Rows per batched backward pass.
+    should_stop : callable or None, keyword-only
+        Polled between layers; True ends the computation with
+        :class:`~filterscope.analysis.jacobian.Cancelled`.
 
     Returns
     -------
@@ -271,7 +275,7 @@ def patch_spectrum_in_image(
 
     top, left, height, width = (int(v) for v in box)
     rows = ExactRows(denoiser, y, dtype=dtype)
-    jac = rows.block(top, left, height, width, chunk=chunk)
+    jac = rows.block(top, left, height, width, chunk=chunk, should_stop=should_stop)
     u, s, vh = jacobian_svd(jac)
     d = effective_dimension(s)
     k = signal_dimension(d, len(s))

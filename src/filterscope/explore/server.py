@@ -427,16 +427,22 @@ class _Api:
         return JSONResponse(found["info"])
 
     async def spectrum(self, request: Request) -> Response:
-        found = await _cached_or_computed(
-            self.worker,
-            SLOW,
-            self.explorer.spectrum,
-            self.model_name(request),
-            _int(request, "x"),
-            _int(request, "y"),
-            _sigma(request),
-            patch=_int(request, "patch", default=self.explorer.state()["patch"]),
-        )
+        arguments = (self.model_name(request), _int(request, "x"), _int(request, "y"))
+        sigma = _sigma(request)
+        patch = _int(request, "patch", default=self.explorer.state()["patch"])
+        found = self.explorer.spectrum(*arguments, sigma, patch=patch, compute=False)
+        if found is None:
+            try:  # a slow panel: it gives way to any filter the page asks for
+                found = await self.worker.run(
+                    self.explorer.spectrum,
+                    *arguments,
+                    sigma,
+                    patch=patch,
+                    should_stop=self.worker.urgent_waiting,
+                    priority=SLOW,
+                )
+            except Cancelled:
+                raise BadRequest("the spectrum gave way to a filter request", status=409) from None
         return JSONResponse(found)
 
     async def eigen(self, request: Request) -> Response:

@@ -600,11 +600,15 @@ class Explorer:
         *,
         patch: int = DEFAULT_PATCH,
         compute: bool = True,
+        should_stop: Callable[[], bool] | None = None,
     ) -> dict | None:
-        """SVD of the Jacobian of the patch around ``(x, y)``, denoised as the network's
-        whole input (Mohan et al. 2020, §6.2): singular values, effective dimension and
-        the leading left singular vectors as small images (``[k][row][col]``, or
-        ``[k][channel][row][col]`` for colour)."""
+        """SVD of the Jacobian block of the patch around ``(x, y)`` *inside the image*
+        (Mohan et al. 2020, §6.2; :func:`filterscope.analysis.patch_spectrum_in_image`):
+        singular values, effective dimension (at most the patch's dimension for a
+        contraction), top singular value and whether the block is a contraction, the
+        leading left singular vectors as small images (``[k][row][col]``, or
+        ``[k][channel][row][col]`` for colour). ``should_stop`` is polled between layers
+        (:class:`~filterscope.analysis.jacobian.Cancelled`)."""
         model = self.model(name)
         if model.kind != "jacobian":
             raise InputError(f"model {model.name} is not a network: no patch spectrum")
@@ -615,14 +619,21 @@ class Explorer:
         left, top, side = self.patch_box(x, y, patch)
 
         def make() -> dict:
-            from ..analysis import patch_spectrum
+            from ..analysis import patch_spectrum_in_image
 
             start = time.perf_counter()
             crop = (slice(None), slice(None), slice(top, top + side), slice(left, left + side))
             device = module_device(model.denoiser)
             clean = None if self.clean is None else self.clean[crop].to(device)
-            noisy = self.noisy(sigma)[crop].to(device)
-            found = patch_spectrum(model.denoiser, noisy, x=clean, sigma=sigma)
+            noisy = self.noisy(sigma).to(device)
+            found = patch_spectrum_in_image(
+                model.denoiser,
+                noisy,
+                (top, left, side, side),
+                x=clean,
+                sigma=sigma,
+                should_stop=should_stop,
+            )
             out = found.to_dict()
             count = min(VECTORS, len(found.singular_values))
             vectors = found.singular_vector_images(list(range(count)))
