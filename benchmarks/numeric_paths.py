@@ -48,6 +48,7 @@ from filterscope.training.trainer import _build_model, optimizer_step
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 TRAIN_BATCH = 4
+ALL = ("info", "ntk", "analyze", "train", "denoise")
 
 
 def _time(run: Callable[[], object]) -> float:
@@ -57,8 +58,9 @@ def _time(run: Callable[[], object]) -> float:
 
 
 def side_by_side(paths: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median seconds of each path, timed in alternation after one warm-up each."""
-    for run in paths.values():
+    """Median seconds of each path, timed in alternation after one warm-up each (none for
+    a single round: the large cases, whose first run is dominated by the work itself)."""
+    for run in paths.values() if rounds > 1 else ():
         run()
     times: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(rounds):
@@ -131,19 +133,15 @@ def _image(name: str, channels: int, size: tuple[int, int]) -> torch.Tensor:
     return x.repeat(*reps)[:, : size[0], : size[1]].contiguous()[None]
 
 
-def denoise_cases(rounds_small: int, rounds_large: int) -> list[dict]:
+DENOISE_CASES = {
+    "small": ("denoise 512x512 gray", 1, (512, 512), SHARED / "Set12" / "01.png"),
+    "large": ("denoise 3000x2000 RGB", 3, (2000, 3000), SHARED / "Kodak24" / "kodim01.png"),
+}
+
+
+def denoise_cases(which: str, rounds: int) -> list[dict]:
     rows = []
-    cases = [
-        ("denoise 512x512 gray", 1, (512, 512), SHARED / "Set12" / "01.png", rounds_small),
-        (
-            "denoise 3000x2000 RGB",
-            3,
-            (2000, 3000),
-            SHARED / "Kodak24" / "kodim01.png",
-            rounds_large,
-        ),
-    ]
-    for case, channels, size, source, rounds in cases:
+    for case, channels, size, source in [DENOISE_CASES[which]]:
         if not source.exists():
             source = next((SHARED / ("BSD68" if channels == 1 else "CBSD68")).glob("*.png"))
         x = _image(str(source), channels, size)
@@ -160,22 +158,19 @@ def denoise_cases(rounds_small: int, rounds_large: int) -> list[dict]:
     return rows
 
 
-def ntk_cases(rounds_small: int, rounds_large: int) -> list[dict]:
-    rows = []
+def ntk_cases(side: int, rounds: int) -> list[dict]:
+    """``ntk denoise`` (default options, SURE, σ = 25) of a side × side colour image."""
     source = next(iter(sorted((SHARED / "CBSD68").glob("*.png"))))
-    for side, rounds in ((256, rounds_small), (512, rounds_large)):
-        x = _image(str(source), 3, (side, side))[0].double()
-        gen = torch.Generator().manual_seed(0)
-        y = x + 25 / 255 * torch.randn(x.shape, generator=gen, dtype=torch.float64)
-        paths = {
-            p: (lambda p=p, y=y: ntk_denoise(y, sigma=25 / 255, precision=p))
-            for p in ("single", "int8")
-        }
-        auto = "int8" if machine.choose_int8("ntk") else "single"
-        medians = side_by_side(paths, rounds)
-        rows.append(_row(f"ntk denoise {side}x{side} colour", auto, medians))
-        print(f"  ntk {side}: {medians}", flush=True)
-    return rows
+    x = _image(str(source), 3, (side, side))[0].double()
+    gen = torch.Generator().manual_seed(0)
+    y = x + 25 / 255 * torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    paths = {
+        p: (lambda p=p: ntk_denoise(y, sigma=25 / 255, precision=p)) for p in ("single", "int8")
+    }
+    auto = "int8" if machine.choose_int8("ntk") else "single"
+    medians = side_by_side(paths, rounds)
+    print(f"  ntk {side}: {medians}", flush=True)
+    return [_row(f"ntk denoise {side}x{side} colour", auto, medians)]
 
 
 def analyze_case(rounds: int) -> dict:
@@ -207,46 +202,57 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument(
-        "--only", choices=("train", "denoise", "ntk", "analyze", "info"), action="append"
+        "--only", choices=ALL, action="append", help="only these cases (repeatable)"
     )
     args = parser.parse_args()
     small, large = (2, 1) if args.quick else (3, 1)
-    only = set(args.only or ("train", "denoise", "ntk", "analyze", "info"))
+    only = set(args.only or ALL)
     started = time.perf_counter()
     rows: list[dict] = []
-    if "info" in only:
-        info = info_seconds(5)
+    info = info_seconds(5) if "info" in only else None
+    if info is not None:
         print(f"  filterscope info: {info:.3f} s", flush=True)
-    if "ntk" in only:
-        rows += ntk_cases(small, large)
-    if "analyze" in only:
-        rows.append(analyze_case(small + 2))
-    if "train" in only:
-        rows += training_cases(small)
-    if "denoise" in only:
-        rows += denoise_cases(small, large)
+    steps = {  # cheap and most asked-for first; the results are written after each
+        ("ntk", 0): lambda: ntk_cases(256, small),
+        ("analyze", 0): lambda: [analyze_case(small + 2)],
+        ("train", 0): lambda: training_cases(small),
+        ("denoise", 0): lambda: denoise_cases("small", small),
+        ("denoise", 1): lambda: denoise_cases("large", large),
+        ("ntk", 1): lambda: ntk_cases(512, large),
+    }
+    wanted = [step for (name, _), step in steps.items() if name in only]
+    name = "numeric_paths" + ("" if only == set(ALL) else "_partial")
+    for done, step in enumerate(wanted, 1):
+        rows += step()
+        payload = _payload(rows, info, (small, large), started, done == len(wanted))
+        path = write_results(name, payload)
+    _print(rows, payload, path)
+
+
+def _payload(rows, info, rounds, started, complete) -> dict:
     ntk256 = next((r for r in rows if r["case"].startswith("ntk denoise 256")), None)
-    payload = {
+    ntk_seconds = None if ntk256 is None else ntk256["seconds"][ntk256["auto"]]
+    return {
         "machine": machine_record(),
         "protocol": {
-            "rounds": {"small": small, "large": large},
+            "rounds": {"small": rounds[0], "large": rounds[1]},
             "train_batch": TRAIN_BATCH,
             "note": "medians of paths timed in alternation; the machine may be shared",
         },
+        "complete": complete,
         "cases": rows,
         "targets": {
             "auto_within_10_percent": all(r["auto_over_fastest"] <= 1.10 for r in rows),
-            "ntk_256_colour_seconds": None if ntk256 is None else ntk256["seconds"][ntk256["auto"]],
-            "ntk_256_colour_within_3_s": None
-            if ntk256 is None
-            else ntk256["seconds"][ntk256["auto"]] <= 3.0,
-            "info_seconds": info if "info" in only else None,
-            "info_under_1_s": (info < 1.0) if "info" in only else None,
+            "ntk_256_colour_seconds": ntk_seconds,
+            "ntk_256_colour_within_3_s": None if ntk_seconds is None else ntk_seconds <= 3.0,
+            "info_seconds": info,
+            "info_under_1_s": None if info is None else info < 1.0,
         },
         "seconds": time.perf_counter() - started,
     }
-    suffix = "" if only == {"train", "denoise", "ntk", "analyze", "info"} else "_partial"
-    path = write_results(f"numeric_paths{suffix}", payload)
+
+
+def _print(rows: list[dict], payload: dict, path: Path) -> None:
     table = [
         {
             "case": r["case"],
