@@ -421,7 +421,8 @@ def responsiveness(clean_path: Path, requests_for_memory: int = 500) -> dict:
             out["first_exact_filter_after_page_load_s"] = time.perf_counter() - page
             out["exact_filter_compute_s"] = exact.json()["seconds"]
             out["window"] = {
-                k: answer[k] for k in ("window_radius", "window_share", "max_radius", "size")
+                k: answer[k]
+                for k in ("window_radius", "window_share", "far_share", "max_radius", "size")
             }
             out["model"] = model["name"]
 
