@@ -270,3 +270,18 @@ def test_effective_dimension_in_image_stays_below_the_patch_dimension(name):
     assert 0 < found["effective_dim"] <= found["patch_dim"] == 144
     assert found["top_singular_value"] == pytest.approx(found["singular_values"][0])
     assert found["contraction"] == (found["top_singular_value"] <= 1.0)
+
+
+def test_analyze_spectrum_is_the_block_inside_the_image():
+    from filterscope.analysis import patch_spectrum_in_image
+    from filterscope.analysis.reports import analyze_spectrum
+    from filterscope.noise import add_noise
+
+    torch.manual_seed(0)
+    model = filterscope.create_model("dncnn", bias=False, num_layers=4, hidden=8).eval()
+    clean = noisy_image(37, 31, seed=2).clamp(0, 1)
+    report = analyze_spectrum(model, clean, [25 / 255], patch=6, at=(10, 12), seed=4)
+    y = add_noise(clean, 25 / 255, generator=4)
+    expected = patch_spectrum_in_image(model, y, (12, 10, 6, 6))
+    got = report.spectra[0].singular_values
+    assert torch.allclose(got, expected.singular_values, atol=1e-5)

@@ -450,7 +450,8 @@ def analyze_spectrum(
     max_bytes: int = 2 << 30,
     device: str | torch.device | None = None,
 ) -> SpectrumReport:
-    """SVD of the Jacobian of a noisy patch at each σ (the network applied to the patch).
+    """SVD of the Jacobian block of a patch inside the noisy image at each σ (rows and
+    columns of the patch of the whole image's Jacobian; Mohan et al. 2020, §6.2).
 
     Parameters
     ----------
@@ -482,7 +483,12 @@ def analyze_spectrum(
     clean = x[:, :, top : top + patch, left : left + patch]
     start = time.perf_counter()
     spectra, summary = spectrum_vs_sigma(
-        net, clean.to(device), sigmas, seed=seed, max_bytes=max_bytes
+        net,
+        x.to(device),
+        sigmas,
+        seed=seed,
+        max_bytes=max_bytes,
+        box=(top, left, patch, patch),
     )
     return SpectrumReport(
         spectra=[

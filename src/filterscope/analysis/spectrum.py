@@ -308,6 +308,7 @@ def spectrum_vs_sigma(
     chunk: int = 256,
     dtype: torch.dtype = torch.float32,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    box: tuple[int, int, int, int] | None = None,
 ) -> tuple[list[PatchSpectrum], dict]:
     """Spectra of one clean patch at several noise levels, their nesting and the 1/σ fit.
 
@@ -324,6 +325,11 @@ def spectrum_vs_sigma(
         Seed of ``n``.
     radius, chunk, dtype, max_bytes
         See :func:`patch_spectrum`.
+    box : (top, left, height, width) or None, keyword-only
+        With a box, ``x`` is the clean *image*: noise is added to all of it and each
+        spectrum is of the patch's block inside the noisy image
+        (:func:`patch_spectrum_in_image`), what the paper's analysis is about; None:
+        ``x`` is the patch, denoised as a whole input (:func:`patch_spectrum`).
 
     Returns
     -------
@@ -342,6 +348,19 @@ def spectrum_vs_sigma(
         if sigma < 0:
             raise InputError(f"sigma must be >= 0, got {sigma * 255:g}")
         y = add_noise(x, float(sigma), generator=seed)
+        if box is not None:
+            top, left, height, width = box
+            spectra.append(
+                patch_spectrum_in_image(
+                    with_sigma(denoiser, sigma),
+                    y,
+                    box,
+                    x=x[:, :, top : top + height, left : left + width],
+                    sigma=float(sigma),
+                    dtype=dtype,
+                )
+            )
+            continue
         spectra.append(
             patch_spectrum(
                 with_sigma(denoiser, sigma),
