@@ -400,6 +400,9 @@ class ExactRows:
         def function(c: torch.Tensor, s: torch.Tensor | None = None) -> torch.Tensor:
             return module(c) if s is None else module(c, s)
 
+        # One plain autograd call first: a model torch cannot differentiate (numpy
+        # inside, no_grad...) gets check_differentiable's one-line error.
+        check_differentiable(lambda c: function(c, level), crop)
         inputs = (crop,) if level is None else (crop, level)
         out, pullback = torch.func.vjp(function, *inputs)
         blocks = []
