@@ -283,3 +283,4 @@ def test_save_noise_map_needs_one_input_and_a_model_with_an_estimator(
         "--save-noise-map", tmp_path / "m.png", "-q",
     )  # fmt: skip
     assert code == 2 and "estimates no noise map" in err and not (tmp_path / "m.png").exists()
+    assert not (tmp_path / "o.png").exists()  # refused before any work

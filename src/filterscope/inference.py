@@ -511,6 +511,10 @@ class _Runner:
         check_model_channels(
             in_channels, info.channels, model_name=name, image_name=str(input_path)
         )
+        if noise_map_path is not None and not isinstance(
+            getattr(net, "estimator", None), nn.Module
+        ):
+            raise InputError(f"noise_map_path: {name} estimates no noise map")
         overlap = self.overlap
         if overlap is None:
             overlap = int(getattr(net, "receptive_radius", DEFAULT_OVERLAP))
@@ -562,8 +566,6 @@ class _Runner:
             record["estimated_noise_255"] = noise
             record["noise_map_255"] = None if level is None else noise_map_summary(level)
         if noise_map_path is not None:
-            if level is None:
-                raise InputError(f"noise_map_path: {name} estimates no noise map")
             save_noise_map(noise_map_path, level, overwrite=overwrite)
             record["noise_map"] = str(noise_map_path)
         return record
