@@ -73,3 +73,26 @@ def tiny_color_model_path(tmp_path: Path) -> Path:
         make_tiny_dncnn(3), path, card={"training": {"sigma_range_255": [0, 55]}}
     )
     return path
+
+
+def tiny_train_config(data: Path, **changes):
+    """A training config of a 3-layer DnCNN that runs in seconds on ``data``; ``changes``
+    override its fields."""
+    from filterscope.training import TrainConfig
+
+    values = dict(
+        arch="dncnn",
+        arch_options={"num_layers": 3, "hidden": 4},
+        data_dir=str(data),
+        patch_size=16,
+        batch_size=4,
+        steps=6,
+        checkpoint_every=3,
+        val_dir=str(data),
+        val_images=1,
+        val_sigmas=[25.0],
+        val_every=3,
+        seed=3,
+    )
+    values.update(changes)
+    return TrainConfig(**values)

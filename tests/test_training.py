@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_image_folder
+from conftest import make_image_folder, tiny_train_config
 from filterscope import load_checkpoint
 from filterscope.blur import gaussian_blur
 from filterscope.errors import CheckpointError, InputError
@@ -19,23 +19,7 @@ from filterscope.training.trainer import learning_rate, make_batch
 _image_folder = make_image_folder
 
 
-def _tiny_config(data: Path, **changes) -> TrainConfig:
-    values = dict(
-        arch="dncnn",
-        arch_options={"num_layers": 3, "hidden": 4},
-        data_dir=str(data),
-        patch_size=16,
-        batch_size=4,
-        steps=6,
-        checkpoint_every=3,
-        val_dir=str(data),
-        val_images=1,
-        val_sigmas=[25.0],
-        val_every=3,
-        seed=3,
-    )
-    values.update(changes)
-    return TrainConfig(**values)
+_tiny_config = tiny_train_config
 
 
 def test_patch_sampler_is_reproducible_and_bounded(tmp_path):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_image_folder
+from conftest import make_image_folder, tiny_train_config
 from filterscope import machine
 from filterscope.errors import InputError
 from filterscope.training import TrainConfig, load_recipe, train
@@ -23,25 +23,6 @@ def faked_machine(tmp_path, monkeypatch):
     machine.clear_memo()
     yield
     machine.clear_memo()
-
-
-def _tiny(data: Path, **changes) -> TrainConfig:
-    values = dict(
-        arch="dncnn",
-        arch_options={"num_layers": 3, "hidden": 4},
-        data_dir=str(data),
-        patch_size=16,
-        batch_size=4,
-        steps=2,
-        checkpoint_every=2,
-        val_dir=str(data),
-        val_images=1,
-        val_sigmas=[25.0],
-        val_every=2,
-        tensorboard=False,
-    )
-    values.update(changes)
-    return TrainConfig(**values)
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
@@ -67,7 +48,11 @@ def test_explicit_values_win_and_bad_ones_are_named(monkeypatch):
 def test_auto_run_records_the_path_taken(tmp_path, monkeypatch, flags, expected):
     monkeypatch.setattr(machine, "cpu_flags", lambda: flags)
     data = make_image_folder(tmp_path / "data")
-    train(_tiny(data), tmp_path / "run", progress=False)
+    train(
+        tiny_train_config(data, steps=2, checkpoint_every=2, val_every=2, tensorboard=False),
+        tmp_path / "run",
+        progress=False,
+    )
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["precision"] == "auto"  # the recipe as asked
     path = config["numeric_path"]
