@@ -36,7 +36,7 @@ import torch
 from .._files import atomic_write
 from ..errors import CheckpointError, InputError
 from ..models.checkpoints import save_model
-from ..noise import NOISE_KINDS, SIGNAL_DEPENDENT_MODELS, mixed_noise, sample_sigmas
+from ..noise import NOISE_KINDS, sample_sigmas
 from .config import TrainConfig, recipe_text
 from .data import PatchSampler, augment_color, check_validation_folder, load_validation_images
 from .distributed import resolve_device
@@ -52,6 +52,7 @@ from .trainer import (
     network_fields,
     numeric_record,
     optimizer_step,
+    recipe_noise,
     run_checkpoint,
     validate,
 )
@@ -169,15 +170,8 @@ def make_device_batch(
     else:
         # The other models (and mixtures) read the kinds chosen back to the host, and
         # JPEG runs on the CPU: slower on a GPU, but the same noise as the CPU trainer's.
-        noisy, std_map = mixed_noise(
-            clean,
-            sigmas,
-            kinds=kinds,
-            weights=config.noise_weights or None,
-            generator=generator,
-            options=config.noise_model_options(),
-        )
-        if any(kind in SIGNAL_DEPENDENT_MODELS for kind in kinds):
+        noisy, std_map = recipe_noise(config, clean, sigmas, generator)
+        if std_map is not None:
             level = std_map
     known = torch.rand(batch_size, generator=generator, device=device)
     known = (known < config.sigma_known_fraction).view(-1, *[1] * (level.dim() - 1))

@@ -73,6 +73,25 @@ def learning_rate(config: TrainConfig, step: int, plateau_scale: float = 1.0) ->
     return config.lr * config.lr_gamma**passed * warmup
 
 
+def recipe_noise(
+    config: TrainConfig, clean: torch.Tensor, sigmas: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The recipe's noise model or mixture (:func:`filterscope.noise.mixed_noise`) on
+    ``clean``: the noisy patches, and the per-pixel std map ``(B, C, H, W)`` when the
+    recipe has a signal-dependent model (None otherwise: ``sigmas`` says the level)."""
+    kinds = config.noise_kinds()
+    noisy, std_map = mixed_noise(
+        clean,
+        sigmas,
+        kinds=kinds,
+        weights=config.noise_weights or None,
+        generator=generator,
+        options=config.noise_model_options(),
+    )
+    signal_dependent = any(kind in SIGNAL_DEPENDENT_MODELS for kind in kinds)
+    return noisy, std_map if signal_dependent else None
+
+
 def make_batch(
     sampler: PatchSampler,
     config: TrainConfig,
@@ -125,15 +144,8 @@ def make_batch(
     if additive:
         noisy = degraded + noise
     else:
-        noisy, std_map = mixed_noise(
-            degraded,
-            sigmas,
-            kinds=kinds,
-            weights=config.noise_weights or None,
-            generator=noise_generator,
-            options=config.noise_model_options(),
-        )
-        if any(kind in SIGNAL_DEPENDENT_MODELS for kind in kinds):
+        noisy, std_map = recipe_noise(config, degraded, sigmas, noise_generator)
+        if std_map is not None:
             noise_std = std_map
     sigma_given = torch.zeros(batch_size)
     if config.sigma_known_fraction > 0:
