@@ -155,12 +155,7 @@ class EvaluationOptions:
     Attributes
     ----------
     noise : {"gaussian", "uniform", "correlated", "poisson-gaussian", "camera"}
-        Noise model (:func:`filterscope.noise.apply_noise`): uniform noise of the same
-        standard deviation; "correlated", Gaussian noise of marginal std σ blurred by a
-        small kernel; "poisson-gaussian" and "camera", signal-dependent noise whose
-        shot-noise variance at intensity 1 is σ² (a nominal level; "camera" goes
-        through a camera pipeline and is clipped and stored in 8 bits, possibly JPEG).
-        The models' other parameters are drawn from each image's seed.
+        Noise model, as :func:`filterscope.evaluation.sweep.evaluate` describes it.
     blur : float
         Gaussian blur of the clean image (pixels) before the noise; 0 for none.
     seed : int
