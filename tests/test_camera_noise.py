@@ -156,6 +156,44 @@ def test_camera_noise_std_is_within_the_approximate_map_on_a_flat_gray_patch(cha
     assert _neighbour_correlation(residual) > 0.1
 
 
+def _chroma(residual: torch.Tensor) -> torch.Tensor:
+    """The blue-difference chroma of a colour residual, (B, 1, H, W)."""
+    return residual[:, 2:] - residual.mean(dim=1, keepdim=True)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_in_camera_smoothing_makes_blotchy_chroma_and_keeps_the_std_map(channels):
+    x = torch.full((6, channels, 72, 68), 0.5, dtype=torch.float64)
+    smoothing = NoiseOptions(
+        jpeg_probability=0.0,
+        bits=0,
+        luma_smoothing_range=(1.0, 1.0),
+        chroma_smoothing_range=(3.0, 3.0),
+    )
+    plain, _ = camera_noise(x, sigma=5 / 255, options=NO_STORAGE, generator=_gen(5))
+    noisy, std_map = camera_noise(x, sigma=5 / 255, options=smoothing, generator=_gen(5))
+    inner = (slice(None), slice(None), slice(8, -8), slice(8, -8))
+    residual = (noisy - x)[inner]
+    # The map is rescaled by the realised variance change over the image, so on the
+    # whole image it matches as the unsmoothed map does (root mean square, not std:
+    # blotches over 3 pixels give each image a noise mean).
+    power = (noisy - x).square().mean(dim=(2, 3)) / std_map.square().mean(dim=(2, 3))
+    assert float((power.sqrt() - 1).abs().max()) < 0.12
+    # Luma correlation rises with a 1-pixel kernel (exp(-1/4) = 0.78 for white noise).
+    assert _neighbour_correlation(residual) > _neighbour_correlation((plain - x)[inner]) + 0.1
+    if channels == 3:  # chroma over 3 pixels: neighbours nearly equal, blotches
+        assert _neighbour_correlation(_chroma(residual)) > 0.9
+        assert _neighbour_correlation(_chroma((plain - x)[inner])) < 0.8
+
+
+def test_in_camera_smoothing_off_by_default_draws_nothing():
+    x = torch.rand(2, 3, 37, 31, generator=_gen(4))
+    explicit = NoiseOptions(luma_smoothing_range=(0.0, 0.0), chroma_smoothing_range=(0.0, 0.0))
+    a, _ = camera_noise(x, generator=_gen(9))
+    b, _ = camera_noise(x, options=explicit, generator=_gen(9))
+    assert torch.equal(a, b)  # a recipe without smoothing keeps its noise stream
+
+
 def test_camera_noise_is_the_image_without_noise_and_stores_8_bit_values():
     x = torch.rand(2, 3, 37, 31, generator=_gen(6), dtype=torch.float64)
     clean, _ = camera_noise(x, sigma=0.0, options=NO_STORAGE, generator=_gen(7))
@@ -229,6 +267,8 @@ def test_quantize_clips_and_rounds_to_the_asked_bits():
         ({"correlation_width_range": (-1.0, 1.0)}, "correlation_width_range"),
         ({"bits": 12}, "bits"),
         ({"read_spread": -0.1}, "read_spread"),
+        ({"chroma_smoothing_range": (0.0, 9.0)}, "chroma_smoothing_range"),
+        ({"luma_smoothing_range": (-0.5, 1.0)}, "luma_smoothing_range"),
     ],
 )
 def test_bad_noise_options_are_refused_by_name(values, name):

@@ -56,6 +56,18 @@ _XYZ_TO_CAMERA = (
 )
 
 
+#: Largest in-camera smoothing width (pixels) :class:`NoiseOptions` accepts: kernels
+#: reach 3 widths, and training patches are 64 pixels or more.
+MAX_SMOOTHING = 8.0
+
+#: sRGB → (Y, Cb, Cr) (ITU-R BT.601, full range), the space camera processors denoise in.
+_RGB_TO_YCBCR = (
+    (0.299, 0.587, 0.114),
+    (-0.168736, -0.331264, 0.5),
+    (0.5, -0.418688, -0.081312),
+)
+
+
 @dataclass(frozen=True)
 class NoiseOptions:
     """Parameter ranges of the noise models (each drawn per image, i.e. per patch).
@@ -97,6 +109,14 @@ class NoiseOptions:
     bits : int
         :func:`camera_noise`: the output is quantised to ``bits`` bits (8 as in a JPEG
         or PNG photograph; 0 = no quantisation, float output in [0, 1]).
+    luma_smoothing_range, chroma_smoothing_range : (float, float)
+        :func:`camera_noise`: in-camera noise reduction, as image processors apply it
+        after demosaicking: the noise's luma (Y) and chroma (Cb, Cr) components are each
+        convolved with a unit-norm Gaussian kernel whose std (pixels) is drawn uniformly
+        from these ranges (0 = left as it is). Processors smooth chroma much more than
+        luma (chroma detail is what the eye misses least), which leaves the blotchy,
+        low-frequency colour noise of high-ISO JPEGs. Default ``[0, 0]`` for both (off,
+        as in Brooks et al.); a real-noise recipe sets e.g. ``[0, 1.2]`` and ``[0, 4]``.
     """
 
     shot_range: tuple[float, float] = (1e-4, 1.2e-2)
@@ -111,6 +131,8 @@ class NoiseOptions:
     jpeg_probability: float = 0.5
     jpeg_quality_range: tuple[int, int] = (75, 95)
     bits: int = 8
+    luma_smoothing_range: tuple[float, float] = (0.0, 0.0)
+    chroma_smoothing_range: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         for name in (
@@ -121,6 +143,8 @@ class NoiseOptions:
             "red_gain_range",
             "blue_gain_range",
             "jpeg_quality_range",
+            "luma_smoothing_range",
+            "chroma_smoothing_range",
         ):
             value = getattr(self, name)
             if len(value) != 2 or not value[0] <= value[1]:
@@ -145,6 +169,10 @@ class NoiseOptions:
             raise InputError(
                 f"jpeg_quality_range: need integers 1 <= lo <= hi <= 100, got {[lo, hi]}"
             )
+        for name in ("luma_smoothing_range", "chroma_smoothing_range"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi <= MAX_SMOOTHING:
+                raise InputError(f"{name}: need 0 <= lo <= hi <= {MAX_SMOOTHING:g}, got {[lo, hi]}")
         if self.bits not in (0, 8, 16):
             raise InputError(f"bits: must be 0 (none), 8 or 16, got {self.bits}")
 
@@ -572,6 +600,9 @@ def camera_noise(
     raw_noise = demosaic_bilinear(site_noise * masks, masks)
     noisy_linear = _process(raw + raw_noise, camera, camera_to_rgb)
     noisy = linear_to_srgb(noisy_linear)
+    smoothing = torch.ones(batch, channels, device=device, dtype=dtype)
+    if options.luma_smoothing_range[1] > 0 or options.chroma_smoothing_range[1] > 0:
+        noisy, smoothing = _in_camera_smoothing(noisy, linear, channels, options, generator)
 
     # The std map: raw variance through the demosaic, gains and colour matrix exactly
     # (the three channels' demosaicked noise comes from disjoint sites: independent).
@@ -592,6 +623,7 @@ def camera_noise(
         variance = (weights.square() * raw_variance).sum(dim=1, keepdim=True)
     else:
         variance = output_std.square()
+    variance = variance * smoothing[:, :, None, None]
     if options.bits:
         noisy = quantize(noisy, options.bits)
         variance = variance + quantization_variance(options.bits)
@@ -600,6 +632,48 @@ def camera_noise(
     if options.jpeg_probability > 0:
         noisy = _maybe_jpeg(noisy, options, generator)
     return noisy, variance.sqrt()
+
+
+def _in_camera_smoothing(
+    noisy: torch.Tensor,
+    clean_linear: torch.Tensor,
+    channels: int,
+    options: NoiseOptions,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A camera processor's noise reduction on the processed noise: its Y, Cb and Cr
+    components each convolved with a unit-norm Gaussian kernel (widths drawn per image,
+    :class:`NoiseOptions`). ``noisy`` is RGB (B, 3, H, W) before quantisation; returns
+    it smoothed and, shape (B, ``channels``), the ratio of each output channel's
+    empirical noise variance after to before (the RGB channels, or for a gray output
+    its luma; smoothing Y and C with different kernels changes each RGB channel's
+    variance a little; the std map is rescaled by it)."""
+    batch, _, height, width = noisy.shape
+    device, dtype = noisy.device, noisy.dtype
+    luma = _uniform(*options.luma_smoothing_range, batch, generator, device)
+    chroma = _uniform(*options.chroma_smoothing_range, batch, generator, device)
+    clean = linear_to_srgb(clean_linear)
+    noise = noisy - clean
+    to_ycbcr = torch.tensor(_RGB_TO_YCBCR, dtype=dtype, device=device)
+    components = torch.einsum("ij,bjhw->bihw", to_ycbcr, noise)
+    widths = torch.stack([luma, chroma, chroma], dim=1).reshape(-1).to(dtype)
+    radius = max(
+        1, math.ceil(3 * max(options.luma_smoothing_range[1], options.chroma_smoothing_range[1]))
+    )
+    # A width of 0 gives a unit impulse: exp(-x²/2w²) underflows to 0 off the centre.
+    kernels = _gaussian_kernels(widths.clamp(min=1e-3), radius)
+    # Mirrored borders keep the noise's statistics there (replicated edges would repeat
+    # one value and inflate the variance); images narrower than the kernel replicate.
+    mode = "reflect" if radius < min(height, width) else "replicate"
+    padded = F.pad(components.reshape(1, batch * 3, height, width), [radius] * 4, mode=mode)
+    smoothed = F.conv2d(padded, kernels, groups=batch * 3).view(batch, 3, height, width)
+    new_noise = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(to_ycbcr), smoothed)
+    if channels == 1:  # the gray output's noise is the luma component
+        before, after = components[:, :1], smoothed[:, :1]
+    else:
+        before, after = noise, new_noise
+    ratio = after.square().mean(dim=(2, 3)) / before.square().mean(dim=(2, 3)).clamp(min=1e-20)
+    return clean + new_noise, ratio
 
 
 def _maybe_jpeg(
