@@ -16,7 +16,9 @@ channels, SSIM, means over the crops):
   (an oracle no blind user has), searched over ``--grid`` on ``--search-images`` crops,
   then scored on every crop;
 - ``cbm3d (σ estimated)``: CBM3D with each crop's wavelet σ estimate (``bm3d:estimate``);
-- ``cbm3d (oracle σ=S)``: CBM3D with the best single σ of ``--cbm3d-grid``;
+- ``cbm3d (oracle σ=S)``: CBM3D with the single σ of ``--cbm3d-grid`` that is best on
+  ``--cbm3d-search-images`` crops (an oracle, as the model's), then scored on every crop
+  CBM3D runs on;
 - ``nlm (σ estimated)``: scikit-image non-local means (``nlm:estimate``).
 
 CBM3D costs about a minute per RGB crop on this machine's shared cores, so it runs on
@@ -64,6 +66,7 @@ class Config:
     search_images: int = 11
     cbm3d_grid: list[float] = field(default_factory=lambda: [5.0, 10.0, 15.0])
     cbm3d_images: int = 55
+    cbm3d_search_images: int = 5
     methods: tuple[str, ...] = FAMILIES
 
 
@@ -199,6 +202,11 @@ def best_sigma(cache: Cache, label: str, names: list[str], grid: list[float]) ->
     return max(grid, key=lambda s: means[s])
 
 
+def cbm3d_search_names(pairs: list[Pair], config: Config) -> list[str]:
+    """The crops CBM3D's oracle σ is searched on (spread over the crops it runs on)."""
+    return [p.name for p in spread(spread(pairs, config.cbm3d_images), config.cbm3d_search_images)]
+
+
 def compute(pairs: list[Pair], config: Config, methods: Methods, cache: Cache) -> None:
     """Fill the cache with everything ``config`` asks for, cheapest rows first."""
     cbm3d_pairs = spread(pairs, config.cbm3d_images)
@@ -230,8 +238,13 @@ def compute(pairs: list[Pair], config: Config, methods: Methods, cache: Cache) -
             None,
             lambda y, s: methods.baseline("bm3d:estimate", y, s),
         )
+        run = lambda y, s: methods.baseline("bm3d", y, s)  # noqa: E731
+        cbm3d_search = spread(cbm3d_pairs, config.cbm3d_search_images)
         for sigma in config.cbm3d_grid:
-            fill(cache, "bm3d", cbm3d_pairs, sigma, lambda y, s: methods.baseline("bm3d", y, s))
+            fill(cache, "bm3d", cbm3d_search, sigma, run)
+        best = best_sigma(cache, "bm3d", cbm3d_search_names(pairs, config), config.cbm3d_grid)
+        if best is not None:
+            fill(cache, "bm3d", cbm3d_pairs, best, run)
 
 
 def rows_for(pairs: list[Pair], config: Config, tags: dict[str, str], cache: Cache) -> list[dict]:
@@ -242,7 +255,7 @@ def rows_for(pairs: list[Pair], config: Config, tags: dict[str, str], cache: Cac
     first = config.models[0]
     first_label = f"{first}#{tags[first]}"
     oracle = best_sigma(cache, first_label, search, config.grid)
-    cbm3d_oracle = best_sigma(cache, "bm3d", cbm3d_names, config.cbm3d_grid)
+    cbm3d_oracle = best_sigma(cache, "bm3d", cbm3d_search_names(pairs, config), config.cbm3d_grid)
     plan = [("noisy", "noisy", None, names)]
     for spec in config.models:
         plan.append((f"{spec} (blind)", f"{spec}#{tags[spec]}", None, names))
@@ -302,7 +315,7 @@ def search_curves(pairs, config: Config, tags: dict[str, str], cache: Cache) -> 
     """Mean PSNR at each σ of the oracle searches (on the crops they were searched on)."""
     first = config.models[0]
     search = [p.name for p in spread(pairs, config.search_images)]
-    cbm3d_names = [p.name for p in spread(pairs, config.cbm3d_images)]
+    cbm3d_names = cbm3d_search_names(pairs, config)
     curve = lambda label, names, grid: {  # noqa: E731
         f"{s:g}": (None if (m := _mean(cache, label, names, s)) is None else round(m, 3))
         for s in grid
@@ -410,11 +423,17 @@ def main() -> int:
     parser.add_argument("--search-images", type=int, default=11, help="crops of the σ search")
     parser.add_argument("--cbm3d-grid", default="5,10,15", help="oracle σ grid, CBM3D")
     parser.add_argument("--cbm3d-images", type=int, default=55, help="crops CBM3D runs on")
+    parser.add_argument(
+        "--cbm3d-search-images", type=int, default=5, help="crops of CBM3D's σ search"
+    )
     parser.add_argument("--methods", default=",".join(FAMILIES), help="families to compute")
     parser.add_argument("--figure", action="store_true", help="draw real_noise.png")
     args = parser.parse_args()
-    if min(args.images, args.search_images, args.cbm3d_images) < 1:
-        parser.error("--images, --search-images, --cbm3d-images: must be at least 1")
+    counts = (args.images, args.search_images, args.cbm3d_images, args.cbm3d_search_images)
+    if min(counts) < 1:
+        parser.error(
+            "--images, --search-images, --cbm3d-images, --cbm3d-search-images: must be at least 1"
+        )
     families = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     if not families or set(families) - set(FAMILIES):
         parser.error(f"--methods: choose from {', '.join(FAMILIES)}, got {args.methods!r}")
@@ -424,6 +443,7 @@ def main() -> int:
         search_images=args.search_images,
         cbm3d_grid=_numbers(parser, "--cbm3d-grid", args.cbm3d_grid),
         cbm3d_images=args.cbm3d_images,
+        cbm3d_search_images=args.cbm3d_search_images,
         methods=families,
     )
     if not config.models:
@@ -447,10 +467,7 @@ def main() -> int:
     print_table(result["paired"]["rows"], ["method", "psnr", "gain", "ssim"])
     print(f"\nOracle σ searches: {json.dumps(result['oracle_search'])}")
     cbm3d_sigma = best_sigma(
-        Cache(CACHE),
-        "bm3d",
-        [p.name for p in spread(pairs, config.cbm3d_images)],
-        config.cbm3d_grid,
+        Cache(CACHE), "bm3d", cbm3d_search_names(pairs, config), config.cbm3d_grid
     )
     if args.figure and cbm3d_sigma is not None:
         path = RESULTS_DIR / "real_noise.png"
