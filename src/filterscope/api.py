@@ -76,6 +76,7 @@ def denoise(
     sigma: float | None = None,
     channel_axis: int | None = None,
     tile: int = 512,
+    noise_type: str = "auto",
 ) -> np.ndarray:
     """Denoise one image held as a NumPy array.
 
@@ -90,8 +91,9 @@ def denoise(
         ``1 x N`` arrays are refused in Python and on the command line alike); NaN and
         infinite values are refused, naming how many and the first as (x, y).
     model : str or nn.Module, keyword-only
-        ``"default"`` (the shipped model for the image's channel count), any name or
-        path :func:`filterscope.load_model` accepts, or a loaded denoiser.
+        ``"default"`` (the shipped model for the image's channel count and, by
+        ``noise_type``, its kind of noise), any name or path
+        :func:`filterscope.load_model` accepts, or a loaded denoiser.
     sigma : float or None, keyword-only
         Noise standard deviation on the image scale (25/255 for σ = 25 on 0–255), in
         [0, 1]: a value above 1 is a σ on the 0-255 scale given by mistake and is
@@ -103,6 +105,11 @@ def denoise(
     tile : int, keyword-only
         Tile side in pixels; the halo around each tile is the model's receptive
         radius, so a convolutional network gives the whole-image result.
+    noise_type : {"auto", "gaussian", "real"}, keyword-only
+        With ``model="default"``: ``"real"`` takes the shipped real-camera-noise model
+        (colour images), ``"gaussian"`` the default, ``"auto"`` chooses by the image
+        (:func:`filterscope.inference.choose_shipped_model`; a given ``sigma`` means
+        Gaussian noise). Ignored for other models.
 
     Returns
     -------
@@ -129,18 +136,17 @@ def denoise(
     import torch
 
     from .hub import load_model
-    from .inference import denoise_tensor, validate_sigma
-    from .models import zoo
+    from .inference import check_noise_type, choose_shipped_model, denoise_tensor, validate_sigma
     from .models.base import Denoiser
 
     original = np.asarray(image)
     array = _as_float_image(original, channel_axis)
     sigma = validate_sigma(sigma)
-    channels = array.shape[-1]
-    if isinstance(model, str) and model == "default":
-        model = zoo.default_model_name(channels)
-    denoiser = model if isinstance(model, torch.nn.Module) else load_model(model)
+    check_noise_type(noise_type)
     y = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)[None]
+    if isinstance(model, str) and model == "default":
+        model, _ = choose_shipped_model(y, sigma=sigma, noise_type=noise_type, load=load_model)
+    denoiser = model if isinstance(model, torch.nn.Module) else load_model(model)
     try:
         x_hat = denoise_tensor(denoiser, y, tile=tile, sigma=sigma)
     except (RuntimeError, TypeError, ValueError) as exc:

@@ -427,31 +427,151 @@ def denoise_tensor(
     return x_hat
 
 
+def _installed_default(channels: int) -> str:
+    """The shipped default model's name for ``channels``, refused when not installed."""
+    from .models import zoo
+
+    name = zoo.default_model_name(channels)
+    if name not in zoo.list_shipped():
+        raise CheckpointError(
+            f"no model given and the default model {name!r} is not installed; "
+            "name a shipped model or a checkpoint path"
+        )
+    return name
+
+
 def _load_model(name_or_path: str | os.PathLike | None, channels: int) -> nn.Module:
     """Resolve a model by :func:`filterscope.hub.load_model` (registered name, checkpoint
     path or object path), or the shipped default for ``channels`` when None."""
     from .hub import load_model
+
+    return load_model(_installed_default(channels) if name_or_path is None else name_or_path)
+
+
+#: What ``noise_type`` may say: ``"auto"`` chooses per image (:func:`choose_noise_type`),
+#: ``"gaussian"`` always takes the shipped default, ``"real"`` the real-noise model.
+NOISE_TYPES = ("auto", "gaussian", "real")
+
+#: :func:`choose_noise_type` takes the real-noise model when that model's estimated
+#: noise map averages at least this many times the wavelet estimate of white noise.
+#: The finest wavelet band sees little of correlated camera noise, the estimator sees
+#: it all; on white Gaussian noise the two agree. Set between the two kinds of
+#: synthetic noise by ``benchmarks/noise_type_choice.py``.
+REAL_NOISE_RATIO = 2.5
+
+#: The evidence is read on a centre crop of at most this side (bounded cost on photos);
+#: smaller images than MIN_EVIDENCE_SIDE are taken as Gaussian (the wavelet estimate
+#: needs 8 pixels).
+EVIDENCE_SIDE = 512
+MIN_EVIDENCE_SIDE = 8
+
+
+def real_noise_evidence(real_model: nn.Module, y: torch.Tensor) -> float:
+    """How much more noise ``real_model``'s estimator sees in ``y`` than white noise.
+
+    Parameters
+    ----------
+    real_model : nn.Module
+        A model with a noise-map estimator (:func:`estimated_noise_map`).
+    y : Tensor, shape (1, C, H, W)
+        A noisy image in [0, 1], H, W >= 8; read on its centre crop of at most
+        :data:`EVIDENCE_SIDE` pixels a side.
+
+    Returns
+    -------
+    float
+        Mean of the estimated map over :func:`filterscope.noise.estimate_noise_level`.
+        Both are positively homogeneous of degree 1, so the ratio does not change when
+        the image is scaled, and a blind path that chooses by it stays positively
+        homogeneous. ``inf`` when only the estimator sees noise, 1 when neither does.
+    """
+    from .noise import estimate_noise_level
+
+    top = max(0, (y.shape[-2] - EVIDENCE_SIDE) // 2)
+    left = max(0, (y.shape[-1] - EVIDENCE_SIDE) // 2)
+    crop = y[..., top : top + EVIDENCE_SIDE, left : left + EVIDENCE_SIDE]
+    with torch.inference_mode():
+        estimated = float(estimated_noise_map(real_model, crop).mean())
+        white = float(estimate_noise_level(crop.float())[0])
+    if white <= 0:
+        return math.inf if estimated > 0 else 1.0
+    return estimated / white
+
+
+def choose_noise_type(real_model: nn.Module, y: torch.Tensor) -> tuple[str, float]:
+    """``("real" or "gaussian", evidence)`` for the noisy image ``y`` (1, C, H, W): real
+    camera noise when :func:`real_noise_evidence` reaches :data:`REAL_NOISE_RATIO`."""
+    evidence = real_noise_evidence(real_model, y)
+    return ("real" if evidence >= REAL_NOISE_RATIO else "gaussian"), evidence
+
+
+def choose_shipped_model(
+    y: torch.Tensor,
+    *,
+    sigma: float | None,
+    noise_type: str = "auto",
+    load: Callable[[str], nn.Module],
+) -> tuple[str, dict[str, Any]]:
+    """The shipped model to denoise ``y`` with when no model is named, and the choice.
+
+    Parameters
+    ----------
+    y : Tensor, shape (1, C, H, W)
+        The noisy image in [0, 1].
+    sigma : float or None, keyword-only
+        A noise level given by the caller: Gaussian noise (``auto`` takes the default).
+    noise_type : {"auto", "gaussian", "real"}, keyword-only
+        See :class:`DenoiseOptions`.
+    load : callable, keyword-only
+        ``load(name)`` gives the loaded model of a shipped name (the caller's cache).
+
+    Returns
+    -------
+    name : str
+        :func:`~filterscope.models.zoo.default_model_name` or
+        :func:`~filterscope.models.zoo.real_noise_model_name` of the image's channels.
+    choice : dict
+        Empty when there was nothing to choose (no real-noise model for these channels,
+        or ``noise_type="gaussian"``); else ``noise_type`` and, when measured,
+        ``real_noise_evidence`` (:func:`real_noise_evidence`).
+    """
     from .models import zoo
 
-    if name_or_path is None:
-        name_or_path = zoo.default_model_name(channels)
-        if name_or_path not in zoo.list_shipped():
-            raise CheckpointError(
-                f"no model given and the default model {name_or_path!r} is not installed; "
-                "name a shipped model or a checkpoint path"
-            )
-    return load_model(name_or_path)
+    check_noise_type(noise_type)
+    channels = y.shape[1]
+    default = _installed_default(channels)
+    real = None if noise_type == "gaussian" else zoo.real_noise_model_name(channels)
+    if real is None:
+        if noise_type == "real":
+            raise InputError(f"noise_type: no real-noise model ships for {channels}-channel images")
+        return default, {}
+    if noise_type == "real":
+        return real, {"noise_type": "real"}
+    if sigma is not None or min(y.shape[-2:]) < MIN_EVIDENCE_SIDE:
+        return default, {"noise_type": "gaussian"}
+    kind, evidence = choose_noise_type(load(real), y)
+    choice = {"noise_type": kind, "real_noise_evidence": round(evidence, 3)}
+    return (real if kind == "real" else default), choice
+
+
+def check_noise_type(noise_type: str) -> str:
+    """``noise_type`` if it is one of :data:`NOISE_TYPES`, else an InputError."""
+    if noise_type not in NOISE_TYPES:
+        raise InputError(f"noise_type must be one of {', '.join(NOISE_TYPES)}, got {noise_type!r}")
+    return noise_type
 
 
 class _Runner:
     """The model of a denoising run, loaded and prepared once per channel count.
 
     ``model`` None means the shipped default for each image's channel count, loaded
-    when the first image of that count comes; a name or path is loaded at once (so a
-    bad checkpoint stops the run before any image is read).
+    when the first image of that count comes (and, by ``noise_type``, the shipped
+    real-noise model, chosen per image); a name or path is loaded at once (so a bad
+    checkpoint stops the run before any image is read).
     """
 
-    def __init__(self, model, *, precision, device, ensemble, tile, overlap, sigma):
+    def __init__(self, model, *, precision, device, ensemble, tile, overlap, sigma, noise_type):
+        self.noise_type = check_noise_type(noise_type)
         self.given = model
         self.device = resolve_device(device)
         # resolved once: the path taken is what the result records
@@ -466,29 +586,28 @@ class _Runner:
         if model is not None:
             self._prepare(None, model)
 
-    def _prepare(self, key: int | None, model) -> tuple[nn.Module, nn.Module, str]:
+    def _prepare(self, key: str | None, model) -> tuple[nn.Module, nn.Module, str]:
         if isinstance(model, nn.Module):
             net, name = model, _model_name(model)
         else:
-            net = _load_model(model, key or 1)
-            if model is None:
-                from .models import zoo
-
-                name = zoo.default_model_name(key or 1)
-            else:
-                name = str(model)
+            net, name = _load_model(model, 1), str(model)
         net = net.to(self.device).eval()
         runner = _with_ensemble(prepare_model(net, precision=self.precision), self.ensemble)
         self._prepared[key] = (net, runner, name)
         return self._prepared[key]
 
-    def for_channels(self, channels: int) -> tuple[nn.Module, nn.Module, str]:
-        """(model, prepared model, name) for images of ``channels`` channels."""
+    def for_image(self, y: torch.Tensor) -> tuple[nn.Module, nn.Module, str, dict[str, Any]]:
+        """(model, prepared model, name, choice) for the noisy image ``y`` (1, C, H, W):
+        the given model, or the shipped one :func:`choose_shipped_model` picks."""
         if self.given is not None:
-            return self._prepared[None]
-        if channels not in self._prepared:
-            self._prepare(channels, None)
-        return self._prepared[channels]
+            return (*self._prepared[None], {})
+        name, choice = choose_shipped_model(
+            y, sigma=self.sigma, noise_type=self.noise_type, load=lambda n: self._named(n)[0]
+        )
+        return (*self._named(name), choice)
+
+    def _named(self, name: str) -> tuple[nn.Module, nn.Module, str]:
+        return self._prepared.get(name) or self._prepare(name, name)
 
     def denoise(
         self,
@@ -506,7 +625,8 @@ class _Runner:
         out_dtype = check_output_path(
             output_path, overwrite=overwrite, dtype=info.dtype, channels=info.channels
         )
-        net, runner, name = self.for_channels(info.channels)
+        y = to_tensor(image)
+        net, runner, name, choice = self.for_image(y)
         in_channels = getattr(net, "in_channels", None)
         check_model_channels(
             in_channels, info.channels, model_name=name, image_name=str(input_path)
@@ -519,7 +639,6 @@ class _Runner:
         if overlap is None:
             overlap = int(getattr(net, "receptive_radius", DEFAULT_OVERLAP))
         noise = _estimate_noise_255(image) if estimate_noise else None
-        y = to_tensor(image)
         height, width, channels = image.shape
         del image  # keep one full-size copy of the input in memory, not two
         level = None
@@ -561,7 +680,7 @@ class _Runner:
             "sigma_255": None if self.sigma is None else self.sigma * 255.0,
             "ensemble": self.ensemble,
             "seconds": time.perf_counter() - start,
-        }
+        } | choice
         if estimate_noise:
             record["estimated_noise_255"] = noise
             record["noise_map_255"] = None if level is None else noise_map_summary(level)
@@ -691,6 +810,12 @@ class DenoiseOptions:
     noise_map_path : str or path-like or None
         Write the model's estimated noise map of the (one) input there as an image (see
         :func:`save_noise_map`); refused for a model without a noise-map estimator.
+    noise_type : {"auto", "gaussian", "real"}
+        With no ``model``: ``"auto"`` takes the shipped real-noise model for images whose
+        noise looks like a camera's (:func:`choose_noise_type`; a given ``sigma`` means
+        Gaussian noise), ``"gaussian"`` always the default, ``"real"`` always the
+        real-noise model. Ignored when ``model`` is given. The result records the choice
+        (``noise_type``, ``real_noise_evidence``).
     """
 
     model: str | os.PathLike | nn.Module | None = None
@@ -704,6 +829,7 @@ class DenoiseOptions:
     progress: bool = False
     estimate_noise: bool = False
     noise_map_path: str | os.PathLike | None = None
+    noise_type: str = "auto"
 
 
 def _runner(options: DenoiseOptions) -> _Runner:
@@ -716,6 +842,7 @@ def _runner(options: DenoiseOptions) -> _Runner:
         tile=options.tile,
         overlap=options.overlap,
         sigma=options.sigma,
+        noise_type=options.noise_type,
     )
 
 

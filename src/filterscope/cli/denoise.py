@@ -58,6 +58,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "ignore it (default: not given, blind)",
     )
     parser.add_argument(
+        "--noise-type",
+        choices=("auto", "gaussian", "real"),
+        default="auto",
+        help="with no --model: 'real' takes the shipped real-camera-noise model "
+        "(bf-drunet-color-real), 'gaussian' the default, 'auto' chooses per image by how "
+        "much more noise the real model's noise-map estimator sees than a white-noise "
+        "estimate (colour images; a given --sigma means Gaussian). The choice is printed "
+        "and in --json (default: auto)",
+    )
+    parser.add_argument(
         "--ensemble",
         action="store_true",
         help="average the model over the 8 flips and rotations of each image "
@@ -116,10 +126,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _describe(record: dict) -> str:
+    chosen = ""
+    if "noise_type" in record:
+        chosen = f", {record['model']} for {record['noise_type']} noise"
     return (
         f"wrote {record['output']} ({record['width']}x{record['height']} pixels, "
-        f"{record['channels']} channel(s), {record['tiles']} tile(s), {record['precision']}, "
-        f"{record['seconds']:.1f} s)"
+        f"{record['channels']} channel(s), {record['tiles']} tile(s), {record['precision']}"
+        f"{chosen}, {record['seconds']:.1f} s)"
     )
 
 
@@ -162,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         estimate_noise=args.json is not None,
         noise_map_path=args.save_noise_map,
+        noise_type=args.noise_type,
     )
     records = denoise_files(args.inputs, args.output, options, on_result=report)
     failed = sum(record["status"] == "failed" for record in records)

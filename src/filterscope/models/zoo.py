@@ -22,6 +22,21 @@ if TYPE_CHECKING:  # torch is imported only to load weights: `filterscope models
 DEFAULT_MODELS = {1: "bf-drunet-gray", 3: "bf-drunet-color"}
 
 
+#: Shipped models for real camera noise (signal-dependent, correlated, JPEG), per channel
+#: count; ``denoise`` takes one when the image's noise looks like a camera's
+#: (:func:`filterscope.inference.choose_noise_type`).
+REAL_NOISE_MODELS = {3: "bf-drunet-color-real"}
+
+
+def real_noise_model_name(channels: int) -> str | None:
+    """Name of the shipped real-noise model for ``channels``-channel images; None when
+    none ships (gray images today)."""
+    name = REAL_NOISE_MODELS.get(channels)
+    if name is None or not (shipped.weights_dir() / f"{name}.safetensors").exists():
+        return None
+    return name
+
+
 def default_model_name(channels: int = 1) -> str:
     """Name of the shipped model used by default for images with ``channels`` channels.
 
@@ -73,6 +88,7 @@ def load_model(name_or_path: str | Path) -> CNNDenoiser:
 __all__ = [
     "DEFAULT_MODELS",
     "default_model_name",
+    "real_noise_model_name",
     "list_shipped",
     "load_model",
     "shipped_weights",
