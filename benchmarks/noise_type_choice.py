@@ -1,0 +1,161 @@
+"""How `denoise` tells white Gaussian noise from camera noise, and what the choice costs.
+
+Run from the repository root (needs ../shared/data)::
+
+    nice -n 10 python benchmarks/noise_type_choice.py               # a few minutes
+    nice -n 10 python benchmarks/noise_type_choice.py --images 4    # a quick look
+
+With no model named, ``denoise`` takes the shipped real-noise model when the evidence
+(:func:`filterscope.inference.real_noise_evidence`: the real model's estimated noise map
+over the wavelet white-noise estimate) reaches ``REAL_NOISE_RATIO``. This measures the
+evidence, side by side, on
+
+- **calibration** (Set9color, the training recipes' validation set): i.i.d. Gaussian
+  noise at σ = 5…75 (0-255), unclipped as in the papers and clipped and stored as 8-bit;
+  and synthetic camera noise (:func:`filterscope.camera_noise.camera_noise` with the
+  real-noise recipe's options) at nominal σ = 2…30; the threshold is set between the two;
+- **held-out checks**: the same Gaussian cases on CBSD68 (``--images`` of them) and the
+  real camera noise of PolyU-Canon (every crop, evaluation only).
+
+Reported per case: the evidence's minimum, median and maximum and the fraction of images
+that take the real-noise model with the shipped threshold. Results:
+``benchmarks/results/noise_type_choice.json`` (with the machine record).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+from _common import machine_record, print_table, write_results
+from filterscope.camera_noise import NoiseOptions, camera_noise, quantize
+from filterscope.hub import load_model
+from filterscope.inference import REAL_NOISE_RATIO, real_noise_evidence
+from filterscope.io import read_image, to_tensor
+from filterscope.models.zoo import real_noise_model_name
+from filterscope.training import load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RECIPE = ROOT / "recipes" / "cpu-bf-drunet-color-real.toml"
+GAUSSIAN_SIGMAS = (5.0, 10.0, 15.0, 25.0, 35.0, 50.0, 75.0)
+CAMERA_SIGMAS = (2.0, 4.0, 8.0, 15.0, 30.0)
+CROP = 256  # centre crops: the evidence reads at most 512 x 512 of an image anyway
+
+
+def _images(folder: Path, count: int | None) -> list[torch.Tensor]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".tif"))
+    images = []
+    for path in files[:count]:
+        x = to_tensor(read_image(path)[0])
+        top, left = max(0, (x.shape[2] - CROP) // 2), max(0, (x.shape[3] - CROP) // 2)
+        images.append(x[:, :, top : top + CROP, left : left + CROP])
+    return images
+
+
+def _gaussian_cases(images, seed: int) -> dict[str, list[torch.Tensor]]:
+    cases = {}
+    for sigma in GAUSSIAN_SIGMAS:
+        generator = torch.Generator().manual_seed(seed + int(sigma))
+        noisy = [x + sigma / 255 * torch.randn(x.shape, generator=generator) for x in images]
+        cases[f"gaussian σ={sigma:g}"] = noisy
+        cases[f"gaussian σ={sigma:g} 8-bit"] = [quantize(y, 8) for y in noisy]
+    return cases
+
+
+def _camera_cases(images, options: NoiseOptions, seed: int) -> dict[str, list[torch.Tensor]]:
+    cases = {}
+    for sigma in CAMERA_SIGMAS:
+        generator = torch.Generator().manual_seed(seed + int(sigma))
+        noisy = [
+            camera_noise(x, sigma=sigma / 255, options=options, generator=generator)[0]
+            for x in images
+        ]
+        cases[f"camera σ={sigma:g}"] = noisy
+    return cases
+
+
+def _polyu(count: int | None) -> list[torch.Tensor]:
+    folder = DATA / "PolyU-Canon" / "noisy"
+    files = sorted(folder.iterdir())[:count]
+    return [to_tensor(read_image(path)[0]) for path in files]
+
+
+def _row(group: str, case: str, evidence: list[float]) -> dict:
+    real = sum(e >= REAL_NOISE_RATIO for e in evidence)
+    return {
+        "set": group,
+        "case": case,
+        "images": len(evidence),
+        "min": round(min(evidence), 2),
+        "median": round(statistics.median(evidence), 2),
+        "max": round(max(evidence), 2),
+        "real": f"{real}/{len(evidence)}",
+        "_evidence": evidence,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=12, help="CBSD68 images (held out)")
+    parser.add_argument("--polyu", type=int, default=None, help="PolyU crops (default: all)")
+    args = parser.parse_args()
+    name = real_noise_model_name(3)
+    if name is None:
+        print("filterscope: error: no real-noise model ships", file=sys.stderr)
+        return 2
+    model = load_model(name).eval()
+    options = NoiseOptions.from_dict(load_recipe(RECIPE).noise_options)
+    calibration = _images(DATA / "Set9color", None)
+    held_out = _images(DATA / "CBSD68", args.images)
+    plan = [
+        ("Set9color", _gaussian_cases(calibration, 0) | _camera_cases(calibration, options, 100)),
+        ("CBSD68", _gaussian_cases(held_out, 1000)),
+        ("PolyU-Canon", {"real camera noise": _polyu(args.polyu)}),
+    ]
+    rows = []
+    for group, cases in plan:
+        for case, noisy in cases.items():
+            evidence = [real_noise_evidence(model, y) for y in noisy]
+            rows.append(_row(group, case, evidence))
+            print(f"  {group} {case}: median {rows[-1]['median']}", flush=True)
+    gaussian = [
+        e
+        for r in rows[: len(plan[0][1])]
+        if r["case"].startswith("gaussian")
+        for e in r["_evidence"]
+    ]
+    camera = [
+        e
+        for r in rows
+        if r["set"] == "Set9color" and r["case"].startswith("camera")
+        for e in r["_evidence"]
+    ]
+    # Midway on a log scale between the largest Gaussian and the smallest camera value.
+    suggested = math.sqrt(max(gaussian) * min(camera))
+    payload = {
+        "machine": machine_record(),
+        "model": name,
+        "threshold": REAL_NOISE_RATIO,
+        "suggested_threshold": round(suggested, 3),
+        "calibration": {"gaussian_max": max(gaussian), "camera_min": min(camera)},
+        "crop": CROP,
+        "rows": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
+    }
+    path = write_results("noise_type_choice", payload)
+    print_table(payload["rows"], ["set", "case", "images", "min", "median", "max", "real"])
+    print(
+        f"\nshipped threshold {REAL_NOISE_RATIO}; calibration: Gaussian max "
+        f"{max(gaussian):.2f}, camera min {min(camera):.2f}, midway {suggested:.2f}"
+    )
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
