@@ -162,6 +162,27 @@ def test_flat_parts_keep_texture_out_of_the_estimate_and_stay_unbiased_on_noise(
     )
 
 
+def test_clipped_sky_is_left_out_of_the_estimate(monkeypatch):
+    # A bright flat sky (0.95) over a textured ground, noise σ = 25 clipped and stored
+    # as 8 bits, as every photograph is: the sky is the flattest part, and clipped.
+    x = _smooth_image(1, 96, 80)
+    rows = torch.arange(96).view(-1, 1)
+    x = torch.where(rows < 48, torch.full_like(x, 0.95), x + 0.05 * torch.sin(rows * 0.7))
+    y = x + gaussian_noise(x.shape, 25 / 255, generator=3, dtype=torch.float64)
+    stored = (y.clamp(0, 1) * 255).round() / 255
+    estimate = float(estimate_noise_level(stored))
+    assert estimate == pytest.approx(25 / 255, rel=0.12)
+    # Mask by the plane's own extremes: scaling the stored image changes nothing else.
+    assert float(estimate_noise_level(0.5 * stored)) == pytest.approx(0.5 * estimate, rel=1e-12)
+    # Without the mask the flattest quarter is the clipped sky, which reads much less.
+    from filterscope import noise
+
+    monkeypatch.setattr(
+        noise, "_clipped_windows", lambda plane, size: torch.zeros(size, dtype=torch.bool)
+    )
+    assert float(estimate_noise_level(stored)) < 0.8 * 25 / 255
+
+
 @pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])
 def test_estimated_noise_level_refuses_a_bad_flat_fraction(fraction):
     with pytest.raises(ValueError, match="flat_fraction"):

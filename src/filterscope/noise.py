@@ -281,7 +281,8 @@ def _wavelet_bands(planes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _flat_detail_mad(plane: torch.Tensor, flat_fraction: float) -> torch.Tensor:
     """Median of ``|HH|`` over the ``flat_fraction`` of positions of a ``(1, 1, H, W)``
-    plane where its coarse band varies least (see :func:`estimate_noise_level`)."""
+    plane where its coarse band varies least (see :func:`estimate_noise_level`),
+    leaving out positions whose wavelet window holds a clipped pixel."""
     coarse, detail = _wavelet_bands(plane)
     variation = (coarse[..., 1:, :-1] - coarse[..., :-1, :-1]).abs() + (
         coarse[..., :-1, 1:] - coarse[..., :-1, :-1]
@@ -290,9 +291,31 @@ def _flat_detail_mad(plane: torch.Tensor, flat_fraction: float) -> torch.Tensor:
         variation, 3, stride=1, padding=1, count_include_pad=False
     ).flatten()
     magnitudes = detail[..., :-1, :-1].abs().flatten()
-    keep = max(1, round(flat_fraction * magnitudes.numel()))
+    clipped = _clipped_windows(plane, detail.shape[-2:])[..., :-1, :-1].flatten()
+    if bool(clipped.all()):  # nothing but clipped windows: use them rather than nothing
+        clipped = torch.zeros_like(clipped)
+    candidates = int((~clipped).sum())
+    variation = variation.masked_fill(clipped, math.inf)
+    keep = max(1, round(flat_fraction * candidates))
     threshold = variation.kthvalue(keep).values
-    return magnitudes[variation <= threshold].median()
+    return magnitudes[(variation <= threshold) & ~clipped].median()
+
+
+def _clipped_windows(plane: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    """Whether each wavelet window (4×4, stride 2, as :func:`_wavelet_bands`) of a
+    ``(1, 1, H, W)`` plane holds a pixel at the plane's maximum or minimum.
+
+    A stored photo clips its noise at 0 and 1: a bright sky clipped to 1 is flat, so
+    it would be chosen as the flattest part, and its detail band holds far less than σ
+    (σ = 50 read as 43 on average on clipped 8-bit Set12/BSD68 images, 28 at worst).
+    Leaving those windows out reads 45 (40 at worst) there, and changes nothing on
+    unclipped noise. The plane's own extremes, not 0 and 1, mark clipping, so the mask
+    is the same for ``a·y`` as for ``y`` and the estimate stays positively homogeneous.
+    """
+    inner = plane[..., 1:, 1:]
+    extreme = (inner == inner.amax()) | (inner == inner.amin())
+    touched = torch.nn.functional.max_pool2d(extreme.to(plane.dtype), 4, stride=2)
+    return touched[..., : size[0], : size[1]] > 0
 
 
 def estimate_noise_level(y: torch.Tensor, *, flat_fraction: float = 0.25) -> torch.Tensor:
