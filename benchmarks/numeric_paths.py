@@ -6,7 +6,9 @@ Run from the repository root::
     python benchmarks/numeric_paths.py --quick    # fewer repetitions
 
 For each case every available path is timed in alternation (one run of each path per
-round, so that load from other processes falls on all alike) and the median kept:
+round, so that load from other processes falls on all alike) and the median kept; a path
+taking 3 times as long as the ``auto`` path is stopped there (SIGALRM) and reported as
+that lower bound (``stopped_at_cap``), since it cannot be the fastest:
 
 - a training step (forward, backward, Adam) of each distinct network among the shipped
   CPU recipes (recipes sharing a network share the case), batch 4 of the recipe's patch
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import statistics
 import subprocess
 import sys
@@ -50,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 TRAIN_BATCH = 4
 ALL = ("info", "ntk", "analyze", "train", "denoise")
+CAP_FACTOR = 3.0
 
 
 def _time(run: Callable[[], object]) -> float:
@@ -58,19 +62,64 @@ def _time(run: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def side_by_side(paths: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+class _Stopped(Exception):
+    """A path stopped at its time cap (it cannot be the fastest)."""
+
+
+def _time_capped(run: Callable[[], object], cap: float | None) -> float:
+    """Seconds of ``run()``; at most ``cap`` (then :class:`_Stopped`): SIGALRM interrupts
+    it between two Python steps (a tile, a matrix block), so the stop lands within one."""
+    if cap is None:
+        return _time(run)
+
+    def stop(signum, frame):
+        raise _Stopped
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, cap)
+    try:
+        return _time(run)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def side_by_side(
+    paths: dict[str, Callable[[], object]], rounds: int, *, auto: str
+) -> tuple[dict[str, float], list[str]]:
     """Median seconds of each path, timed in alternation after one warm-up each (none for
-    a single round: the large cases, whose first run is dominated by the work itself)."""
-    for run in paths.values() if rounds > 1 else ():
-        run()
-    times: dict[str, list[float]] = {name: [] for name in paths}
-    for _ in range(rounds):
-        for name, run in paths.items():
-            times[name].append(_time(run))
-    return {name: statistics.median(spent) for name, spent in times.items()}
+    a single round: the large cases, whose first run is dominated by the work itself),
+    and the paths stopped at their cap.
+
+    ``auto``'s path runs first in each round; every other path is stopped once it takes
+    :data:`CAP_FACTOR` times ``auto``'s time (its median is then that cap, a lower bound):
+    a path that slow cannot be the fastest, and on a CPU without native bfloat16 or int8
+    products those paths take 5-25 times longer and would dominate the run.
+    """
+    order = [auto] + [name for name in paths if name != auto]
+    times: dict[str, list[float]] = {name: [] for name in order}
+    stopped: list[str] = []
+    reference = None
+    for warm_up in ([True] if rounds > 1 else []) + [False] * rounds:
+        for name in order:
+            if name in stopped:
+                continue
+            cap = None if name == auto or reference is None else CAP_FACTOR * reference
+            try:
+                spent = _time_capped(paths[name], cap)
+            except _Stopped:
+                stopped.append(name)
+                times[name] = [cap]
+                continue
+            if name == auto:
+                reference = spent if reference is None else min(reference, spent)
+            if not warm_up:
+                times[name].append(spent)
+    return {name: statistics.median(spent) for name, spent in times.items()}, stopped
 
 
-def _row(case: str, auto: str, medians: dict[str, float], **extra) -> dict:
+def _row(case: str, auto: str, timed: tuple[dict[str, float], list[str]], **extra) -> dict:
+    medians, stopped = timed
     fastest = min(medians, key=medians.get)
     return {
         "case": case,
@@ -78,6 +127,7 @@ def _row(case: str, auto: str, medians: dict[str, float], **extra) -> dict:
         "fastest": fastest,
         "auto_over_fastest": medians[auto] / medians[fastest],
         "seconds": medians,
+        "stopped_at_cap": stopped,
         **extra,
     }
 
@@ -120,7 +170,7 @@ def training_cases(rounds: int) -> list[dict]:
                 paths[f"{precision}{' channels-last' if last else ''}"] = step
         chosen = config.numeric_path("cpu")
         auto = chosen["precision"] + (" channels-last" if chosen["channels_last"] else "")
-        medians = side_by_side(paths, rounds)
+        medians = side_by_side(paths, rounds, auto=auto)
         rows.append(_row(f"train step {key}", auto, medians, recipes=names))
         print(f"  {key}: {medians}", flush=True)
     return rows
@@ -153,7 +203,7 @@ def denoise_cases(which: str, rounds: int) -> list[dict]:
             prepared = prepare_model(network, precision=precision)
             paths[precision] = lambda m=prepared, y=y: denoise_tensor(m, y)
         auto = machine.choose_precision("denoise", "cpu")
-        medians = side_by_side(paths, rounds)
+        medians = side_by_side(paths, rounds, auto=auto)
         rows.append(_row(case, auto, medians, model=default_model_name(channels)))
         print(f"  {case}: {medians}", flush=True)
     return rows
@@ -169,7 +219,7 @@ def ntk_cases(side: int, rounds: int) -> list[dict]:
         p: (lambda p=p: ntk_denoise(y, sigma=25 / 255, precision=p)) for p in ("single", "int8")
     }
     auto = "int8" if machine.choose_int8("ntk") else "single"
-    medians = side_by_side(paths, rounds)
+    medians = side_by_side(paths, rounds, auto=auto)
     print(f"  ntk {side}: {medians}", flush=True)
     return [_row(f"ntk denoise {side}x{side} colour", auto, medians)]
 
@@ -185,9 +235,10 @@ def analyze_case(rounds: int) -> dict:
         name: (lambda d=d: spectrum_vs_sigma(network, x, [25 / 255], dtype=d))
         for name, d in dtypes.items()
     }
-    medians = side_by_side(paths, rounds)
+    auto = machine.choose_precision("analyze")
+    medians = side_by_side(paths, rounds, auto=auto)
     print(f"  analyze: {medians}", flush=True)
-    return _row("analyze spectrum 40x40 gray", machine.choose_precision("analyze"), medians)
+    return _row("analyze spectrum 40x40 gray", auto, medians)
 
 
 def info_seconds(rounds: int) -> float:
@@ -263,7 +314,7 @@ def _print(rows: list[dict], payload: dict, path: Path) -> None:
             "fastest s": r["seconds"][r["fastest"]],
             "auto/fastest": r["auto_over_fastest"],
             "others": ", ".join(
-                f"{k} {v:.3g}"
+                f"{k} {'>' if k in r['stopped_at_cap'] else ''}{v:.3g}"
                 for k, v in r["seconds"].items()
                 if k not in (r["auto"], r["fastest"])
             ),
