@@ -112,6 +112,23 @@ def quality_scores(result_file: Path, name: str) -> dict | None:
     return {"benchmark": "benchmarks/denoiser_quality.py", "sets": found}
 
 
+def real_noise_scores(path: Path, spec: str) -> dict | None:
+    """The rows of a ``benchmarks/real_noise.py`` result (PolyU-Canon) for the model run
+    as ``spec`` there, with the noisy input's and CBM3D's rows beside them."""
+    table = json.loads(path.read_text())
+    ours = [r for r in table["rows"] if r["method"].startswith(spec + " (")]
+    if not ours:
+        return None
+    others = [r for r in table["rows"] if r["method"].split(" ")[0] in ("noisy", "cbm3d")]
+    keep = lambda row: {k: v for k, v in row.items() if not k.startswith("_")}  # noqa: E731
+    return {
+        "benchmark": "benchmarks/real_noise.py",
+        "command": table.get("command"),
+        "data": table.get("data"),
+        "rows": [keep(r) for r in ours + others],
+    }
+
+
 def training_seconds(rows: list[dict]) -> float:
     """Wall seconds over every session of a run: the log's clock restarts on resume."""
     total, last = 0.0, 0.0
@@ -180,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bsd68", type=Path, help="bsd68_published.json holding this model")
     parser.add_argument("--zoo", type=Path, help="zoo.json (color test sets) holding this model")
     parser.add_argument("--quality", type=Path, help="denoiser_quality.json holding this model")
+    parser.add_argument(
+        "--real-noise",
+        nargs=2,
+        metavar=("FILE", "SPEC"),
+        help="real_noise.json holding this model's rows, and the --models spec it ran as",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing shipped model")
     parser.add_argument(
         "--blind-estimate",
@@ -228,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
         if scores is None:
             sys.exit(f"{args.quality}: no results for model {args.name!r}")
         card.setdefault("metrics", {})["side_by_side"] = scores
+    if args.real_noise:
+        scores = real_noise_scores(Path(args.real_noise[0]), args.real_noise[1])
+        if scores is None:
+            sys.exit(f"{args.real_noise[0]}: no rows for model {args.real_noise[1]!r}")
+        card.setdefault("metrics", {})["real_noise"] = scores
     target = weights_dir() / f"{args.name}.safetensors"
     save_model(model, target, card=card, overwrite=args.force)
     print(f"shipped {target} and {card_path(target).name}")
