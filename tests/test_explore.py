@@ -399,3 +399,65 @@ def test_filter_window_holds_99_percent_and_widens(client):
     assert narrower.json()["window_share"] < 0.99 or fitted["window_99"] == 3
     wide = client.get("/api/filter", params={**params, "radius": 2 * fitted["window_99"]}).json()
     assert wide["size"][0] >= fitted["size"][0] and wide["sum"] == fitted["sum"]
+
+
+def test_a_stopped_job_frees_its_tensors_at_once():
+    """A cancelled computation's activations are freed when the request ends, without
+    waiting for the garbage collector (its traceback would hold them in a cycle)."""
+    import asyncio
+    import gc
+    import weakref
+
+    from filterscope.analysis.jacobian import Cancelled
+    from filterscope.explore.server import Worker
+
+    def stopped_job(kept: list) -> None:
+        activations = torch.ones(1 << 16)
+        kept.append(weakref.ref(activations))
+        raise Cancelled()
+
+    def failing_job(kept: list) -> None:
+        activations = torch.ones(1 << 16)
+        kept.append(weakref.ref(activations))
+        raise ValueError("an unexpected failure")
+
+    async def ask(worker: Worker, job) -> tuple[weakref.ref, BaseException]:
+        kept: list = []
+        try:
+            await worker.run(job, kept)
+        except Exception as exc:
+            return kept[0], exc
+        raise AssertionError("the job did not fail")
+
+    worker = Worker()
+    gc.disable()
+    try:
+        stopped, cancelled = asyncio.run(ask(worker, stopped_job))
+        failed, error = asyncio.run(ask(worker, failing_job))
+        assert isinstance(cancelled, Cancelled) and stopped() is None
+        # An unexpected error keeps its traceback for the log, without the frames' locals.
+        assert isinstance(error, ValueError) and error.__traceback__ is not None
+        assert failed() is None
+        # What the worker guards against: an exception kept with its frames keeps them.
+        kept: list = []
+        try:
+            stopped_job(kept)
+        except Cancelled as exc:
+            held = exc
+        assert kept[0]() is not None
+        del held
+    finally:
+        gc.enable()
+        worker.close()
+
+
+def test_freed_heap_memory_is_given_back_where_glibc_is():
+    import ctypes
+    import platform
+
+    from filterscope.explore.server import release_freed_memory
+
+    is_glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert release_freed_memory() is is_glibc
+    if is_glibc:
+        assert ctypes.CDLL("libc.so.6").malloc_trim(0) in (0, 1)
