@@ -388,7 +388,49 @@ def test_filter_cache_is_bounded_in_bytes(models):
         explorer.filter("bf-dncnn-gray", x, 20)
     cache = explorer.caches["filter"]
     assert 1 <= len(cache) < 8 and cache.nbytes <= cache.budget
+    assert cache.nbytes == sum(session.stored_nbytes(v) for v in cache._items.values())
     assert session.FILTER_BUDGET_BYTES == 256 << 20
+
+
+def test_cache_accounting_is_the_memory_its_entries_hold(models):
+    """What the filter cache counts is what its entries hold (tracemalloc of a copy:
+    the accounting also counts the shared key strings and small ints, a few KB at
+    most); a value it cannot measure is refused, one above the budget is not kept."""
+    import copy
+    import gc
+    import tracemalloc
+
+    from filterscope.explore import session
+
+    explorer = Explorer(clean_image(), models, sigma=SIGMA / 255.0, seed=SEED)
+    for name in ("bf-dncnn-gray", "ntk"):
+        explorer.filter(name, 0, 30)
+        explorer.filter(name, 20, 11, precision="fast")
+    cache = explorer.caches["filter"]
+    assert len(cache) == 4
+    for entry in cache._items.values():
+        accounted = session.stored_nbytes(entry)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            duplicate = copy.deepcopy(entry)
+            real = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        assert entry["weights"].nbytes < real <= accounted <= real + 4096
+        del duplicate
+
+    small = session.ByteLRUCache(budget=10_000)
+    with pytest.raises(TypeError, match="Tensor"):  # storage and graph unseen
+        small.put("tensor", {"weights": torch.zeros(10)})
+    with pytest.raises(TypeError, match="own its buffer"):  # keeps its whole base alive
+        small.put("view", {"weights": np.zeros((100, 100))[:2]})
+    small.put("large", {"weights": np.zeros(2_000)})  # 16 kB > the budget: not kept
+    assert len(small) == 0 and small.nbytes == 0
+    for k in range(5):
+        small.put(k, {"weights": np.zeros(500)})  # about 4.2 kB each
+    assert len(small) == 2 and list(small._items) == [3, 4]
+    assert small.nbytes == 2 * session.stored_nbytes({"weights": np.zeros(500)})
 
 
 def test_filter_window_holds_99_percent_and_widens(client):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -93,28 +94,82 @@ class LRUCache:
 
 
 class ByteLRUCache(LRUCache):
-    """An :class:`LRUCache` bounded by the bytes of its values (``value["nbytes"]``)."""
+    """An :class:`LRUCache` holding at most ``budget`` bytes, as :func:`stored_nbytes`
+    measures its values (least recently used go first; a value larger than the whole
+    budget is not kept)."""
 
     def __init__(self, budget: int):
         super().__init__(size=0)
         self.budget = budget
         self.nbytes = 0
+        self._sizes: dict = {}
 
     def put(self, key, value) -> None:
+        size = stored_nbytes(value)
         with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self.nbytes -= old["nbytes"]
+            if key in self._items:
+                del self._items[key]
+                self.nbytes -= self._sizes.pop(key)
+            if size > self.budget:
+                return
             self._items[key] = value
-            self.nbytes += value["nbytes"]
-            while self.nbytes > self.budget and len(self._items) > 1:
-                _, dropped = self._items.popitem(last=False)
-                self.nbytes -= dropped["nbytes"]
+            self._sizes[key] = size
+            self.nbytes += size
+            while self.nbytes > self.budget:
+                dropped, _ = self._items.popitem(last=False)
+                self.nbytes -= self._sizes.pop(dropped)
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self._sizes.clear()
             self.nbytes = 0
+
+
+#: Plain values a cached result may hold besides numpy arrays and containers.
+_PLAIN = (str, bytes, int, float, bool, type(None), np.generic)
+
+
+def stored_nbytes(value: object) -> int:
+    """Bytes of memory a cached value holds: its numpy arrays (buffer and header) and
+    the Python objects around them (dicts, lists, tuples, strings, numbers), each object
+    counted once (``sys.getsizeof``; shared small ints and strings are counted too, so
+    this errs high by a few bytes per item).
+
+    Raises
+    ------
+    TypeError
+        For anything else, a tensor in particular (its storage, possibly far larger
+        than its view, and autograd graph are invisible here), and for an array that
+        views another's buffer (it keeps all of that buffer alive): cached results
+        hold compact copies.
+    """
+    seen: set[int] = set()
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        total += sys.getsizeof(item)  # an array's own buffer included
+        if isinstance(item, np.ndarray):
+            if not item.flags.owndata:
+                raise TypeError(
+                    f"a cached array must own its buffer (store a copy), got a view of "
+                    f"a {type(item.base).__name__}"
+                )
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif not isinstance(item, _PLAIN):
+            raise TypeError(
+                f"a cached value holds numpy arrays and plain Python values, not "
+                f"{type(item).__name__}"
+            )
+    return total
 
 
 def png_bytes(image: torch.Tensor | np.ndarray) -> bytes:
@@ -768,7 +823,8 @@ def filter_entry(row, local: tuple[int, int, int, int]) -> dict:
     else:
         window_99 = 0
     stats["far_share"] = sum(abs(w) for *_, w in far) / total if total > 0 else 0.0
-    weights = inside.to(torch.float32).numpy()
+    # A float32 copy owning its buffer (a view would keep the float64 row alive).
+    weights = np.array(inside.numpy(), dtype=np.float32)
     return {
         "stats": stats,
         "weights": weights,
@@ -777,7 +833,6 @@ def filter_entry(row, local: tuple[int, int, int, int]) -> dict:
         "window_99": max(window_99, MIN_WINDOW_RADIUS),
         "max_radius": max_radius,
         "total_abs": total,
-        "nbytes": weights.nbytes + 64 * len(far) + 2048,
     }
 
 
