@@ -284,3 +284,19 @@ def test_save_noise_map_needs_one_input_and_a_model_with_an_estimator(
     )  # fmt: skip
     assert code == 2 and "estimates no noise map" in err and not (tmp_path / "m.png").exists()
     assert not (tmp_path / "o.png").exists()  # refused before any work
+
+
+@pytest.mark.parametrize("bad", ["x", b"1", [0.1, "a"], object()])
+def test_noise_level_map_refuses_what_is_not_a_number(bad):
+    from filterscope.errors import InputError
+
+    with pytest.raises(InputError, match="sigma: expected a number"):
+        noise_level_map(torch.zeros(1, 1, 5, 7), bad)
+
+
+def test_noise_level_map_takes_numpy_numbers():
+    import numpy as np
+
+    y = torch.zeros(1, 1, 5, 7)
+    assert torch.equal(noise_level_map(y, np.float32(0.25)), torch.full((1, 1, 5, 7), 0.25))
+    assert torch.equal(noise_level_map(y, np.array([0.25])), torch.full((1, 1, 5, 7), 0.25))
