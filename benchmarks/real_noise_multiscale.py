@@ -38,16 +38,20 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 METHODS = ("real_blind", "def_s8", "def_s4", "real_s8")
 
 
-def multiscale_sigma(y: torch.Tensor, top: int) -> float:
-    """max over s in 1, 2, 4, ... top of s · (wavelet σ of y averaged over s×s blocks)."""
+def scale_levels(y: torch.Tensor) -> dict[int, float]:
+    """s · (wavelet σ of y averaged over s×s blocks) for s = 1, 2, 4, 8."""
     from filterscope.noise import estimate_noise_level
 
-    levels = []
+    levels = {}
     for s in (1, 2, 4, 8):
-        if s <= top:
-            pooled = torch.nn.functional.avg_pool2d(y, s) if s > 1 else y
-            levels.append(s * float(estimate_noise_level(pooled)[0]))
-    return max(levels)
+        pooled = torch.nn.functional.avg_pool2d(y, s) if s > 1 else y
+        levels[s] = s * float(estimate_noise_level(pooled)[0])
+    return levels
+
+
+def multiscale_sigma(levels: dict[int, float], top: int) -> float:
+    """The largest of :func:`scale_levels`' levels over the scales up to ``top``."""
+    return max(level for s, level in levels.items() if s <= top)
 
 
 def polyu_items(images: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
@@ -87,7 +91,8 @@ def evaluate(items) -> list[dict]:
 
     rows = []
     for name, y, x in items:
-        s8, s4 = multiscale_sigma(y, 8), multiscale_sigma(y, 4)
+        levels = scale_levels(y)
+        s8, s4 = multiscale_sigma(levels, 8), multiscale_sigma(levels, 4)
         row = {
             "image": name,
             "noisy": float(psnr(y, x)),
@@ -109,7 +114,6 @@ def main() -> int:
     args = parser.parse_args()
     if args.images < 1:
         parser.error("--images: need at least 1")
-    torch.manual_seed(0)
     sets = {"polyu": evaluate(polyu_items(args.images)), "camera": evaluate(camera_items(8))}
     summary = [
         {

@@ -56,14 +56,13 @@ def noise_level_map(
     batch, image_channels, height, width = y.shape
     if sigma is None:
         return y.new_zeros(batch, channels, height, width)
+    not_a_number = f"sigma: expected a number, an array or a tensor, got {type(sigma).__name__}"
+    if isinstance(sigma, (str, bytes)):  # torch would read a string's bytes as numbers
+        raise InputError(not_a_number)
     try:
-        if isinstance(sigma, (str, bytes)):  # torch would read a string's bytes as numbers
-            raise TypeError
         level = torch.as_tensor(sigma, dtype=y.dtype, device=y.device)
     except (TypeError, ValueError, RuntimeError):
-        raise InputError(
-            f"sigma: expected a number, an array or a tensor, got {type(sigma).__name__}"
-        ) from None
+        raise InputError(not_a_number) from None
     if level.dim() == 4:
         if level.shape[0] not in (1, batch) or tuple(level.shape[-2:]) != (height, width):
             raise InputError(
