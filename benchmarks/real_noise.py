@@ -231,13 +231,8 @@ def compute(pairs: list[Pair], config: Config, methods: Methods, cache: Cache) -
         if best is not None:
             fill(cache, label, pairs, best, run)
     if "cbm3d" in config.methods:
-        fill(
-            cache,
-            "bm3d:estimate",
-            cbm3d_pairs,
-            None,
-            lambda y, s: methods.baseline("bm3d:estimate", y, s),
-        )
+        # The oracle first: it is the row the targets compare against, and the cache
+        # keeps it if a long run is stopped before the per-crop estimates.
         run = lambda y, s: methods.baseline("bm3d", y, s)  # noqa: E731
         cbm3d_search = spread(cbm3d_pairs, config.cbm3d_search_images)
         for sigma in config.cbm3d_grid:
@@ -245,6 +240,13 @@ def compute(pairs: list[Pair], config: Config, methods: Methods, cache: Cache) -
         best = best_sigma(cache, "bm3d", cbm3d_search_names(pairs, config), config.cbm3d_grid)
         if best is not None:
             fill(cache, "bm3d", cbm3d_pairs, best, run)
+        fill(
+            cache,
+            "bm3d:estimate",
+            cbm3d_pairs,
+            None,
+            lambda y, s: methods.baseline("bm3d:estimate", y, s),
+        )
 
 
 def rows_for(pairs: list[Pair], config: Config, tags: dict[str, str], cache: Cache) -> list[dict]:

@@ -186,6 +186,45 @@ def test_in_camera_smoothing_makes_blotchy_chroma_and_keeps_the_std_map(channels
         assert _neighbour_correlation(_chroma((plain - x)[inner])) < 0.8
 
 
+def test_in_camera_smoothing_is_a_low_pass_that_keeps_the_blotches():
+    # Noise reduction removes the fine grain and keeps the low frequencies: the
+    # per-pixel std falls, the means over 16x16 blocks stay (unit-sum kernels; a
+    # unit-norm kernel would multiply them by about 2·sqrt(pi)·width).
+    x = torch.full((4, 3, 96, 96), 0.5, dtype=torch.float64)
+    smoothing = NoiseOptions(
+        jpeg_probability=0.0,
+        bits=0,
+        luma_smoothing_range=(2.0, 2.0),
+        chroma_smoothing_range=(2.0, 2.0),
+    )
+    plain, _ = camera_noise(x, sigma=10 / 255, options=NO_STORAGE, generator=_gen(8))
+    smoothed, std_map = camera_noise(x, sigma=10 / 255, options=smoothing, generator=_gen(8))
+    inner = (slice(None), slice(None), slice(16, -16), slice(16, -16))
+    before, after = (plain - x)[inner], (smoothed - x)[inner]
+    assert float(after.std() / before.std()) < 0.5
+    blocks_before = torch.nn.functional.avg_pool2d(before, 16)
+    blocks_after = torch.nn.functional.avg_pool2d(after, 16)
+    # Block means agree within 35% of their spread (the kernel's tails cross block
+    # edges; 0.25 measured) and keep their size (a unit-norm kernel: about 7 times).
+    assert float((blocks_after - blocks_before).std() / blocks_before.std()) < 0.35
+    assert 0.8 < float(blocks_after.std() / blocks_before.std()) < 1.2
+    assert float(std_map.mean()) < 0.5 * 10 / 255 * 1.5  # the map follows the fall
+
+
+def test_in_camera_smoothing_residual_keeps_that_fraction_of_the_grain():
+    x = torch.full((2, 3, 41, 37), 0.4, dtype=torch.float64)
+    base = {"jpeg_probability": 0.0, "bits": 0, "chroma_smoothing_range": (3.0, 3.0)}
+    plain, _ = camera_noise(x, sigma=8 / 255, options=NO_STORAGE, generator=_gen(12))
+    kept_all = NoiseOptions(**base, smoothing_residual_range=(1.0, 1.0))
+    unsmoothed, _ = camera_noise(x, sigma=8 / 255, options=kept_all, generator=_gen(12))
+    torch.testing.assert_close(unsmoothed, plain, atol=1e-9, rtol=0)  # r = 1: a unit impulse
+    half = NoiseOptions(**base, smoothing_residual_range=(0.5, 0.5))
+    none = NoiseOptions(**base)
+    blended, _ = camera_noise(x, sigma=8 / 255, options=half, generator=_gen(12))
+    smoothed, _ = camera_noise(x, sigma=8 / 255, options=none, generator=_gen(12))
+    torch.testing.assert_close(blended - x, 0.5 * (plain - x) + 0.5 * (smoothed - x))
+
+
 def test_in_camera_smoothing_off_by_default_draws_nothing():
     x = torch.rand(2, 3, 37, 31, generator=_gen(4))
     explicit = NoiseOptions(luma_smoothing_range=(0.0, 0.0), chroma_smoothing_range=(0.0, 0.0))
@@ -269,6 +308,7 @@ def test_quantize_clips_and_rounds_to_the_asked_bits():
         ({"read_spread": -0.1}, "read_spread"),
         ({"chroma_smoothing_range": (0.0, 9.0)}, "chroma_smoothing_range"),
         ({"luma_smoothing_range": (-0.5, 1.0)}, "luma_smoothing_range"),
+        ({"smoothing_residual_range": (0.5, 1.5)}, "smoothing_residual_range"),
     ],
 )
 def test_bad_noise_options_are_refused_by_name(values, name):

@@ -112,11 +112,19 @@ class NoiseOptions:
     luma_smoothing_range, chroma_smoothing_range : (float, float)
         :func:`camera_noise`: in-camera noise reduction, as image processors apply it
         after demosaicking: the noise's luma (Y) and chroma (Cb, Cr) components are each
-        convolved with a unit-norm Gaussian kernel whose std (pixels) is drawn uniformly
-        from these ranges (0 = left as it is). Processors smooth chroma much more than
-        luma (chroma detail is what the eye misses least), which leaves the blotchy,
-        low-frequency colour noise of high-ISO JPEGs. Default ``[0, 0]`` for both (off,
+        low-pass filtered by a unit-sum Gaussian kernel whose std (pixels) is drawn
+        uniformly from these ranges (0 = left as it is). The fine grain goes, the low
+        frequencies stay: the per-pixel std falls and what is left is blotchy.
+        Processors smooth chroma much more than luma (chroma detail is what the eye
+        misses least), which leaves the low-frequency colour noise of high-ISO JPEGs. Default ``[0, 0]`` for both (off,
         as in Brooks et al.); a real-noise recipe sets e.g. ``[0, 1.2]`` and ``[0, 4]``.
+    smoothing_residual_range : (float, float)
+        :func:`camera_noise` with in-camera smoothing: fraction r in [0, 1] of the
+        unsmoothed noise the noise reduction keeps, drawn uniformly per image (the
+        kernel is ``r·δ + (1 − r)·G``): a processor blends its smoothed result with the
+        input, so a fine-grained part of the noise survives beside the blotches.
+        Default ``[0, 0]`` (the smoothed noise alone; nothing drawn, so recipes written
+        before this option keep their noise stream).
     """
 
     shot_range: tuple[float, float] = (1e-4, 1.2e-2)
@@ -133,6 +141,7 @@ class NoiseOptions:
     bits: int = 8
     luma_smoothing_range: tuple[float, float] = (0.0, 0.0)
     chroma_smoothing_range: tuple[float, float] = (0.0, 0.0)
+    smoothing_residual_range: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         for name in (
@@ -145,6 +154,7 @@ class NoiseOptions:
             "jpeg_quality_range",
             "luma_smoothing_range",
             "chroma_smoothing_range",
+            "smoothing_residual_range",
         ):
             value = getattr(self, name)
             if len(value) != 2 or not value[0] <= value[1]:
@@ -173,6 +183,9 @@ class NoiseOptions:
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi <= MAX_SMOOTHING:
                 raise InputError(f"{name}: need 0 <= lo <= hi <= {MAX_SMOOTHING:g}, got {[lo, hi]}")
+        lo, hi = self.smoothing_residual_range
+        if not 0 <= lo <= hi <= 1:
+            raise InputError(f"smoothing_residual_range: need 0 <= lo <= hi <= 1, got {[lo, hi]}")
         if self.bits not in (0, 8, 16):
             raise InputError(f"bits: must be 0 (none), 8 or 16, got {self.bits}")
 
@@ -642,7 +655,7 @@ def _in_camera_smoothing(
     generator: torch.Generator | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A camera processor's noise reduction on the processed noise: its Y, Cb and Cr
-    components each convolved with a unit-norm Gaussian kernel (widths drawn per image,
+    components each low-pass filtered by a unit-sum Gaussian kernel (widths drawn per image,
     :class:`NoiseOptions`). ``noisy`` is RGB (B, 3, H, W) before quantisation; returns
     it smoothed and, shape (B, ``channels``), the ratio of each output channel's
     empirical noise variance after to before (the RGB channels, or for a gray output
@@ -662,11 +675,19 @@ def _in_camera_smoothing(
     )
     # A width of 0 gives a unit impulse: exp(-x²/2w²) underflows to 0 off the centre.
     kernels = _gaussian_kernels(widths.clamp(min=1e-3), radius)
+    # Unit sum, not unit norm: noise reduction is a low-pass that keeps the noise's
+    # low frequencies as they were and removes its fine grain (a unit-norm kernel
+    # would amplify the demosaicked noise's low frequencies many times).
+    kernels = kernels / kernels.sum(dim=(2, 3), keepdim=True)
     # Mirrored borders keep the noise's statistics there (replicated edges would repeat
     # one value and inflate the variance); images narrower than the kernel replicate.
     mode = "reflect" if radius < min(height, width) else "replicate"
     padded = F.pad(components.reshape(1, batch * 3, height, width), [radius] * 4, mode=mode)
     smoothed = F.conv2d(padded, kernels, groups=batch * 3).view(batch, 3, height, width)
+    if options.smoothing_residual_range[1] > 0:
+        kept = _uniform(*options.smoothing_residual_range, batch, generator, device)
+        kept = kept.to(dtype).view(batch, 1, 1, 1)
+        smoothed = kept * components + (1 - kept) * smoothed
     new_noise = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(to_ycbcr), smoothed)
     if channels == 1:  # the gray output's noise is the luma component
         before, after = components[:, :1], smoothed[:, :1]
