@@ -116,8 +116,9 @@ class NoiseOptions:
         uniformly from these ranges (0 = left as it is). The fine grain goes, the low
         frequencies stay: the per-pixel std falls and what is left is blotchy.
         Processors smooth chroma much more than luma (chroma detail is what the eye
-        misses least), which leaves the low-frequency colour noise of high-ISO JPEGs. Default ``[0, 0]`` for both (off,
-        as in Brooks et al.); a real-noise recipe sets e.g. ``[0, 1.2]`` and ``[0, 4]``.
+        misses least), which leaves the low-frequency colour noise of high-ISO JPEGs.
+        Default ``[0, 0]`` for both (off, as in Brooks et al.); a real-noise recipe sets
+        e.g. ``[0, 1.2]`` and ``[0, 4]``.
     smoothing_residual_range : (float, float)
         :func:`camera_noise` with in-camera smoothing: fraction r in [0, 1] of the
         unsmoothed noise the noise reduction keeps, drawn uniformly per image (the
