@@ -180,7 +180,33 @@ def test_clipped_sky_is_left_out_of_the_estimate(monkeypatch):
     monkeypatch.setattr(
         noise, "_clipped_windows", lambda plane, size: torch.zeros(size, dtype=torch.bool)
     )
+    monkeypatch.setattr(noise, "CLIPPED_FRACTION", 1.1)  # nor the truncation correction
     assert float(estimate_noise_level(stored)) < 0.8 * 25 / 255
+
+
+def test_heavy_clipped_noise_is_read_through_its_truncation(monkeypatch):
+    # σ = 75 around mid-grays, clipped and stored as 8 bits: the windows without a
+    # clipped pixel hold noise truncated to the range, whose median absolute value
+    # is smaller; the estimate undoes that shrinkage.
+    x = 0.35 + 0.3 * _smooth_image(1, 128, 112)
+    y = x + gaussian_noise(x.shape, 75 / 255, generator=4, dtype=torch.float64)
+    stored = (y.clamp(0, 1) * 255).round() / 255
+    estimate = float(estimate_noise_level(stored))
+    assert estimate == pytest.approx(75 / 255, rel=0.1)
+    assert float(estimate_noise_level(0.5 * stored)) == pytest.approx(0.5 * estimate, rel=1e-9)
+    from filterscope import noise
+
+    monkeypatch.setattr(noise, "CLIPPED_FRACTION", 1.1)  # never taken as clipped
+    assert float(estimate_noise_level(stored)) < 0.88 * 75 / 255
+
+
+def test_unclipped_noise_skips_the_truncation_correction(monkeypatch):
+    from filterscope import noise
+
+    y = _smooth_image(2, 64, 48) + gaussian_noise((2, 1, 64, 48), 0.1, generator=5)
+    plain = estimate_noise_level(y)
+    monkeypatch.setattr(noise, "_truncation_mad_factor", lambda *args: 1 / 0)
+    torch.testing.assert_close(estimate_noise_level(y), plain, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5])

@@ -282,7 +282,9 @@ def _wavelet_bands(planes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _flat_detail_mad(plane: torch.Tensor, flat_fraction: float) -> torch.Tensor:
     """Median of ``|HH|`` over the ``flat_fraction`` of positions of a ``(1, 1, H, W)``
     plane where its coarse band varies least (see :func:`estimate_noise_level`),
-    leaving out positions whose wavelet window holds a clipped pixel."""
+    leaving out positions whose wavelet window holds a clipped pixel; on a clipped
+    plane, divided by how much the truncation of the noise at the clip levels shrinks
+    it there (:func:`_truncation_mad_factor`)."""
     coarse, detail = _wavelet_bands(plane)
     variation = (coarse[..., 1:, :-1] - coarse[..., :-1, :-1]).abs() + (
         coarse[..., :-1, 1:] - coarse[..., :-1, :-1]
@@ -298,7 +300,69 @@ def _flat_detail_mad(plane: torch.Tensor, flat_fraction: float) -> torch.Tensor:
     variation = variation.masked_fill(clipped, math.inf)
     keep = max(1, round(flat_fraction * candidates))
     threshold = variation.kthvalue(keep).values
-    return magnitudes[(variation <= threshold) & ~clipped].median()
+    chosen = (variation <= threshold) & ~clipped
+    mad = magnitudes[chosen].median()
+    inner = plane[..., 1:, 1:]
+    low, high = inner.amin(), inner.amax()
+    at_extremes = float(((inner == low) | (inner == high)).float().mean())
+    if at_extremes < CLIPPED_FRACTION:
+        return mad
+    # The 4x4 window's mean: the db2 low-pass sums to sqrt(2) in each direction.
+    window_means = coarse[..., :-1, :-1].flatten()[chosen] / 2
+    return mad / _truncation_mad_factor(mad / 0.6744897501960817, window_means, low, high)
+
+
+#: Fraction of a plane's pixels at its minimum or maximum from which the noise is taken
+#: as clipped there (a float image with unclipped noise has one of each; 8-bit files
+#: of unclipped noise a few; a clipped σ = 25 photograph typically several percent).
+CLIPPED_FRACTION = 0.002
+
+
+def _truncation_mad_factor(
+    sigma_read: torch.Tensor, means: torch.Tensor, low: torch.Tensor, high: torch.Tensor
+) -> torch.Tensor:
+    """How much truncation to ``[low, high]`` shrinks the median absolute deviation of
+    the noise around the chosen windows' means, at the σ that reads ``sigma_read``.
+
+    The windows :func:`_flat_detail_mad` keeps hold no clipped pixel, so each pixel's
+    noise there is a normal truncated to ``[low − x, high − x]``. Its median absolute
+    value is ``σ·t(a, b)`` with ``a = (low − x)/σ``, ``b = (high − x)/σ`` and
+    ``Φ(min(t, b)) − Φ(max(−t, a)) = (Φ(b) − Φ(a))/2`` (bisection); untruncated,
+    ``t = 0.6745``. The factor is the mean of ``t/0.6745`` over the windows, at the σ
+    that solves ``σ·factor(σ) = sigma_read`` (fixed-point iteration from
+    ``sigma_read``). v depends on σ only through the ratios, so the estimate stays
+    positively homogeneous. Approximations: the window's mean stands for every pixel's
+    clean value, and the detail coefficient (weighted sum of 16 pixels, one tap
+    carrying half the weight) shrinks as one pixel does.
+    """
+    if not bool(sigma_read > 0):
+        return torch.ones_like(sigma_read)
+    sigma = sigma_read
+    for _ in range(30):
+        a = ((low - means) / sigma).clamp(max=0.0)
+        b = ((high - means) / sigma).clamp(min=0.0)
+        half = (torch.special.ndtr(b) - torch.special.ndtr(a)) / 2
+        lo_t, hi_t = torch.zeros_like(a), torch.maximum(-a, b)
+        for _ in range(40):
+            t = (lo_t + hi_t) / 2
+            inside = torch.special.ndtr(torch.minimum(t, b)) - torch.special.ndtr(
+                torch.maximum(-t, a)
+            )
+            below = inside < half
+            lo_t, hi_t = torch.where(below, t, lo_t), torch.where(below, hi_t, t)
+        factor = ((lo_t + hi_t) / 2 / 0.6744897501960817).mean()
+        # Noise wider than half the range is barely seen inside it: not identifiable,
+        # and the iteration can run away there.
+        updated = torch.minimum(sigma_read / factor, (high - low) / 2)
+        converged = bool((updated - sigma).abs() <= 1e-4 * updated)
+        sigma = updated
+        if converged:
+            break
+    return sigma_read / sigma
+
+
+def _normal_pdf(z: torch.Tensor) -> torch.Tensor:
+    return torch.exp(-0.5 * z.square()) / math.sqrt(2 * math.pi)
 
 
 def _clipped_windows(plane: torch.Tensor, size: torch.Size) -> torch.Tensor:
