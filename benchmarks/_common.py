@@ -20,6 +20,18 @@ def machine_record() -> dict:
     return {**machine_info(), "paths": numeric_paths()}
 
 
+def estimator_tag() -> str:
+    """A short hash of the wavelet noise estimator's source (``filterscope.noise``):
+    blind scores depend on it as much as on a model's weights, so caches of blind
+    results key by it and a changed estimator is measured anew."""
+    import hashlib
+    import inspect
+
+    from filterscope import noise
+
+    return hashlib.sha256(inspect.getsource(noise).encode()).hexdigest()[:12]
+
+
 def write_results(name: str, payload: dict) -> Path:
     """Write ``payload`` as ``benchmarks/results/NAME.json`` and return the path.
 

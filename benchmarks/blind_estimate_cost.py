@@ -18,8 +18,8 @@ For each set, σ and storage of the noisy image, the mean PSNR of the model run 
 ``mean σ̂`` is the noise level the blind path reads, on the 0-255 scale: the mean of the
 model's noise map where it has an estimator, else the wavelet estimate of
 :func:`filterscope.noise.estimate_noise_level`. Per-image results are cached in
-``benchmarks/results/blind_estimate_cost.partial.json`` (keyed by the model's weights);
-results: ``benchmarks/results/blind_estimate_cost.json``.
+``benchmarks/results/blind_estimate_cost.partial.json`` (keyed by the model's weights
+and the estimator's source); results: ``benchmarks/results/blind_estimate_cost.json``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from _common import RESULTS_DIR, parse_sigma_list, print_table, write_results
+from _common import RESULTS_DIR, estimator_tag, parse_sigma_list, print_table, write_results
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CACHE = RESULTS_DIR / "blind_estimate_cost.partial.json"
@@ -144,7 +144,7 @@ def main() -> int:
         return 2
     from real_noise import weights_tag
 
-    tag = f"{spec}#{weights_tag(model)}"
+    tag = f"{spec}#{weights_tag(model)}#estimator:{estimator_tag()}"
     sets = {}
     for set_name in set_names:
         files = list_images(SHARED / "data" / set_name)

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import torch
 
-from _common import RESULTS_DIR, print_table, write_results
+from _common import RESULTS_DIR, estimator_tag, print_table, write_results
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 PUBLISHED_0_100 = SHARED / "reference/bias_free_denoising/pretrained/dncnn/bias_free/0-100.pt"
@@ -154,7 +154,8 @@ def _sets(part: str, args) -> list[tuple[str, list[int]]]:
 @functools.lru_cache
 def _weights_tag(label: str) -> str:
     """``"|"`` and a digest of the weights and configuration of the shipped model a label
-    names (``"bf-drunet-gray (blind)"``); ``""`` for other methods."""
+    names (``"bf-drunet-gray (blind)"``), and for a blind label of the noise estimator's
+    source; ``""`` for other methods."""
     from filterscope.models.zoo import list_shipped, shipped_weights
 
     name = label.split(" (")[0]
@@ -163,6 +164,8 @@ def _weights_tag(label: str) -> str:
         return ""
     digest = hashlib.sha256(weights.read_bytes())
     digest.update(json.dumps(list_shipped()[name].get("config"), sort_keys=True).encode())
+    if "blind" in label:  # the blind path reads σ with the wavelet estimator
+        digest.update(estimator_tag().encode())
     return "|" + digest.hexdigest()[:12]
 
 
