@@ -194,6 +194,10 @@ def test_heavy_clipped_noise_is_read_through_its_truncation(monkeypatch):
     estimate = float(estimate_noise_level(stored))
     assert estimate == pytest.approx(75 / 255, rel=0.1)
     assert float(estimate_noise_level(0.5 * stored)) == pytest.approx(0.5 * estimate, rel=1e-9)
+    # Euler's identity: the correction is homogeneous of degree 0 (a constant factor).
+    leaf = stored.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(estimate_noise_level(leaf).sum(), leaf)
+    assert float((grad * stored).sum()) == pytest.approx(estimate, rel=1e-9)
     from filterscope import noise
 
     monkeypatch.setattr(noise, "CLIPPED_FRACTION", 1.1)  # never taken as clipped

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .camera_noise import (
@@ -309,7 +310,15 @@ def _flat_detail_mad(plane: torch.Tensor, flat_fraction: float) -> torch.Tensor:
         return mad
     # The 4x4 window's mean: the db2 low-pass sums to sqrt(2) in each direction.
     window_means = coarse[..., :-1, :-1].flatten()[chosen] / 2
-    return mad / _truncation_mad_factor(mad / 0.6744897501960817, window_means, low, high)
+    # The factor is a mean over windows: an even subsample bounds its cost on photos.
+    window_means = window_means[:: max(1, window_means.numel() // TRUNCATION_SAMPLES)]
+    factor = _truncation_mad_factor(
+        float(mad) / 0.6744897501960817,
+        window_means.detach().double().cpu().numpy(),
+        float(low),
+        float(high),
+    )
+    return mad / factor
 
 
 #: Fraction of a plane's pixels at its minimum or maximum from which the noise is taken
@@ -317,10 +326,11 @@ def _flat_detail_mad(plane: torch.Tensor, flat_fraction: float) -> torch.Tensor:
 #: of unclipped noise a few; a clipped σ = 25 photograph typically several percent).
 CLIPPED_FRACTION = 0.002
 
+#: At most about this many windows (evenly spaced) enter the truncation factor.
+TRUNCATION_SAMPLES = 4096
 
-def _truncation_mad_factor(
-    sigma_read: torch.Tensor, means: torch.Tensor, low: torch.Tensor, high: torch.Tensor
-) -> torch.Tensor:
+
+def _truncation_mad_factor(sigma_read: float, means: np.ndarray, low: float, high: float) -> float:
     """How much truncation to ``[low, high]`` shrinks the median absolute deviation of
     the noise around the chosen windows' means, at the σ that reads ``sigma_read``.
 
@@ -328,41 +338,39 @@ def _truncation_mad_factor(
     noise there is a normal truncated to ``[low − x, high − x]``. Its median absolute
     value is ``σ·t(a, b)`` with ``a = (low − x)/σ``, ``b = (high − x)/σ`` and
     ``Φ(min(t, b)) − Φ(max(−t, a)) = (Φ(b) − Φ(a))/2`` (bisection); untruncated,
-    ``t = 0.6745``. The factor is the mean of ``t/0.6745`` over the windows, at the σ
+    ``t = 0.6745``. The factor is the mean of ``t/0.6745`` over the windows at the σ
     that solves ``σ·factor(σ) = sigma_read`` (fixed-point iteration from
-    ``sigma_read``). v depends on σ only through the ratios, so the estimate stays
-    positively homogeneous. Approximations: the window's mean stands for every pixel's
-    clean value, and the detail coefficient (weighted sum of 16 pixels, one tap
-    carrying half the weight) shrinks as one pixel does.
+    ``sigma_read``, σ capped at half the range). It depends on σ only through the
+    ratios, so it is positively homogeneous of degree 0: the estimate divided by it
+    stays of degree 1, and (as a constant of the gradient) keeps Euler's identity.
+    Approximations: the window's mean stands for every pixel's clean value, and the
+    detail coefficient (a weighted sum of 16 pixels, one tap carrying half the
+    weight) shrinks as one pixel does. NumPy in float64: a few thousand values, where
+    torch's per-operation overhead dominated.
     """
-    if not bool(sigma_read > 0):
-        return torch.ones_like(sigma_read)
+    from scipy.special import ndtr  # scikit-image's dependency, so always installed
+
+    if not sigma_read > 0:
+        return 1.0
     sigma = sigma_read
     for _ in range(30):
-        a = ((low - means) / sigma).clamp(max=0.0)
-        b = ((high - means) / sigma).clamp(min=0.0)
-        half = (torch.special.ndtr(b) - torch.special.ndtr(a)) / 2
-        lo_t, hi_t = torch.zeros_like(a), torch.maximum(-a, b)
-        for _ in range(40):
+        a = np.minimum((low - means) / sigma, 0.0)
+        b = np.maximum((high - means) / sigma, 0.0)
+        half = (ndtr(b) - ndtr(a)) / 2
+        lo_t, hi_t = np.zeros_like(a), np.maximum(-a, b)
+        for _ in range(30):  # the bracket shrinks to 1e-9 of its width
             t = (lo_t + hi_t) / 2
-            inside = torch.special.ndtr(torch.minimum(t, b)) - torch.special.ndtr(
-                torch.maximum(-t, a)
-            )
-            below = inside < half
-            lo_t, hi_t = torch.where(below, t, lo_t), torch.where(below, hi_t, t)
-        factor = ((lo_t + hi_t) / 2 / 0.6744897501960817).mean()
+            below = ndtr(np.minimum(t, b)) - ndtr(np.maximum(-t, a)) < half
+            lo_t, hi_t = np.where(below, t, lo_t), np.where(below, hi_t, t)
+        factor = float(((lo_t + hi_t) / 2).mean()) / 0.6744897501960817
         # Noise wider than half the range is barely seen inside it: not identifiable,
         # and the iteration can run away there.
-        updated = torch.minimum(sigma_read / factor, (high - low) / 2)
-        converged = bool((updated - sigma).abs() <= 1e-4 * updated)
+        updated = min(sigma_read / factor, (high - low) / 2)
+        converged = abs(updated - sigma) <= 1e-6 * updated
         sigma = updated
         if converged:
             break
     return sigma_read / sigma
-
-
-def _normal_pdf(z: torch.Tensor) -> torch.Tensor:
-    return torch.exp(-0.5 * z.square()) / math.sqrt(2 * math.pi)
 
 
 def _clipped_windows(plane: torch.Tensor, size: torch.Size) -> torch.Tensor:
