@@ -294,7 +294,10 @@ def _flat_detail_mad(plane: torch.Tensor, flat_fraction: float) -> torch.Tensor:
         variation, 3, stride=1, padding=1, count_include_pad=False
     ).flatten()
     magnitudes = detail[..., :-1, :-1].abs().flatten()
-    clipped = _clipped_windows(plane, detail.shape[-2:])[..., :-1, :-1].flatten()
+    inner = plane[..., 1:, 1:]
+    low, high = inner.amin(), inner.amax()
+    extreme = (inner == low) | (inner == high)
+    clipped = _clipped_windows(extreme, detail.shape[-2:])[..., :-1, :-1].flatten()
     if bool(clipped.all()):  # nothing but clipped windows: use them rather than nothing
         clipped = torch.zeros_like(clipped)
     candidates = int((~clipped).sum())
@@ -303,23 +306,23 @@ def _flat_detail_mad(plane: torch.Tensor, flat_fraction: float) -> torch.Tensor:
     threshold = variation.kthvalue(keep).values
     chosen = (variation <= threshold) & ~clipped
     mad = magnitudes[chosen].median()
-    inner = plane[..., 1:, 1:]
-    low, high = inner.amin(), inner.amax()
-    at_extremes = float(((inner == low) | (inner == high)).float().mean())
-    if at_extremes < CLIPPED_FRACTION:
+    if float(extreme.float().mean()) < CLIPPED_FRACTION:
         return mad
     # The 4x4 window's mean: the db2 low-pass sums to sqrt(2) in each direction.
     window_means = coarse[..., :-1, :-1].flatten()[chosen] / 2
     # The factor is a mean over windows: an even subsample bounds its cost on photos.
     window_means = window_means[:: max(1, window_means.numel() // TRUNCATION_SAMPLES)]
     factor = _truncation_mad_factor(
-        float(mad) / 0.6744897501960817,
+        float(mad) / NORMAL_MAD,
         window_means.detach().double().cpu().numpy(),
         float(low),
         float(high),
     )
     return mad / factor
 
+
+#: Φ⁻¹(3/4): the median of |N(0, σ²)| is this times σ.
+NORMAL_MAD = 0.6744897501960817
 
 #: Fraction of a plane's pixels at its minimum or maximum from which the noise is taken
 #: as clipped there (a float image with unclipped noise has one of each; 8-bit files
@@ -362,7 +365,7 @@ def _truncation_mad_factor(sigma_read: float, means: np.ndarray, low: float, hig
             t = (lo_t + hi_t) / 2
             below = ndtr(np.minimum(t, b)) - ndtr(np.maximum(-t, a)) < half
             lo_t, hi_t = np.where(below, t, lo_t), np.where(below, hi_t, t)
-        factor = float(((lo_t + hi_t) / 2).mean()) / 0.6744897501960817
+        factor = float(((lo_t + hi_t) / 2).mean()) / NORMAL_MAD
         # Noise wider than half the range is barely seen inside it: not identifiable,
         # and the iteration can run away there.
         updated = min(sigma_read / factor, (high - low) / 2)
@@ -373,9 +376,11 @@ def _truncation_mad_factor(sigma_read: float, means: np.ndarray, low: float, hig
     return sigma_read / sigma
 
 
-def _clipped_windows(plane: torch.Tensor, size: torch.Size) -> torch.Tensor:
+def _clipped_windows(extreme: torch.Tensor, size: torch.Size) -> torch.Tensor:
     """Whether each wavelet window (4×4, stride 2, as :func:`_wavelet_bands`) of a
-    ``(1, 1, H, W)`` plane holds a pixel at the plane's maximum or minimum.
+    ``(1, 1, H, W)`` plane holds a pixel at the plane's maximum or minimum, from
+    ``extreme``, the mask of those pixels in ``plane[..., 1:, 1:]`` (where the
+    windows start).
 
     A stored photo clips its noise at 0 and 1: a bright sky clipped to 1 is flat, so
     it would be chosen as the flattest part, and its detail band holds far less than σ
@@ -384,9 +389,7 @@ def _clipped_windows(plane: torch.Tensor, size: torch.Size) -> torch.Tensor:
     unclipped noise. The plane's own extremes, not 0 and 1, mark clipping, so the mask
     is the same for ``a·y`` as for ``y`` and the estimate stays positively homogeneous.
     """
-    inner = plane[..., 1:, 1:]
-    extreme = (inner == inner.amax()) | (inner == inner.amin())
-    touched = torch.nn.functional.max_pool2d(extreme.to(plane.dtype), 4, stride=2)
+    touched = torch.nn.functional.max_pool2d(extreme.float(), 4, stride=2)
     return touched[..., : size[0], : size[1]] > 0
 
 
@@ -439,5 +442,4 @@ def estimate_noise_level(y: torch.Tensor, *, flat_fraction: float = 0.25) -> tor
         mad = torch.stack(
             [_flat_detail_mad(plane[None].to(dtype), flat_fraction) for plane in planes]
         )
-    # 0.6745 = Φ⁻¹(3/4): the median of |N(0, σ²)| is 0.6745 σ.
-    return (mad / 0.6744897501960817).reshape(batch, channels).mean(dim=1)
+    return (mad / NORMAL_MAD).reshape(batch, channels).mean(dim=1)
