@@ -4,6 +4,7 @@ Run from the repository root (needs ../shared/data)::
 
     nice -n 10 python benchmarks/noise_type_choice.py               # a few minutes
     nice -n 10 python benchmarks/noise_type_choice.py --images 4    # a quick look
+    nice -n 10 python benchmarks/noise_type_choice.py --model RUN/model.safetensors --name X
 
 With no model named, ``denoise`` takes the shipped real-noise model when the evidence
 (:func:`filterscope.inference.real_noise_evidence`: the real model's estimated noise map
@@ -104,8 +105,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=12, help="CBSD68 images (held out)")
     parser.add_argument("--polyu", type=int, default=None, help="PolyU crops (default: all)")
+    parser.add_argument(
+        "--model", default=None, help="real-noise model spec (default: the shipped one)"
+    )
+    parser.add_argument("--name", default="noise_type_choice", help="results file stem")
     args = parser.parse_args()
-    name = real_noise_model_name(3)
+    name = args.model or real_noise_model_name(3)
     if name is None:
         print("filterscope: error: no real-noise model ships", file=sys.stderr)
         return 2
@@ -147,7 +152,7 @@ def main() -> int:
         "crop": CROP,
         "rows": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
     }
-    path = write_results("noise_type_choice", payload)
+    path = write_results(args.name, payload)
     print_table(payload["rows"], ["set", "case", "images", "min", "median", "max", "real"])
     print(
         f"\nshipped threshold {REAL_NOISE_RATIO}; calibration: Gaussian max "

@@ -10,8 +10,9 @@ Side by side on the same full 512x512 crops (PSNR on the 0-255 scale over all th
 channels, SSIM, means over the crops):
 
 - ``noisy``: the camera's JPEG as it is;
-- ``MODEL (blind)``: each ``--models`` spec with no σ, as ``filterscope denoise`` runs it
-  (the first spec is the one also given an oracle σ);
+- ``MODEL (blind)``: each ``--models`` spec with no σ, as ``filterscope denoise --model
+  MODEL`` runs it (the first spec is the one also given an oracle σ); the spec ``auto`` is
+  plain ``filterscope denoise``, which chooses the default or the real-noise model per image;
 - ``MODEL (oracle σ=S)``: the first model told the single σ that is best for the set
   (an oracle no blind user has), searched over ``--grid`` on ``--search-images`` crops,
   then scored on every crop;
@@ -55,6 +56,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 DATA = SHARED / "data" / "PolyU-Canon"
 CACHE = RESULTS_DIR / "real_noise.partial.json"
 FAMILIES = ("noisy", "blind", "oracle", "cbm3d", "nlm")
+AUTO = "auto"
 
 
 @dataclass
@@ -101,31 +103,50 @@ def weights_tag(model: torch.nn.Module) -> str:
 
 
 class Methods:
-    """The denoisers of a run, each ``fn(y, sigma_255 | None) -> (x_hat, sigma_hat_255)``."""
+    """The denoisers of a run, each ``fn(y, sigma_255 | None) -> (x_hat, sigma_hat_255)``.
+
+    The model spec ``auto`` is what ``filterscope denoise`` runs when no model is named:
+    the shipped default or the shipped real-noise model, chosen per image
+    (:func:`filterscope.inference.choose_shipped_model`)."""
 
     def __init__(self, models: list[str]):
         from filterscope.hub import load_model
 
         self._load = load_model
-        self.models = {spec: load_model(resolve(spec)).eval() for spec in models}
+        self._loaded: dict[str, torch.nn.Module] = {}
+        self.models = {spec: self.load(resolve(spec)) for spec in models if spec != AUTO}
         self.tags = {spec: weights_tag(m) for spec, m in self.models.items()}
-        self._classical: dict[str, torch.nn.Module] = {}
+        if AUTO in models:
+            self.tags[AUTO] = self._auto_tag()
 
-    def classical(self, name: str) -> torch.nn.Module:
-        if name not in self._classical:
-            self._classical[name] = self._load(name)
-        return self._classical[name]
+    def load(self, name: str) -> torch.nn.Module:
+        if name not in self._loaded:
+            self._loaded[name] = self._load(name).eval()
+        return self._loaded[name]
+
+    def _auto_tag(self) -> str:
+        """Digest of both shipped models' weights and the choice's threshold."""
+        from filterscope.inference import REAL_NOISE_RATIO
+        from filterscope.models.zoo import default_model_name, real_noise_model_name
+
+        names = [n for n in (default_model_name(3), real_noise_model_name(3)) if n]
+        parts = [weights_tag(self.load(n)) for n in names] + [f"{REAL_NOISE_RATIO:g}"]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
 
     def network(self, spec: str, y: torch.Tensor, sigma: float | None):
-        from filterscope.inference import denoise_tensor
+        from filterscope.inference import choose_shipped_model, denoise_tensor
 
-        model = self.models[spec]
         level = None if sigma is None else sigma / 255.0
         with torch.inference_mode():
+            if spec == AUTO:
+                name, _ = choose_shipped_model(y, sigma=level, load=self.load)
+                model = self.load(name)
+            else:
+                model = self.models[spec]
             return denoise_tensor(model, y, sigma=level), None
 
     def baseline(self, name: str, y: torch.Tensor, sigma: float | None):
-        denoiser = self.classical(name)
+        denoiser = self.load(name)
         level = None if sigma is None else sigma / 255.0
         result = denoiser.denoise_with_info(y, level)
         estimate = result.per_image[0].get("sigma") if result.per_image else None

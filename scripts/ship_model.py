@@ -162,7 +162,7 @@ def earlier_stage(init_from: str, card: dict, name: str) -> dict:
     again with its benchmark scores), the record kept in its card is reused: the weights
     the run started from may no longer be shipped.
     """
-    from filterscope.models.zoo import list_shipped, load_model
+    from filterscope.models.zoo import list_shipped
 
     replaced = list_shipped().get(name, {}).get("training", {})
     same_run = replaced.get("recipe") == card["training"]["recipe"] and replaced.get(
@@ -170,14 +170,42 @@ def earlier_stage(init_from: str, card: dict, name: str) -> dict:
     ) == card["training"].get("steps")
     if same_run and "initialised_from" in replaced:
         return replaced["initialised_from"]
+    return stage_record(init_from, name)
+
+
+def stage_record(init_from: str, name: str) -> dict:
+    """The training record of the weights ``init_from`` names. A shipped model's card
+    holds its whole history; an unshipped run's card holds only its own stage, so the
+    run its recipe started from is followed in turn (its log kept beside the shipped
+    model's, as ``NAME.stageK.csv``), down to a shipped model or random weights."""
+    from filterscope.models.zoo import load_model
+
     shipped = shipped_name_of(init_from)
     source = load_model(shipped or init_from).card
-    earlier = source.get("training", {})
+    earlier = dict(source.get("training", {}))
+    parent = earlier.get("recipe", {}).get("init_from")
+    if shipped is None and Path(init_from).is_file():
+        if parent and "initialised_from" not in earlier:
+            earlier["initialised_from"] = stage_record(parent, name)
+        log = Path(init_from).parent / "log.csv"
+        if log.exists():
+            with log.open(newline="") as handle:
+                earlier["seconds"] = training_seconds(list(csv.DictReader(handle)))
+            earlier["log"] = keep_log(log, name + stage_suffix(earlier))
     return {
         "model": init_from if shipped in (None, init_from) else f"{init_from} (= {shipped})",
         "description": source.get("description"),
         "training": earlier,
     }
+
+
+def keep_log(log: Path, stem: str) -> str:
+    """Copy a training log into ``benchmarks/results/training_logs`` (learning curves
+    are evidence and stay in the repository); the copy's repository path."""
+    logs = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "training_logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    (logs / f"{stem}.csv").write_text(log.read_text())
+    return f"benchmarks/results/training_logs/{stem}.csv"
 
 
 def stage_suffix(training: dict) -> str:
@@ -230,12 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = list(csv.DictReader(handle))
         if rows:
             card["training"]["seconds"] = training_seconds(rows)
-        # The training log stays in the repository: learning curves are evidence.
-        logs = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "training_logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        log_name = f"{args.name}{stage_suffix(card['training'])}.csv"
-        (logs / log_name).write_text(log.read_text())
-        card["training"]["log"] = f"benchmarks/results/training_logs/{log_name}"
+        card["training"]["log"] = keep_log(log, args.name + stage_suffix(card["training"]))
     if args.bsd68:
         scores = bsd68_scores(args.bsd68, args.name)
         if scores is None:
