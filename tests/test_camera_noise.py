@@ -225,6 +225,19 @@ def test_in_camera_smoothing_residual_keeps_that_fraction_of_the_grain():
     torch.testing.assert_close(blended - x, 0.5 * (plain - x) + 0.5 * (smoothed - x))
 
 
+def test_sensor_map_level_reports_the_std_before_in_camera_smoothing():
+    x = torch.full((3, 3, 45, 39), 0.5, dtype=torch.float64)
+    base = {"jpeg_probability": 0.0, "bits": 0, "chroma_smoothing_range": (3.0, 3.0)}
+    plain, plain_std = camera_noise(x, sigma=8 / 255, options=NO_STORAGE, generator=_gen(6))
+    options = {level: NoiseOptions(**base, map_level=level) for level in ("pixel", "sensor")}
+    noisy, pixel_std = camera_noise(x, sigma=8 / 255, options=options["pixel"], generator=_gen(6))
+    same, sensor_std = camera_noise(x, sigma=8 / 255, options=options["sensor"], generator=_gen(6))
+    assert torch.equal(noisy, same)  # only the map differs, not the noise stream
+    torch.testing.assert_close(sensor_std, plain_std)  # the level before the smoothing
+    assert float(pixel_std.mean()) < 0.8 * float(sensor_std.mean())  # chroma blotches
+    assert not torch.equal(noisy, plain)
+
+
 def test_in_camera_smoothing_off_by_default_draws_nothing():
     x = torch.rand(2, 3, 37, 31, generator=_gen(4))
     explicit = NoiseOptions(luma_smoothing_range=(0.0, 0.0), chroma_smoothing_range=(0.0, 0.0))
@@ -309,6 +322,7 @@ def test_quantize_clips_and_rounds_to_the_asked_bits():
         ({"chroma_smoothing_range": (0.0, 9.0)}, "chroma_smoothing_range"),
         ({"luma_smoothing_range": (-0.5, 1.0)}, "luma_smoothing_range"),
         ({"smoothing_residual_range": (0.5, 1.5)}, "smoothing_residual_range"),
+        ({"map_level": "white"}, "map_level"),
     ],
 )
 def test_bad_noise_options_are_refused_by_name(values, name):

@@ -60,6 +60,9 @@ _XYZ_TO_CAMERA = (
 #: reach 3 widths, and training patches are 64 pixels or more.
 MAX_SMOOTHING = 8.0
 
+#: What the std map of smoothed camera noise may say (:class:`NoiseOptions`.map_level).
+MAP_LEVELS = ("pixel", "sensor")
+
 #: sRGB → (Y, Cb, Cr) (ITU-R BT.601, full range), the space camera processors denoise in.
 _RGB_TO_YCBCR = (
     (0.299, 0.587, 0.114),
@@ -126,6 +129,13 @@ class NoiseOptions:
         input, so a fine-grained part of the noise survives beside the blotches.
         Default ``[0, 0]`` (the smoothed noise alone; nothing drawn, so recipes written
         before this option keep their noise stream).
+    map_level : {"pixel", "sensor"}
+        What :func:`camera_noise`'s std map says after in-camera smoothing. ``"pixel"``
+        (default): each pixel's std, which the smoothing lowers. ``"sensor"``: the std
+        before the smoothing, i.e. the level of white noise with the same coarse bands
+        (a unit-sum low-pass keeps them): the level a Gaussian denoiser must be told to
+        clear blotchy noise, which the per-pixel std of the blotches understates several
+        times. Without smoothing the two are the same.
     """
 
     shot_range: tuple[float, float] = (1e-4, 1.2e-2)
@@ -143,6 +153,7 @@ class NoiseOptions:
     luma_smoothing_range: tuple[float, float] = (0.0, 0.0)
     chroma_smoothing_range: tuple[float, float] = (0.0, 0.0)
     smoothing_residual_range: tuple[float, float] = (0.0, 0.0)
+    map_level: str = "pixel"
 
     def __post_init__(self) -> None:
         for name in (
@@ -187,6 +198,10 @@ class NoiseOptions:
         lo, hi = self.smoothing_residual_range
         if not 0 <= lo <= hi <= 1:
             raise InputError(f"smoothing_residual_range: need 0 <= lo <= hi <= 1, got {[lo, hi]}")
+        if self.map_level not in MAP_LEVELS:
+            raise InputError(
+                f"map_level: must be one of {', '.join(MAP_LEVELS)}, got {self.map_level!r}"
+            )
         if self.bits not in (0, 8, 16):
             raise InputError(f"bits: must be 0 (none), 8 or 16, got {self.bits}")
 
@@ -637,7 +652,8 @@ def camera_noise(
         variance = (weights.square() * raw_variance).sum(dim=1, keepdim=True)
     else:
         variance = output_std.square()
-    variance = variance * smoothing[:, :, None, None]
+    if options.map_level == "pixel":
+        variance = variance * smoothing[:, :, None, None]
     if options.bits:
         noisy = quantize(noisy, options.bits)
         variance = variance + quantization_variance(options.bits)
