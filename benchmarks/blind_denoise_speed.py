@@ -1,0 +1,141 @@
+"""Speed and memory of plain ``filterscope denoise`` on RGB photos, by how it chooses.
+
+Run from the repository root on a quiet machine (timings on a loaded one mean nothing)::
+
+    python benchmarks/blind_denoise_speed.py            # a few minutes on 2 cores
+    python benchmarks/blind_denoise_speed.py --quick    # 256x256 and 512x384 only
+
+``filterscope.denoise(image)`` (what the command line runs) with no model named reads the
+image's noise before choosing the shipped default or the shipped real-noise model
+(``noise_type="auto"``). Side by side, each case in a fresh process (so its peak resident
+memory, from ``resource.getrusage``, is its own), on a synthetic scene:
+
+- ``gaussian``: ``noise_type="gaussian"``, the default alone: the blind path as it was
+  before the choice existed (the baseline of the speed target);
+- ``auto, white noise``: the choice on white Gaussian noise (σ = 15), which keeps the
+  default: the choice's own cost;
+- ``auto, camera-like noise``: the choice on correlated noise, which takes the real-noise
+  model;
+- ``real``: ``noise_type="real"``, the real-noise model without the choice.
+
+Sizes: 512x512 (median of ``--repeats`` runs after one warm-up) and 3000x2000 (one run).
+``ratio`` is each case's time over ``gaussian`` at the same size. Targets (issue 33): the
+blind default no more than 20% slower than before on a 512x512 photo, and a 3000x2000
+photo within 1 GiB. Results: ``benchmarks/results/blind_denoise_speed.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+from _common import print_table, write_results
+
+#: (label, noise_type, noise added to the scene)
+CASES = (
+    ("gaussian", "gaussian", "white"),
+    ("auto, white noise", "auto", "white"),
+    ("auto, camera-like noise", "auto", "correlated"),
+    ("real", "real", "correlated"),
+)
+TARGET_RATIO = 1.2
+TARGET_PEAK_GIB = 1.0
+RESULT = "RESULT "
+
+
+def noisy_scene(height: int, width: int, noise: str):
+    """A smooth RGB scene with edges plus white (σ = 15) or correlated noise, (H, W, 3)
+    float32 in [0, 1], the same for every case of a size."""
+    import numpy as np
+    import torch
+
+    from filterscope.camera_noise import NoiseOptions, correlated_noise
+
+    rows = torch.linspace(0, 1, height)[:, None]
+    cols = torch.linspace(0, 1, width)[None, :]
+    scene = torch.stack(
+        [
+            0.3 + 0.4 * rows * cols,
+            0.5 + 0.2 * torch.sin(12 * cols) * (rows > 0.5),
+            0.6 - 0.3 * rows + 0.1 * (cols > 0.3),
+        ]
+    )[None]
+    generator = torch.Generator().manual_seed(0)
+    if noise == "white":
+        noisy = scene + 15 / 255 * torch.randn(scene.shape, generator=generator)
+    else:
+        options = NoiseOptions(correlation_width_range=(1.5, 1.5), channel_mixing_range=(0.5, 0.5))
+        noisy, _ = correlated_noise(scene, 8 / 255, options=options, generator=generator)
+    return np.ascontiguousarray(noisy[0].permute(1, 2, 0).clamp(0, 1).numpy())
+
+
+def child(noise_type: str, noise: str, height: int, width: int, repeats: int) -> dict:
+    """One case, in this process: median seconds and the process's peak memory."""
+    import filterscope as fs
+
+    image = noisy_scene(height, width, noise)
+    fs.denoise(image[:64, :64], noise_type=noise_type)  # loads the models, warms up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fs.denoise(image, noise_type=noise_type)
+        times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    return {"seconds": statistics.median(times), "peak_gib": peak}
+
+
+def run_case(noise_type: str, noise: str, height: int, width: int, repeats: int) -> dict:
+    code = (
+        "import json, sys; sys.path.insert(0, 'benchmarks'); import blind_denoise_speed as b; "
+        f"print({RESULT!r} + json.dumps(b.child({noise_type!r}, {noise!r}, {height}, {width}, "
+        f"{repeats})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    line = next(x for x in reversed(out.stdout.splitlines()) if x.startswith(RESULT))
+    return json.loads(line[len(RESULT) :])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs at the small size")
+    args = parser.parse_args()
+    sizes = [(256, 256, 1), (384, 512, 1)] if args.quick else [(512, 512, args.repeats)]
+    if not args.quick:
+        sizes.append((2000, 3000, 1))
+    rows = []
+    for height, width, repeats in sizes:
+        baseline = None
+        for label, noise_type, noise in CASES:
+            result = run_case(noise_type, noise, height, width, repeats)
+            baseline = baseline or result["seconds"]
+            rows.append(
+                {
+                    "image": f"{width}x{height}x3",
+                    "case": label,
+                    "seconds": round(result["seconds"], 3),
+                    "ratio": round(result["seconds"] / baseline, 3),
+                    "peak_gib": round(result["peak_gib"], 3),
+                }
+            )
+            print(f"  {rows[-1]}", flush=True)
+    payload = {
+        "command": " ".join(["python benchmarks/blind_denoise_speed.py"] + sys.argv[1:]),
+        "targets": {"ratio_512": TARGET_RATIO, "peak_gib_3000x2000": TARGET_PEAK_GIB},
+        "load_average": os.getloadavg(),
+        "rows": rows,
+    }
+    path = write_results("blind_denoise_speed", payload)
+    print_table(rows, ["image", "case", "seconds", "ratio", "peak_gib"])
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
