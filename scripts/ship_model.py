@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         help="real_noise.json holding this model's rows, and the --models spec it ran as",
     )
     parser.add_argument("--force", action="store_true", help="replace an existing shipped model")
+    parser.add_argument("--description", help="one-line description (default: the run's)")
     parser.add_argument(
         "--blind-estimate",
         action="store_true",
@@ -247,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("format", "arch", "bias", "in_channels", "config"):
         card.pop(key, None)
     card["name"] = args.name
+    if args.description:
+        card["description"] = args.description
     card["training"]["recipe_file"] = args.recipe
     card["training"]["command"] = f"filterscope train --recipe {args.recipe} --out RUN_DIR"
     init_from = card["training"]["recipe"].get("init_from")
