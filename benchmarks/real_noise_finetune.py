@@ -17,6 +17,8 @@ Each model runs blind (``sigma=None``, what ``filterscope denoise`` does) on
 PSNR (dB, 0-255 over all channels) of the clipped estimate, mean over images. The first
 model is the reference: the table gives the others' differences to it, and, for models
 with a noise-map estimator, the mean of the map on the PolyU crops (0-255 scale).
+``--map-scales 2,4`` and ``--told 10,15`` also run each model on the PolyU crops with its
+estimated map scaled, and told one σ: whether the blind gap is the estimate's level.
 Results: ``benchmarks/results/real_noise_finetune.json``. A checkpoint file
 (``RUN_DIR/checkpoint.pt``) is accepted as a model, to follow a run.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -52,13 +55,14 @@ def gaussian_pairs(
     return pairs
 
 
-def run_model(spec: str, polyu, gaussian) -> dict:
+def run_model(spec: str, polyu, gaussian, probe: Probe) -> dict:
     from filterscope.hub import load_model
     from filterscope.inference import denoise_tensor
 
     model = load_model(spec).eval()
     estimator = getattr(model, "estimate_noise_map", None)
     scores: dict = {"polyu": [], "gaussian": {}, "map_mean_255": []}
+    scores |= {"polyu_map_scaled": {}, "polyu_told": {}}
     start = time.perf_counter()
     with torch.inference_mode():
         for pair in polyu:
@@ -66,11 +70,28 @@ def run_model(spec: str, polyu, gaussian) -> dict:
             level = estimator(pair.noisy) if estimator is not None else None
             if level is not None:
                 scores["map_mean_255"].append(255.0 * float(level.mean()))
+                for factor in probe.map_scales:
+                    # A map input: the whole crop at once (denoise_tensor takes one σ).
+                    psnr = score(model(pair.noisy, factor * level).clamp(0, 1), pair.clean)[0]
+                    scores["polyu_map_scaled"].setdefault(f"{factor:g}", []).append(psnr)
+            for sigma in probe.told:
+                psnr = score(denoise_tensor(model, pair.noisy, sigma=sigma / 255.0), pair.clean)[0]
+                scores["polyu_told"].setdefault(f"{sigma:g}", []).append(psnr)
         for _, sigma, noisy, clean in gaussian:
             psnr = score(denoise_tensor(model, noisy), clean)[0]
             scores["gaussian"].setdefault(f"{sigma:g}", []).append(psnr)
     scores["seconds"] = round(time.perf_counter() - start, 1)
     return scores
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Where the blind gap on PolyU comes from: each model also run with its own
+    estimated map times each of ``map_scales``, and told each single σ of ``told``
+    (0-255; an oracle when picked for the set)."""
+
+    map_scales: tuple[float, ...] = ()
+    told: tuple[float, ...] = ()
 
 
 def _mean(values: list[float]) -> float | None:
@@ -84,7 +105,13 @@ def main() -> int:
     parser.add_argument("--gaussian", type=int, default=12, help="CBSD68 images")
     parser.add_argument("--sigmas", default="15,25,50", help="Gaussian sigmas (0-255)")
     parser.add_argument("--name", default="real_noise_finetune", help="results file name")
+    parser.add_argument("--map-scales", default="", help="PolyU with the map times these")
+    parser.add_argument("--told", default="", help="PolyU told these single sigmas (0-255)")
     args = parser.parse_args()
+    probe = Probe(
+        tuple(float(v) for v in args.map_scales.split(",") if v),
+        tuple(float(v) for v in args.told.split(",") if v),
+    )
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     sigmas = [float(s) for s in args.sigmas.split(",")]
     if not models or min(args.polyu, args.gaussian) < 0:
@@ -92,7 +119,7 @@ def main() -> int:
     polyu = load_pairs(DATA, args.polyu) if args.polyu else []
     gaussian = gaussian_pairs(args.gaussian, sigmas) if args.gaussian else []
     noisy = [score(pair.noisy, pair.clean)[0] for pair in polyu]
-    results = {spec: run_model(spec, polyu, gaussian) for spec in models}
+    results = {spec: run_model(spec, polyu, gaussian, probe) for spec in models}
     rows = [{"model": "noisy input", "PolyU": _mean(noisy)}]
     reference = results[models[0]]
     for spec, scores in results.items():
@@ -113,6 +140,17 @@ def main() -> int:
             rows.append(delta)
     columns = ["model", "PolyU"] + [f"CBSD68 σ={s:g}" for s in sigmas] + ["map mean (0-255)"]
     print_table(rows, columns)
+    probe_rows = [
+        {"model": spec, "probe": f"{kind} {key}", "PolyU": _mean(values)}
+        for spec, scores in results.items()
+        for kind, table in (
+            ("map ×", scores["polyu_map_scaled"]),
+            ("told σ =", scores["polyu_told"]),
+        )
+        for key, values in table.items()
+    ]
+    if probe_rows:
+        print_table(probe_rows, ["model", "probe", "PolyU"])
     write_results(
         args.name,
         {
