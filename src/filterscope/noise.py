@@ -313,10 +313,10 @@ def _flat_detail_mad(plane: torch.Tensor, flat_fraction: float) -> torch.Tensor:
     # The factor is a mean over windows: an even subsample bounds its cost on photos.
     window_means = window_means[:: max(1, window_means.numel() // TRUNCATION_SAMPLES)]
     factor = _truncation_mad_factor(
-        float(mad) / NORMAL_MAD,
+        float(mad.detach()) / NORMAL_MAD,  # the factor is a constant (degree 0)
         window_means.detach().double().cpu().numpy(),
-        float(low),
-        float(high),
+        float(low.detach()),
+        float(high.detach()),
     )
     return mad / factor
 
