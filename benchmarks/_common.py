@@ -61,14 +61,17 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
         print("| " + " | ".join(_cell(row.get(column)) for column in columns) + " |")
 
 
-def parse_sigma_list(parser: argparse.ArgumentParser, text: str) -> list[float]:
-    """``"10,30,90"`` -> ``[10.0, 30.0, 90.0]``; a bad list is a ``parser.error`` (exit 2)."""
+def parse_sigma_list(
+    parser: argparse.ArgumentParser, text: str, *, option: str = "--sigmas"
+) -> list[float]:
+    """``"10,30,90"`` -> ``[10.0, 30.0, 90.0]``; a bad list is a ``parser.error`` (exit 2)
+    naming ``option``."""
     try:
         sigmas = [float(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        parser.error(f"--sigmas: expected numbers separated by commas, got {text!r}")
+        parser.error(f"{option}: expected numbers separated by commas, got {text!r}")
     if not sigmas or min(sigmas) < 0:
-        parser.error("--sigmas: need at least one non-negative noise level")
+        parser.error(f"{option}: need at least one non-negative value")
     return sigmas
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from _common import print_table, write_results
+from _common import parse_sigma_list, print_table, write_results
 from real_noise import DATA, load_pairs, score
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -62,7 +62,7 @@ def run_model(spec: str, polyu, gaussian, probe: Probe) -> dict:
     model = load_model(spec).eval()
     estimator = getattr(model, "estimate_noise_map", None)
     scores: dict = {"polyu": [], "gaussian": {}, "map_mean_255": []}
-    scores |= {"polyu_map_scaled": {}, "polyu_told": {}}
+    scores |= {"polyu_map_scaled": {}, "polyu_told": {}}  # the probes, when asked for
     start = time.perf_counter()
     with torch.inference_mode():
         for pair in polyu:
@@ -109,8 +109,10 @@ def main() -> int:
     parser.add_argument("--told", default="", help="PolyU told these single sigmas (0-255)")
     args = parser.parse_args()
     probe = Probe(
-        tuple(float(v) for v in args.map_scales.split(",") if v),
-        tuple(float(v) for v in args.told.split(",") if v),
+        tuple(parse_sigma_list(parser, args.map_scales, option="--map-scales"))
+        if args.map_scales
+        else (),
+        tuple(parse_sigma_list(parser, args.told, option="--told")) if args.told else (),
     )
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     sigmas = [float(s) for s in args.sigmas.split(",")]
