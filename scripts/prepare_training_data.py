@@ -11,6 +11,14 @@ beside the repository, outside git), down-scaled so its longer side is at most
 are. ``--compare-with`` folders (e.g. the test sets) are searched for near-duplicates of
 the prepared images (32x32 thumbnails, correlation > 0.95): any is reported and the run
 fails, so a test image never becomes training data.
+
+Pairs of real noisy and clean images (``docs/real-noise-pairs.md``) keep their full size
+and go to ``OUT/noisy/NAME.png`` and ``OUT/clean/NAME.png`` (the layout
+``TrainConfig.pairs_dir`` reads); ``--pairs NOISY_SUFFIX CLEAN_SUFFIX`` says which file
+is which by the end of its name::
+
+    python scripts/prepare_training_data.py /work/.mirror/csjunxu+MCWNNM-ICCV2017/repo \
+        --manifest docs/real-noise-pairs.md --pairs _real _mean --out ../data/real-pairs-cc15
 """
 
 from __future__ import annotations
@@ -114,8 +122,25 @@ def downscaled(data: bytes, max_side: int) -> Image.Image:
     return image
 
 
-def output_name(entry: Entry) -> str:
-    return f"{entry.source}-{Path(entry.path).stem}.png"
+def output_name(entry: Entry, pairs: tuple[str, str] | None = None) -> str:
+    """The prepared file's path under ``OUT``: one folder of PNGs, or with ``pairs``
+    (noisy and clean suffixes of the file stems) ``noisy/NAME.png`` or ``clean/NAME.png``."""
+    stem = Path(entry.path).stem
+    if pairs is None:
+        return f"{entry.source}-{stem}.png"
+    for folder, suffix in zip(("noisy", "clean"), pairs, strict=True):
+        if stem.endswith(suffix):
+            return f"{folder}/{entry.source}-{stem[: -len(suffix)]}.png"
+    raise PrepareError(f"{entry.path}: its name ends in neither pair suffix {' nor '.join(pairs)}")
+
+
+def check_pairs(names: list[str]) -> None:
+    """Every noisy file has its clean file and the other way round."""
+    noisy = {Path(n).name for n in names if n.startswith("noisy/")}
+    clean = {Path(n).name for n in names if n.startswith("clean/")}
+    if noisy != clean:
+        alone = sorted(noisy ^ clean)
+        raise PrepareError(f"manifest: {len(alone)} files without a partner, e.g. {alone[0]}")
 
 
 def thumbnail(path: Path) -> np.ndarray:
@@ -152,17 +177,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sources", nargs="+", type=Path, help="git directories of the sources")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"(default {DEFAULT_OUT})")
-    parser.add_argument("--max-side", type=int, default=1536, help="longer side in px (0: full)")
+    parser.add_argument(
+        "--max-side", type=int, help="longer side in px (0: full; default 1536, pairs 0)"
+    )
     parser.add_argument("--manifest", type=Path, default=MANIFEST)
     parser.add_argument("--compare-with", type=Path, nargs="*", default=[], metavar="FOLDER")
+    parser.add_argument(
+        "--pairs", nargs=2, metavar=("NOISY_SUFFIX", "CLEAN_SUFFIX"), help="real noise pairs"
+    )
     args = parser.parse_args(argv)
+    pairs = tuple(args.pairs) if args.pairs else None
     try:
+        if pairs and args.max_side:
+            raise PrepareError("--max-side: pairs keep their size (resizing changes real noise)")
+        if args.max_side is None:
+            args.max_side = 0 if pairs else 1536
         if args.max_side < 0:
             raise PrepareError(f"--max-side: must be 0 or positive, got {args.max_side}")
         out = args.out.resolve()
         if out == REPO_ROOT or REPO_ROOT in out.parents:
             raise PrepareError(f"--out: {out} is inside the repository; images stay outside git")
         sources, entries = read_manifest(args.manifest.read_text())
+        names = [output_name(e, pairs) for e in entries]
+        if pairs:
+            check_pairs(names)
         directories = {}
         for name in sorted({e.source for e in entries}):
             directory = find_directory(sources[name], args.sources)
@@ -175,17 +213,17 @@ def main(argv: list[str] | None = None) -> int:
             directories[name] = directory
         # Check every hash before writing anything.
         checked = [(e, read_checked(directories[e.source], sources[e.source], e)) for e in entries]
-        out.mkdir(parents=True, exist_ok=True)
         written = kept = 0
-        for entry, data in checked:
-            target = out / output_name(entry)
+        for (_, data), name in zip(checked, names, strict=True):
+            target = out / name
             if target.exists():
                 kept += 1
                 continue
+            target.parent.mkdir(parents=True, exist_ok=True)
             downscaled(data, args.max_side).save(target)
             written += 1
         print(f"{out}: {written} written, {kept} already there, {len(entries)} in the manifest")
-        prepared = [out / output_name(e) for e in entries]
+        prepared = [out / name for name in names]
         hits = near_duplicates(prepared, args.compare_with) if args.compare_with else []
         for mine, theirs, score in hits:
             print(f"near-duplicate: {mine.name} ~ {theirs} (correlation {score:.3f})")

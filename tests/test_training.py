@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -554,3 +555,75 @@ def test_recipe_reads_a_noise_mixture_and_its_options(tmp_path):
     assert config.noise_weights == [3.0, 1.0]
     assert config.noise_model_options().shot_range == (1e-3, 1e-2)
     assert config.noise_model_options().jpeg_probability == 0.0
+
+
+def _pairs_folder(folder: Path, channels: int = 3) -> Path:
+    """Real-noise pairs whose noisy half is the clean half inverted (so alignment shows)."""
+    from PIL import Image
+
+    make_image_folder(folder / "clean", channels=channels, size=(37, 31))
+    (folder / "noisy").mkdir()
+    for path in sorted((folder / "clean").iterdir()):
+        inverted = 255 - np.asarray(Image.open(path))
+        Image.fromarray(inverted).save(folder / "noisy" / path.name)
+    return folder
+
+
+def test_make_batch_puts_aligned_real_pairs_last_blind_with_unknown_std(tmp_path):
+    from filterscope.training.data import PairedPatchSampler
+
+    data = _image_folder(tmp_path / "data", channels=3)
+    pairs = PairedPatchSampler(
+        _pairs_folder(tmp_path / "pairs"), patch_size=16, channels=3, cache_mb=8
+    )
+    sampler = PatchSampler(data, patch_size=16, channels=3)
+    config = _color_config(
+        data, noise=MIXTURE, sigma_known_fraction=1.0, pairs_dir="x", pairs_per_batch=2
+    )
+    plain = make_batch(
+        sampler, config, 6, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+    )
+    noisy, clean, given, noise_std = make_batch(
+        sampler, config, 6, *(torch.Generator().manual_seed(s) for s in (0, 1)), pairs
+    )
+    torch.testing.assert_close(noisy[-2:], 1 - clean[-2:], atol=1e-6, rtol=0)
+    assert not given[-2:].any() and bool(noise_std[-2:].isnan().all())
+    for mine, before in zip((noisy, clean, given, noise_std), plain, strict=True):
+        torch.testing.assert_close(mine[:-2], before[:-2])  # the other patches as before
+    assert bool(given[:-2].flatten(1).amax(dim=1).gt(0).all())  # all told, as asked
+
+
+def test_real_pairs_are_refused_when_they_do_not_pair(tmp_path):
+    from filterscope.training.data import PairedPatchSampler
+
+    folder = _pairs_folder(tmp_path / "pairs")
+    (folder / "noisy" / "img0.png").rename(folder / "noisy" / "other.png")
+    with pytest.raises(InputError, match="pairs_dir: .*different file names"):
+        PairedPatchSampler(folder, patch_size=16, channels=3, cache_mb=8)
+    with pytest.raises(InputError, match="pairs_dir: .* has no noisy/ folder"):
+        PairedPatchSampler(tmp_path, patch_size=16, channels=3, cache_mb=8)
+    with pytest.raises(InputError, match="pairs_per_batch: must be in"):
+        _tiny_config(tmp_path, pairs_dir=str(folder), pairs_per_batch=5).validate()
+    with pytest.raises(InputError, match="pairs_dir: needed"):
+        _tiny_config(tmp_path, pairs_per_batch=1).validate()
+
+
+def test_training_with_real_pairs_resumes_exactly_and_names_them(tmp_path):
+    data = _image_folder(tmp_path / "data", channels=3)
+    pairs = _pairs_folder(tmp_path / "pairs")
+    config = _color_config(data, steps=5, pairs_dir=str(pairs), pairs_per_batch=1)
+    train(config, tmp_path / "straight", progress=False)
+
+    def kill_after_step_3(step: int, loss: float) -> None:
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "killed", progress=False, callback=kill_after_step_3)
+    train(config, tmp_path / "killed", resume=True, progress=False)
+    straight = load_checkpoint(tmp_path / "straight" / "model.safetensors")
+    resumed = load_checkpoint(tmp_path / "killed" / "model.safetensors")
+    for key, value in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0)
+    card = json.loads((tmp_path / "straight" / "model.json").read_text())
+    assert card["training"]["real_pairs"] == f"{pairs}, 1 of 4 patches"

@@ -76,6 +76,14 @@ class TrainConfig:
         mixture: each patch draws one kind, with ``noise_weights``.
     noise_weights : list of float
         Relative frequency of each kind of a ``noise`` list (``[]`` = equal).
+    pairs_dir, pairs_per_batch
+        Real noise: a folder of real noisy / clean image pairs (``noisy/`` and ``clean/``
+        with the same file names, see :class:`~.data.PairedPatchSampler`); the last
+        ``pairs_per_batch`` patches of every batch are cut from them (same crop and
+        flip/rotation in both, no colour change, no added noise) instead of the recipe's
+        noise on ``data_dir``. Their noise std is unknown: those patches are always
+        blind (σ = 0: a model with an estimator gets its estimated map) and are left out
+        of ``noise_map_loss``. ``""`` and 0 = none.
     noise_options : dict
         Ranges of the non-Gaussian models, the fields of
         :class:`filterscope.camera_noise.NoiseOptions` (e.g. ``{shot_range = [1e-4,
@@ -157,6 +165,8 @@ class TrainConfig:
     noise: str | list[str] = "gaussian"
     noise_weights: list[float] = field(default_factory=list)
     noise_options: dict[str, Any] = field(default_factory=dict)
+    pairs_dir: str = ""
+    pairs_per_batch: int = 0
     blur_range: list[float] = field(default_factory=lambda: [0.0, 0.0])
     sigma_known_fraction: float = 0.0
     batch_size: int = 32
@@ -245,6 +255,13 @@ class TrainConfig:
             raise InputError(
                 f"sigma_known_fraction: must be in [0, 1], got {self.sigma_known_fraction}"
             )
+        if not 0 <= self.pairs_per_batch <= self.batch_size:
+            raise InputError(
+                f"pairs_per_batch: must be in [0, batch_size = {self.batch_size}], "
+                f"got {self.pairs_per_batch}"
+            )
+        if self.pairs_per_batch and not self.pairs_dir:
+            raise InputError("pairs_dir: needed when pairs_per_batch > 0")
         if self.prefetch_batches < 0:
             raise InputError(f"prefetch_batches: must be >= 0, got {self.prefetch_batches}")
         if self.cache_mb < 0:

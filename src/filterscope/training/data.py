@@ -150,22 +150,84 @@ class PatchSampler:
 
     def sample(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """A ``(batch_size, C, patch_size, patch_size)`` float32 batch in [0, 1]."""
+        return self.cut(self.draw(batch_size, generator))
+
+    def draw(self, batch_size: int, generator: torch.Generator) -> list[tuple[int, ...]]:
+        """Where the patches of a batch come from: ``(entry, top, left, mode)`` each,
+        ``mode`` one of the 8 flips/rotations."""
         p = self.patch_size
         indices = torch.multinomial(
             self._weights, batch_size, replacement=True, generator=generator
         )
-        patches = []
+        draws = []
         for index in indices.tolist():
             _, _, _, height, width = self.entries[index]
             top = int(torch.randint(0, height - p + 1, (1,), generator=generator))
             left = int(torch.randint(0, width - p + 1, (1,), generator=generator))
             mode = int(torch.randint(0, 8, (1,), generator=generator))
+            draws.append((index, top, left, mode))
+        return draws
+
+    def cut(self, draws: list[tuple[int, ...]]) -> torch.Tensor:
+        """The patches of :meth:`draw`'s positions, stacked."""
+        p = self.patch_size
+        patches = []
+        for index, top, left, mode in draws:
             patch = self._image(index)[:, top : top + p, left : left + p]
             patch = torch.rot90(patch, mode % 4, dims=(1, 2))
             if mode >= 4:
                 patch = patch.flip(2)
             patches.append(patch)
         return torch.stack(patches).contiguous()
+
+
+class PairedPatchSampler:
+    """Draws aligned patches of real noisy / clean image pairs, reproducibly.
+
+    ``folder`` holds ``noisy/`` and ``clean/`` with the same file names (the layout of
+    ``scripts/prepare_training_data.py --pairs``); each pair must have one size. The
+    images are used at full size (down-scaling would change the real noise), and both
+    patches of a pair get the same crop and flip/rotation.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The pairs' folder.
+    patch_size, channels, cache_mb
+        As for :class:`PatchSampler` (each half gets half of ``cache_mb``).
+    """
+
+    def __init__(self, folder: str | Path, *, patch_size: int, channels: int, cache_mb: float):
+        folder = Path(folder)
+        halves = {}
+        for half in ("noisy", "clean"):
+            if not (folder / half).is_dir():
+                raise InputError(f"pairs_dir: {folder} has no {half}/ folder")
+            halves[half] = PatchSampler(
+                folder / half,
+                patch_size=patch_size,
+                channels=channels,
+                scales=(1.0,),
+                cache_mb=cache_mb / 2,
+            )
+        self.noisy, self.clean = halves["noisy"], halves["clean"]
+        noisy_names = [path.name for path in self.noisy.files]
+        if noisy_names != [path.name for path in self.clean.files]:
+            raise InputError(f"pairs_dir: {folder}/noisy and clean/ hold different file names")
+        if self.noisy.entries != self.clean.entries:
+            raise InputError(
+                f"pairs_dir: a noisy image of {folder} and its clean one differ in size"
+            )
+
+    def __len__(self) -> int:
+        return len(self.noisy.files)
+
+    def sample(
+        self, batch_size: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(noisy, clean)``, each ``(batch_size, C, patch_size, patch_size)`` in [0, 1]."""
+        draws = self.clean.draw(batch_size, generator)
+        return self.noisy.cut(draws), self.clean.cut(draws)
 
 
 def augment_color(

@@ -194,6 +194,8 @@ def _check_supported(config: TrainConfig) -> None:
     """The recipe keys this trainer does not implement, refused by name."""
     if config.blur_range[1] > 0:
         raise InputError("blur_range: GPU training draws no blur; use filterscope train")
+    if config.pairs_per_batch:
+        raise InputError("pairs_per_batch: GPU training draws no real pairs; use filterscope train")
     if config.lr_schedule != "milestones":
         raise InputError("lr_schedule: GPU training uses milestones (fractions of the budget)")
     if config.keep_best:

@@ -40,7 +40,13 @@ from ..models.user import build_network, is_object_path, trusting_code
 from ..models.zoo import load_model as load_trained_model
 from ..noise import NOISE_KINDS, SIGNAL_DEPENDENT_MODELS, mixed_noise, sample_sigmas
 from .config import TrainConfig, config_from_dict, recipe_text
-from .data import PatchSampler, augment_color, check_validation_folder, load_validation_images
+from .data import (
+    PairedPatchSampler,
+    PatchSampler,
+    augment_color,
+    check_validation_folder,
+    load_validation_images,
+)
 from .distributed import (
     DistributedContext,
     average_over_processes,
@@ -98,6 +104,7 @@ def make_batch(
     batch_size: int,
     patch_generator: torch.Generator,
     noise_generator: torch.Generator,
+    pairs: PairedPatchSampler | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(noisy, clean, sigma_given, noise_std)`` CPU batches: patches, optional colour changes
     (:func:`~.data.augment_color`), optional blur, noise per patch.
@@ -115,6 +122,11 @@ def make_batch(
     (told or blind), broadcastable to the batch's shape (``(B, 1, 1, 1)`` for a σ per
     patch, ``(B, C, H, W)`` with a signal-dependent kind), NaN where it is not known:
     the target of a noise-map estimator's supervision (``noise_map_loss``).
+
+    With ``pairs`` (the recipe's ``pairs_dir``), the last ``pairs_per_batch`` patches
+    are real noisy / clean pairs instead, blind (σ given 0) with an unknown std (NaN);
+    they are drawn from ``patch_generator`` after everything else, so a recipe without
+    pairs draws the same stream as before.
     """
     clean = sampler.sample(batch_size, patch_generator)
     clean = augment_color(
@@ -154,6 +166,14 @@ def make_batch(
             sigma_given = torch.where(known, noise_std.reshape(-1), sigma_given)
         else:  # the std map, zeros (blind) for the patches that are not told
             sigma_given = torch.where(known.view(-1, 1, 1, 1), noise_std, 0.0)
+    count = min(config.pairs_per_batch, batch_size) if pairs is not None else 0
+    if count:
+        real_noisy, real_clean = pairs.sample(count, patch_generator)
+        noisy, clean = noisy.clone(), clean.clone()
+        noisy[-count:], clean[-count:] = real_noisy, real_clean
+        sigma_given, noise_std = sigma_given.clone(), noise_std.clone()
+        sigma_given[-count:] = 0.0
+        noise_std[-count:] = math.nan
     return noisy, clean, sigma_given, noise_std
 
 
@@ -544,6 +564,7 @@ class _Run:
     ctx: DistributedContext
     out_dir: Path
     sampler: PatchSampler
+    pairs: PairedPatchSampler | None
     val_images: list
     model: torch.nn.Module
     training_model: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
@@ -583,6 +604,14 @@ class _Run:
             cache_mb=config.cache_mb / ctx.world_size,
             shard=(ctx.rank, ctx.world_size),
         )
+        pairs = None
+        if config.pairs_per_batch:
+            pairs = PairedPatchSampler(
+                config.pairs_dir,
+                patch_size=config.patch_size,
+                channels=config.in_channels,
+                cache_mb=config.cache_mb / ctx.world_size,
+            )
         val_images = []
         if ctx.is_main and config.val_dir and Path(config.val_dir).is_dir():
             val_images = load_validation_images(
@@ -624,6 +653,7 @@ class _Run:
             ctx=ctx,
             out_dir=out_dir,
             sampler=sampler,
+            pairs=pairs,
             val_images=val_images,
             model=model,
             training_model=training_model,
@@ -658,7 +688,9 @@ class _Run:
         self.started = time.perf_counter()
         patch_generator, noise_generator = self.patch_generator, self.noise_generator
         prefetcher = BatchPrefetcher(
-            lambda: make_batch(self.sampler, config, local_batch, patch_generator, noise_generator),
+            lambda: make_batch(
+                self.sampler, config, local_batch, patch_generator, noise_generator, self.pairs
+            ),
             {"patch": patch_generator, "noise": noise_generator},
             depth=config.prefetch_batches,
             pin_memory=ctx.device.type == "cuda",
@@ -862,6 +894,11 @@ def _model_card(
             "noise": config.noise,
             "blur_range": list(config.blur_range),
             "data": str(config.data_dir),
+            "real_pairs": (
+                f"{config.pairs_dir}, {config.pairs_per_batch} of {config.batch_size} patches"
+                if config.pairs_per_batch
+                else None
+            ),
             "skipped_images": sampler.skipped,
             "recipe": config.to_dict(),
             "steps": step,
