@@ -173,6 +173,18 @@ def near_duplicates(prepared: list[Path], folders: list[Path], threshold: float 
     return hits
 
 
+def pairs_psnr(out: Path, names: list[str]) -> float:
+    """Mean PSNR (dB, 8-bit, all channels) of the prepared noisy images against their
+    clean ones: how noisy the pairs are."""
+    values = []
+    for name in names:
+        if name.startswith("noisy/"):
+            noisy = np.asarray(Image.open(out / name), np.float64)
+            clean = np.asarray(Image.open(out / "clean" / Path(name).name), np.float64)
+            values.append(10 * np.log10(255.0**2 / np.mean((noisy - clean) ** 2)))
+    return float(np.mean(values))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sources", nargs="+", type=Path, help="git directories of the sources")
@@ -223,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
             downscaled(data, args.max_side).save(target)
             written += 1
         print(f"{out}: {written} written, {kept} already there, {len(entries)} in the manifest")
+        if pairs:
+            print(f"noisy against clean: {pairs_psnr(out, names):.2f} dB PSNR on average")
         prepared = [out / name for name in names]
         hits = near_duplicates(prepared, args.compare_with) if args.compare_with else []
         for mine, theirs, score in hits:
