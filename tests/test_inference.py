@@ -78,6 +78,17 @@ def test_tiled_result_equals_whole_image_result():
     torch.testing.assert_close(tiled, whole(model, y), rtol=0, atol=1e-5)
 
 
+def test_only_a_tiled_pass_changes_how_large_blocks_are_freed(monkeypatch):
+    calls = []
+    monkeypatch.setattr(inference, "return_large_blocks", lambda: calls.append(1))
+    model = make_tiny_dncnn(1)
+    y = torch.rand(1, 1, 37, 31, generator=torch.Generator().manual_seed(1))
+    denoise_tensor(model, y)  # one tile
+    assert calls == []
+    denoise_tensor(model, y, tile=16)  # six tiles
+    assert calls == [1]
+
+
 def test_halo_smaller_than_receptive_radius_changes_the_result():
     # The equality above is not trivial: too little context shows at the seams.
     model = make_tiny_dncnn(1)

@@ -225,3 +225,13 @@ def test_info_answers_in_under_a_second_from_the_cache():
     done = subprocess.run(run, check=True, capture_output=True, text=True)
     assert time.perf_counter() - start < 1.0  # torch is not imported
     assert json.loads(done.stdout)["cached"] is True
+
+
+def test_large_blocks_are_returned_on_glibc_only(monkeypatch):
+    import platform
+
+    if platform.libc_ver()[0] == "glibc":
+        assert machine.return_large_blocks() is True
+        assert machine.return_large_blocks() is True  # idempotent
+    monkeypatch.setattr(platform, "libc_ver", lambda: ("musl", "1.2"))
+    assert machine.return_large_blocks() is False

@@ -35,7 +35,7 @@ from ._options import merge_options
 from .devices import resolve_device
 from .errors import OVERWRITE_ADVICE, ChannelError, CheckpointError, FilterscopeError, InputError
 from .io import check_output_path, list_images, read_image, to_tensor, write_image
-from .machine import AUTO, choose_precision
+from .machine import AUTO, choose_precision, return_large_blocks
 from .models.base import Denoiser, module_device
 from .models.fast import optimize_for_inference
 
@@ -296,6 +296,8 @@ def _run_tiled(
         sigma = model.image_noise_level(model_input.to(device=device, dtype=torch.float32))
     align = int(getattr(model, "tile_alignment", 1))
     tiles = tile_grid(height, width, tile=tile, overlap=overlap, align=align)
+    if len(tiles) > 1:
+        return_large_blocks()  # freed tiles' activations leave, not pile up
     top, bottom, left, right = tiles[-1][1]
     box_height, box_width = bottom - top, right - left
 
