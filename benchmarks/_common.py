@@ -45,6 +45,29 @@ def write_results(name: str, payload: dict) -> Path:
     return path
 
 
+#: Marks the line a fresh-process measurement prints its result on.
+RESULT_TAG = "RESULT "
+
+
+def run_fresh(module: str, call: str, *, env: dict | None = None) -> dict:
+    """``module.call`` (a Python expression returning a JSON-able dict, ``module``
+    imported as ``m``) evaluated in a fresh interpreter from the repository root, so
+    its peak memory and caches are its own; its result, or a RuntimeError with the
+    end of its stderr."""
+    import subprocess
+    import sys
+
+    code = (
+        f"import json, sys; sys.path.insert(0, 'benchmarks'); import {module} as m; "
+        f"print({RESULT_TAG!r} + json.dumps(m.{call}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_TAG)]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{module}.{call} failed:\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1][len(RESULT_TAG) :])
+
+
 def _cell(value: object) -> str:
     if value is None:
         return ""

@@ -31,18 +31,16 @@ photo within 1 GiB. Results: ``benchmarks/results/blind_denoise_speed.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import print_table, write_results
+from _common import print_table, run_fresh, write_results
 
 #: (label, noise_type, noise added to the scene)
 CASES = (
@@ -53,7 +51,6 @@ CASES = (
 )
 TARGET_RATIO = 1.2
 TARGET_PEAK_GIB = 1.0
-RESULT = "RESULT "
 
 
 def noisy_scene(height: int, width: int, noise: str):
@@ -126,18 +123,9 @@ def child_cli(noise_type: str, path: str) -> dict:
 
 
 def run_case(noise_type: str, path: Path, repeats: int, *, cli: bool) -> dict:
-    call = (
-        f"b.child_cli({noise_type!r}, {str(path)!r})"
-        if cli
-        else (f"b.child({noise_type!r}, {str(path)!r}, {repeats})")
-    )
-    code = (
-        "import json, sys; sys.path.insert(0, 'benchmarks'); import blind_denoise_speed as b; "
-        f"print({RESULT!r} + json.dumps({call}))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    line = next(x for x in reversed(out.stdout.splitlines()) if x.startswith(RESULT))
-    return json.loads(line[len(RESULT) :])
+    if cli:
+        return run_fresh("blind_denoise_speed", f"child_cli({noise_type!r}, {str(path)!r})")
+    return run_fresh("blind_denoise_speed", f"child({noise_type!r}, {str(path)!r}, {repeats})")
 
 
 def main() -> int:
