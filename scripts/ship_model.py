@@ -192,11 +192,43 @@ def stage_record(init_from: str, name: str) -> dict:
             with log.open(newline="") as handle:
                 earlier["seconds"] = training_seconds(list(csv.DictReader(handle)))
             earlier["log"] = keep_log(log, name + stage_suffix(earlier))
+    name_recipe_files(earlier)
     return {
         "model": init_from if shipped in (None, init_from) else f"{init_from} (= {shipped})",
         "description": source.get("description"),
         "training": earlier,
     }
+
+
+def name_recipe_files(training: dict) -> None:
+    """Fill in ``recipe_file`` and ``command`` of every stage of ``training`` (its
+    ``initialised_from`` chain) that lacks them (a run that was never shipped): the
+    file of ``recipes/`` that reads as the stage's recorded recipe, when one does."""
+    from filterscope.errors import InputError
+    from filterscope.training import load_recipe
+    from filterscope.training.config import config_from_dict
+
+    recipes = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.toml"))
+    record = training
+    while record:
+        if not record.get("recipe_file") and record.get("recipe"):
+            # Through the config, so fields added since the run read as their defaults.
+            try:
+                recorded = config_from_dict(record["recipe"]).to_dict()
+            except InputError:
+                recorded = None
+            for path in recipes if recorded else []:
+                try:
+                    same = load_recipe(path).to_dict() == recorded
+                except InputError:
+                    continue
+                if same:
+                    record["recipe_file"] = f"recipes/{path.name}"
+                    record["command"] = (
+                        f"filterscope train --recipe recipes/{path.name} --out RUN_DIR"
+                    )
+                    break
+        record = record.get("initialised_from", {}).get("training", {})
 
 
 def keep_log(log: Path, stem: str) -> str:
