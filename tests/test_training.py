@@ -23,6 +23,22 @@ _image_folder = make_image_folder
 _tiny_config = tiny_train_config
 
 
+def _straight_and_resumed(config, folder: Path, *, kill_after: int):
+    """The model of ``config`` trained straight through, and the state dict of the same
+    run killed after step ``kill_after`` (a checkpoint step) and resumed."""
+    train(config, folder / "straight", progress=False)
+
+    def kill(step: int, loss: float) -> None:
+        if step == kill_after:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, folder / "killed", progress=False, callback=kill)
+    train(config, folder / "killed", resume=True, progress=False)
+    straight = load_checkpoint(folder / "straight" / "model.safetensors")
+    return straight, load_checkpoint(folder / "killed" / "model.safetensors").state_dict()
+
+
 def test_patch_sampler_is_reproducible_and_bounded(tmp_path):
     data = _image_folder(tmp_path / "data")
     sampler = PatchSampler(data, patch_size=16, channels=1)
@@ -54,21 +70,9 @@ def test_train_writes_model_card_and_loadable_weights(tmp_path):
 
 def test_resume_continues_exactly_where_a_killed_run_stopped(tmp_path):
     data = _image_folder(tmp_path / "data")
-    config = _tiny_config(data)
-    train(config, tmp_path / "straight", progress=False)
-
-    def kill_after_step_4(step: int, loss: float) -> None:
-        if step == 4:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "killed", progress=False, callback=kill_after_step_4)
-    train(config, tmp_path / "killed", resume=True, progress=False)
-
-    straight = load_checkpoint(tmp_path / "straight" / "model.safetensors").state_dict()
-    resumed = load_checkpoint(tmp_path / "killed" / "model.safetensors").state_dict()
-    for key in straight:
-        assert torch.equal(straight[key], resumed[key]), key
+    straight, resumed = _straight_and_resumed(_tiny_config(data), tmp_path, kill_after=4)
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed[key]), key
 
 
 def test_existing_run_is_not_overwritten_without_resume(tmp_path):
@@ -508,17 +512,7 @@ def test_resume_is_exact_with_a_mixture_of_noise_models(tmp_path):
     config = _color_config(
         data, noise=MIXTURE, noise_weights=[1.0, 1.0, 1.0, 1.0], sigma_known_fraction=0.5
     )
-    train(config, tmp_path / "straight", progress=False)
-
-    def kill_after_step_4(step: int, loss: float) -> None:
-        if step == 4:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "killed", progress=False, callback=kill_after_step_4)
-    train(config, tmp_path / "killed", resume=True, progress=False)
-    straight = load_checkpoint(tmp_path / "straight" / "model.safetensors")
-    resumed = load_checkpoint(tmp_path / "killed" / "model.safetensors").state_dict()
+    straight, resumed = _straight_and_resumed(config, tmp_path, kill_after=4)
     for key, value in straight.state_dict().items():
         assert torch.equal(value, resumed[key]), key
     assert straight.card["training"]["noise"] == MIXTURE
@@ -612,18 +606,8 @@ def test_training_with_real_pairs_resumes_exactly_and_names_them(tmp_path):
     data = _image_folder(tmp_path / "data", channels=3)
     pairs = _pairs_folder(tmp_path / "pairs")
     config = _color_config(data, steps=5, pairs_dir=str(pairs), pairs_per_batch=1)
-    train(config, tmp_path / "straight", progress=False)
-
-    def kill_after_step_3(step: int, loss: float) -> None:
-        if step == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(config, tmp_path / "killed", progress=False, callback=kill_after_step_3)
-    train(config, tmp_path / "killed", resume=True, progress=False)
-    straight = load_checkpoint(tmp_path / "straight" / "model.safetensors")
-    resumed = load_checkpoint(tmp_path / "killed" / "model.safetensors")
+    straight, resumed = _straight_and_resumed(config, tmp_path, kill_after=3)
     for key, value in straight.state_dict().items():
-        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0)
+        assert torch.equal(value, resumed[key]), key
     card = json.loads((tmp_path / "straight" / "model.json").read_text())
     assert card["training"]["real_pairs"] == f"{pairs}, 1 of 4 patches"
