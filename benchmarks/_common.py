@@ -32,6 +32,14 @@ def estimator_tag() -> str:
     return hashlib.sha256(inspect.getsource(noise).encode()).hexdigest()[:12]
 
 
+def results_name(text: str) -> str:
+    """An argparse ``type`` for a results file stem: a plain name, so the file stays in
+    ``benchmarks/results`` (a path is refused with exit code 2)."""
+    if not text or Path(text).name != text or text.startswith("."):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a plain file name")
+    return text
+
+
 def write_results(name: str, payload: dict) -> Path:
     """Write ``payload`` as ``benchmarks/results/NAME.json`` and return the path.
 

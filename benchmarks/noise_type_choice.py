@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from _common import machine_record, print_table, write_results
+from _common import machine_record, print_table, results_name, write_results
 from filterscope.camera_noise import NoiseOptions, camera_noise, quantize
 from filterscope.hub import load_model
 from filterscope.inference import REAL_NOISE_RATIO, real_noise_evidence
@@ -117,7 +117,9 @@ def main() -> int:
     parser.add_argument(
         "--model", default=None, help="real-noise model spec (default: the shipped one)"
     )
-    parser.add_argument("--name", default="noise_type_choice", help="results file stem")
+    parser.add_argument(
+        "--name", default="noise_type_choice", help="results file stem", type=results_name
+    )
     args = parser.parse_args()
     name = args.model or real_noise_model_name(3)
     if name is None:

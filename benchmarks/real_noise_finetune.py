@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from _common import parse_sigma_list, print_table, write_results
+from _common import parse_sigma_list, print_table, results_name, write_results
 from real_noise import DATA, load_pairs, score
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -104,7 +104,9 @@ def main() -> int:
     parser.add_argument("--polyu", type=int, default=16, help="PolyU-Canon crops (of 55)")
     parser.add_argument("--gaussian", type=int, default=12, help="CBSD68 images")
     parser.add_argument("--sigmas", default="15,25,50", help="Gaussian sigmas (0-255)")
-    parser.add_argument("--name", default="real_noise_finetune", help="results file name")
+    parser.add_argument(
+        "--name", default="real_noise_finetune", help="results file name", type=results_name
+    )
     parser.add_argument("--map-scales", default="", help="PolyU with the map times these")
     parser.add_argument("--told", default="", help="PolyU told these single sigmas (0-255)")
     args = parser.parse_args()

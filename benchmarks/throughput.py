@@ -40,7 +40,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import print_table, write_results
+from _common import print_table, results_name, write_results
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--psnr-images", type=int, default=1, help="BSD68 images for the PSNR check (test001...)"
     )
-    parser.add_argument("--name", default="throughput", help="results/NAME.json")
+    parser.add_argument("--name", default="throughput", help="results/NAME.json", type=results_name)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
