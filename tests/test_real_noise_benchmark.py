@@ -68,3 +68,14 @@ def test_spread_picks_evenly_and_all_when_asked_for_more():
     items = list(range(55))
     assert real_noise.spread(items, 5) == [0, 11, 22, 33, 44]
     assert real_noise.spread(items, 60) == items
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", ".hidden", ""])
+def test_a_results_name_must_stay_in_the_results_folder(name):
+    import argparse
+
+    import _common
+
+    assert _common.results_name("real_noise_gap") == "real_noise_gap"
+    with pytest.raises(argparse.ArgumentTypeError, match="not a plain file name"):
+        _common.results_name(name)
