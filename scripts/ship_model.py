@@ -192,7 +192,6 @@ def stage_record(init_from: str, name: str) -> dict:
             with log.open(newline="") as handle:
                 earlier["seconds"] = training_seconds(list(csv.DictReader(handle)))
             earlier["log"] = keep_log(log, name + stage_suffix(earlier))
-    name_recipe_files(earlier)
     return {
         "model": init_from if shipped in (None, init_from) else f"{init_from} (= {shipped})",
         "description": source.get("description"),
@@ -203,31 +202,33 @@ def stage_record(init_from: str, name: str) -> dict:
 def name_recipe_files(training: dict) -> None:
     """Fill in ``recipe_file`` and ``command`` of every stage of ``training`` (its
     ``initialised_from`` chain) that lacks them (a run that was never shipped): the
-    file of ``recipes/`` that reads as the stage's recorded recipe, when one does."""
-    from filterscope.errors import InputError
-    from filterscope.training import load_recipe
-    from filterscope.training.config import config_from_dict
+    file of ``recipes/`` that holds the stage's recorded recipe, when one does.
 
-    recipes = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.toml"))
+    Both sides are compared as plain values over the fields' defaults (fields added
+    since a run read as their defaults), never built into a config: validating a
+    recipe imports the architecture it names, and a card or a recipe file must not
+    choose code to run.
+    """
+    import dataclasses
+
+    from filterscope.training import TrainConfig
+    from filterscope.training.config import tomllib  # tomli on Python 3.10
+
+    defaults = dataclasses.asdict(TrainConfig())
+    recipes = {}
+    for path in sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.toml")):
+        try:
+            recipes[path.name] = {**defaults, **tomllib.loads(path.read_text())}
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            continue
     record = training
     while record:
         if not record.get("recipe_file") and record.get("recipe"):
-            # Through the config, so fields added since the run read as their defaults.
-            try:
-                recorded = config_from_dict(record["recipe"]).to_dict()
-            except InputError:
-                recorded = None
-            for path in recipes if recorded else []:
-                try:
-                    same = load_recipe(path).to_dict() == recorded
-                except InputError:
-                    continue
-                if same:
-                    record["recipe_file"] = f"recipes/{path.name}"
-                    record["command"] = (
-                        f"filterscope train --recipe recipes/{path.name} --out RUN_DIR"
-                    )
-                    break
+            recorded = {**defaults, **record["recipe"]}
+            name = next((n for n, values in recipes.items() if values == recorded), None)
+            if name is not None:
+                record["recipe_file"] = f"recipes/{name}"
+                record["command"] = f"filterscope train --recipe recipes/{name} --out RUN_DIR"
         record = record.get("initialised_from", {}).get("training", {})
 
 
@@ -287,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     init_from = card["training"]["recipe"].get("init_from")
     if init_from:
         card["training"]["initialised_from"] = earlier_stage(init_from, card, args.name)
+        name_recipe_files(card["training"])  # the stages of runs that were never shipped
     log = args.run_dir / "log.csv"
     if log.exists():
         with log.open(newline="") as handle:
