@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import shutil
 import statistics
 import sys
 import tempfile
@@ -128,6 +127,32 @@ def run_case(noise_type: str, path: Path, repeats: int, *, cli: bool) -> dict:
     return run_fresh("blind_denoise_speed", f"child({noise_type!r}, {str(path)!r}, {repeats})")
 
 
+#: Sizes above this many pixels run as the command line (a photo file to a file).
+CLI_ABOVE_PIXELS = 1_000_000
+
+
+def run_size(folder: Path, height: int, width: int, repeats: int) -> list[dict]:
+    """Every case of :data:`CASES` at one size; ``ratio`` against the first."""
+    cli = height * width > CLI_ABOVE_PIXELS
+    rows, baseline = [], None
+    for label, noise_type, noise in CASES:
+        path = save_scene(folder, height, width, noise)
+        result = run_case(noise_type, path, repeats, cli=cli)
+        baseline = baseline or result["seconds"]
+        rows.append(
+            {
+                "image": f"{width}x{height}x3",
+                "case": label,
+                "run": "command line" if cli else "filterscope.denoise",
+                "seconds": round(result["seconds"], 3),
+                "ratio": round(result["seconds"] / baseline, 3),
+                "peak_gib": round(result["peak_gib"], 3),
+            }
+        )
+        print(f"  {rows[-1]}", flush=True)
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
@@ -137,24 +162,9 @@ def main() -> int:
     if not args.quick:
         sizes.append((2000, 3000, 1))
     rows = []
-    folder = Path(tempfile.mkdtemp(prefix="blind_denoise_speed-"))
-    for height, width, repeats in sizes:
-        baseline = None
-        for label, noise_type, noise in CASES:
-            path = save_scene(folder, height, width, noise)
-            result = run_case(noise_type, path, repeats, cli=height * width > 1_000_000)
-            baseline = baseline or result["seconds"]
-            rows.append(
-                {
-                    "image": f"{width}x{height}x3",
-                    "case": label,
-                    "run": "command line" if height * width > 1_000_000 else "filterscope.denoise",
-                    "seconds": round(result["seconds"], 3),
-                    "ratio": round(result["seconds"] / baseline, 3),
-                    "peak_gib": round(result["peak_gib"], 3),
-                }
-            )
-            print(f"  {rows[-1]}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="blind_denoise_speed-") as folder:
+        for height, width, repeats in sizes:
+            rows += run_size(Path(folder), height, width, repeats)
     payload = {
         "command": " ".join(["python benchmarks/blind_denoise_speed.py"] + sys.argv[1:]),
         "targets": {"ratio_512": TARGET_RATIO, "peak_gib_3000x2000": TARGET_PEAK_GIB},
@@ -162,7 +172,6 @@ def main() -> int:
         "rows": rows,
     }
     path = write_results("blind_denoise_speed", payload)
-    shutil.rmtree(folder, ignore_errors=True)
     print_table(rows, ["image", "case", "run", "seconds", "ratio", "peak_gib"])
     print(f"results: {path}")
     return 0

@@ -117,7 +117,7 @@ def main() -> int:
         tuple(parse_sigma_list(parser, args.told, option="--told")) if args.told else (),
     )
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    sigmas = [float(s) for s in args.sigmas.split(",")]
+    sigmas = parse_sigma_list(parser, args.sigmas)
     if not models or min(args.polyu, args.gaussian) < 0:
         parser.error("--models: at least one; --polyu, --gaussian: not negative")
     polyu = load_pairs(DATA, args.polyu) if args.polyu else []
