@@ -15,7 +15,7 @@ fails, so a test image never becomes training data.
 Pairs of real noisy and clean images (``docs/real-noise-pairs.md``) keep their full size
 and go to ``OUT/noisy/NAME.png`` and ``OUT/clean/NAME.png`` (the layout
 ``TrainConfig.pairs_dir`` reads); ``--pairs NOISY_SUFFIX CLEAN_SUFFIX`` says which file
-is which by the end of its name::
+is which by the end of its name (``--pair-by prefix``: by its start)::
 
     python scripts/prepare_training_data.py /work/.mirror/csjunxu+MCWNNM-ICCV2017/repo \
         --manifest docs/real-noise-pairs.md --pairs _real _mean --out ../data/real-pairs-cc15
@@ -122,16 +122,24 @@ def downscaled(data: bytes, max_side: int) -> Image.Image:
     return image
 
 
-def output_name(entry: Entry, pairs: tuple[str, str] | None = None) -> str:
+def output_name(
+    entry: Entry, pairs: tuple[str, str] | None = None, *, pair_by: str = "suffix"
+) -> str:
     """The prepared file's path under ``OUT``: one folder of PNGs, or with ``pairs``
-    (noisy and clean suffixes of the file stems) ``noisy/NAME.png`` or ``clean/NAME.png``."""
+    (noisy and clean markers that end the file stems, or start them with ``pair_by``
+    ``"prefix"``) ``noisy/NAME.png`` or ``clean/NAME.png``, NAME the stem less its marker."""
     stem = Path(entry.path).stem
     if pairs is None:
         return f"{entry.source}-{stem}.png"
-    for folder, suffix in zip(("noisy", "clean"), pairs, strict=True):
-        if stem.endswith(suffix):
-            return f"{folder}/{entry.source}-{stem[: -len(suffix)]}.png"
-    raise PrepareError(f"{entry.path}: its name ends in neither pair suffix {' nor '.join(pairs)}")
+    for folder, marker in zip(("noisy", "clean"), pairs, strict=True):
+        if pair_by == "suffix" and stem.endswith(marker):
+            return f"{folder}/{entry.source}-{stem[: -len(marker)]}.png"
+        if pair_by == "prefix" and stem.startswith(marker):
+            return f"{folder}/{entry.source}-{stem[len(marker) :]}.png"
+    where = "ends" if pair_by == "suffix" else "starts"
+    raise PrepareError(
+        f"{entry.path}: its name {where} with neither pair {pair_by} {' nor '.join(pairs)}"
+    )
 
 
 def check_pairs(names: list[str]) -> None:
@@ -181,6 +189,8 @@ def pairs_psnr(out: Path, names: list[str]) -> float:
         if name.startswith("noisy/"):
             noisy = np.asarray(Image.open(out / name), np.float64)
             clean = np.asarray(Image.open(out / "clean" / Path(name).name), np.float64)
+            if noisy.shape != clean.shape:
+                raise PrepareError(f"{name}: {noisy.shape} but its clean image is {clean.shape}")
             values.append(10 * np.log10(255.0**2 / np.mean((noisy - clean) ** 2)))
     return float(np.mean(values))
 
@@ -197,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pairs", nargs=2, metavar=("NOISY_SUFFIX", "CLEAN_SUFFIX"), help="real noise pairs"
     )
+    parser.add_argument(
+        "--pair-by",
+        choices=("suffix", "prefix"),
+        default="suffix",
+        help="the --pairs markers end (default) or start the file names",
+    )
     args = parser.parse_args(argv)
     pairs = tuple(args.pairs) if args.pairs else None
     try:
@@ -210,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         if out == REPO_ROOT or REPO_ROOT in out.parents:
             raise PrepareError(f"--out: {out} is inside the repository; images stay outside git")
         sources, entries = read_manifest(args.manifest.read_text())
-        names = [output_name(e, pairs) for e in entries]
+        names = [output_name(e, pairs, pair_by=args.pair_by) for e in entries]
         if pairs:
             check_pairs(names)
         directories = {}

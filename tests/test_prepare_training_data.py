@@ -93,3 +93,30 @@ def test_pairs_refuse_a_resize(tmp_path, capsys, max_side):
     argv = [str(repo), "--manifest", str(manifest), "--pairs", "_real", "_mean"]
     assert script.main([*argv, "--out", str(tmp_path / "o"), "--max-side", max_side]) == 2
     assert "--max-side" in capsys.readouterr().err
+
+
+def test_pairs_named_by_prefix(tmp_path, capsys):
+    """``--pair-by prefix``: the markers start the names (``Noisy_X`` / ``Mean_X``)."""
+    script = _load_script()
+    repo, commit, hashes = _source_repository(tmp_path / "repo")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "mv", "scene_real.png", "Noisy_scene.png"], check=True)
+    subprocess.run([*git, "mv", "scene_mean.png", "Mean_scene.png"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "renamed"], check=True)
+    commit = subprocess.run(
+        [*git[:3], "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    renamed = {
+        "Noisy_scene.png": hashes["scene_real.png"],
+        "Mean_scene.png": hashes["scene_mean.png"],
+    }
+    manifest = _manifest(tmp_path / "pairs.md", commit, renamed)
+    out = tmp_path / "pairs"
+    argv = [str(repo), "--manifest", str(manifest), "--pairs", "Noisy_", "Mean_", "--out", str(out)]
+    assert script.main(argv) == 2  # by suffix (the default) neither name fits
+    assert "ends with neither pair suffix" in capsys.readouterr().err
+    assert not out.exists()
+    assert script.main([*argv, "--pair-by", "prefix"]) == 0
+    noisy = np.asarray(Image.open(out / "noisy" / "toy-scene.png"), np.int16)
+    clean = np.asarray(Image.open(out / "clean" / "toy-scene.png"), np.int16)
+    assert np.all(noisy - clean == 20)
