@@ -587,6 +587,51 @@ def test_make_batch_puts_aligned_real_pairs_last_blind_with_unknown_std(tmp_path
     assert bool(given[:-2].flatten(1).amax(dim=1).gt(0).all())  # all told, as asked
 
 
+def test_pair_augmentation_zooms_both_halves_alike_and_scales_the_noise():
+    from filterscope.training.data import augment_pairs
+
+    generator = torch.Generator().manual_seed(3)
+    clean = 0.3 + 0.4 * torch.rand(16, 3, 31, 31, generator=generator)
+    noise = 0.05 * torch.randn(16, 3, 31, 31, generator=generator)
+    noisy = clean + noise
+
+    def run(zoom, gain, seed=0):
+        return augment_pairs(
+            noisy,
+            clean,
+            zoom_range=zoom,
+            gain_range=gain,
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+    same = run((1.0, 1.0), (1.0, 1.0))
+    assert same[0] is noisy and same[1] is clean
+    # Bilinear up-scaling is linear: the zoomed noisy patch is the zoomed clean one plus
+    # the zoomed noise (float32 rounding, 1e-6), and the grain grows: the lag-1
+    # correlation of white noise (about 0) rises above 0.5 at zoom 2 to 3.
+    zoomed_noisy, zoomed_clean = run((2.0, 3.0), (1.0, 1.0))
+    zoomed_noise, _ = augment_pairs(
+        noise,
+        torch.zeros_like(noise),
+        zoom_range=(2.0, 3.0),
+        gain_range=(1.0, 1.0),
+        generator=torch.Generator().manual_seed(0),
+    )
+    torch.testing.assert_close(zoomed_noisy - zoomed_clean, zoomed_noise, rtol=0, atol=1e-6)
+
+    def lag_one(r):
+        return float((r[..., 1:] * r[..., :-1]).mean() / r.pow(2).mean())
+
+    assert abs(lag_one(noise)) < 0.05 and lag_one(zoomed_noise) > 0.5
+    # A fixed gain 2 doubles the noise about the clean patch; values stay inside [0, 1]
+    # (0.3..0.7 ± 0.25 at 5 std is rare but clipped: compare where not clipped).
+    doubled, kept_clean = run((1.0, 1.0), (2.0, 2.0))
+    assert kept_clean is clean
+    inside = (clean + 2 * noise).gt(0) & (clean + 2 * noise).lt(1)
+    torch.testing.assert_close(doubled[inside], (clean + 2 * noise)[inside], rtol=0, atol=1e-6)
+    assert float(doubled.min()) >= 0.0 and float(doubled.max()) <= 1.0
+
+
 def test_real_pairs_are_refused_when_they_do_not_pair(tmp_path):
     from filterscope.training.data import PairedPatchSampler
 
@@ -600,12 +645,23 @@ def test_real_pairs_are_refused_when_they_do_not_pair(tmp_path):
         _tiny_config(tmp_path, pairs_dir=str(folder), pairs_per_batch=5).validate()
     with pytest.raises(InputError, match="pairs_dir: needed"):
         _tiny_config(tmp_path, pairs_per_batch=1).validate()
+    with pytest.raises(InputError, match="pairs_zoom_range: need 1 <= lo"):
+        _tiny_config(tmp_path, pairs_zoom_range=[0.5, 2.0]).validate()
+    with pytest.raises(InputError, match="pairs_gain_range: need 0 < lo"):
+        _tiny_config(tmp_path, pairs_gain_range=[0.0, 2.0]).validate()
 
 
 def test_training_with_real_pairs_resumes_exactly_and_names_them(tmp_path):
     data = _image_folder(tmp_path / "data", channels=3)
     pairs = _pairs_folder(tmp_path / "pairs")
-    config = _color_config(data, steps=5, pairs_dir=str(pairs), pairs_per_batch=1)
+    config = _color_config(
+        data,
+        steps=5,
+        pairs_dir=str(pairs),
+        pairs_per_batch=1,
+        pairs_zoom_range=[1.0, 2.0],
+        pairs_gain_range=[0.5, 2.0],
+    )
     straight, resumed = _straight_and_resumed(config, tmp_path, kill_after=3)
     for key, value in straight.state_dict().items():
         assert torch.equal(value, resumed[key]), key

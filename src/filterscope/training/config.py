@@ -84,6 +84,9 @@ class TrainConfig:
         noise on ``data_dir``. Their noise std is unknown: those patches are always
         blind (σ = 0: a model with an estimator gets its estimated map) and are left out
         of ``noise_map_loss``. ``""`` and 0 = none.
+    pairs_zoom_range, pairs_gain_range
+        Per real pair, a zoom (coarser noise grain) and a gain on its noise, each drawn
+        log-uniformly from its range (:func:`~.data.augment_pairs`); ``[1, 1]`` = none.
     noise_options : dict
         Ranges of the non-Gaussian models, the fields of
         :class:`filterscope.camera_noise.NoiseOptions` (e.g. ``{shot_range = [1e-4,
@@ -167,6 +170,8 @@ class TrainConfig:
     noise_options: dict[str, Any] = field(default_factory=dict)
     pairs_dir: str = ""
     pairs_per_batch: int = 0
+    pairs_zoom_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    pairs_gain_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
     blur_range: list[float] = field(default_factory=lambda: [0.0, 0.0])
     sigma_known_fraction: float = 0.0
     batch_size: int = 32
@@ -262,6 +267,11 @@ class TrainConfig:
             )
         if self.pairs_per_batch and not self.pairs_dir:
             raise InputError("pairs_dir: needed when pairs_per_batch > 0")
+        zoom, gain = self.pairs_zoom_range, self.pairs_gain_range
+        if len(zoom) != 2 or not 1 <= zoom[0] <= zoom[1]:
+            raise InputError(f"pairs_zoom_range: need 1 <= lo <= hi, got {zoom}")
+        if len(gain) != 2 or not 0 < gain[0] <= gain[1]:
+            raise InputError(f"pairs_gain_range: need 0 < lo <= hi, got {gain}")
         if self.prefetch_batches < 0:
             raise InputError(f"prefetch_batches: must be >= 0, got {self.prefetch_batches}")
         if self.cache_mb < 0:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import InputError
@@ -230,6 +231,71 @@ class PairedPatchSampler:
         return self.noisy.cut(draws), self.clean.cut(draws)
 
 
+def _log_uniform(
+    count: int, bounds: tuple[float, float], generator: torch.Generator, device
+) -> torch.Tensor:
+    """``count`` factors drawn log-uniformly from ``bounds = (lo, hi)``, ``0 < lo <= hi``."""
+    lo, hi = bounds
+    u = torch.rand(count, generator=generator, device=device)
+    return (math.log(lo) + (math.log(hi) - math.log(lo)) * u).exp()
+
+
+def augment_pairs(
+    noisy: torch.Tensor,
+    clean: torch.Tensor,
+    *,
+    zoom_range: tuple[float, float],
+    gain_range: tuple[float, float],
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Widen real noise pairs: coarser grain (zoom) and other levels (gain), per patch.
+
+    Real pairs come from a few cameras, each with its own grain size and noise level;
+    a network that learns only those reads another camera's coarser or weaker noise
+    wrongly. Both changes keep a true clean target: the zoom up-scales the noisy and
+    clean patches alike (the noise grain grows with it), the gain scales the real
+    noise ``noisy - clean`` about the clean patch.
+
+    Parameters
+    ----------
+    noisy, clean : torch.Tensor
+        ``(B, C, p, p)`` aligned patches in [0, 1].
+    zoom_range : (float, float), keyword-only
+        Each pair's top-left ``p / z`` square (rounded, at least 2 px) is up-scaled
+        bilinearly back to ``p``, with ``z`` drawn log-uniformly from this range
+        (``1 <= lo <= hi``). ``(1, 1)`` draws nothing.
+    gain_range : (float, float), keyword-only
+        The noise is multiplied by ``g`` drawn log-uniformly from this range
+        (``0 < lo <= hi``), then the noisy patch is clipped to [0, 1] as a stored image
+        is. ``(1, 1)`` draws nothing.
+    generator : torch.Generator, keyword-only
+        Draws the zooms first, then the gains.
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        ``(noisy, clean)`` of the input shapes; the inputs themselves when nothing is asked.
+    """
+    batch, size = noisy.shape[0], noisy.shape[-1]
+    if tuple(zoom_range) != (1.0, 1.0):
+        zooms = _log_uniform(batch, zoom_range, generator, noisy.device).tolist()
+        crops = [max(2, round(size / zoom)) for zoom in zooms]
+
+        def zoom(patches: torch.Tensor) -> torch.Tensor:
+            return torch.cat(
+                [
+                    F.interpolate(patch[None, :, :crop, :crop], size=(size, size), mode="bilinear")
+                    for patch, crop in zip(patches, crops, strict=True)
+                ]
+            )
+
+        noisy, clean = zoom(noisy), zoom(clean)
+    if tuple(gain_range) != (1.0, 1.0):
+        gains = _log_uniform(batch, gain_range, generator, noisy.device).view(-1, 1, 1, 1)
+        noisy = (clean + gains * (noisy - clean)).clamp(0.0, 1.0)
+    return noisy, clean
+
+
 def augment_color(
     patches: torch.Tensor,
     *,
@@ -263,10 +329,8 @@ def augment_color(
         ``(B, 3, h, w)`` in [0, 1]; ``patches`` itself when nothing is asked.
     """
     batch, device = patches.shape[0], patches.device
-    lo, hi = saturation_range
-    if (lo, hi) != (1.0, 1.0):
-        u = torch.rand(batch, generator=generator, device=device)
-        factor = (math.log(lo) + (math.log(hi) - math.log(lo)) * u).exp().view(-1, 1, 1, 1)
+    if tuple(saturation_range) != (1.0, 1.0):
+        factor = _log_uniform(batch, saturation_range, generator, device).view(-1, 1, 1, 1)
         gray = patches.mean(dim=1, keepdim=True)
         patches = (gray + factor * (patches - gray)).clamp(0.0, 1.0)
     if channel_shuffle:

@@ -44,6 +44,7 @@ from .data import (
     PairedPatchSampler,
     PatchSampler,
     augment_color,
+    augment_pairs,
     check_validation_folder,
     load_validation_images,
 )
@@ -125,8 +126,9 @@ def make_batch(
 
     With ``pairs`` (the recipe's ``pairs_dir``), the last ``pairs_per_batch`` patches
     are real noisy / clean pairs instead, blind (σ given 0) with an unknown std (NaN);
-    they are drawn from ``patch_generator`` after everything else, so a recipe without
-    pairs draws the same stream as before.
+    they are drawn from ``patch_generator`` after everything else (then their zoom and
+    gain, :func:`~.data.augment_pairs`), so a recipe without pairs draws the same stream
+    as before.
     """
     clean = sampler.sample(batch_size, patch_generator)
     clean = augment_color(
@@ -168,7 +170,12 @@ def make_batch(
             sigma_given = torch.where(known.view(-1, 1, 1, 1), noise_std, 0.0)
     count = min(config.pairs_per_batch, batch_size) if pairs is not None else 0
     if count:
-        real_noisy, real_clean = pairs.sample(count, patch_generator)
+        real_noisy, real_clean = augment_pairs(
+            *pairs.sample(count, patch_generator),
+            zoom_range=tuple(config.pairs_zoom_range),
+            gain_range=tuple(config.pairs_gain_range),
+            generator=patch_generator,
+        )
         noisy, clean = noisy.clone(), clean.clone()
         noisy[-count:], clean[-count:] = real_noisy, real_clean
         sigma_given, noise_std = sigma_given.clone(), noise_std.clone()
