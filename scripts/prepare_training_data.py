@@ -15,7 +15,8 @@ fails, so a test image never becomes training data.
 Pairs of real noisy and clean images (``docs/real-noise-pairs.md``) keep their full size
 and go to ``OUT/noisy/NAME.png`` and ``OUT/clean/NAME.png`` (the layout
 ``TrainConfig.pairs_dir`` reads); ``--pairs NOISY_SUFFIX CLEAN_SUFFIX`` says which file
-is which by the end of its name (``--pair-by prefix``: by its start)::
+is which by the end of its name (``--pair-by prefix``: by its start; ``folder``: by
+the whole name, a pair sharing its folder)::
 
     python scripts/prepare_training_data.py /work/.mirror/csjunxu+MCWNNM-ICCV2017/repo \
         --manifest docs/real-noise-pairs.md --pairs _real _mean --out ../data/real-pairs-cc15
@@ -126,8 +127,10 @@ def output_name(
     entry: Entry, pairs: tuple[str, str] | None = None, *, pair_by: str = "suffix"
 ) -> str:
     """The prepared file's path under ``OUT``: one folder of PNGs, or with ``pairs``
-    (noisy and clean markers that end the file stems, or start them with ``pair_by``
-    ``"prefix"``) ``noisy/NAME.png`` or ``clean/NAME.png``, NAME the stem less its marker."""
+    (noisy and clean markers that end the file stems, start them with ``pair_by``
+    ``"prefix"``, or are the whole stems with ``"folder"``) ``noisy/NAME.png`` or
+    ``clean/NAME.png``, NAME the stem less its marker (with ``"folder"``: the name of the
+    folder that holds the file, e.g. ``batch7/noisy.bmp`` and ``batch7/clean.bmp``)."""
     stem = Path(entry.path).stem
     if pairs is None:
         return f"{entry.source}-{stem}.png"
@@ -136,7 +139,9 @@ def output_name(
             return f"{folder}/{entry.source}-{stem[: -len(marker)]}.png"
         if pair_by == "prefix" and stem.startswith(marker):
             return f"{folder}/{entry.source}-{stem[len(marker) :]}.png"
-    where = "ends" if pair_by == "suffix" else "starts"
+        if pair_by == "folder" and stem == marker:
+            return f"{folder}/{entry.source}-{Path(entry.path).parent.name}.png"
+    where = {"suffix": "ends", "prefix": "starts", "folder": "is"}[pair_by]
     raise PrepareError(
         f"{entry.path}: its name {where} with neither pair {pair_by} {' nor '.join(pairs)}"
     )
@@ -209,9 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--pair-by",
-        choices=("suffix", "prefix"),
+        choices=("suffix", "prefix", "folder"),
         default="suffix",
-        help="the --pairs markers end (default) or start the file names",
+        help="the --pairs markers end (default), start or are the file names (folder: "
+        "a pair shares its folder, whose name names it)",
     )
     args = parser.parse_args(argv)
     pairs = tuple(args.pairs) if args.pairs else None

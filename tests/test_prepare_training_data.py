@@ -120,3 +120,31 @@ def test_pairs_named_by_prefix(tmp_path, capsys):
     noisy = np.asarray(Image.open(out / "noisy" / "toy-scene.png"), np.int16)
     clean = np.asarray(Image.open(out / "clean" / "toy-scene.png"), np.int16)
     assert np.all(noisy - clean == 20)
+
+
+def test_pairs_named_by_folder(tmp_path):
+    """``--pair-by folder``: ``scene/noisy.png`` and ``scene/clean.png`` make the pair
+    ``scene``; a name that is not a marker is refused."""
+    script = _load_script()
+    repo, _, hashes = _source_repository(tmp_path / "repo")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    (repo / "scene").mkdir()
+    subprocess.run([*git, "mv", "scene_real.png", "scene/noisy.png"], check=True)
+    subprocess.run([*git, "mv", "scene_mean.png", "scene/clean.png"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "folders"], check=True)
+    commit = subprocess.run(
+        [*git[:3], "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    moved = {
+        "scene/noisy.png": hashes["scene_real.png"],
+        "scene/clean.png": hashes["scene_mean.png"],
+    }
+    manifest = _manifest(tmp_path / "pairs.md", commit, moved)
+    out = tmp_path / "pairs"
+    argv = [str(repo), "--manifest", str(manifest), "--out", str(out), "--pair-by", "folder"]
+    assert script.main([*argv, "--pairs", "noisy", "mean"]) == 2  # clean.png is no marker
+    assert not out.exists()
+    assert script.main([*argv, "--pairs", "noisy", "clean"]) == 0
+    noisy = np.asarray(Image.open(out / "noisy" / "toy-scene.png"), np.int16)
+    clean = np.asarray(Image.open(out / "clean" / "toy-scene.png"), np.int16)
+    assert np.all(noisy - clean == 20)
