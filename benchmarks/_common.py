@@ -1,4 +1,5 @@
-"""Small helpers shared by the benchmark scripts: JSON results and markdown tables."""
+"""Small helpers shared by the benchmark scripts: the shared data folder, JSON results and
+markdown tables."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+#: The shared read-only data folder (papers, datasets, published checkpoints): ``../shared``
+#: beside the repository, or wherever ``FILTERSCOPE_SHARED`` points. Scripts derive their
+#: own folders from it (``SHARED / "data" / "BSD68"``).
+SHARED = Path(
+    os.environ.get("FILTERSCOPE_SHARED") or Path(__file__).resolve().parents[2] / "shared"
+)
 
 
 def machine_record() -> dict:

@@ -30,13 +30,13 @@ from pathlib import Path
 
 import torch
 
-from _common import RESULTS_DIR, print_table, write_results
+from _common import RESULTS_DIR, SHARED, print_table, write_results
 from filterscope.models import create_model
 from filterscope.training import TrainConfig
 from filterscope.training.data import PatchSampler, load_validation_images
 from filterscope.training.trainer import learning_rate, make_batch, training_step, validate
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED / "data"
 CANDIDATES = {
     "bf-dncnn (20 layers, 64 ch)": ("dncnn", {}),
     "bf-unet (paper, A.3)": ("unet", {}),
@@ -52,8 +52,8 @@ def learning_curve(name: str, args) -> dict:
     """Train one candidate for ``args.budget`` CPU-seconds; PSNR every ``args.every``."""
     arch, options = CANDIDATES[name]
     torch.set_num_threads(1)
-    sampler = PatchSampler(SHARED / "BSD400", patch_size=64, channels=1)
-    val_images = load_validation_images(SHARED / "Set12", channels=1, limit=4)
+    sampler = PatchSampler(DATA / "BSD400", patch_size=64, channels=1)
+    val_images = load_validation_images(DATA / "Set12", channels=1, limit=4)
     config = TrainConfig(
         arch=arch,
         sigma_range=[0.0, 100.0],
@@ -126,8 +126,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=200, help="learning-rate warm-up steps")
     parser.add_argument("--jobs", type=int, default=1, help="candidates trained at once")
     args = parser.parse_args()
-    if not (SHARED / "BSD400").is_dir():
-        print(f"needs {SHARED}/BSD400 and Set12", file=sys.stderr)
+    if not (DATA / "BSD400").is_dir():
+        print(f"needs {DATA}/BSD400 and Set12", file=sys.stderr)
         return 2
     names = list(CANDIDATES)
     with ProcessPoolExecutor(args.jobs) as pool:

@@ -29,13 +29,11 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-from _common import RESULTS_DIR, estimator_tag, parse_sigma_list, print_table, write_results
+from _common import RESULTS_DIR, SHARED, estimator_tag, parse_sigma_list, print_table, write_results
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 CACHE = RESULTS_DIR / "blind_estimate_cost.partial.json"
 STORAGES = {"float": None, "8-bit": 8, "16-bit": 16}
 

@@ -41,6 +41,7 @@ import torch
 
 from _common import (
     RESULTS_DIR,
+    SHARED,
     parse_sigma_list,
     print_table,
     read_partial,
@@ -50,7 +51,6 @@ from _common import (
 from filterscope import load_checkpoint
 from filterscope.evaluation import evaluate, load_image_folder
 
-REPO = Path(__file__).resolve().parent.parent
 NAME = "bsd68_published"
 PUBLISHED_SIGMAS = [10.0 * (i + 1) for i in range(10)]  # entry i of every published list
 TOLERANCE_DB = 0.05
@@ -61,10 +61,6 @@ PUBLISHED_MODELS = {
     "BF-DnCNN [0,55]": "dncnn/bias_free/0-55",
     "DnCNN [0,55]": "dncnn/bias/0-55",
 }
-
-
-def default_shared() -> Path:
-    return Path(os.environ.get("FILTERSCOPE_SHARED") or REPO.parent / "shared")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -97,7 +93,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--batch-size", type=int, default=1, help="images per forward pass (default 1)"
     )
-    parser.add_argument("--shared", type=Path, default=None, help="the shared folder")
+    parser.add_argument(
+        "--shared",
+        type=Path,
+        default=None,
+        help="the shared folder (default: $FILTERSCOPE_SHARED, else ../shared)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--restart", action="store_true", help="ignore partial results of an earlier run"
@@ -248,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    shared = (args.shared or default_shared()).resolve()
+    shared = (args.shared or SHARED).resolve()
     bsd68 = shared / "data" / "BSD68"
     metrics_file = shared / "reference" / "bias_free_denoising" / "published_metrics.json"
     if not bsd68.is_dir() or not metrics_file.exists():

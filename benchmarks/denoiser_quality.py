@@ -44,13 +44,11 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import torch
 
-from _common import RESULTS_DIR, estimator_tag, print_table, run_fresh, write_results
+from _common import RESULTS_DIR, SHARED, estimator_tag, print_table, run_fresh, write_results
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 PUBLISHED_0_100 = SHARED / "reference/bias_free_denoising/pretrained/dncnn/bias_free/0-100.pt"
 CACHE = RESULTS_DIR / "denoiser_quality.partial.json"
 GRAY_SIGMAS = [5, 10, 15, 25, 35, 50, 75, 100]

@@ -124,7 +124,7 @@ from pathlib import Path
 
 import torch
 
-from _common import RESULTS_DIR, print_table, read_partial, write_partial, write_results
+from _common import RESULTS_DIR, SHARED, print_table, read_partial, write_partial, write_results
 
 REPO = Path(__file__).resolve().parent.parent
 SIGMA_255 = 25
@@ -271,9 +271,7 @@ class Cache:
 
 def data_dir() -> Path:
     """Set9color: under ``$FILTERSCOPE_SHARED/data`` or ``../shared/data`` of the repository."""
-    shared = os.environ.get("FILTERSCOPE_SHARED")
-    root = Path(shared) if shared else REPO.parent / "shared"
-    return root / "data" / "Set9color"
+    return SHARED / "data" / "Set9color"
 
 
 def load(path: Path, crop: int | None) -> torch.Tensor:

@@ -48,6 +48,7 @@ import torch
 
 from _common import (
     RESULTS_DIR,
+    SHARED,
     parse_sigma_list,
     print_table,
     read_partial,
@@ -58,7 +59,6 @@ from filterscope import load_checkpoint
 from filterscope.evaluation import evaluate, load_image_folder
 from filterscope.models.fast import PRECISIONS
 
-REPO = Path(__file__).resolve().parent.parent
 NAME = "evaluate_fidelity"
 PUBLISHED_SIGMAS = [10.0 * (i + 1) for i in range(10)]  # entry i of every published list
 CHECKED_SIGMAS = [30.0, 90.0]  # every checkpoint; DnCNN at all of PUBLISHED_SIGMAS
@@ -71,10 +71,6 @@ KINDS = ("bias", "bias_free")
 RANGES = ("0-10", "0-30", "0-55", "0-100")
 ALL_KEYS = [f"{a}/{k}/{r}" for a in ARCHS for k in KINDS for r in RANGES]
 SPEED_MODEL = "dncnn/bias_free/0-55"
-
-
-def default_shared() -> Path:
-    return Path(os.environ.get("FILTERSCOPE_SHARED") or REPO.parent / "shared")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -119,7 +115,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also draw Figure 3 (DnCNN, bias against bias-free, PSNR and SSIM) from the "
         "checkpoints evaluated at 3 or more sigmas, into results/generalization/",
     )
-    parser.add_argument("--shared", type=Path, default=None, help="the shared folder")
+    parser.add_argument(
+        "--shared",
+        type=Path,
+        default=None,
+        help="the shared folder (default: $FILTERSCOPE_SHARED, else ../shared)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
         "--restart", action="store_true", help="ignore partial results of an earlier run"
@@ -344,7 +345,7 @@ class _Run:
 
 def _prepare(args: argparse.Namespace) -> _Run:
     """Find BSD68 and the published metrics (exit when absent) and load the images."""
-    shared = (args.shared or default_shared()).resolve()
+    shared = (args.shared or SHARED).resolve()
     bsd68 = shared / "data" / "BSD68"
     reference = shared / "reference" / "bias_free_denoising"
     metrics_file = reference / "published_metrics.json"

@@ -53,6 +53,7 @@ import torch
 
 from _common import (
     RESULTS_DIR,
+    SHARED,
     parse_sigma_list,
     print_table,
     read_partial,
@@ -72,10 +73,6 @@ OURS = ("bf-dncnn-gray", "dncnn-gray")
 BASELINES = ("bm3d", "nlm")
 NOISES = ("gaussian", "uniform")
 SIGMAS = [10.0 * (i + 1) for i in range(10)]
-
-
-def default_shared() -> Path:
-    return Path(os.environ.get("FILTERSCOPE_SHARED") or REPO.parent / "shared")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -101,7 +98,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0, help="base seed of the noise")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--shared", type=Path, default=None, help="the shared folder")
+    parser.add_argument(
+        "--shared",
+        type=Path,
+        default=None,
+        help="the shared folder (default: $FILTERSCOPE_SHARED, else ../shared)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--restart", action="store_true", help="ignore cached sweeps")
     args = parser.parse_args(argv)
@@ -214,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    shared = args.shared or default_shared()
+    shared = args.shared or SHARED
     data = shared / "data" / "BSD68"
     if not data.is_dir():
         print(f"{NAME}: no BSD68 folder at {data}; pass --shared", file=sys.stderr)

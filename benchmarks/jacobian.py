@@ -38,14 +38,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import filterscope  # noqa: E402
-from _common import print_table, write_results  # noqa: E402
+from _common import SHARED, print_table, write_results  # noqa: E402
 from filterscope.analysis import (  # noqa: E402
     dense_jacobian,
     estimate_effective_dim,
     top_singular_triplets,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CHECKPOINT = SHARED / "reference/bias_free_denoising/pretrained/dncnn/bias_free/0-100.pt"
 IMAGE = SHARED / "data/BSD68"
 

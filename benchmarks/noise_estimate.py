@@ -26,13 +26,10 @@ import functools
 import statistics
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import torch
 
-from _common import print_table, write_results
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from _common import SHARED, print_table, write_results
 
 
 def accuracy(fractions: list[float], sigmas: list[float]) -> list[dict]:

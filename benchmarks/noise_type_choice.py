@@ -35,15 +35,14 @@ from pathlib import Path
 
 import torch
 
-from _common import machine_record, print_table, results_name, write_results
+from _common import SHARED, machine_record, print_table, results_name, write_results
 from filterscope.camera_noise import NoiseOptions, camera_noise, quantize
 from filterscope.hub import load_model
 from filterscope.inference import REAL_NOISE_RATIO, real_noise_evidence
 from filterscope.io import read_image, to_tensor
 from filterscope.models.zoo import real_noise_model_name
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = SHARED / "data"
 GAUSSIAN_SIGMAS = (5.0, 10.0, 15.0, 25.0, 35.0, 50.0, 75.0)
 CAMERA_SIGMAS = (2.0, 4.0, 8.0, 15.0, 30.0)
 CROP = 256  # centre crops: the evidence reads at most 512 x 512 of an image anyway

@@ -47,10 +47,10 @@ from pathlib import Path
 
 import torch
 
-from _common import RESULTS_DIR, print_table, write_results
+from _common import RESULTS_DIR, SHARED, print_table, write_results
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = REPO.parent / "shared" / "data" / "Set9color"
+DATA = SHARED / "data" / "Set9color"
 SIGMA_255 = 25
 TARGET_ORACLE_DB = 28.3
 TARGET_SURE_GAP_DB = 0.3

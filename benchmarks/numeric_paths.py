@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from _common import machine_record, print_table, write_results
+from _common import SHARED, machine_record, print_table, write_results
 from filterscope import machine
 from filterscope.inference import denoise_tensor, prepare_model
 from filterscope.io import read_image
@@ -50,7 +50,7 @@ from filterscope.training import load_recipe
 from filterscope.training.trainer import _build_model, optimizer_step
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+DATA = SHARED / "data"
 TRAIN_BATCH = 4
 ALL = ("info", "ntk", "analyze", "train", "denoise")
 CAP_FACTOR = 3.0
@@ -185,8 +185,8 @@ def _image(name: str, channels: int, size: tuple[int, int]) -> torch.Tensor:
 
 
 DENOISE_CASES = {
-    "small": ("denoise 512x512 gray", 1, (512, 512), SHARED / "Set12" / "01.png"),
-    "large": ("denoise 3000x2000 RGB", 3, (2000, 3000), SHARED / "Kodak24" / "kodim01.png"),
+    "small": ("denoise 512x512 gray", 1, (512, 512), DATA / "Set12" / "01.png"),
+    "large": ("denoise 3000x2000 RGB", 3, (2000, 3000), DATA / "Kodak24" / "kodim01.png"),
 }
 
 
@@ -194,7 +194,7 @@ def denoise_cases(which: str, rounds: int) -> list[dict]:
     rows = []
     for case, channels, size, source in [DENOISE_CASES[which]]:
         if not source.exists():
-            source = next((SHARED / ("BSD68" if channels == 1 else "CBSD68")).glob("*.png"))
+            source = next((DATA / ("BSD68" if channels == 1 else "CBSD68")).glob("*.png"))
         x = _image(str(source), channels, size)
         y = x + 25 / 255 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
         network = load_model(default_model_name(channels))
@@ -211,7 +211,7 @@ def denoise_cases(which: str, rounds: int) -> list[dict]:
 
 def ntk_cases(side: int, rounds: int) -> list[dict]:
     """``ntk denoise`` (default options, SURE, σ = 25) of a side × side colour image."""
-    source = next(iter(sorted((SHARED / "CBSD68").glob("*.png"))))
+    source = next(iter(sorted((DATA / "CBSD68").glob("*.png"))))
     x = _image(str(source), 3, (side, side))[0].double()
     gen = torch.Generator().manual_seed(0)
     y = x + 25 / 255 * torch.randn(x.shape, generator=gen, dtype=torch.float64)
@@ -227,7 +227,7 @@ def ntk_cases(side: int, rounds: int) -> list[dict]:
 def analyze_case(rounds: int) -> dict:
     from filterscope.analysis.spectrum import spectrum_vs_sigma
 
-    source = next(iter(sorted((SHARED / "BSD68").glob("*.png"))))
+    source = next(iter(sorted((DATA / "BSD68").glob("*.png"))))
     x = _image(str(source), 1, (40, 40))
     network = load_model(default_model_name(1))
     dtypes = {"float32": torch.float32, "float64": torch.float64}

@@ -45,7 +45,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import filterscope  # noqa: E402
-from _common import RESULTS_DIR, print_table, write_results  # noqa: E402
+from _common import RESULTS_DIR, SHARED, print_table, write_results  # noqa: E402
 from filterscope.analysis import (  # noqa: E402
     adaptive_filters,
     decomposition_vs_sigma,
@@ -55,7 +55,6 @@ from filterscope.analysis import (  # noqa: E402
 )
 from filterscope.io import list_images, read_image, to_tensor  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PRETRAINED = SHARED / "reference/bias_free_denoising/pretrained/dncnn"
 DATA = SHARED / "data/BSD68"
 SECTIONS = ("spectrum", "filters", "bias")

@@ -28,12 +28,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import filterscope  # noqa: E402
-from _common import print_table, write_results  # noqa: E402
+from _common import SHARED, print_table, write_results  # noqa: E402
 from filterscope.analysis import fit_inverse_sigma, patch_spectrum_in_image  # noqa: E402
 from filterscope.io import list_images, read_image, to_tensor  # noqa: E402
 from filterscope.noise import add_noise  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 PUBLISHED = SHARED / "reference/bias_free_denoising/pretrained/dncnn/bias_free/0-100.pt"
 DATA = SHARED / "data/BSD68"
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -39,10 +38,8 @@ from pathlib import Path
 
 import torch
 
-from _common import print_table, write_results
+from _common import SHARED, print_table, write_results
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("FILTERSCOPE_SHARED") or REPO.parent / "shared")
 SET12 = SHARED / "data" / "Set12"
 PUBLISHED = SHARED / "reference/bias_free_denoising/pretrained/dncnn/bias_free/0-100.pt"
 BLUR_WIDTH = 1.6

@@ -50,9 +50,8 @@ from pathlib import Path
 
 import torch
 
-from _common import RESULTS_DIR, print_table, write_results
+from _common import RESULTS_DIR, SHARED, print_table, write_results
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 DATA = SHARED / "data" / "PolyU-Canon"
 CACHE = RESULTS_DIR / "real_noise.partial.json"
 FAMILIES = ("noisy", "blind", "oracle", "cbm3d", "nlm")

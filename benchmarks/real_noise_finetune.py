@@ -29,14 +29,12 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from _common import parse_sigma_list, print_table, results_name, write_results
+from _common import SHARED, parse_sigma_list, print_table, results_name, write_results
 from real_noise import DATA, load_pairs, score
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 CBSD68 = SHARED / "data" / "CBSD68"
 
 

@@ -28,13 +28,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from pathlib import Path
 
 import torch
 
-from _common import print_table, write_results
+from _common import SHARED, print_table, write_results
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED / "data"
 METHODS = ("real_blind", "def_s8", "def_s4", "real_s8")
 
 
@@ -57,7 +56,7 @@ def multiscale_sigma(levels: dict[int, float], top: int) -> float:
 def polyu_items(images: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     from real_noise import load_pairs
 
-    return [(p.name, p.noisy, p.clean) for p in load_pairs(SHARED / "PolyU-Canon", images)]
+    return [(p.name, p.noisy, p.clean) for p in load_pairs(DATA / "PolyU-Canon", images)]
 
 
 def camera_items(images: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
@@ -69,7 +68,7 @@ def camera_items(images: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     )
     generator = torch.Generator().manual_seed(1)
     items = []
-    for path in sorted((SHARED / "CBSD68").iterdir())[:images]:
+    for path in sorted((DATA / "CBSD68").iterdir())[:images]:
         x = to_tensor(read_image(path)[0])
         y = camera_noise(x, options=options, generator=generator)[0]
         items.append((path.name, y.clamp(0, 1), x))

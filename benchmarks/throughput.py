@@ -40,10 +40,8 @@ import sys
 import time
 from pathlib import Path
 
-from _common import print_table, results_name, write_results
+from _common import SHARED, print_table, results_name, write_results
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
 CHECKPOINT = SHARED / "reference/bias_free_denoising/pretrained/dncnn/bias_free/0-55.pt"
 IMAGE_DIR = SHARED / "data/BSD68"
 VARIANTS = ("eager-float32", "fast-float32", "fast-bfloat16")

@@ -49,10 +49,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import print_table, write_results
+from _common import SHARED, print_table, write_results
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
 RECIPE = REPO / "recipes" / "cpu-bf-dncnn-gray.toml"
 WORKER_TAG = "RESULT "
 TARGET_PIPELINE_FRACTION = 0.9
@@ -271,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         print(WORKER_TAG + json.dumps(result))
         return 0
     if not (SHARED / "data/BSD400").is_dir():
-        print("benchmarks/training.py needs ../shared/data/BSD400", file=sys.stderr)
+        print(f"benchmarks/training.py needs {SHARED}/data/BSD400", file=sys.stderr)
         return 2
 
     from filterscope.training import load_recipe

@@ -26,19 +26,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from pathlib import Path
 
 import torch
 
-from _common import RESULTS_DIR, print_table, read_partial, write_partial, write_results
+from _common import RESULTS_DIR, SHARED, print_table, read_partial, write_partial, write_results
 from filterscope.evaluation import evaluate
 from filterscope.evaluation.runner import load_folder
 from filterscope.evaluation.specs import resolve_model
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("FILTERSCOPE_SHARED") or REPO.parent / "shared")
 COLOR_SETS = ("CBSD68", "Kodak24", "McMaster")
 COLOR_MODELS = ("bf-dncnn-color", "nlm")
 COLOR_SIGMAS = (15.0, 25.0, 50.0)
