@@ -10,6 +10,10 @@ Each model runs blind (``sigma=None``, what ``filterscope denoise`` does) on
 
 - ``--polyu`` of PolyU-Canon's 55 full 512x512 crops (spread over the set; real camera
   noise, the camera JPEG as input, the mean of many shots as reference), and
+- with ``--pairs FOLDER``, every pair of a folder of held-out real noisy / clean pairs
+  (``noisy/``, ``clean/``, as ``scripts/prepare_training_data.py --pairs`` writes them;
+  a camera or scene the models did not train on): a validation set that is not the
+  benchmark's, to choose a training stage by, and
 - the first ``--gaussian`` images of CBSD68 with i.i.d. Gaussian noise at each of
   ``--sigmas`` (0-255 scale), the papers' protocol (not clipped), noise fixed per
   (image, σ) by seed, the same for every model.
@@ -29,6 +33,7 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -53,13 +58,13 @@ def gaussian_pairs(
     return pairs
 
 
-def run_model(spec: str, polyu, gaussian, probe: Probe) -> dict:
+def run_model(spec: str, polyu, gaussian, probe: Probe, held_out=()) -> dict:
     from filterscope.hub import load_model
     from filterscope.inference import denoise_tensor
 
     model = load_model(spec).eval()
     estimator = getattr(model, "estimate_noise_map", None)
-    scores: dict = {"polyu": [], "gaussian": {}, "map_mean_255": []}
+    scores: dict = {"polyu": [], "gaussian": {}, "map_mean_255": [], "held_out": []}
     scores |= {"polyu_map_scaled": {}, "polyu_told": {}}  # the probes, when asked for
     start = time.perf_counter()
     with torch.inference_mode():
@@ -75,6 +80,8 @@ def run_model(spec: str, polyu, gaussian, probe: Probe) -> dict:
             for sigma in probe.told:
                 psnr = score(denoise_tensor(model, pair.noisy, sigma=sigma / 255.0), pair.clean)[0]
                 scores["polyu_told"].setdefault(f"{sigma:g}", []).append(psnr)
+        for pair in held_out:
+            scores["held_out"].append(score(denoise_tensor(model, pair.noisy), pair.clean)[0])
         for _, sigma, noisy, clean in gaussian:
             psnr = score(denoise_tensor(model, noisy), clean)[0]
             scores["gaussian"].setdefault(f"{sigma:g}", []).append(psnr)
@@ -101,6 +108,7 @@ def main() -> int:
     parser.add_argument("--models", required=True, help="comma-separated model specs")
     parser.add_argument("--polyu", type=int, default=16, help="PolyU-Canon crops (of 55)")
     parser.add_argument("--gaussian", type=int, default=12, help="CBSD68 images")
+    parser.add_argument("--pairs", type=Path, help="a folder of held-out real pairs (all used)")
     parser.add_argument("--sigmas", default="15,25,50", help="Gaussian sigmas (0-255)")
     parser.add_argument(
         "--name", default="real_noise_finetune", help="results file name", type=results_name
@@ -120,12 +128,21 @@ def main() -> int:
         parser.error("--models: at least one; --polyu, --gaussian: not negative")
     polyu = load_pairs(DATA, args.polyu) if args.polyu else []
     gaussian = gaussian_pairs(args.gaussian, sigmas) if args.gaussian else []
+    held_out = []
+    if args.pairs is not None:
+        if not (args.pairs / "noisy").is_dir() or not (args.pairs / "clean").is_dir():
+            parser.error(f"--pairs: {args.pairs} has no noisy/ and clean/ folders")
+        held_out = load_pairs(args.pairs, sys.maxsize)
     noisy = [score(pair.noisy, pair.clean)[0] for pair in polyu]
-    results = {spec: run_model(spec, polyu, gaussian, probe) for spec in models}
-    rows = [{"model": "noisy input", "PolyU": _mean(noisy)}]
+    noisy_held_out = [score(pair.noisy, pair.clean)[0] for pair in held_out]
+    results = {spec: run_model(spec, polyu, gaussian, probe, held_out) for spec in models}
+    rows = [
+        {"model": "noisy input", "PolyU": _mean(noisy), "held-out pairs": _mean(noisy_held_out)}
+    ]
     reference = results[models[0]]
     for spec, scores in results.items():
         row = {"model": spec, "PolyU": _mean(scores["polyu"])}
+        row["held-out pairs"] = _mean(scores["held_out"])
         for sigma in sigmas:
             row[f"CBSD68 σ={sigma:g}"] = _mean(scores["gaussian"].get(f"{sigma:g}", []))
         row["map mean (0-255)"] = _mean(scores["map_mean_255"])
@@ -133,6 +150,8 @@ def main() -> int:
         if spec != models[0]:
             delta = {"model": f"  {spec} - {models[0]}"}
             delta["PolyU"] = _mean(scores["polyu"]) - _mean(reference["polyu"]) if polyu else None
+            if held_out:
+                delta["held-out pairs"] = _mean(scores["held_out"]) - _mean(reference["held_out"])
             for sigma in sigmas:
                 key = f"{sigma:g}"
                 if gaussian:
@@ -140,7 +159,8 @@ def main() -> int:
                         reference["gaussian"][key]
                     )
             rows.append(delta)
-    columns = ["model", "PolyU"] + [f"CBSD68 σ={s:g}" for s in sigmas] + ["map mean (0-255)"]
+    columns = ["model", "PolyU", "held-out pairs"] + [f"CBSD68 σ={s:g}" for s in sigmas]
+    columns.append("map mean (0-255)")
     print_table(rows, columns)
     probe_rows = [
         {"model": spec, "probe": f"{kind} {key}", "PolyU": _mean(values)}
@@ -161,6 +181,9 @@ def main() -> int:
             "cbsd68_images": args.gaussian,
             "sigmas_255": sigmas,
             "noisy_psnr": noisy,
+            "held_out_pairs": str(args.pairs) if held_out else None,
+            "held_out_names": [pair.name for pair in held_out],
+            "held_out_noisy_psnr": noisy_held_out,
             "models": results,
             "table": rows,
         },

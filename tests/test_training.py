@@ -632,6 +632,28 @@ def test_pair_augmentation_zooms_both_halves_alike_and_scales_the_noise():
     assert float(doubled.min()) >= 0.0 and float(doubled.max()) <= 1.0
 
 
+def test_real_pairs_come_from_several_folders_as_one_set(tmp_path):
+    from filterscope.training.config import config_from_dict
+    from filterscope.training.data import PairedPatchSampler
+
+    first, second = _pairs_folder(tmp_path / "a"), _pairs_folder(tmp_path / "b")
+    for path in sorted((second / "noisy").iterdir()):  # names must differ between folders
+        path.rename(second / "noisy" / f"b-{path.name}")
+        (second / "clean" / path.name).rename(second / "clean" / f"b-{path.name}")
+    both = PairedPatchSampler([first, second], patch_size=16, channels=3, cache_mb=8)
+    alone = PairedPatchSampler(first, patch_size=16, channels=3, cache_mb=8)
+    assert len(both) == 2 * len(alone)
+    noisy, clean = both.sample(64, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(noisy, 1 - clean, atol=1e-6, rtol=0)  # still aligned
+    config = config_from_dict({"pairs_dir": [str(first), str(second)], "pairs_per_batch": 1})
+    assert config.pair_folders() == [str(first), str(second)]
+    with pytest.raises(InputError, match="pairs_dir must be a str"):
+        config_from_dict({"pairs_dir": [1, 2]})
+    (second / "clean").rename(tmp_path / "elsewhere")
+    with pytest.raises(InputError, match=f"pairs_dir: {second} has no clean/ folder"):
+        PairedPatchSampler([first, second], patch_size=16, channels=3, cache_mb=8)
+
+
 def test_real_pairs_are_refused_when_they_do_not_pair(tmp_path):
     from filterscope.training.data import PairedPatchSampler
 

@@ -77,13 +77,14 @@ class TrainConfig:
     noise_weights : list of float
         Relative frequency of each kind of a ``noise`` list (``[]`` = equal).
     pairs_dir, pairs_per_batch
-        Real noise: a folder of real noisy / clean image pairs (``noisy/`` and ``clean/``
-        with the same file names, see :class:`~.data.PairedPatchSampler`); the last
-        ``pairs_per_batch`` patches of every batch are cut from them (same crop and
-        flip/rotation in both, no colour change, no added noise) instead of the recipe's
-        noise on ``data_dir``. Their noise std is unknown: those patches are always
-        blind (σ = 0: a model with an estimator gets its estimated map) and are left out
-        of ``noise_map_loss``. ``""`` and 0 = none.
+        Real noise: a folder, or a list of folders, of real noisy / clean image pairs
+        (``noisy/`` and ``clean/`` with the same file names, see
+        :class:`~.data.PairedPatchSampler`); the last ``pairs_per_batch`` patches of
+        every batch are cut from them (same crop and flip/rotation in both, no colour
+        change, no added noise) instead of the recipe's noise on ``data_dir``. Their
+        noise std is unknown: those patches are always blind (σ = 0: a model with an
+        estimator gets its estimated map) and are left out of ``noise_map_loss``.
+        ``""`` and 0 = none.
     pairs_zoom_range, pairs_gain_range
         Per real pair, a zoom (coarser noise grain) and a gain on its noise, each drawn
         log-uniformly from its range (:func:`~.data.augment_pairs`); ``[1, 1]`` = none.
@@ -168,7 +169,7 @@ class TrainConfig:
     noise: str | list[str] = "gaussian"
     noise_weights: list[float] = field(default_factory=list)
     noise_options: dict[str, Any] = field(default_factory=dict)
-    pairs_dir: str = ""
+    pairs_dir: str | list[str] = ""
     pairs_per_batch: int = 0
     pairs_zoom_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
     pairs_gain_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
@@ -265,7 +266,7 @@ class TrainConfig:
                 f"pairs_per_batch: must be in [0, batch_size = {self.batch_size}], "
                 f"got {self.pairs_per_batch}"
             )
-        if self.pairs_per_batch and not self.pairs_dir:
+        if self.pairs_per_batch and not self.pair_folders():
             raise InputError("pairs_dir: needed when pairs_per_batch > 0")
         zoom, gain = self.pairs_zoom_range, self.pairs_gain_range
         if len(zoom) != 2 or not 1 <= zoom[0] <= zoom[1]:
@@ -308,6 +309,11 @@ class TrainConfig:
     def noise_kinds(self) -> list[str]:
         """``noise`` as a list of kinds (one for a single model)."""
         return [self.noise] if isinstance(self.noise, str) else list(self.noise)
+
+    def pair_folders(self) -> list[str]:
+        """``pairs_dir`` as a list of folders (``[]`` for none)."""
+        folders = [self.pairs_dir] if isinstance(self.pairs_dir, str) else self.pairs_dir
+        return [folder for folder in folders if folder]
 
     def noise_model_options(self) -> NoiseOptions:
         """``noise_options`` as :class:`~filterscope.camera_noise.NoiseOptions`."""
@@ -358,8 +364,9 @@ def _check_type(key: str, value: Any, default: Any, source: str) -> Any:
     expected = type(default)
     if key == "channels_last" and isinstance(value, bool):
         return value  # the default is "auto"; true and false are the explicit choices
-    if key == "noise" and isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return list(value)  # a mixture of noise models
+    if key in ("noise", "pairs_dir") and isinstance(value, list):
+        if all(isinstance(v, str) for v in value):
+            return list(value)  # a mixture of noise models; several folders of pairs
     if expected is bool:
         if not isinstance(value, bool):
             raise InputError(f"{source}: {key} must be true or false, got {value!r}")

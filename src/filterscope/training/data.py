@@ -7,6 +7,7 @@ import itertools
 import math
 import sys
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +45,9 @@ class PatchSampler:
 
     Parameters
     ----------
-    folder : str or Path
-        Training images. Unreadable files are reported on stderr and skipped.
+    folder : str or Path, or a sequence of them
+        Training images (of all the folders, in order). Unreadable files are reported
+        on stderr and skipped.
     patch_size : int, keyword-only
         Side of the square patches.
     channels : int, keyword-only
@@ -66,7 +68,7 @@ class PatchSampler:
 
     def __init__(
         self,
-        folder: str | Path,
+        folder: str | Path | Sequence[str | Path],
         *,
         patch_size: int,
         channels: int,
@@ -79,7 +81,9 @@ class PatchSampler:
         self.scales = tuple(scales)
         self.cache_bytes = int(cache_mb * 2**20)
         rank, world_size = shard
-        files = list_images(folder)
+        folders = [folder] if isinstance(folder, (str, Path)) else list(folder)
+        folder = ", ".join(str(one) for one in folders)  # how messages name them
+        files = [path for one in folders for path in list_images(one)]
         if not files:
             raise InputError(f"{folder}: no images found")
         files = files[rank::world_size]
@@ -185,39 +189,48 @@ class PatchSampler:
 class PairedPatchSampler:
     """Draws aligned patches of real noisy / clean image pairs, reproducibly.
 
-    ``folder`` holds ``noisy/`` and ``clean/`` with the same file names (the layout of
+    Each folder holds ``noisy/`` and ``clean/`` with the same file names (the layout of
     ``scripts/prepare_training_data.py --pairs``); each pair must have one size. The
     images are used at full size (down-scaling would change the real noise), and both
     patches of a pair get the same crop and flip/rotation.
 
     Parameters
     ----------
-    folder : str or Path
-        The pairs' folder.
+    folder : str or Path, or a sequence of them
+        The pairs' folders (their pairs are drawn as one set, in proportion to area).
     patch_size, channels, cache_mb
         As for :class:`PatchSampler` (each half gets half of ``cache_mb``).
     """
 
-    def __init__(self, folder: str | Path, *, patch_size: int, channels: int, cache_mb: float):
-        folder = Path(folder)
+    def __init__(
+        self,
+        folder: str | Path | Sequence[str | Path],
+        *,
+        patch_size: int,
+        channels: int,
+        cache_mb: float,
+    ):
+        folders = [Path(folder)] if isinstance(folder, (str, Path)) else list(map(Path, folder))
         halves = {}
         for half in ("noisy", "clean"):
-            if not (folder / half).is_dir():
-                raise InputError(f"pairs_dir: {folder} has no {half}/ folder")
+            for one in folders:
+                if not (one / half).is_dir():
+                    raise InputError(f"pairs_dir: {one} has no {half}/ folder")
             halves[half] = PatchSampler(
-                folder / half,
+                [one / half for one in folders],
                 patch_size=patch_size,
                 channels=channels,
                 scales=(1.0,),
                 cache_mb=cache_mb / 2,
             )
         self.noisy, self.clean = halves["noisy"], halves["clean"]
+        where = ", ".join(str(one) for one in folders)
         noisy_names = [path.name for path in self.noisy.files]
         if noisy_names != [path.name for path in self.clean.files]:
-            raise InputError(f"pairs_dir: {folder}/noisy and clean/ hold different file names")
+            raise InputError(f"pairs_dir: noisy/ and clean/ of {where} hold different file names")
         if self.noisy.entries != self.clean.entries:
             raise InputError(
-                f"pairs_dir: a noisy image of {folder} and its clean one differ in size"
+                f"pairs_dir: a noisy image of {where} and its clean one differ in size"
             )
 
     def __len__(self) -> int:

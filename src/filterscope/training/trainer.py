@@ -614,7 +614,7 @@ class _Run:
         pairs = None
         if config.pairs_per_batch:
             pairs = PairedPatchSampler(
-                config.pairs_dir,
+                config.pair_folders(),
                 patch_size=config.patch_size,
                 channels=config.in_channels,
                 cache_mb=config.cache_mb / ctx.world_size,
@@ -902,7 +902,8 @@ def _model_card(
             "blur_range": list(config.blur_range),
             "data": str(config.data_dir),
             "real_pairs": (
-                f"{config.pairs_dir}, {config.pairs_per_batch} of {config.batch_size} patches"
+                f"{', '.join(config.pair_folders())}, "
+                f"{config.pairs_per_batch} of {config.batch_size} patches"
                 if config.pairs_per_batch
                 else None
             ),
