@@ -95,21 +95,23 @@ def test_pairs_refuse_a_resize(tmp_path, capsys, max_side):
     assert "--max-side" in capsys.readouterr().err
 
 
-def test_pairs_named_by_prefix(tmp_path, capsys):
-    """``--pair-by prefix``: the markers start the names (``Noisy_X`` / ``Mean_X``)."""
-    script = _load_script()
-    repo, commit, hashes = _source_repository(tmp_path / "repo")
+def _moved_pair(repo, hashes: dict, noisy: str, clean: str) -> tuple[str, dict]:
+    """Move the toy pair to new names in a new commit: (its commit, the new hashes)."""
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run([*git, "mv", "scene_real.png", "Noisy_scene.png"], check=True)
-    subprocess.run([*git, "mv", "scene_mean.png", "Mean_scene.png"], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "renamed"], check=True)
+    subprocess.run([*git, "mv", "scene_real.png", noisy], check=True)
+    subprocess.run([*git, "mv", "scene_mean.png", clean], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "moved"], check=True)
     commit = subprocess.run(
         [*git[:3], "rev-parse", "HEAD"], capture_output=True, text=True, check=True
     ).stdout.strip()
-    renamed = {
-        "Noisy_scene.png": hashes["scene_real.png"],
-        "Mean_scene.png": hashes["scene_mean.png"],
-    }
+    return commit, {noisy: hashes["scene_real.png"], clean: hashes["scene_mean.png"]}
+
+
+def test_pairs_named_by_prefix(tmp_path, capsys):
+    """``--pair-by prefix``: the markers start the names (``Noisy_X`` / ``Mean_X``)."""
+    script = _load_script()
+    repo, _, hashes = _source_repository(tmp_path / "repo")
+    commit, renamed = _moved_pair(repo, hashes, "Noisy_scene.png", "Mean_scene.png")
     manifest = _manifest(tmp_path / "pairs.md", commit, renamed)
     out = tmp_path / "pairs"
     argv = [str(repo), "--manifest", str(manifest), "--pairs", "Noisy_", "Mean_", "--out", str(out)]
@@ -127,18 +129,8 @@ def test_pairs_named_by_folder(tmp_path):
     ``scene``; a name that is not a marker is refused."""
     script = _load_script()
     repo, _, hashes = _source_repository(tmp_path / "repo")
-    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
     (repo / "scene").mkdir()
-    subprocess.run([*git, "mv", "scene_real.png", "scene/noisy.png"], check=True)
-    subprocess.run([*git, "mv", "scene_mean.png", "scene/clean.png"], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "folders"], check=True)
-    commit = subprocess.run(
-        [*git[:3], "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    moved = {
-        "scene/noisy.png": hashes["scene_real.png"],
-        "scene/clean.png": hashes["scene_mean.png"],
-    }
+    commit, moved = _moved_pair(repo, hashes, "scene/noisy.png", "scene/clean.png")
     manifest = _manifest(tmp_path / "pairs.md", commit, moved)
     out = tmp_path / "pairs"
     argv = [str(repo), "--manifest", str(manifest), "--out", str(out), "--pair-by", "folder"]
