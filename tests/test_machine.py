@@ -233,5 +233,8 @@ def test_large_blocks_are_returned_on_glibc_only(monkeypatch):
     if platform.libc_ver()[0] == "glibc":
         assert machine.return_large_blocks() is True
         assert machine.return_large_blocks() is True  # idempotent
+    monkeypatch.setenv(machine.MMAP_THRESHOLD_VARIABLE, "1048576")
+    assert machine.return_large_blocks() is False  # the user's own threshold wins
+    monkeypatch.delenv(machine.MMAP_THRESHOLD_VARIABLE)
     monkeypatch.setattr(platform, "libc_ver", lambda: ("musl", "1.2"))
     assert machine.return_large_blocks() is False

@@ -526,6 +526,8 @@ def report(*, refresh: bool = False) -> dict[str, Any]:
 #: full-tile activation.
 LARGE_BLOCK_BYTES = 4 << 20
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+#: The environment variable by which glibc takes a user's own mmap threshold.
+MMAP_THRESHOLD_VARIABLE = "MALLOC_MMAP_THRESHOLD_"
 
 
 def return_large_blocks(threshold: int = LARGE_BLOCK_BYTES) -> bool:
@@ -546,15 +548,18 @@ def return_large_blocks(threshold: int = LARGE_BLOCK_BYTES) -> bool:
     Returns
     -------
     bool
-        True when set (glibc); False where the C library is another (nothing changes).
+        True when set (glibc); False where the C library is another, or where the
+        environment sets glibc's own ``MALLOC_MMAP_THRESHOLD_`` (nothing changes).
 
     Notes
     -----
     Process-wide and lasting: it changes how later large blocks of this process are
     allocated (each is mapped and zeroed by the system, a cost that is small next to
     the convolutions that fill it). Called by every tiled pass of more than one tile.
+    A program that embeds filterscope and wants its own allocator policy sets
+    ``MALLOC_MMAP_THRESHOLD_`` (glibc reads it at start; this function then leaves it).
     """
-    if platform.libc_ver()[0] != "glibc":
+    if platform.libc_ver()[0] != "glibc" or MMAP_THRESHOLD_VARIABLE in os.environ:
         return False
     import ctypes
 
