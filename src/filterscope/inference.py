@@ -460,8 +460,8 @@ NOISE_TYPES = ("auto", "gaussian", "real")
 #: it all; on white Gaussian noise the two agree. Set by
 #: ``benchmarks/noise_type_choice.py`` on synthetic noise: the two kinds overlap for the
 #: shipped real model (its estimator reads little of smoothed camera noise), so it sits
-#: about 10% above the largest Gaussian value (1.85 at σ = 5 for stage 3, 1.89 for stage 8),
-#: where white noise keeps the default.
+#: about 10% above the largest Gaussian value (1.85 at σ = 5 for stage 3, 1.89 for stage 8,
+#: 1.90 for stage 9), where white noise keeps the default.
 REAL_NOISE_RATIO = 2.05
 
 #: The evidence is read on a centre crop of at most this side (bounded cost on photos);
