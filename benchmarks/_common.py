@@ -65,6 +65,27 @@ def write_results(name: str, payload: dict) -> Path:
 RESULT_TAG = "RESULT "
 
 
+def peak_rss_gib() -> float:
+    """This process's peak resident memory, GiB, since it started its program.
+
+    Linux's ``ru_maxrss`` carries the parent's resident size over into a child it
+    starts (a child of a 1.5 GiB parent reports 1.5 GiB however little it uses), so
+    :func:`run_fresh` measurements read ``VmHWM``, the peak of the process's own memory
+    image; ``ru_maxrss`` (KiB on Linux, bytes on macOS) where /proc is missing."""
+    import resource
+    import sys
+
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20  # kB -> GiB
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**30
+
+
 def run_fresh(module: str, call: str, *, env: dict | None = None) -> dict:
     """``module.call`` (a Python expression returning a JSON-able dict, ``module``
     imported as ``m``) evaluated in a fresh interpreter from the repository root, so

@@ -8,7 +8,7 @@ Run from the repository root on a quiet machine (timings on a loaded one mean no
 ``filterscope.denoise(image)`` (what the command line runs) with no model named reads the
 image's noise before choosing the shipped default or the shipped real-noise model
 (``noise_type="auto"``). Side by side, each case in a fresh process (so its peak resident
-memory, from ``resource.getrusage``, is its own), on a synthetic scene:
+memory, ``_common.peak_rss_gib``, is its own), on a synthetic scene:
 
 - ``gaussian``: ``noise_type="gaussian"``, the default alone: the blind path as it was
   before the choice existed (the baseline of the speed target);
@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import print_table, run_fresh, write_results
+from _common import peak_rss_gib, print_table, run_fresh, write_results
 
 #: (label, noise_type, noise added to the scene)
 CASES = (
@@ -88,10 +87,6 @@ def save_scene(folder: Path, height: int, width: int, noise: str) -> Path:
     return path
 
 
-def _peak_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-
-
 def child(noise_type: str, path: str, repeats: int) -> dict:
     """One case, in this process: median seconds of ``filterscope.denoise`` on the
     decoded image and the process's peak memory."""
@@ -105,7 +100,7 @@ def child(noise_type: str, path: str, repeats: int) -> dict:
         start = time.perf_counter()
         fs.denoise(image, noise_type=noise_type)
         times.append(time.perf_counter() - start)
-    return {"seconds": statistics.median(times), "peak_gib": _peak_gib()}
+    return {"seconds": statistics.median(times), "peak_gib": peak_rss_gib()}
 
 
 def child_cli(noise_type: str, path: str) -> dict:
@@ -118,7 +113,7 @@ def child_cli(noise_type: str, path: str) -> dict:
     argv = ["denoise", path, "-o", str(out), "--noise-type", noise_type, "--force"]
     if main(argv) != 0:
         raise RuntimeError(f"filterscope {' '.join(argv)} failed")
-    return {"seconds": time.perf_counter() - start, "peak_gib": _peak_gib()}
+    return {"seconds": time.perf_counter() - start, "peak_gib": peak_rss_gib()}
 
 
 def run_case(noise_type: str, path: Path, repeats: int, *, cli: bool) -> dict:

@@ -38,7 +38,6 @@ import functools
 import hashlib
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -47,7 +46,15 @@ from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
-from _common import RESULTS_DIR, SHARED, estimator_tag, print_table, run_fresh, write_results
+from _common import (
+    RESULTS_DIR,
+    SHARED,
+    estimator_tag,
+    peak_rss_gib,
+    print_table,
+    run_fresh,
+    write_results,
+)
 
 PUBLISHED_0_100 = SHARED / "reference/bias_free_denoising/pretrained/dncnn/bias_free/0-100.pt"
 CACHE = RESULTS_DIR / "denoiser_quality.partial.json"
@@ -250,7 +257,7 @@ def _speed_child(name: str, height: int, width: int, channels: int, repeats: int
             start = time.perf_counter()
             denoise_tensor(model, y)
             times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    peak = peak_rss_gib()
     median = statistics.median(times[1:] if len(times) > 1 else times)
     rate = height * width / median / 1e6
     return {"seconds": median, "mpx_per_s": rate, "peak_gib": peak, "precision": precision}

@@ -6,7 +6,7 @@ Run from the repository root::
     python benchmarks/throughput.py --quick    # smoke run: small sizes, 1 repeat
 
 Cases (each configuration runs in a fresh subprocess, so its peak resident memory,
-read with ``resource.getrusage``, is its own):
+read with ``_common.peak_rss_gib``, is its own):
 
 - gray 256×256 and 512×512, one image, processed whole;
 - an RGB 3000×2000 image through :func:`filterscope.inference.denoise_tensor`
@@ -33,14 +33,13 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _common import SHARED, print_table, results_name, write_results
+from _common import SHARED, peak_rss_gib, print_table, results_name, write_results
 
 CHECKPOINT = SHARED / "reference/bias_free_denoising/pretrained/dncnn/bias_free/0-55.pt"
 IMAGE_DIR = SHARED / "data/BSD68"
@@ -65,9 +64,7 @@ def _build(variant: str, model):
 
 
 def _peak_rss_mb() -> float:
-    # ru_maxrss is in KiB on Linux (bytes on macOS)
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+    return peak_rss_gib() * 1024
 
 
 def run_speed_case(case: dict) -> dict:

@@ -41,7 +41,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -49,7 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import SHARED, print_table, write_results
+from _common import SHARED, peak_rss_gib, print_table, write_results
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "cpu-bf-dncnn-gray.toml"
@@ -61,8 +60,7 @@ TARGET_PIPELINE_FRACTION = 0.9
 
 
 def _peak_rss_mb() -> float:
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+    return peak_rss_gib() * 1024
 
 
 def _network(case: dict, channels_last: bool = False):
