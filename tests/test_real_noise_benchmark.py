@@ -79,3 +79,25 @@ def test_a_results_name_must_stay_in_the_results_folder(name):
     assert _common.results_name("real_noise_gap") == "real_noise_gap"
     with pytest.raises(argparse.ArgumentTypeError, match="not a plain file name"):
         _common.results_name(name)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_a_fresh_process_peak_is_its_own_not_its_parents():
+    # The parent holds >= 300 MiB while the child runs: ru_maxrss would report at least
+    # that for the child (it inherits the parent's resident size); VmHWM does not.
+    import subprocess
+
+    import _common
+
+    ballast = b"\x01" * (300 * 2**20)  # written, so resident
+    code = (
+        "import sys; sys.path.insert(0, 'benchmarks'); import _common as c; print(c.peak_rss_gib())"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    child = float(done.stdout)
+    assert _common.peak_rss_gib() > 0.29  # the parent held the ballast
+    assert child < 0.25, child  # the child never held it
+    del ballast
