@@ -70,7 +70,7 @@ def peak_rss_gib() -> float:
 
     Linux's ``ru_maxrss`` carries the parent's resident size over into a child it
     starts (a child of a 1.5 GiB parent reports 1.5 GiB however little it uses), so
-    :func:`run_fresh` measurements read ``VmHWM``, the peak of the process's own memory
+    fresh-process measurements read ``VmHWM``, the peak of the process's own memory
     image; ``ru_maxrss`` (KiB on Linux, bytes on macOS) where /proc is missing."""
     import resource
     import sys

@@ -23,8 +23,10 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results" / "ntk_memory.json"
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import torch
+sys.path.insert(0, sys.argv[2])
+from _common import peak_rss_gib
 from filterscope.ntk.denoiser import denoise
 torch.set_num_threads(2)
 height, width, channels, budget = json.loads(sys.argv[1])
@@ -33,10 +35,10 @@ yy, xx = torch.meshgrid(torch.linspace(0, 1, height, dtype=torch.float64),
 x = (0.5 + 0.3 * torch.sin(12 * xx) * torch.cos(9 * yy))[None].repeat(channels, 1, 1)
 g = torch.Generator().manual_seed(0)
 y = x + 25 / 255 * torch.randn(x.shape, generator=g, dtype=torch.float64)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+base = peak_rss_gib() * 2**30
 start = time.perf_counter()
 x_hat, info = denoise(y, sigma=25 / 255, stop="sure", max_bytes=budget)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = peak_rss_gib() * 2**30
 mse = float((x_hat.clamp(0, 1) - x).pow(2).mean())
 print(json.dumps({"base_bytes": base, "peak_bytes": peak, "seconds": time.perf_counter() - start,
                   "tiles": info.get("tiles", 1), "tile": info.get("tile"),
@@ -46,7 +48,13 @@ print(json.dumps({"base_bytes": base, "peak_bytes": peak, "seconds": time.perf_c
 
 def run_case(height: int, width: int, channels: int, budget: int | None) -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps([height, width, channels, budget])],
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            json.dumps([height, width, channels, budget]),
+            str(Path(__file__).resolve().parent),  # for _common
+        ],
         capture_output=True,
         text=True,
         check=True,

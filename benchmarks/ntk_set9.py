@@ -150,6 +150,7 @@ WORKER = r"""
 import json, resource, sys, time, torch
 torch.set_num_threads({threads})
 sys.path.insert(0, {bench!r})
+from _common import peak_rss_gib
 from ntk_set9 import _load, NTK
 from filterscope.noise import add_noise
 from filterscope.ntk import denoise
@@ -163,7 +164,7 @@ start, cpu0 = time.perf_counter(), cpu()
 x_hat, info = denoise(y, sigma=25 / 255, stop={stop!r}, rank={rank}, precision={precision!r},
                       **NTK)
 seconds, cpu_seconds = time.perf_counter() - start, cpu() - cpu0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = peak_rss_gib() * 2**30
 print("RESULT " + json.dumps({{"seconds": seconds, "cpu_seconds": cpu_seconds,
       "basis_seconds": info["basis_seconds"], "peak_bytes": peak, "rank": info["rank"],
       "columns": info["columns"]}}))
