@@ -587,6 +587,55 @@ def test_make_batch_puts_aligned_real_pairs_last_blind_with_unknown_std(tmp_path
     assert bool(given[:-2].flatten(1).amax(dim=1).gt(0).all())  # all told, as asked
 
 
+def test_make_batch_tells_real_pairs_their_measured_std_map_when_asked(tmp_path):
+    from filterscope.training.data import PairedPatchSampler, measured_noise_std
+
+    data = _image_folder(tmp_path / "data", channels=3)
+    pairs = PairedPatchSampler(
+        _pairs_folder(tmp_path / "pairs"), patch_size=16, channels=3, cache_mb=8
+    )
+    sampler = PatchSampler(data, patch_size=16, channels=3)
+    common = dict(noise=MIXTURE, pairs_dir="x", pairs_per_batch=2)
+    unknown = _color_config(data, sigma_known_fraction=1.0, **common)
+    measured = _color_config(data, sigma_known_fraction=1.0, pairs_std_window=3.0, **common)
+
+    def batch(config):
+        seeds = (torch.Generator().manual_seed(s) for s in (0, 1))
+        return make_batch(sampler, config, 6, *seeds, pairs)
+
+    before, after = batch(unknown), batch(measured)
+    noisy, clean, given, noise_std = after
+    expected = measured_noise_std(noisy[-2:], clean[-2:], 3.0)
+    torch.testing.assert_close(noise_std[-2:], expected)
+    torch.testing.assert_close(given[-2:], expected)  # every patch told (fraction 1)
+    for mine, old in zip(after, before, strict=True):  # the same draws, the rest unchanged
+        torch.testing.assert_close(mine[:-2], old[:-2])
+    blind = _color_config(data, sigma_known_fraction=0.0, pairs_std_window=3.0, **common)
+    _, _, given, noise_std = batch(blind)
+    assert not given.any() and bool(noise_std[-2:].isfinite().all())  # a target, not told
+    with pytest.raises(InputError, match="pairs_std_window: must be in"):
+        _tiny_config(tmp_path, pairs_std_window=-1.0).validate()
+
+
+def test_measured_noise_std_reads_a_known_level_and_is_homogeneous():
+    from filterscope.training.data import measured_noise_std
+
+    generator = torch.Generator().manual_seed(7)
+    clean = torch.rand(2, 3, 37, 31, generator=generator)
+    level = torch.tensor([0.02, 0.08]).view(2, 1, 1, 1)
+    noisy = clean + level * torch.randn(clean.shape, generator=generator)
+    std = measured_noise_std(noisy, clean, 4.0)
+    assert std.shape == clean.shape
+    # About 200 pixels per window: each pixel's estimate within 25% of the level, the
+    # image's median within 5%.
+    ratio = std / level
+    assert float(ratio.amin()) > 0.75 and float(ratio.amax()) < 1.25
+    assert abs(float(ratio.median()) - 1) < 0.05
+    torch.testing.assert_close(measured_noise_std(3 * noisy, 3 * clean, 4.0), 3 * std)
+    with pytest.raises(ValueError, match="window: must be positive"):
+        measured_noise_std(noisy, clean, 0.0)
+
+
 def test_pair_augmentation_zooms_both_halves_alike_and_scales_the_noise():
     from filterscope.training.data import augment_pairs
 

@@ -82,9 +82,17 @@ class TrainConfig:
         :class:`~.data.PairedPatchSampler`); the last ``pairs_per_batch`` patches of
         every batch are cut from them (same crop and flip/rotation in both, no colour
         change, no added noise) instead of the recipe's noise on ``data_dir``. Their
-        noise std is unknown: those patches are always blind (σ = 0: a model with an
-        estimator gets its estimated map) and are left out of ``noise_map_loss``.
-        ``""`` and 0 = none.
+        noise std is unknown unless ``pairs_std_window`` measures it: then those
+        patches are always blind (σ = 0: a model with an estimator gets its estimated
+        map) and are left out of ``noise_map_loss``. ``""`` and 0 = none.
+    pairs_std_window : float
+        Real pairs' noise std measured from ``noisy - clean``: the root of its square
+        averaged over a Gaussian window of this standard deviation (pixels, per
+        channel; :func:`~.data.measured_noise_std`). The measured map is then the
+        target of ``noise_map_loss`` for the real patches too, and is told to the model
+        for a fraction ``sigma_known_fraction`` of them, as for synthetic noise: the
+        map keeps its meaning (the noise std) on real noise instead of becoming a
+        strength knob learnt for the training cameras. 0 = unknown (the default).
     pairs_zoom_range, pairs_gain_range
         Per real pair, a zoom (coarser noise grain) and a gain on its noise, each drawn
         log-uniformly from its range (:func:`~.data.augment_pairs`); ``[1, 1]`` = none.
@@ -173,6 +181,7 @@ class TrainConfig:
     pairs_per_batch: int = 0
     pairs_zoom_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
     pairs_gain_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    pairs_std_window: float = 0.0
     blur_range: list[float] = field(default_factory=lambda: [0.0, 0.0])
     sigma_known_fraction: float = 0.0
     batch_size: int = 32
@@ -273,6 +282,10 @@ class TrainConfig:
             raise InputError(f"pairs_zoom_range: need 1 <= lo <= hi, got {zoom}")
         if len(gain) != 2 or not 0 < gain[0] <= gain[1]:
             raise InputError(f"pairs_gain_range: need 0 < lo <= hi, got {gain}")
+        if not 0 <= self.pairs_std_window <= 32:
+            raise InputError(
+                f"pairs_std_window: must be in [0, 32] pixels, got {self.pairs_std_window}"
+            )
         if self.prefetch_batches < 0:
             raise InputError(f"prefetch_batches: must be >= 0, got {self.prefetch_batches}")
         if self.cache_mb < 0:

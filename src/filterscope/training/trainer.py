@@ -46,6 +46,7 @@ from .data import (
     augment_color,
     augment_pairs,
     check_validation_folder,
+    measured_noise_std,
     load_validation_images,
 )
 from .distributed import (
@@ -125,8 +126,10 @@ def make_batch(
     the target of a noise-map estimator's supervision (``noise_map_loss``).
 
     With ``pairs`` (the recipe's ``pairs_dir``), the last ``pairs_per_batch`` patches
-    are real noisy / clean pairs instead, blind (σ given 0) with an unknown std (NaN);
-    they are drawn from ``patch_generator`` after everything else (then their zoom and
+    are real noisy / clean pairs instead, blind (σ given 0) with an unknown std (NaN),
+    or with ``pairs_std_window`` their measured std map (:func:`~.data.measured_noise_std`,
+    told like a synthetic patch's, ``sigma_given`` and ``noise_std`` then maps); they
+    are drawn from ``patch_generator`` after everything else (then their zoom and
     gain, :func:`~.data.augment_pairs`), so a recipe without pairs draws the same stream
     as before.
     """
@@ -162,6 +165,7 @@ def make_batch(
         if std_map is not None:
             noise_std = std_map
     sigma_given = torch.zeros(batch_size)
+    known = torch.zeros(batch_size, dtype=torch.bool)
     if config.sigma_known_fraction > 0:
         known = torch.rand(batch_size, generator=noise_generator) < config.sigma_known_fraction
         if noise_std.shape[1:] == (1, 1, 1):
@@ -178,10 +182,24 @@ def make_batch(
         )
         noisy, clean = noisy.clone(), clean.clone()
         noisy[-count:], clean[-count:] = real_noisy, real_clean
-        sigma_given, noise_std = sigma_given.clone(), noise_std.clone()
-        sigma_given[-count:] = 0.0
-        noise_std[-count:] = math.nan
+        if config.pairs_std_window > 0:
+            # Maps for the whole batch: the real patches' std varies over the patch.
+            measured = measured_noise_std(real_noisy, real_clean, config.pairs_std_window)
+            sigma_given = _as_map(sigma_given, noisy.shape)
+            noise_std = _as_map(noise_std, noisy.shape)
+            sigma_given[-count:] = torch.where(known[-count:].view(-1, 1, 1, 1), measured, 0.0)
+            noise_std[-count:] = measured
+        else:
+            sigma_given, noise_std = sigma_given.clone(), noise_std.clone()
+            sigma_given[-count:] = 0.0
+            noise_std[-count:] = math.nan
     return noisy, clean, sigma_given, noise_std
+
+
+def _as_map(std: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """A per-patch std (``(B,)`` or ``(B, 1, 1, 1)``) or map as a new ``shape`` map."""
+    per_patch = std.view(-1, 1, 1, 1) if std.dim() == 1 else std
+    return per_patch.expand(shape).clone()
 
 
 def optimizer_step(
