@@ -46,8 +46,8 @@ from .data import (
     augment_color,
     augment_pairs,
     check_validation_folder,
-    measured_noise_std,
     load_validation_images,
+    measured_noise_std,
 )
 from .distributed import (
     DistributedContext,
