@@ -19,6 +19,7 @@ from PIL import Image
 from filterscope import create_model, load_checkpoint
 from filterscope.training.distributed import (
     DistributedContext,
+    shutdown_distributed,
     unsynchronize_batch_norm,
     wrap_distributed,
 )
@@ -76,7 +77,8 @@ def _worker(rank: int, world_size: int, port: int, bias: bool, out: str) -> None
     with torch.no_grad():
         probe = model.train()(_batches(1)[0][0])  # training mode: batch statistics
     torch.save({"losses": losses, "state": state, "probe": probe}, f"{out}.{rank}")
-    dist.destroy_process_group()
+    del ddp  # its reducer holds the group's work: gone before the group is
+    shutdown_distributed()
 
 
 @pytest.mark.parametrize("bias", [False, True], ids=["bias-free", "bias"])

@@ -72,7 +72,10 @@ def init_distributed(device: str = "auto") -> DistributedContext:
 
 
 def shutdown_distributed() -> None:
+    """Leave the process group once every process got here (a barrier first: no
+    process tears down its connections while another still reduces over them)."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

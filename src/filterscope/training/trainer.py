@@ -54,6 +54,7 @@ from .distributed import (
     average_over_processes,
     broadcast_object,
     init_distributed,
+    shutdown_distributed,
     unsynchronize_batch_norm,
     wrap_distributed,
 )
@@ -537,6 +538,7 @@ def train(
     """
     config.validate()
     check_validation_folder(config.val_dir)
+    joins_group = not (dist.is_available() and dist.is_initialized())
     ctx = init_distributed(config.device)
     out_dir = Path(out_dir)
     checkpoint_path = _check_run(config, out_dir, ctx, resume=resume)
@@ -552,7 +554,11 @@ def train(
         )
     run = _Run.start(config, out_dir, ctx, state, resume=resume)
     run.run_steps(progress=progress, callback=callback)
-    return run.finish()
+    result = run.finish()
+    if joins_group:
+        # Left to the interpreter's exit, gloo's worker threads can abort the process.
+        shutdown_distributed()
+    return result
 
 
 def _check_run(
