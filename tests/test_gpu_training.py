@@ -166,6 +166,8 @@ def test_refusals(tmp_path):
     data = _image_folder(tmp_path / "data")
     with pytest.raises(InputError, match="blur_range"):
         train_on_device(_tiny_config(data, blur_range=[0.0, 2.0]), tmp_path / "b", minutes=1)
+    with pytest.raises(InputError, match="ema_decay: GPU training keeps no moving average"):
+        train_on_device(_tiny_config(data, ema_decay=0.99), tmp_path / "e", minutes=1)
     with pytest.raises(InputError, match="minutes"):
         train_on_device(_tiny_config(data), tmp_path / "m", minutes=0)
     train_on_device(_tiny_config(data, steps=1), tmp_path / "run", minutes=1)

@@ -738,3 +738,38 @@ def test_training_with_real_pairs_resumes_exactly_and_names_them(tmp_path):
         assert torch.equal(value, resumed[key]), key
     card = json.loads((tmp_path / "straight" / "model.json").read_text())
     assert card["training"]["real_pairs"] == f"{pairs}, 1 of 4 patches"
+
+
+def test_moving_average_of_the_weights_is_validated_saved_and_resumed_exactly(tmp_path):
+    data = _image_folder(tmp_path / "data")
+    config = _tiny_config(data, ema_decay=0.9)
+    straight, resumed = _straight_and_resumed(config, tmp_path, kill_after=3)
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed[key]), key
+    checkpoint = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
+    saved = straight.state_dict()
+    for key, value in checkpoint["ema"].items():
+        assert torch.equal(saved[key], value), key  # the average is what was saved
+    last = checkpoint["state_dict"]
+    assert any(not torch.equal(saved[k], last[k]) for k in last)  # and it is not the last
+    card = json.loads((tmp_path / "straight" / "model.json").read_text())
+    assert "moving average" in card["training"]["weights_kept"]
+    plain = _tiny_config(data)
+    train(plain, tmp_path / "plain", progress=False)
+    with pytest.raises(CheckpointError, match="holds no moving average"):
+        train(config, tmp_path / "plain", resume=True, progress=False)
+    with pytest.raises(InputError, match=r"ema_decay: must be in \[0, 1\)"):
+        _tiny_config(data, ema_decay=1.0).validate()
+
+
+def test_moving_average_update_warms_up_then_follows_the_decay():
+    from filterscope.training.trainer import update_average
+
+    average = {"w": torch.zeros(3), "count": torch.tensor(1)}
+    current = {"w": torch.ones(3), "count": torch.tensor(5)}
+    update_average(average, current, 0.99, step=0)  # weight 1 - 1/10
+    torch.testing.assert_close(average["w"], torch.full((3,), 0.9))
+    assert int(average["count"]) == 5  # counters copied, not averaged
+    average["w"].zero_()
+    update_average(average, current, 0.5, step=1000)  # the decay itself
+    torch.testing.assert_close(average["w"], torch.full((3,), 0.5))

@@ -121,6 +121,12 @@ class TrainConfig:
         run). ``"plateau"``: multiplied by ``lr_gamma`` whenever the mean validation
         PSNR drops from one validation to the next (the paper's recipe for UNet, RCNN
         and SDenseNet).
+    ema_decay : float
+        Keep an exponential moving average of the weights, ``w̄ ← d w̄ + (1 - d) w``
+        after every step with ``d = min(ema_decay, (1 + t) / (10 + t))`` at step ``t``
+        (short runs are not dominated by the start): validation, ``keep_best`` and the
+        saved model use the average, which smooths the step-to-step swings of a
+        fine-tune's score. Checkpoints hold it, so a resume stays exact. 0 = off.
     keep_best : bool
         The saved model is the one with the best mean validation PSNR, not the last.
     val_dir, val_images, val_sigmas, val_every
@@ -194,6 +200,7 @@ class TrainConfig:
     lr_gamma: float = 0.5
     warmup_steps: int = 0
     keep_best: bool = False
+    ema_decay: float = 0.0
     val_dir: str = "../shared/data/Set12"
     val_images: int = 4
     val_sigmas: list[float] = field(default_factory=lambda: [25.0, 50.0])
@@ -266,6 +273,8 @@ class TrainConfig:
             )
         if not 0 < self.lr_gamma <= 1:
             raise InputError(f"lr_gamma: must be in (0, 1], got {self.lr_gamma}")
+        if not 0 <= self.ema_decay < 1:
+            raise InputError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.sigma_known_fraction <= 1:
             raise InputError(
                 f"sigma_known_fraction: must be in [0, 1], got {self.sigma_known_fraction}"

@@ -200,6 +200,8 @@ def _check_supported(config: TrainConfig) -> None:
         raise InputError("lr_schedule: GPU training uses milestones (fractions of the budget)")
     if config.keep_best:
         raise InputError("keep_best: GPU training keeps the last weights")
+    if config.ema_decay:
+        raise InputError("ema_decay: GPU training keeps no moving average; use filterscope train")
 
 
 def train_on_device(
@@ -217,8 +219,8 @@ def train_on_device(
     ----------
     config : TrainConfig
         The recipe. ``steps`` caps the run; ``device`` picks the device (``"auto"``:
-        a GPU when there is one). ``blur_range``, the plateau schedule and
-        ``keep_best`` are not supported here.
+        a GPU when there is one). ``blur_range``, real pairs, the plateau schedule,
+        ``keep_best`` and ``ema_decay`` are not supported here.
     out_dir : str or Path
         Run folder (layout of :func:`~.trainer.train`).
     minutes : float, keyword-only

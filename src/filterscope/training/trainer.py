@@ -474,6 +474,11 @@ def _load_resume_state(checkpoint_path: Path, config: TrainConfig) -> dict[str, 
             f"{saved.in_channels} channels, options {saved.arch_options}), not {config.arch} "
             f"(bias={config.bias}, {config.in_channels} channels, options {config.arch_options})"
         )
+    if config.ema_decay > 0 and "ema" not in state:
+        raise CheckpointError(
+            f"{checkpoint_path}: holds no moving average of the weights (written with "
+            f"ema_decay = 0); resume it with ema_decay = 0 or start a new run"
+        )
     if "generators" not in state:  # checkpoints of filterscope 0.1 (one process)
         state["generators"] = [
             {"patch": state.get("patch_generator"), "noise": state.get("noise_generator")}
@@ -609,6 +614,7 @@ class _Run:
     history: list[dict[str, float]]
     plateau_scale: float
     best: dict[str, Any]
+    ema: dict[str, torch.Tensor] | None  # the weights' moving average (ema_decay)
     started: float = 0.0  # time.perf_counter() when the steps began
     train_seconds: float = 0.0
     pixels: int = 0
@@ -673,6 +679,9 @@ class _Run:
             history = list(state.get("history", []))
             plateau_scale = float(state.get("plateau_scale", 1.0))
             best = dict(state.get("best", best))
+        ema = None
+        if config.ema_decay > 0:
+            ema = _copy_state(state["ema"] if state is not None else model.state_dict())
 
         training_model: torch.nn.Module = model
         if ctx.distributed:
@@ -697,6 +706,7 @@ class _Run:
             history=history,
             plateau_scale=plateau_scale,
             best=best,
+            ema=ema,
             numeric=numeric,
         )
 
@@ -766,6 +776,8 @@ class _Run:
             noise_std=noise_std,
             noise_map_loss=config.noise_map_loss,
         )
+        if self.ema is not None:
+            update_average(self.ema, self.model.state_dict(), config.ema_decay, self.step)
         self.train_seconds += time.perf_counter() - step_start
         self.loss_value = average_over_processes(local_loss, ctx)
         self.step += 1
@@ -778,7 +790,8 @@ class _Run:
         config, ctx, step = self.config, self.ctx, self.step
         row: dict[str, float] = {}
         if ctx.is_main and self.val_images:
-            row.update(validate(self.model, self.val_images, config.val_sigmas, device=ctx.device))
+            kept = self.kept_model()
+            row.update(validate(kept, self.val_images, config.val_sigmas, device=ctx.device))
             bar.write(f"step {step}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()))
         scores = broadcast_object(row, ctx)
         score = _mean_score(scores)
@@ -788,10 +801,19 @@ class _Run:
         if scores and score > self.best["score"]:
             self.best = {"score": score, "step": step, "state_dict": None}
             if config.keep_best and ctx.is_main:
-                self.best["state_dict"] = copy.deepcopy(self.model.state_dict())
+                self.best["state_dict"] = _copy_state(self.kept_model().state_dict())
         if scores:
             self.history.append({"step": step, **scores})
         return row
+
+    def kept_model(self) -> torch.nn.Module:
+        """The weights a validation scores and the run keeps: the model, or with
+        ``ema_decay`` a copy holding the moving average."""
+        if self.ema is None:
+            return self.model
+        averaged = copy.deepcopy(self.model)
+        averaged.load_state_dict(self.ema)
+        return averaged
 
     def record(self, row: dict[str, Any], lr: float, *, validated: bool) -> None:
         """Complete ``row`` (the validation scores, if any) and log it every 10 steps
@@ -826,6 +848,8 @@ class _Run:
             "plateau_scale": self.plateau_scale,
             "best": self.best,
         }
+        if self.ema is not None:
+            payload["ema"] = self.ema
         if hasattr(model, "stage_generator"):
             payload["stage_generator"] = model.stage_generator.get_state()
         save_pickle(payload, self.out_dir / CHECKPOINT_NAME)
@@ -841,6 +865,8 @@ class _Run:
         if ctx.is_main:
             if config.keep_best and best.get("state_dict") is not None:
                 model.load_state_dict(best["state_dict"])
+            elif self.ema is not None:
+                model.load_state_dict(self.ema)
             card = _model_card(
                 config,
                 self.step,
@@ -868,6 +894,25 @@ class _Run:
                 "step": best["step"],
             },
         }
+
+
+def update_average(
+    average: dict[str, torch.Tensor], current: dict[str, torch.Tensor], decay: float, step: int
+) -> None:
+    """One step of the weights' exponential moving average, in place: floating
+    entries move to ``current`` by ``1 - min(decay, (1 + step) / (10 + step))``,
+    others (counters) are copied."""
+    weight = 1.0 - min(decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for key, value in current.items():
+            if value.is_floating_point():
+                average[key].lerp_(value.detach(), weight)
+            else:
+                average[key].copy_(value)
+
+
+def _copy_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key: value.detach().clone() for key, value in state.items()}
 
 
 def numeric_record(config: TrainConfig, numeric: dict[str, Any]) -> dict[str, Any]:
@@ -917,6 +962,8 @@ def _model_card(
     world_size: int,
 ) -> dict[str, Any]:
     kept = "best validation" if config.keep_best and best.get("state_dict") is not None else "last"
+    if config.ema_decay > 0:
+        kept += f" (moving average of the weights, decay {config.ema_decay:g})"
     return {
         "description": f"{'bias' if config.bias else 'bias-free'} {config.arch}, "
         f"{'gray' if config.in_channels == 1 else 'RGB'}, trained by filterscope",
