@@ -22,7 +22,8 @@ PSNR (dB, 0-255 over all channels) of the clipped estimate, mean over images. Th
 model is the reference: the table gives the others' differences to it, and, for models
 with a noise-map estimator, the mean of the map on the PolyU crops (0-255 scale).
 ``--map-scales 2,4`` and ``--told 10,15`` also run each model on the PolyU crops with its
-estimated map scaled, and told one σ: whether the blind gap is the estimate's level.
+estimated map scaled, and told one σ: whether the blind gap is the estimate's level;
+``--measured-map 4`` tells it the std map measured from noisy - clean (an oracle).
 Results: ``benchmarks/results/real_noise_finetune.json``. A checkpoint file
 (``RUN_DIR/checkpoint.pt``) is accepted as a model, to follow a run.
 """
@@ -61,11 +62,12 @@ def gaussian_pairs(
 def run_model(spec: str, polyu, gaussian, probe: Probe, held_out=()) -> dict:
     from filterscope.hub import load_model
     from filterscope.inference import denoise_tensor
+    from filterscope.training.data import measured_noise_std
 
     model = load_model(spec).eval()
     estimator = getattr(model, "estimate_noise_map", None)
     scores: dict = {"polyu": [], "gaussian": {}, "map_mean_255": [], "held_out": []}
-    scores |= {"polyu_map_scaled": {}, "polyu_told": {}}  # the probes, when asked for
+    scores |= {"polyu_map_scaled": {}, "polyu_told": {}, "polyu_measured_map": []}  # probes
     start = time.perf_counter()
     with torch.inference_mode():
         for pair in polyu:
@@ -77,6 +79,11 @@ def run_model(spec: str, polyu, gaussian, probe: Probe, held_out=()) -> dict:
                     # A map input: the whole crop at once (denoise_tensor takes one σ).
                     psnr = score(model(pair.noisy, factor * level).clamp(0, 1), pair.clean)[0]
                     scores["polyu_map_scaled"].setdefault(f"{factor:g}", []).append(psnr)
+            if probe.measured_window:
+                # The map a perfect estimator of the real noise's std would give.
+                measured = measured_noise_std(pair.noisy, pair.clean, probe.measured_window)
+                psnr = score(model(pair.noisy, measured).clamp(0, 1), pair.clean)[0]
+                scores["polyu_measured_map"].append(psnr)
             for sigma in probe.told:
                 psnr = score(denoise_tensor(model, pair.noisy, sigma=sigma / 255.0), pair.clean)[0]
                 scores["polyu_told"].setdefault(f"{sigma:g}", []).append(psnr)
@@ -92,11 +99,14 @@ def run_model(spec: str, polyu, gaussian, probe: Probe, held_out=()) -> dict:
 @dataclass(frozen=True)
 class Probe:
     """Where the blind gap on PolyU comes from: each model also run with its own
-    estimated map times each of ``map_scales``, and told each single σ of ``told``
-    (0-255; an oracle when picked for the set)."""
+    estimated map times each of ``map_scales``, told each single σ of ``told``
+    (0-255; an oracle when picked for the set), and with ``measured_window`` > 0 told
+    the std map measured from the crop's noisy - clean over a Gaussian window of that
+    many pixels (an oracle: what a perfect noise-map estimator would give)."""
 
     map_scales: tuple[float, ...] = ()
     told: tuple[float, ...] = ()
+    measured_window: float = 0.0
 
 
 def _mean(values: list[float]) -> float | None:
@@ -115,13 +125,22 @@ def main() -> int:
     )
     parser.add_argument("--map-scales", default="", help="PolyU with the map times these")
     parser.add_argument("--told", default="", help="PolyU told these single sigmas (0-255)")
+    parser.add_argument(
+        "--measured-map",
+        type=float,
+        default=0.0,
+        help="PolyU told the std map measured from noisy - clean over this window (px)",
+    )
     args = parser.parse_args()
     probe = Probe(
         tuple(parse_sigma_list(parser, args.map_scales, option="--map-scales"))
         if args.map_scales
         else (),
         tuple(parse_sigma_list(parser, args.told, option="--told")) if args.told else (),
+        args.measured_map,
     )
+    if not 0 <= args.measured_map <= 32:
+        parser.error(f"--measured-map: a window of 0-32 pixels, got {args.measured_map:g}")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     sigmas = parse_sigma_list(parser, args.sigmas)
     if not models or min(args.polyu, args.gaussian) < 0:
@@ -168,8 +187,10 @@ def main() -> int:
         for kind, table in (
             ("map ×", scores["polyu_map_scaled"]),
             ("told σ =", scores["polyu_told"]),
+            ("measured map,", {f"{probe.measured_window:g} px": scores["polyu_measured_map"]}),
         )
         for key, values in table.items()
+        if values
     ]
     if probe_rows:
         print_table(probe_rows, ["model", "probe", "PolyU"])
