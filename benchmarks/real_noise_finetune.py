@@ -23,7 +23,8 @@ model is the reference: the table gives the others' differences to it, and, for 
 with a noise-map estimator, the mean of the map on the PolyU crops (0-255 scale).
 ``--map-scales 2,4`` and ``--told 10,15`` also run each model on the PolyU crops with its
 estimated map scaled, and told one σ: whether the blind gap is the estimate's level;
-``--measured-map 4`` tells it the std map measured from noisy - clean (an oracle).
+``--measured-map 4`` tells it the std map measured from noisy - clean (an oracle);
+``--ensemble`` adds the blind path with the 8-fold self-ensemble (8 times the time).
 Results: ``benchmarks/results/real_noise_finetune.json``. A checkpoint file
 (``RUN_DIR/checkpoint.pt``) is accepted as a model, to follow a run.
 """
@@ -67,7 +68,8 @@ def run_model(spec: str, polyu, gaussian, probe: Probe, held_out=()) -> dict:
     model = load_model(spec).eval()
     estimator = getattr(model, "estimate_noise_map", None)
     scores: dict = {"polyu": [], "gaussian": {}, "map_mean_255": [], "held_out": []}
-    scores |= {"polyu_map_scaled": {}, "polyu_told": {}, "polyu_measured_map": []}  # probes
+    scores |= {"polyu_map_scaled": {}, "polyu_told": {}}  # the probes, when asked for
+    scores |= {"polyu_measured_map": [], "polyu_ensemble": []}
     start = time.perf_counter()
     with torch.inference_mode():
         for pair in polyu:
@@ -79,6 +81,9 @@ def run_model(spec: str, polyu, gaussian, probe: Probe, held_out=()) -> dict:
                     # A map input: the whole crop at once (denoise_tensor takes one σ).
                     psnr = score(model(pair.noisy, factor * level).clamp(0, 1), pair.clean)[0]
                     scores["polyu_map_scaled"].setdefault(f"{factor:g}", []).append(psnr)
+            if probe.ensemble:
+                psnr = score(denoise_tensor(model, pair.noisy, ensemble=True), pair.clean)[0]
+                scores["polyu_ensemble"].append(psnr)
             if probe.measured_window:
                 # The map a perfect estimator of the real noise's std would give.
                 measured = measured_noise_std(pair.noisy, pair.clean, probe.measured_window)
@@ -102,11 +107,13 @@ class Probe:
     estimated map times each of ``map_scales``, told each single σ of ``told``
     (0-255; an oracle when picked for the set), and with ``measured_window`` > 0 told
     the std map measured from the crop's noisy - clean over a Gaussian window of that
-    many pixels (an oracle: what a perfect noise-map estimator would give)."""
+    many pixels (an oracle: what a perfect noise-map estimator would give); with
+    ``ensemble`` also blind with ``denoise --ensemble`` (the 8 flips and rotations)."""
 
     map_scales: tuple[float, ...] = ()
     told: tuple[float, ...] = ()
     measured_window: float = 0.0
+    ensemble: bool = False
 
 
 def _mean(values: list[float]) -> float | None:
@@ -131,6 +138,9 @@ def main() -> int:
         default=0.0,
         help="PolyU told the std map measured from noisy - clean over this window (px)",
     )
+    parser.add_argument(
+        "--ensemble", action="store_true", help="PolyU also blind with the 8-fold self-ensemble"
+    )
     args = parser.parse_args()
     probe = Probe(
         tuple(parse_sigma_list(parser, args.map_scales, option="--map-scales"))
@@ -138,6 +148,7 @@ def main() -> int:
         else (),
         tuple(parse_sigma_list(parser, args.told, option="--told")) if args.told else (),
         args.measured_map,
+        args.ensemble,
     )
     if not 0 <= args.measured_map <= 32:
         parser.error(f"--measured-map: a window of 0-32 pixels, got {args.measured_map:g}")
@@ -188,6 +199,7 @@ def main() -> int:
             ("map ×", scores["polyu_map_scaled"]),
             ("told σ =", scores["polyu_told"]),
             ("measured map,", {f"{probe.measured_window:g} px": scores["polyu_measured_map"]}),
+            ("blind,", {"--ensemble": scores["polyu_ensemble"]}),
         )
         for key, values in table.items()
         if values
