@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import make_image_folder, tiny_train_config
 from filterscope import load_checkpoint
@@ -634,6 +635,20 @@ def test_measured_noise_std_reads_a_known_level_and_is_homogeneous():
     torch.testing.assert_close(measured_noise_std(3 * noisy, 3 * clean, 4.0), 3 * std)
     with pytest.raises(ValueError, match="window: must be positive"):
         measured_noise_std(noisy, clean, 0.0)
+    # Coarse grain: white noise of std 0.02 repeated over 2x2 blocks has a per-pixel std
+    # of 0.02 and a white-noise level of 0.04 at block 2; white noise reads about the
+    # same at every block size (the largest of three estimates: a little above).
+    grain = 0.02 * torch.randn(2, 3, 19, 16, generator=generator)
+    coarse = F.interpolate(grain, scale_factor=2, mode="nearest")[..., :37, :31]
+    zeros = torch.zeros_like(coarse)
+    per_pixel = measured_noise_std(coarse, zeros, 4.0)
+    blocks = measured_noise_std(coarse, zeros, 4.0, block=4)
+    assert abs(float(per_pixel.median()) / 0.02 - 1) < 0.1
+    assert abs(float(blocks.median()) / 0.04 - 1) < 0.15
+    white = measured_noise_std(noisy, clean, 4.0, block=4)
+    assert 1.0 <= float((white / level).median()) < 1.15
+    with pytest.raises(ValueError, match="block: must be a power of 2"):
+        measured_noise_std(noisy, clean, 4.0, block=3)
 
 
 def test_pair_augmentation_zooms_both_halves_alike_and_scales_the_noise():

@@ -93,6 +93,11 @@ class TrainConfig:
         for a fraction ``sigma_known_fraction`` of them, as for synthetic noise: the
         map keeps its meaning (the noise std) on real noise instead of becoming a
         strength knob learnt for the training cameras. 0 = unknown (the default).
+    pairs_std_block : int
+        With ``pairs_std_window``, measure the std at block sizes 1, 2, 4, ... up to this
+        (a power of 2) and keep the largest white-noise level
+        (:func:`~.data.measured_noise_std`'s ``block``): the level of the noise's coarse
+        grain. 1 = the per-pixel std.
     pairs_zoom_range, pairs_gain_range
         Per real pair, a zoom (coarser noise grain) and a gain on its noise, each drawn
         log-uniformly from its range (:func:`~.data.augment_pairs`); ``[1, 1]`` = none.
@@ -188,6 +193,7 @@ class TrainConfig:
     pairs_zoom_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
     pairs_gain_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
     pairs_std_window: float = 0.0
+    pairs_std_block: int = 1
     blur_range: list[float] = field(default_factory=lambda: [0.0, 0.0])
     sigma_known_fraction: float = 0.0
     batch_size: int = 32
@@ -291,6 +297,10 @@ class TrainConfig:
             raise InputError(f"pairs_zoom_range: need 1 <= lo <= hi, got {zoom}")
         if len(gain) != 2 or not 0 < gain[0] <= gain[1]:
             raise InputError(f"pairs_gain_range: need 0 < lo <= hi, got {gain}")
+        if self.pairs_std_block not in (1, 2, 4, 8, 16):
+            raise InputError(
+                f"pairs_std_block: must be 1, 2, 4, 8 or 16, got {self.pairs_std_block}"
+            )
         if not 0 <= self.pairs_std_window <= 32:
             raise InputError(
                 f"pairs_std_window: must be in [0, 32] pixels, got {self.pairs_std_window}"

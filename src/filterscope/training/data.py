@@ -310,7 +310,9 @@ def augment_pairs(
     return noisy, clean
 
 
-def measured_noise_std(noisy: torch.Tensor, clean: torch.Tensor, window: float) -> torch.Tensor:
+def measured_noise_std(
+    noisy: torch.Tensor, clean: torch.Tensor, window: float, *, block: int = 1
+) -> torch.Tensor:
     """The local noise std of aligned real pairs, measured from their difference.
 
     Parameters
@@ -320,6 +322,12 @@ def measured_noise_std(noisy: torch.Tensor, clean: torch.Tensor, window: float) 
     window : float
         Standard deviation (pixels, > 0) of the Gaussian window the squared difference
         is averaged over, per channel (:func:`filterscope.blur.gaussian_blur`).
+    block : int, keyword-only
+        With ``block`` = s > 1, the white-noise level of the difference's coarse part:
+        ``s`` times the std of its s×s block means (nearest-upsampled back), the largest
+        over s = 1, 2, 4, ... up to ``block``. White noise reads the same at every
+        scale; noise whose grain was coarsened (demosaicking, in-camera noise reduction,
+        JPEG) reads higher at the coarse scales, which is what a denoiser has to remove.
 
     Returns
     -------
@@ -331,7 +339,18 @@ def measured_noise_std(noisy: torch.Tensor, clean: torch.Tensor, window: float) 
     """
     if window <= 0:
         raise ValueError(f"window: must be positive, got {window}")
-    return gaussian_blur((noisy - clean).square(), window).clamp_min(0.0).sqrt()
+    if block < 1 or block & (block - 1):
+        raise ValueError(f"block: must be a power of 2, got {block}")
+    residual = noisy - clean
+    power = gaussian_blur(residual.square(), window)
+    scale = 2
+    while scale <= block:
+        means = F.avg_pool2d(residual, scale, ceil_mode=True)
+        coarse = F.interpolate(means.square(), scale_factor=scale, mode="nearest")
+        coarse = coarse[..., : residual.shape[-2], : residual.shape[-1]]
+        power = torch.maximum(power, scale**2 * gaussian_blur(coarse, window))
+        scale *= 2
+    return power.clamp_min(0.0).sqrt()
 
 
 def augment_color(

@@ -185,7 +185,9 @@ def make_batch(
         noisy[-count:], clean[-count:] = real_noisy, real_clean
         if config.pairs_std_window > 0:
             # Maps for the whole batch: the real patches' std varies over the patch.
-            measured = measured_noise_std(real_noisy, real_clean, config.pairs_std_window)
+            measured = measured_noise_std(
+                real_noisy, real_clean, config.pairs_std_window, block=config.pairs_std_block
+            )
             sigma_given = _as_map(sigma_given, noisy.shape)
             noise_std = _as_map(noise_std, noisy.shape)
             sigma_given[-count:] = torch.where(known[-count:].view(-1, 1, 1, 1), measured, 0.0)
