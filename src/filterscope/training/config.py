@@ -81,10 +81,10 @@ class TrainConfig:
         (``noisy/`` and ``clean/`` with the same file names, see
         :class:`~.data.PairedPatchSampler`); the last ``pairs_per_batch`` patches of
         every batch are cut from them (same crop and flip/rotation in both, no colour
-        change, no added noise) instead of the recipe's noise on ``data_dir``. Their
-        noise std is unknown unless ``pairs_std_window`` measures it: then those
-        patches are always blind (σ = 0: a model with an estimator gets its estimated
-        map) and are left out of ``noise_map_loss``. ``""`` and 0 = none.
+        change, no added noise) instead of the recipe's noise on ``data_dir``. Unless
+        ``pairs_std_window`` measures it, their noise std is unknown: those patches are
+        always blind (σ = 0: a model with an estimator gets its estimated map) and are
+        left out of ``noise_map_loss``. ``""`` and 0 = none.
     pairs_std_window : float
         Real pairs' noise std measured from ``noisy - clean``: the root of its square
         averaged over a Gaussian window of this standard deviation (pixels, per

@@ -332,8 +332,9 @@ def measured_noise_std(
     Returns
     -------
     torch.Tensor
-        ``(B, C, H, W)``: ``sqrt(G_window * (noisy - clean)^2)``, positively homogeneous
-        of degree 1 in the pair. A narrow window follows the signal-dependent level
+        ``(B, C, H, W)``: ``sqrt(G_window * (noisy - clean)^2)`` for ``block`` = 1 (the
+        largest such level over the block sizes otherwise), positively homogeneous of
+        degree 1 in the pair. A narrow window follows the signal-dependent level
         but reads few pixels (a window of 4 px averages about 200 per channel, so
         the measured std itself varies by about 5%).
     """
