@@ -50,7 +50,7 @@ from pathlib import Path
 
 import torch
 
-from _common import RESULTS_DIR, SHARED, print_table, write_results
+from _common import RESULTS_DIR, SHARED, print_table, results_name, write_results
 
 DATA = SHARED / "data" / "PolyU-Canon"
 CACHE = RESULTS_DIR / "real_noise.partial.json"
@@ -450,6 +450,7 @@ def main() -> int:
     )
     parser.add_argument("--methods", default=",".join(FAMILIES), help="families to compute")
     parser.add_argument("--figure", action="store_true", help="draw real_noise.png")
+    parser.add_argument("--name", default="real_noise", type=results_name, help="results file name")
     args = parser.parse_args()
     counts = (args.images, args.search_images, args.cbm3d_images, args.cbm3d_search_images)
     if min(counts) < 1:
@@ -496,7 +497,7 @@ def main() -> int:
         figure(spread(pairs, config.cbm3d_images)[0], config, methods, cbm3d_sigma, path)
         print(f"figure: {path}")
     write_results(
-        "real_noise",
+        args.name,
         {
             "command": " ".join(["python benchmarks/real_noise.py"] + sys.argv[1:]),
             "data": "PolyU-Canon (55 pairs of 512x512 crops; evaluation only, see its README)",
