@@ -101,3 +101,18 @@ def test_a_fresh_process_peak_is_its_own_not_its_parents():
     assert _common.peak_rss_gib() > 0.29  # the parent held the ballast
     assert child < 0.25, child  # the child never held it
     del ballast
+
+
+def test_finetune_probes_score_every_crop_and_the_oracle_map_helps():
+    finetune = pytest.importorskip("real_noise_finetune")
+    probe = finetune.Probe(map_scales=(2.0,), told=(12.0,), measured_window=4.0, ensemble=True)
+    scores = finetune.run_model("bf-drunet-color-real", _pairs(), [], probe)
+    for key in ("polyu", "polyu_measured_map", "polyu_ensemble", "map_mean_255"):
+        assert len(scores[key]) == 2, key
+    assert len(scores["polyu_map_scaled"]["2"]) == 2 and len(scores["polyu_told"]["12"]) == 2
+    noisy = [real_noise.score(pair.noisy, pair.clean)[0] for pair in _pairs()]
+    # Told the std measured from its own noise (12/255 white), the model denoises.
+    assert min(m - n for m, n in zip(scores["polyu_measured_map"], noisy, strict=True)) > 3
+    assert min(scores["map_mean_255"]) > 0
+    nothing = finetune.run_model("bf-drunet-color", _pairs(), [], finetune.Probe())
+    assert nothing["polyu_measured_map"] == [] and nothing["polyu_ensemble"] == []
