@@ -24,7 +24,9 @@ with a noise-map estimator, the mean of the map on the PolyU crops (0-255 scale)
 ``--map-scales 2,4`` and ``--told 10,15`` also run each model on the PolyU crops with its
 estimated map scaled, and told one σ: whether the blind gap is the estimate's level;
 ``--measured-map 4`` tells it the std map measured from noisy - clean (an oracle);
-``--ensemble`` adds the blind path with the 8-fold self-ensemble (8 times the time).
+``--ensemble`` adds the blind path with the 8-fold self-ensemble (8 times the time);
+``--pooled-scales 2,3`` tells each crop (PolyU and held-out) one level, that many times
+the root mean square of its estimated map.
 Results: ``benchmarks/results/real_noise_finetune.json``. A checkpoint file
 (``RUN_DIR/checkpoint.pt``) is accepted as a model, to follow a run.
 """
@@ -70,6 +72,7 @@ def run_model(spec: str, polyu, gaussian, probe: Probe, held_out=()) -> dict:
     scores: dict = {"polyu": [], "gaussian": {}, "map_mean_255": [], "held_out": []}
     scores |= {"polyu_map_scaled": {}, "polyu_told": {}}  # the probes, when asked for
     scores |= {"polyu_measured_map": [], "polyu_ensemble": []}
+    scores |= {"polyu_pooled": {}, "held_out_pooled": {}}
     start = time.perf_counter()
     with torch.inference_mode():
         for pair in polyu:
@@ -81,6 +84,7 @@ def run_model(spec: str, polyu, gaussian, probe: Probe, held_out=()) -> dict:
                     # A map input: the whole crop at once (denoise_tensor takes one σ).
                     psnr = score(model(pair.noisy, factor * level).clamp(0, 1), pair.clean)[0]
                     scores["polyu_map_scaled"].setdefault(f"{factor:g}", []).append(psnr)
+                _pooled_probe(model, level, pair, probe, scores["polyu_pooled"])
             if probe.ensemble:
                 psnr = score(denoise_tensor(model, pair.noisy, ensemble=True), pair.clean)[0]
                 scores["polyu_ensemble"].append(psnr)
@@ -94,11 +98,25 @@ def run_model(spec: str, polyu, gaussian, probe: Probe, held_out=()) -> dict:
                 scores["polyu_told"].setdefault(f"{sigma:g}", []).append(psnr)
         for pair in held_out:
             scores["held_out"].append(score(denoise_tensor(model, pair.noisy), pair.clean)[0])
+            if estimator is not None and probe.pooled_scales:
+                level = estimator(pair.noisy)
+                _pooled_probe(model, level, pair, probe, scores["held_out_pooled"])
         for _, sigma, noisy, clean in gaussian:
             psnr = score(denoise_tensor(model, noisy), clean)[0]
             scores["gaussian"].setdefault(f"{sigma:g}", []).append(psnr)
     scores["seconds"] = round(time.perf_counter() - start, 1)
     return scores
+
+
+def _pooled_probe(model, level, pair, probe: Probe, table: dict) -> None:
+    """The crop told one level everywhere: each of ``probe.pooled_scales`` times the
+    root mean square of its estimated map (positively homogeneous like the map)."""
+    if level is None:
+        return
+    pooled = level.square().mean(dim=(1, 2, 3), keepdim=True).sqrt().expand_as(level)
+    for factor in probe.pooled_scales:
+        psnr = score(model(pair.noisy, factor * pooled).clamp(0, 1), pair.clean)[0]
+        table.setdefault(f"{factor:g}", []).append(psnr)
 
 
 @dataclass(frozen=True)
@@ -108,12 +126,15 @@ class Probe:
     (0-255; an oracle when picked for the set), and with ``measured_window`` > 0 told
     the std map measured from the crop's noisy - clean over a Gaussian window of that
     many pixels (an oracle: what a perfect noise-map estimator would give); with
-    ``ensemble`` also blind with ``denoise --ensemble`` (the 8 flips and rotations)."""
+    ``ensemble`` also blind with ``denoise --ensemble`` (the 8 flips and rotations);
+    and told one level per crop, each of ``pooled_scales`` times the root mean square
+    of its estimated map (PolyU and the held-out pairs)."""
 
     map_scales: tuple[float, ...] = ()
     told: tuple[float, ...] = ()
     measured_window: float = 0.0
     ensemble: bool = False
+    pooled_scales: tuple[float, ...] = ()
 
 
 def _mean(values: list[float]) -> float | None:
@@ -141,6 +162,9 @@ def main() -> int:
     parser.add_argument(
         "--ensemble", action="store_true", help="PolyU also blind with the 8-fold self-ensemble"
     )
+    parser.add_argument(
+        "--pooled-scales", default="", help="told these times the map's RMS, one level per crop"
+    )
     args = parser.parse_args()
     probe = Probe(
         tuple(parse_sigma_list(parser, args.map_scales, option="--map-scales"))
@@ -149,6 +173,9 @@ def main() -> int:
         tuple(parse_sigma_list(parser, args.told, option="--told")) if args.told else (),
         args.measured_map,
         args.ensemble,
+        tuple(parse_sigma_list(parser, args.pooled_scales, option="--pooled-scales"))
+        if args.pooled_scales
+        else (),
     )
     if not 0 <= args.measured_map <= 32:
         parser.error(f"--measured-map: a window of 0-32 pixels, got {args.measured_map:g}")
@@ -193,19 +220,27 @@ def main() -> int:
     columns.append("map mean (0-255)")
     print_table(rows, columns)
     probe_rows = [
-        {"model": spec, "probe": f"{kind} {key}", "PolyU": _mean(values)}
+        {
+            "model": spec,
+            "probe": f"{kind} {key}",
+            "PolyU": _mean(values),
+            "held-out pairs": _mean(scores["held_out_pooled"].get(key, []))
+            if kind == "pooled map ×"
+            else None,
+        }
         for spec, scores in results.items()
         for kind, table in (
             ("map ×", scores["polyu_map_scaled"]),
             ("told σ =", scores["polyu_told"]),
             ("measured map,", {f"{probe.measured_window:g} px": scores["polyu_measured_map"]}),
             ("blind,", {"--ensemble": scores["polyu_ensemble"]}),
+            ("pooled map ×", scores["polyu_pooled"]),
         )
         for key, values in table.items()
         if values
     ]
     if probe_rows:
-        print_table(probe_rows, ["model", "probe", "PolyU"])
+        print_table(probe_rows, ["model", "probe", "PolyU", "held-out pairs"])
     write_results(
         args.name,
         {

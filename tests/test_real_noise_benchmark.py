@@ -105,8 +105,11 @@ def test_a_fresh_process_peak_is_its_own_not_its_parents():
 
 def test_finetune_probes_score_every_crop_and_the_oracle_map_helps():
     finetune = pytest.importorskip("real_noise_finetune")
-    probe = finetune.Probe(map_scales=(2.0,), told=(12.0,), measured_window=4.0, ensemble=True)
-    scores = finetune.run_model("bf-drunet-color-real", _pairs(), [], probe)
+    probe = finetune.Probe(
+        map_scales=(2.0,), told=(12.0,), measured_window=4.0, ensemble=True, pooled_scales=(1.0,)
+    )
+    scores = finetune.run_model("bf-drunet-color-real", _pairs(), [], probe, _pairs()[:1])
+    assert len(scores["polyu_pooled"]["1"]) == 2 and len(scores["held_out_pooled"]["1"]) == 1
     for key in ("polyu", "polyu_measured_map", "polyu_ensemble", "map_mean_255"):
         assert len(scores[key]) == 2, key
     assert len(scores["polyu_map_scaled"]["2"]) == 2 and len(scores["polyu_told"]["12"]) == 2
@@ -116,3 +119,4 @@ def test_finetune_probes_score_every_crop_and_the_oracle_map_helps():
     assert min(scores["map_mean_255"]) > 0
     nothing = finetune.run_model("bf-drunet-color", _pairs(), [], finetune.Probe())
     assert nothing["polyu_measured_map"] == [] and nothing["polyu_ensemble"] == []
+    assert nothing["polyu_pooled"] == {}
