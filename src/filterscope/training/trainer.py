@@ -616,7 +616,7 @@ class _Run:
     history: list[dict[str, float]]
     plateau_scale: float
     best: dict[str, Any]
-    ema: dict[str, torch.Tensor] | None  # the weights' moving average (ema_decay)
+    ema: dict[str, torch.Tensor] | None  # the moving average (ema_decay; main process only)
     started: float = 0.0  # time.perf_counter() when the steps began
     train_seconds: float = 0.0
     pixels: int = 0
@@ -682,7 +682,7 @@ class _Run:
             plateau_scale = float(state.get("plateau_scale", 1.0))
             best = dict(state.get("best", best))
         ema = None
-        if config.ema_decay > 0:
+        if config.ema_decay > 0 and ctx.is_main:  # only the main process saves it
             ema = _copy_state(state["ema"] if state is not None else model.state_dict())
 
         training_model: torch.nn.Module = model
@@ -803,7 +803,8 @@ class _Run:
         if scores and score > self.best["score"]:
             self.best = {"score": score, "step": step, "state_dict": None}
             if config.keep_best and ctx.is_main:
-                self.best["state_dict"] = _copy_state(self.kept_model().state_dict())
+                kept = self.ema if self.ema is not None else self.model.state_dict()
+                self.best["state_dict"] = _copy_state(kept)
         if scores:
             self.history.append({"step": step, **scores})
         return row
