@@ -27,16 +27,19 @@ from filterscope.models.checkpoints import card_path, load_checkpoint, save_mode
 from filterscope.models.zoo import shipped_weights, weights_dir
 
 
-def with_blind_estimate(model):
-    """The same DRUNet weights, with ``blind_estimate`` switched on in its config."""
+def with_blind_path(model, option: str):
+    """The same DRUNet weights, with the blind-path ``option`` (``blind_estimate`` or
+    ``pooled_noise_map``) switched on in its config."""
     if model.arch != "drunet" or not model.config.get("noise_map"):
-        sys.exit("--blind-estimate needs a drunet with a noise-level input (noise_map)")
+        sys.exit(f"{option}: needs a drunet with a noise-level input (noise_map)")
+    if option == "pooled_noise_map" and not model.config.get("noise_estimator"):
+        sys.exit("pooled_noise_map: needs a drunet with a noise-map estimator")
     config = {k: v for k, v in model.config.items() if k not in ("bias", "in_channels")}
     rebuilt = create_model(
         "drunet",
         bias=model.bias,
         in_channels=model.in_channels,
-        **{**config, "blind_estimate": True},
+        **{**config, option: True},
     )
     rebuilt.load_state_dict(model.state_dict())
     rebuilt.card = model.card
@@ -272,11 +275,18 @@ def main(argv: list[str] | None = None) -> int:
         help="a DRUNet with a noise-level input: without sigma, estimate it from the image "
         "(wavelet MAD) instead of running the trained blind mode",
     )
+    parser.add_argument(
+        "--pooled-noise-map",
+        action="store_true",
+        help="a DRUNet with a noise-map estimator: without sigma, feed each image one "
+        "level, the RMS of its estimated map, instead of the map itself",
+    )
     args = parser.parse_args(argv)
 
     model = load_checkpoint(args.run_dir / "model.safetensors")
-    if args.blind_estimate:
-        model = with_blind_estimate(model)
+    for option in ("blind_estimate", "pooled_noise_map"):
+        if getattr(args, option):
+            model = with_blind_path(model, option)
     card = dict(model.card)
     for key in ("format", "arch", "bias", "in_channels", "config"):
         card.pop(key, None)

@@ -124,6 +124,37 @@ def test_colour_small_drunet_with_estimate():
     assert_rows_exact(model, y, [(34, 37), (0, 74), (68, 0)], channel=1)
 
 
+def pooled_drunet(in_channels: int = 1) -> nn.Module:
+    torch.manual_seed(3)
+    return filterscope.create_model(
+        "drunet",
+        widths=[4, 6, 8],
+        blocks=1,
+        in_channels=in_channels,
+        noise_estimator=True,
+        pooled_noise_map=True,
+    ).eval()
+
+
+def test_pooled_noise_map_rows_carry_the_level_term():
+    """One level per image (the RMS of the estimated map) reaches every pixel: the rows
+    are exact only with its gradient, as with the wavelet estimate."""
+    model = pooled_drunet(in_channels=3)
+    y = noisy_image(75, 69, channels=3, seed=4)
+    rows = assert_rows_exact(model, y, [(34, 37), (0, 74), (68, 0)], channel=2)
+    assert all(r.estimate_weight is not None for r in rows)
+
+
+def test_tiled_denoise_with_a_pooled_noise_map_equals_the_whole_image():
+    model = pooled_drunet()
+    y = noisy_image(157, 149).float()
+    whole = denoise_tensor(model, y, tile=4096)
+    assert float((whole - denoise_tensor(model, y, tile=32)).abs().max()) < 1e-5
+    # Each tile pooling its own map gives another result (the check can fail).
+    first = model(y[..., :64, :64]).detach()
+    assert float((first - whole[..., :64, :64]).abs()[..., :32, :32].max()) > 1e-4
+
+
 @pytest.mark.slow
 def test_default_model_rows_equal_autograd_on_a_large_image():
     """The shipped default on an image larger than its receptive field (crops used)."""

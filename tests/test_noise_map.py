@@ -12,7 +12,7 @@ import torch
 from filterscope.errors import InputError
 from filterscope.models import create_model
 from filterscope.models.checkpoints import load_checkpoint, save_model
-from filterscope.models.noise_map import NoiseMapEstimator, noise_level_map
+from filterscope.models.noise_map import NoiseMapEstimator, noise_level_map, root_mean_square
 from filterscope.training.config import config_from_dict
 from filterscope.training.trainer import _build_model, optimizer_step
 
@@ -202,6 +202,88 @@ def test_a_training_step_trains_the_estimator_through_blind_patches_and_supervis
     assert not all(
         torch.equal(a, b) for a, b in zip(before, model.estimator.parameters(), strict=True)
     )
+
+
+# ------------------------------------------------------------------- pooled noise map
+
+
+@pytest.mark.parametrize("strip_rows", [1, 5, 36, 1000])
+def test_image_level_in_strips_is_the_rms_of_the_whole_map(strip_rows):
+    estimator = _tiny(noise_estimator=True).estimator
+    y = _image()
+    with torch.no_grad():
+        whole = root_mean_square(estimator(y))
+        assert whole.shape == (2,) and bool((whole > 0).all())
+        assert _relative(estimator.image_level(y, strip_rows=strip_rows), whole) < TOL
+    with pytest.raises(ValueError, match="strip_rows"):
+        estimator.image_level(y, strip_rows=0)
+
+
+def test_pooled_blind_path_feeds_one_level_per_image_and_stays_bias_free():
+    model = _tiny(noise_estimator=True, pooled_noise_map=True)
+    local = _tiny(noise_estimator=True)  # same weights (same seed), local map
+    y = _image()
+    with torch.no_grad():
+        level = model.image_noise_level(y)
+        assert _relative(level, root_mean_square(model.estimator(y))) < TOL
+        assert torch.equal(model(y), model(y, level))
+        assert torch.equal(model.estimate_noise_map(y), noise_level_map(y, level))
+        assert _relative(model(y), local(y)) > 1e-6  # pooling changes what the network sees
+        for alpha in (0.2, 5.0):
+            assert _relative(model(alpha * y), alpha * model(y)) < TOL
+    _, jacobian_times_y = torch.func.jvp(_blind_path(model), (y,), (y,))
+    assert _relative(jacobian_times_y, model(y)) < 1e-9
+    # The level reads the whole image, so it is not part of the local receptive radius.
+    assert model.receptive_radius == _tiny().receptive_radius
+
+
+def test_pooled_noise_map_needs_an_estimator():
+    with pytest.raises(ValueError, match="pooled_noise_map needs noise_estimator"):
+        _tiny(pooled_noise_map=True)
+
+
+def test_a_pooled_training_step_feeds_blind_patches_their_map_rms():
+    model = _tiny(noise_estimator=True, pooled_noise_map=True).float().train()
+    clean = torch.rand(3, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))
+    fed = []
+    model.register_forward_pre_hook(lambda module, args: fed.append(args[1].detach()))
+    told = torch.tensor([0.0, 0.07, 0.0])  # the first and last patches are blind
+    optimizer_step(model, torch.optim.SGD(model.parameters(), lr=0.0), noisy, clean, sigma=told)
+    with torch.no_grad():
+        rms = root_mean_square(model.estimator(noisy))
+    (level,) = fed
+    assert level.shape == (3, 1, 24, 24)
+    for index, expected in ((0, rms[0]), (1, 0.07), (2, rms[2])):
+        assert torch.allclose(level[index], torch.full_like(level[index], float(expected)))
+
+
+def test_init_from_a_local_map_model_into_a_pooled_recipe(tmp_path):
+    source = _tiny(noise_estimator=True).float()
+    path = save_model(source, tmp_path / "local.safetensors")
+    options = {"widths": [4, 8, 8], "blocks": 1, "noise_map": True, "noise_estimator": True}
+    pooled = {**options, "pooled_noise_map": True}
+    config = config_from_dict(
+        {"arch": "drunet", "in_channels": 3, "arch_options": pooled, "init_from": str(path)}
+    )
+    model = _build_model(config)
+    assert model.config["pooled_noise_map"] is True
+    theirs = source.state_dict()
+    assert all(torch.equal(value, theirs[key]) for key, value in model.state_dict().items())
+
+
+def test_the_noise_map_shown_is_the_pooled_level_that_ran():
+    from filterscope.inference import estimated_noise_map
+
+    model = _tiny(noise_estimator=True, pooled_noise_map=True).float()
+    y = _image().float().clamp(0, 1)
+    with torch.no_grad():
+        shown = estimated_noise_map(model, y)
+        assert torch.allclose(shown, model.estimate_noise_map(y), rtol=1e-6, atol=0)
+        local = estimated_noise_map(model, y, per_pixel=True)
+        assert torch.allclose(local, model.estimator(y), atol=1e-6)
+        assert float(local.std()) > 1e-4  # the local map varies; the one shown does not
+        assert float((shown.amax(dim=(1, 2, 3)) - shown.amin(dim=(1, 2, 3))).max()) == 0.0
 
 
 # ------------------------------------------------------- denoise --json / --save-noise-map

@@ -496,7 +496,7 @@ def real_noise_evidence(real_model: nn.Module, y: torch.Tensor) -> float:
     left = max(0, (y.shape[-1] - EVIDENCE_SIDE) // 2)
     crop = y[..., top : top + EVIDENCE_SIDE, left : left + EVIDENCE_SIDE]
     with torch.inference_mode():
-        estimated = float(estimated_noise_map(real_model, crop).mean())
+        estimated = float(estimated_noise_map(real_model, crop, per_pixel=True).mean())
         white = float(estimate_noise_level(crop.float())[0])
     if white <= 0:
         return math.inf if estimated > 0 else 1.0
@@ -709,7 +709,7 @@ class _MapAsImage(nn.Module):
 
 
 def estimated_noise_map(
-    model: nn.Module, y: torch.Tensor, *, tile: int = 512
+    model: nn.Module, y: torch.Tensor, *, tile: int = 512, per_pixel: bool = False
 ) -> torch.Tensor | None:
     """The noise map, image scale, that ``model``'s blind path estimates for ``y``.
 
@@ -723,6 +723,10 @@ def estimated_noise_map(
     tile : int, keyword-only
         The map is computed in tiles of this side (with the estimator's receptive
         radius as overlap), so memory stays bounded on large photos.
+    per_pixel : bool, keyword-only
+        For a model with ``pooled_noise_map``, the estimator's own per-pixel map instead
+        of the one level per image that its blind path feeds (the default, so what is
+        shown is what ran).
 
     Returns
     -------
@@ -734,6 +738,8 @@ def estimated_noise_map(
     if not isinstance(estimator, nn.Module):
         return None
     in_channels = getattr(model, "in_channels", None)
+    if getattr(model, "config", {}).get("pooled_noise_map") and not per_pixel:
+        return _pooled_map(model, y)
     level, _ = _run_tiled(
         _MapAsImage(estimator).eval(),
         y,
@@ -745,6 +751,20 @@ def estimated_noise_map(
     )
     map_channels = getattr(model, "noise_map_channels", 1)
     return level[:, :map_channels] if in_channels == y.shape[1] else level
+
+
+def _pooled_map(model: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """The constant map a ``pooled_noise_map`` model feeds ``y``: each image's (a gray
+    model on an RGB image: each channel's) level, from the model's own
+    ``image_noise_level``, spread over a (B, k, H, W) map as :func:`estimated_noise_map`
+    returns it."""
+    batch, channels, height, width = y.shape
+    gray_on_color = getattr(model, "in_channels", None) == 1 and channels == 3
+    images = y.reshape(batch * channels, 1, height, width) if gray_on_color else y
+    with torch.inference_mode():
+        level = model.image_noise_level(images.float()).float()
+    map_channels = channels if gray_on_color else getattr(model, "noise_map_channels", 1)
+    return level.reshape(batch, -1, 1, 1).expand(batch, map_channels, height, width)
 
 
 def noise_map_summary(level: torch.Tensor) -> dict[str, float]:

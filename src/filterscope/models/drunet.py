@@ -77,6 +77,14 @@ class DRUNet(CNNDenoiser):
         The blind path ``f(y) = g(y, σ̂(y))`` stays positively homogeneous.
     estimator_width : int, keyword-only
         Hidden channels of that estimator.
+    pooled_noise_map : bool, keyword-only
+        With ``noise_estimator``: the blind path feeds each image one level everywhere,
+        the root mean square of the estimator's map over the whole image
+        (:meth:`.noise_map.NoiseMapEstimator.image_level`), in place of the map itself.
+        Real camera noise varies less across a photo than a local estimate does, so one
+        level per image denoises it better (``benchmarks/real_noise_finetune.py
+        --pooled-scales``). Tiles of a tiled run get the whole image's level, as with
+        ``blind_estimate``; training feeds the blind patches their own map's RMS.
 
     Notes
     -----
@@ -102,6 +110,7 @@ class DRUNet(CNNDenoiser):
         noise_map_channels: int = 1,
         noise_estimator: bool = False,
         estimator_width: int = 16,
+        pooled_noise_map: bool = False,
     ):
         widths = [int(w) for w in widths]
         super().__init__(
@@ -117,6 +126,7 @@ class DRUNet(CNNDenoiser):
         extras = {"noise_map_channels": (noise_map_channels, 1)}
         extras["noise_estimator"] = (bool(noise_estimator), False)
         extras["estimator_width"] = (estimator_width, 16)
+        extras["pooled_noise_map"] = (bool(pooled_noise_map), False)
         self.config.update({k: v for k, (v, default) in extras.items() if v != default})
         if noise_map_channels not in (1, in_channels):
             raise ValueError(
@@ -125,6 +135,8 @@ class DRUNet(CNNDenoiser):
             )
         if noise_estimator and not noise_map:
             raise ValueError("noise_estimator needs noise_map = True")
+        if pooled_noise_map and not noise_estimator:
+            raise ValueError("pooled_noise_map needs noise_estimator = True")
         if len(widths) < 2 or min(widths) < 1:
             raise ValueError(f"widths needs at least two positive entries, got {widths}")
         if blocks < 1:
@@ -180,20 +192,24 @@ class DRUNet(CNNDenoiser):
     def estimate_noise_map(self, y: torch.Tensor) -> torch.Tensor | None:
         """The noise map the blind path (``sigma=None``) feeds the network, on the image
         scale: the estimator's ``(B, noise_map_channels, H, W)`` map; or each image's
-        wavelet σ (``blind_estimate``) as a constant ``(B, 1, H, W)`` map; None for the
-        trained blind mode."""
-        if self.estimator is not None:
+        level (the RMS of that map with ``pooled_noise_map``, the wavelet σ with
+        ``blind_estimate``) as a constant ``(B, 1, H, W)`` map; None for the trained
+        blind mode."""
+        if self.estimator is not None and not self.config.get("pooled_noise_map"):
             return self.estimator(y)
         level = self.image_noise_level(y)
         return None if level is None else noise_level_map(y, level)
 
     def image_noise_level(self, y: torch.Tensor) -> torch.Tensor | None:
-        """Each image's estimated σ, shape ``(B,)``, when ``blind_estimate`` is on; None
-        (the trained blind mode) for images too small to estimate σ from, and for a
-        model with a noise-map estimator (its map is local: each tile of a tiled run
-        estimates its own, within the receptive radius)."""
+        """Each image's estimated σ, shape ``(B,)``, when ``blind_estimate`` is on (None,
+        the trained blind mode, for images too small to estimate σ from) or
+        ``pooled_noise_map`` is (the RMS of the estimator's map); None for a model with
+        a local noise map (each tile of a tiled run estimates its own, within the
+        receptive radius)."""
         if self.estimator is not None:
-            return None
+            if not self.config.get("pooled_noise_map", False):
+                return None
+            return self.estimator.image_level(y.to(self.input_dtype)).to(y.dtype)
         estimates = self.config["noise_map"] and self.config.get("blind_estimate", False)
         if estimates and min(y.shape[-2:]) >= MIN_ESTIMATE_SIDE:
             return estimate_noise_level(y)
@@ -218,8 +234,10 @@ class DRUNet(CNNDenoiser):
             radius += 2 * 2 * self.config["blocks"] * scale + 2 * scale
             scale *= 2
         radius += 2 * self.config["blocks"] * scale + self.multiple - 1
-        # The estimator's map at a pixel reads its own neighbourhood.
-        return radius + (self.estimator.radius if self.estimator is not None else 0)
+        # A local map at a pixel reads its own neighbourhood; a pooled one (one level per
+        # image, like blind_estimate's) reads the whole image and is not counted here.
+        local_map = self.estimator is not None and not self.config.get("pooled_noise_map")
+        return radius + (self.estimator.radius if local_map else 0)
 
     def forward(
         self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs

@@ -92,6 +92,12 @@ def noise_level_map(
     return level.view(-1, 1, 1, 1).expand(batch, channels, height, width)
 
 
+def root_mean_square(level: torch.Tensor) -> torch.Tensor:
+    """Each image's root mean square of a ``(B, k, H, W)`` noise map, shape ``(B,)``:
+    the one level a pooled blind path feeds (gradient 0 at a level of 0)."""
+    return _sqrt_at_zero_flat(level.square().mean(dim=(1, 2, 3)))
+
+
 def _sqrt_at_zero_flat(energy: torch.Tensor) -> torch.Tensor:
     """``sqrt(energy)`` for ``energy >= 0``, with gradient 0 (not infinity) at 0; no
     additive constant, so it stays exactly homogeneous: ``sqrt(a² e) = a sqrt(e)``."""
@@ -184,6 +190,9 @@ class NoiseMapEstimator(nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         """The ``(B, out_channels, H, W)`` map, on the scale of ``y``, non-negative."""
+        return _sqrt_at_zero_flat(self._squared_map(y))
+
+    def _squared_map(self, y: torch.Tensor) -> torch.Tensor:
         energy = F.avg_pool2d(
             self.features(y).square(),
             self.pool,
@@ -191,5 +200,26 @@ class NoiseMapEstimator(nn.Module):
             padding=self.pool // 2,
             count_include_pad=False,
         )
-        mixed = torch.einsum("oe,behw->bohw", self.mix_root.square(), energy)
-        return _sqrt_at_zero_flat(mixed)
+        return torch.einsum("oe,behw->bohw", self.mix_root.square(), energy)
+
+    def image_level(self, y: torch.Tensor, *, strip_rows: int = 256) -> torch.Tensor:
+        """Each image's noise level: the root mean square of its map over channels and
+        pixels, shape ``(B,)``, on the scale of ``y``.
+
+        Equal to :func:`root_mean_square` of ``forward(y)`` up to round-off, but
+        computed in strips of ``strip_rows`` rows (each read with :attr:`radius` rows of
+        context, so every strip's rows are exact): memory grows with the width, not the
+        area, so a 3000×2000 photo costs a few strips' activations. Positively
+        homogeneous of degree 1 like the map, and differentiable (gradient 0 at a level
+        of 0, as the map's).
+        """
+        if strip_rows < 1:
+            raise ValueError(f"strip_rows must be at least 1, got {strip_rows}")
+        height, width = y.shape[-2:]
+        total = y.new_zeros(y.shape[0])
+        for top in range(0, height, strip_rows):
+            bottom = min(height, top + strip_rows)
+            first, last = max(0, top - self.radius), min(height, bottom + self.radius)
+            squared = self._squared_map(y[..., first:last, :])
+            total = total + squared[..., top - first : bottom - first, :].sum(dim=(1, 2, 3))
+        return _sqrt_at_zero_flat(total / (self.mix_root.shape[0] * height * width))

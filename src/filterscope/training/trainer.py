@@ -36,6 +36,7 @@ from ..metrics import psnr
 from ..models import create_model
 from ..models.base import CNNDenoiser
 from ..models.checkpoints import load_pickle_safely, save_model, save_pickle
+from ..models.noise_map import noise_level_map, root_mean_square
 from ..models.user import build_network, is_object_path, trusting_code
 from ..models.zoo import load_model as load_trained_model
 from ..noise import NOISE_KINDS, SIGNAL_DEPENDENT_MODELS, mixed_noise, sample_sigmas
@@ -226,17 +227,23 @@ def optimizer_step(
 
     A model with a noise-map estimator (``estimator`` attribute, see
     :class:`~filterscope.models.drunet.DRUNet`) gets the estimator's map for its blind
-    patches (σ = 0), so the denoising loss trains the estimator through the blind path;
+    patches (σ = 0), so the denoising loss trains the estimator through the blind path
+    (with ``pooled_noise_map``, each patch's one level: the RMS of its map);
     ``noise_map_loss`` > 0 adds that weight times the mean squared error between the
     estimated map and the true ``noise_std`` (broadcastable to the batch; NaN where
     unknown, left out).
     """
-    estimator = getattr(getattr(model, "module", model), "estimator", None)
+    network = getattr(model, "module", model)
+    estimator = getattr(network, "estimator", None)
+    pooled = getattr(network, "config", {}).get("pooled_noise_map", False)
     with torch.autocast(noisy.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
         estimated = None
         if estimator is not None and sigma is not None:
             estimated = estimator(noisy)
-            sigma = blind_rows_estimated(noisy, sigma, estimated)
+            fed = estimated
+            if pooled:
+                fed = root_mean_square(estimated).view(-1, 1, 1, 1).expand_as(estimated)
+            sigma = blind_rows_estimated(noisy, sigma, fed)
         estimate = model(noisy, sigma)
     loss = F.mse_loss(estimate.float(), clean)
     if estimated is not None and noise_map_loss > 0 and noise_std is not None:
@@ -253,8 +260,6 @@ def blind_rows_estimated(
     """The noise map a training batch feeds the network: ``sigma`` (``(B,)`` or a map)
     where an image was told its σ, the ``estimated`` map where it was not (σ = 0
     everywhere in that image)."""
-    from ..models.noise_map import noise_level_map
-
     given = noise_level_map(noisy, sigma, channels=estimated.shape[1], check=False)
     blind = given.flatten(1).amax(dim=1).eq(0).view(-1, 1, 1, 1)
     return torch.where(blind, estimated.to(given.dtype), given)
@@ -433,7 +438,7 @@ def _build_model(config: TrainConfig) -> torch.nn.Module:
     return model
 
 
-_ESTIMATOR_OPTIONS = ("noise_estimator", "estimator_width", "blind_estimate")
+_ESTIMATOR_OPTIONS = ("noise_estimator", "estimator_width", "blind_estimate", "pooled_noise_map")
 
 
 def _without_estimator(options: dict[str, Any]) -> dict[str, Any]:
