@@ -8,7 +8,9 @@ Run from the repository root (needs ../shared/data)::
 
 With no model named, ``denoise`` takes the shipped real-noise model when the evidence
 (:func:`filterscope.inference.real_noise_evidence`: the real model's estimated noise map
-over the wavelet white-noise estimate) reaches ``REAL_NOISE_RATIO``. This measures the
+over the wavelet white-noise estimate) reaches the model's threshold
+(:func:`filterscope.inference.real_noise_threshold`: its card's ``noise_type_threshold``,
+else ``REAL_NOISE_RATIO``). This measures the
 evidence, side by side, on
 
 - **calibration** (Set9color, the training recipes' validation set): i.i.d. Gaussian
@@ -38,7 +40,7 @@ import torch
 from _common import SHARED, machine_record, print_table, results_name, write_results
 from filterscope.camera_noise import NoiseOptions, camera_noise, quantize
 from filterscope.hub import load_model
-from filterscope.inference import REAL_NOISE_RATIO, real_noise_evidence
+from filterscope.inference import real_noise_evidence, real_noise_threshold
 from filterscope.io import read_image, to_tensor
 from filterscope.models.zoo import real_noise_model_name
 
@@ -86,8 +88,8 @@ def _polyu(count: int | None) -> list[torch.Tensor]:
     return [to_tensor(read_image(path)[0]) for path in files]
 
 
-def _row(group: str, case: str, evidence: list[float]) -> dict:
-    real = sum(e >= REAL_NOISE_RATIO for e in evidence)
+def _row(group: str, case: str, evidence: list[float], threshold: float) -> dict:
+    real = sum(e >= threshold for e in evidence)
     return {
         "set": group,
         "case": case,
@@ -135,11 +137,12 @@ def main() -> int:
         ("CBSD68", _gaussian_cases(held_out, 1000)),
         ("PolyU-Canon", {"real camera noise": _polyu(args.polyu)}),
     ]
+    threshold = real_noise_threshold(model)
     rows = []
     for group, cases in plan:
         for case, noisy in cases.items():
             evidence = [real_noise_evidence(model, y) for y in noisy]
-            rows.append(_row(group, case, evidence))
+            rows.append(_row(group, case, evidence, threshold))
             print(f"  {group} {case}: median {rows[-1]['median']}", flush=True)
     gaussian = [
         e
@@ -157,7 +160,7 @@ def main() -> int:
     payload = {
         "machine": machine_record(),
         "model": name,
-        "threshold": REAL_NOISE_RATIO,
+        "threshold": threshold,
         "suggested_threshold": round(suggested, 3),
         "calibration": {"gaussian_max": max(gaussian), "camera_min": min(camera)},
         "crop": CROP,
@@ -166,7 +169,7 @@ def main() -> int:
     path = write_results(args.name, payload)
     print_table(payload["rows"], ["set", "case", "images", "min", "median", "max", "real"])
     print(
-        f"\nshipped threshold {REAL_NOISE_RATIO}; calibration: Gaussian max "
+        f"\nthe model's threshold {threshold:g}; calibration: Gaussian max "
         f"{max(gaussian):.2f}, camera min {min(camera):.2f}, midway {suggested:.2f}"
     )
     print(f"results: {path}")

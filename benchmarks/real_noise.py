@@ -93,8 +93,13 @@ def resolve(spec: str) -> str:
 
 
 def weights_tag(model: torch.nn.Module) -> str:
-    """Short digest of a network's weights (a retrained default gets new cache entries)."""
+    """Short digest of a network's weights and of its constructor options when they hold
+    more than the original ones (a retrained default, or the same weights with a new
+    blind path such as ``pooled_noise_map``, gets new cache entries)."""
     digest = hashlib.sha256()
+    config = getattr(model, "config", {})
+    if config.get("pooled_noise_map"):  # older tags were weights only: keep them valid
+        digest.update(json.dumps(config, sort_keys=True).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -125,11 +130,13 @@ class Methods:
 
     def _auto_tag(self) -> str:
         """Digest of both shipped models' weights and the choice's threshold."""
-        from filterscope.inference import REAL_NOISE_RATIO
+        from filterscope.inference import real_noise_threshold
         from filterscope.models.zoo import default_model_name, real_noise_model_name
 
         names = [n for n in (default_model_name(3), real_noise_model_name(3)) if n]
-        parts = [weights_tag(self.load(n)) for n in names] + [f"{REAL_NOISE_RATIO:g}"]
+        parts = [weights_tag(self.load(n)) for n in names]
+        if real_noise_model_name(3):
+            parts.append(f"{real_noise_threshold(self.load(real_noise_model_name(3))):g}")
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
 
     def network(self, spec: str, y: torch.Tensor, sigma: float | None):

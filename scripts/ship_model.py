@@ -46,6 +46,21 @@ def with_blind_path(model, option: str):
     return rebuilt
 
 
+def noise_type_scores(result_file: Path) -> dict:
+    """The card fields a noise_type_choice.json sets: ``noise_type_threshold`` (its
+    suggested threshold) and where it came from, with the calibration it was set on."""
+    payload = json.loads(result_file.read_text())
+    return {
+        "noise_type_threshold": payload["suggested_threshold"],
+        "noise_type_choice": {
+            "benchmark": "benchmarks/noise_type_choice.py",
+            "result_file": str(result_file),
+            "calibration": payload["calibration"],
+            "cpu": payload["machine"].get("cpu"),
+        },
+    }
+
+
 def bsd68_scores(result_file: Path, label: str) -> dict | None:
     """Per-σ BSD68 PSNR/SSIM of ``label`` from a bsd68_published result file."""
     payload = json.loads(result_file.read_text())
@@ -267,6 +282,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar=("FILE", "SPEC"),
         help="real_noise.json holding this model's rows, and the --models spec it ran as",
     )
+    parser.add_argument(
+        "--noise-type-choice",
+        type=Path,
+        help="noise_type_choice.json run on this model: its suggested threshold becomes the "
+        "card's noise_type_threshold (when denoise takes this real-noise model)",
+    )
     parser.add_argument("--force", action="store_true", help="replace an existing shipped model")
     parser.add_argument("--description", help="one-line description (default: the run's)")
     parser.add_argument(
@@ -326,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         if scores is None:
             sys.exit(f"{args.real_noise[0]}: no rows for model {args.real_noise[1]!r}")
         card.setdefault("metrics", {})["real_noise"] = scores
+    if args.noise_type_choice:
+        card.update(noise_type_scores(args.noise_type_choice))
     target = weights_dir() / f"{args.name}.safetensors"
     save_model(model, target, card=card, overwrite=args.force)
     print(f"shipped {target} and {card_path(target).name}")

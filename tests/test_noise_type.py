@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -18,6 +19,7 @@ from filterscope.inference import (
     REAL_NOISE_RATIO,
     choose_shipped_model,
     real_noise_evidence,
+    real_noise_threshold,
 )
 from filterscope.io import write_image
 from filterscope.models import zoo
@@ -68,10 +70,34 @@ def test_white_noise_takes_the_default_and_camera_like_noise_the_real_model(real
     x = _scene()
     name, choice = choose_shipped_model(_white(x), sigma=None, load=load)
     assert name == zoo.default_model_name(3) and choice["noise_type"] == "gaussian"
-    assert choice["real_noise_evidence"] < REAL_NOISE_RATIO
+    assert choice["real_noise_evidence"] < real_noise_threshold(real_model)
     name, choice = choose_shipped_model(_blotchy(x), sigma=None, load=load)
     assert name == REAL and choice["noise_type"] == "real"
-    assert choice["real_noise_evidence"] >= REAL_NOISE_RATIO
+    assert choice["real_noise_evidence"] >= real_noise_threshold(real_model)
+
+
+def _with_threshold(model, threshold):
+    carded = copy.copy(model)  # the fixture's card stays as it is
+    carded.card = {**model.card, "noise_type_threshold": threshold}
+    return carded
+
+
+def test_a_cards_threshold_moves_the_choice(real_model):
+    y = _blotchy(_scene())
+    evidence = real_noise_evidence(real_model, y)
+    assert real_noise_threshold(real_model) == real_model.card.get(
+        "noise_type_threshold", REAL_NOISE_RATIO
+    )
+    for threshold, expected in ((0.5 * evidence, REAL), (2.0 * evidence, None)):
+        carded = _with_threshold(real_model, threshold)
+        name, _ = choose_shipped_model(y, sigma=None, load={REAL: carded}.get)
+        assert name == (expected or zoo.default_model_name(3))
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "3", True])
+def test_a_bad_threshold_in_a_card_is_refused(real_model, bad):
+    with pytest.raises(InputError, match="noise_type_threshold"):
+        real_noise_threshold(_with_threshold(real_model, bad))
 
 
 def test_forced_and_given_sigma_choices_need_no_evidence():

@@ -455,7 +455,8 @@ def _load_model(name_or_path: str | os.PathLike | None, channels: int) -> nn.Mod
 NOISE_TYPES = ("auto", "gaussian", "real")
 
 #: :func:`choose_noise_type` takes the real-noise model when that model's estimated
-#: noise map averages at least this many times the wavelet estimate of white noise.
+#: noise map averages at least this many times the wavelet estimate of white noise,
+#: unless its card names its own ``noise_type_threshold`` (:func:`real_noise_threshold`).
 #: The finest wavelet band sees little of correlated camera noise, the estimator sees
 #: it all; on white Gaussian noise the two agree. Set by
 #: ``benchmarks/noise_type_choice.py`` on synthetic noise: the two kinds overlap for the
@@ -503,11 +504,35 @@ def real_noise_evidence(real_model: nn.Module, y: torch.Tensor) -> float:
     return estimated / white
 
 
+def real_noise_threshold(real_model: nn.Module) -> float:
+    """The evidence (:func:`real_noise_evidence`) at which ``real_model`` is chosen.
+
+    Each estimator reads camera and white noise on its own scale, so a card may record
+    the threshold that ``benchmarks/noise_type_choice.py`` set for its model
+    (``noise_type_threshold``); cards without one use :data:`REAL_NOISE_RATIO`, which
+    was set for them.
+
+    Raises
+    ------
+    InputError
+        The card's value is not a finite positive number.
+    """
+    card = getattr(real_model, "card", None)
+    value = card.get("noise_type_threshold") if isinstance(card, dict) else None
+    if value is None:
+        return REAL_NOISE_RATIO
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"model card: noise_type_threshold must be a number, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(f"model card: noise_type_threshold must be positive, got {value!r}")
+    return float(value)
+
+
 def choose_noise_type(real_model: nn.Module, y: torch.Tensor) -> tuple[str, float]:
     """``("real" or "gaussian", evidence)`` for the noisy image ``y`` (1, C, H, W): real
-    camera noise when :func:`real_noise_evidence` reaches :data:`REAL_NOISE_RATIO`."""
+    camera noise when :func:`real_noise_evidence` reaches :func:`real_noise_threshold`."""
     evidence = real_noise_evidence(real_model, y)
-    return ("real" if evidence >= REAL_NOISE_RATIO else "gaussian"), evidence
+    return ("real" if evidence >= real_noise_threshold(real_model) else "gaussian"), evidence
 
 
 def choose_shipped_model(
