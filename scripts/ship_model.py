@@ -305,12 +305,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     model = load_checkpoint(args.run_dir / "model.safetensors")
-    for option in ("blind_estimate", "pooled_noise_map"):
-        if getattr(args, option):
-            model = with_blind_path(model, option)
+    blind_paths = ("blind_estimate", "pooled_noise_map")
+    switched = [option for option in blind_paths if getattr(args, option)]
+    for option in switched:
+        model = with_blind_path(model, option)
     card = dict(model.card)
     for key in ("format", "arch", "bias", "in_channels", "config"):
         card.pop(key, None)
+    if switched:  # the run's own card does not know: say how the shipped config came to be
+        card["training"] = {
+            **card["training"],
+            "switched_on_when_shipped": {option: True for option in switched},
+        }
     card["name"] = args.name
     if args.description:
         card["description"] = args.description
