@@ -382,3 +382,64 @@ def test_noise_level_map_takes_numpy_numbers():
     y = torch.zeros(1, 1, 5, 7)
     assert torch.equal(noise_level_map(y, np.float32(0.25)), torch.full((1, 1, 5, 7), 0.25))
     assert torch.equal(noise_level_map(y, np.array([0.25])), torch.full((1, 1, 5, 7), 0.25))
+
+
+# ------------------------------------------------------------------- analyze noise-map
+
+
+def test_analyze_noise_map_shows_the_level_fed_and_the_local_map():
+    from filterscope.analysis import analyze_noise_map
+
+    model = _tiny(noise_estimator=True, pooled_noise_map=True).float()
+    x = torch.rand(1, 3, 37, 31, generator=torch.Generator().manual_seed(3))
+    report = analyze_noise_map(model, x, sigma=0.0)
+    assert torch.equal(report.y, x)  # σ = 0: the image is taken as it is
+    with torch.no_grad():
+        level = float(model.image_noise_level(x)[0])
+        assert torch.allclose(report.local, model.estimator(x), atol=1e-6)
+    assert float(report.fed.amin()) == pytest.approx(level, rel=1e-6)
+    assert float(report.fed.amax()) == pytest.approx(level, rel=1e-6)
+    payload = report.to_json()
+    assert payload["noise_map_255"]["mean"] == pytest.approx(255 * level, rel=1e-5)
+    assert payload["local_map_255"]["min"] < payload["local_map_255"]["max"]
+    assert len(report.summary()) == 2
+    noisy = analyze_noise_map(model, x, sigma=10 / 255, seed=4)
+    assert float((noisy.y - x).std()) == pytest.approx(10 / 255, rel=0.1)
+
+
+def test_analyze_noise_map_refuses_a_model_without_an_estimator():
+    from filterscope.analysis import analyze_noise_map
+
+    with pytest.raises(InputError, match="no noise-map estimator"):
+        analyze_noise_map(_tiny().float(), torch.rand(1, 3, 9, 9), sigma=0.0)
+
+
+def test_analyze_noise_map_command(tmp_path, estimator_model_path, capsys):
+    image = _rgb_png(tmp_path / "photo.png")
+    report = tmp_path / "map.json"
+    code, out, err = _run_cli(
+        capsys, "analyze", "noise-map", "--model", estimator_model_path, "--image", image,
+        "--sigma", "0", "--json", report,
+    )  # fmt: skip
+    assert code == 0, err
+    payload = json.loads(report.read_text())
+    assert payload["command"] == "analyze noise-map" and "noise_map_255" in payload
+    assert "noise map fed to the network" in out
+    # An existing output is refused without --force, in one line, and kept.
+    before = report.read_text()
+    code, _, err = _run_cli(
+        capsys, "analyze", "noise-map", "--model", estimator_model_path, "--image", image,
+        "--sigma", "0", "--json", report,
+    )  # fmt: skip
+    assert code == 2 and len(err.strip().splitlines()) == 1 and report.read_text() == before
+
+
+def test_analyze_noise_map_plot(tmp_path, estimator_model_path, capsys):
+    pytest.importorskip("matplotlib")
+    image = _rgb_png(tmp_path / "photo.png")
+    code, _, err = _run_cli(
+        capsys, "analyze", "noise-map", "--model", estimator_model_path, "--image", image,
+        "--sigma", "15", "--json", tmp_path / "map.json", "--plot",
+    )  # fmt: skip
+    assert code == 0, err
+    assert (tmp_path / "map.png").stat().st_size > 1000

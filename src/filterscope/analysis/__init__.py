@@ -29,10 +29,12 @@ from .reports import (
     DecompositionReport,
     DimensionReport,
     FiltersReport,
+    NoiseMapReport,
     SpectrumReport,
     analyze_decomposition,
     analyze_dimension,
     analyze_filters,
+    analyze_noise_map,
     analyze_spectrum,
 )
 from .spectrum import (
@@ -54,6 +56,7 @@ __all__ = [
     "Decomposition",
     "DecompositionReport",
     "DimensionReport",
+    "NoiseMapReport",
     "FiltersReport",
     "JacobianRow",
     "PatchSpectrum",
@@ -61,6 +64,7 @@ __all__ = [
     "adaptive_filters",
     "analyze_decomposition",
     "analyze_dimension",
+    "analyze_noise_map",
     "analyze_filters",
     "analyze_spectrum",
     "decomposition_vs_sigma",

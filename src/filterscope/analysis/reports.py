@@ -10,6 +10,7 @@ and ``save_figures(path)`` draws the paper's figures (matplotlib, imported then)
 - :func:`analyze_filters`: equivalent filters of chosen pixels (Figure 4).
 - :func:`analyze_spectrum`: SVD of a patch's Jacobian against σ (Figures 5–7).
 - :func:`analyze_dimension`: matrix-free effective dimension of a whole image.
+- :func:`analyze_noise_map`: the noise map a blind path feeds its network (issue 33).
 
 σ is on the image scale in the arguments (25/255), on 0–255 in reports and figures.
 Each function takes ``device``: the network runs there (a copy of it; the noise is
@@ -45,6 +46,7 @@ FIGURES = {
     "filters": ("",),
     "spectrum": ("", "_subspaces", "_vectors"),
     "dimension": ("",),
+    "noise-map": ("",),
 }
 
 
@@ -602,3 +604,96 @@ def analyze_dimension(
         report.top_singular_values = s.tolist()
         report.top_seconds = time.perf_counter() - start
     return report
+
+
+# ----------------------------------------------------------------------------- noise map
+
+
+def _map_255(level: torch.Tensor) -> dict[str, float]:
+    return {
+        "mean": 255.0 * float(level.mean()),
+        "min": 255.0 * float(level.min()),
+        "max": 255.0 * float(level.max()),
+    }
+
+
+@dataclass
+class NoiseMapReport:
+    """Result of :func:`analyze_noise_map`: the noisy image, the noise map its blind path
+    feeds the network (``fed``) and the estimator's local map (``local``), each
+    ``(1, k, H, W)`` on the image scale."""
+
+    y: torch.Tensor
+    fed: torch.Tensor
+    local: torch.Tensor
+    sigma_255: float
+    seed: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sigma": self.sigma_255,
+            "seed": self.seed,
+            "noise_map_255": _map_255(self.fed),
+            "local_map_255": _map_255(self.local),
+        }
+
+    def summary(self) -> list[str]:
+        lines = []
+        for name, level in (("fed to the network", self.fed), ("local estimate", self.local)):
+            m = _map_255(level)
+            lines.append(
+                f"noise map {name}: mean {m['mean']:.2f}, min {m['min']:.2f}, "
+                f"max {m['max']:.2f} (0-255)"
+            )
+        return lines
+
+    def save_figures(self, path: str | os.PathLike, *, label: str = "") -> list[Path]:
+        """Noisy image | map fed to the network | local map, on one colour scale."""
+        from ..plotting.analysis import plot_noise_maps
+
+        maps = {"fed to the network": self.fed[0], "local estimate": self.local[0]}
+        title = f"{label}, σ = {self.sigma_255:g}" if self.sigma_255 else label
+        return [plot_noise_maps(self.y[0], maps, path, title=title)]
+
+
+def analyze_noise_map(
+    denoiser: nn.Module, x: torch.Tensor, *, sigma: float, seed: int = 0
+) -> NoiseMapReport:
+    """The noise map a model's blind path estimates for a noisy image, as it runs.
+
+    Parameters
+    ----------
+    denoiser : nn.Module
+        A model with a noise-map estimator (a DRUNet with ``noise_estimator``; its
+        ``estimate_noise_map`` is what ``sigma=None`` feeds the network: the local map,
+        or one level per image with ``pooled_noise_map``).
+    x : Tensor, shape (1, C, H, W)
+        Clean image in [0, 1]; with ``sigma = 0``, an image already noisy (a photo),
+        taken as it is.
+    sigma : float, keyword-only
+        Gaussian noise added to ``x``, image scale; 0 adds none.
+    seed : int, keyword-only
+        Seed of the noise.
+
+    Returns
+    -------
+    NoiseMapReport
+
+    Notes
+    -----
+    Runs on the whole image at once (no tiles): one pass of the estimator, a few
+    hundred multiply-adds per pixel.
+    """
+    sigma = _check_sigma(sigma)
+    estimator = getattr(denoiser, "estimator", None)
+    if not isinstance(estimator, nn.Module) or not hasattr(denoiser, "estimate_noise_map"):
+        name = denoiser.label() if hasattr(denoiser, "label") else type(denoiser).__name__
+        raise InputError(f"{name} has no noise-map estimator, so it has no noise map to show")
+    y = _noisy(x, sigma, seed) if sigma > 0 else x
+    dtype = getattr(denoiser, "input_dtype", None) or y.dtype
+    with torch.no_grad():
+        fed = denoiser.estimate_noise_map(y.to(dtype)).float()
+        local = estimator(y.to(dtype)).float()
+    return NoiseMapReport(
+        y=y.cpu(), fed=fed.cpu(), local=local.cpu(), sigma_255=sigma * 255, seed=seed
+    )

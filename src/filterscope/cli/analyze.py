@@ -27,7 +27,7 @@ from ._common import (
     write_json,
 )
 
-SUBCOMMANDS = ("decomposition", "filters", "spectrum", "dimension")
+SUBCOMMANDS = ("decomposition", "filters", "spectrum", "dimension", "noise-map")
 
 __all__ = ["add_parser", "parse_pixel", "parse_sigmas", "run"]
 
@@ -128,6 +128,15 @@ def run_dimension(args: argparse.Namespace) -> int:
     return _finish(args, {"image": str(args.image)}, report)
 
 
+def run_noise_map(args: argparse.Namespace) -> int:
+    from ..analysis.reports import analyze_noise_map
+
+    _check_outputs(args, "noise-map")
+    x, net = _image_and_model(args)
+    report = analyze_noise_map(net, x, sigma=args.sigma / 255.0, seed=args.seed)
+    return _finish(args, {"image": str(args.image)}, report)
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -151,6 +160,13 @@ def _sub(sub, name: str, run, help: str, description: str) -> argparse.ArgumentP
         p.add_argument("--image", required=True, metavar="IMG", help="clean image file")
     if name in ("filters", "dimension"):
         p.add_argument("--sigma", type=float, required=True, help="noise level, 0-255 scale")
+    if name == "noise-map":
+        p.add_argument(
+            "--sigma",
+            type=float,
+            required=True,
+            help="Gaussian noise added to IMG, 0-255 scale; 0: IMG is already noisy (a photo)",
+        )
     p.set_defaults(run=run)
     return p
 
@@ -245,6 +261,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("--confidence", type=float, default=0.95, help="interval level (0.95)")
     p.add_argument("--top", type=int, default=0, metavar="K", help="the K largest singular values")
+
+    _sub(
+        sub,
+        "noise-map",
+        run_noise_map,
+        "the noise map a model's blind path feeds its network",
+        "For a model with a noise-map estimator (bf-drunet-color-real): the map its blind "
+        "path feeds the network (one level per image for a pooled map) and the estimator's "
+        "local map, summarised in the JSON (0-255 scale); --plot writes OUT.png: noisy | "
+        "map fed | local map.",
+    )
     return parser
 
 

@@ -273,6 +273,31 @@ def plot_dimension(
     return _save(fig, path)
 
 
+def plot_noise_maps(
+    y: torch.Tensor,
+    maps: dict[str, torch.Tensor],
+    path: str | os.PathLike | None = None,
+    *,
+    title: str = "",
+) -> Path | Figure:
+    """The noisy image ``y`` (C, H, W) beside noise maps ((k, H, W) each, image scale),
+    the maps on one colour scale in 0-255 units (the channels' RMS when k > 1)."""
+    plt = _pyplot()
+    levels = {name: 255.0 * m.square().mean(0).sqrt() for name, m in maps.items()}
+    top = max(float(level.max()) for level in levels.values()) or 1.0
+    fig, axes = plt.subplots(1, 1 + len(levels), figsize=(3.9 * (1 + len(levels)), 3.4))
+    axes[0].imshow(np.clip(_gray(y), 0, 1), cmap="gray", vmin=0, vmax=1)
+    axes[0].set_title("noisy")
+    for ax, (name, level) in zip(axes[1:], levels.items(), strict=True):
+        shown = ax.imshow(level.numpy(), cmap="magma", vmin=0, vmax=top)
+        ax.set_title(f"{name}, mean {float(level.mean()):.2f}")
+        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03, label="σ (0-255)")
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 def plot_decomposition_grid(
     examples: Sequence,
     sigmas: Sequence[float],
