@@ -503,3 +503,36 @@ def test_freed_heap_memory_is_given_back_where_glibc_is():
     assert release_freed_memory() is is_glibc
     if is_glibc:
         assert ctypes.CDLL("libc.so.6").malloc_trim(0) in (0, 1)
+
+
+def test_a_model_with_a_noise_map_estimator_shows_the_map_it_was_fed(tmp_path):
+    from PIL import Image
+
+    import filterscope
+    from filterscope.inference import estimated_noise_map
+
+    torch.manual_seed(0)
+    options = {"in_channels": 3, "widths": [4, 8], "blocks": 1}
+    pooled = filterscope.create_model(
+        "drunet", noise_estimator=True, pooled_noise_map=True, **options
+    ).eval()
+    plain = filterscope.create_model("drunet", **options).eval()
+    paths = [filterscope.save_model(net, tmp_path / f"{name}.safetensors")
+             for name, net in (("pooled", pooled), ("plain", plain))]  # fmt: skip
+    colour = clean_image().expand(1, 3, HEIGHT, WIDTH).contiguous()
+    models = [load_model(str(path), 3) for path in paths]
+    explorer = Explorer(colour, models, sigma=SIGMA / 255.0, seed=SEED)
+    with TestClient(create_app(explorer, warm_up=False)) as client:
+        pooled_name, plain_name = (str(path) for path in paths)
+        summary = client.get("/api/output", params={"model": pooled_name}).json()["noise_map_255"]
+        y = add_noise(colour.double(), SIGMA / 255.0, generator=SEED).float()
+        level = estimated_noise_map(pooled, y)
+        assert summary["mean"] == pytest.approx(255 * float(level.mean()), rel=1e-5)
+        assert summary["min"] == pytest.approx(summary["max"], rel=1e-6)  # one level, pooled
+        picture = client.get("/api/image/noise-map", params={"model": pooled_name})
+        assert picture.status_code == 200
+        assert Image.open(io.BytesIO(picture.content)).size == (WIDTH, HEIGHT)
+        # A network without an estimator has no map: none reported, the picture refused.
+        assert "noise_map_255" not in client.get("/api/output", params={"model": plain_name}).json()
+        refused = client.get("/api/image/noise-map", params={"model": plain_name})
+        assert refused.status_code == 400 and "noise-map estimator" in refused.json()["error"]

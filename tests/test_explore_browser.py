@@ -98,3 +98,28 @@ def test_click_shows_the_library_filter(browser):
         )
     finally:
         server.stop()
+
+
+def test_a_model_with_a_noise_map_estimator_shows_its_map(browser, tmp_path):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    import filterscope
+
+    torch.manual_seed(0)
+    net = filterscope.create_model(
+        "drunet", in_channels=3, widths=[4, 8], blocks=1, noise_estimator=True,
+        pooled_noise_map=True,
+    )  # fmt: skip
+    path = filterscope.save_model(net.eval(), tmp_path / "pooled.safetensors")
+    clean = torch.linspace(0.2, 0.8, 37).expand(1, 3, 31, 37).contiguous()
+    explorer = Explorer(clean, [load_model(str(path), 3)], sigma=25 / 255.0, seed=1)
+    server = BackgroundServer(create_app(explorer))
+    try:
+        browser.get(server.url)
+        shown = """const figure = document.getElementById("noise-map-figure");
+            return !figure.hidden && figure.querySelector("img").src.startsWith("blob:")
+                && document.getElementById("noise-map-info").textContent;"""
+        text = WebDriverWait(browser, 120).until(lambda d: d.execute_script(shown))
+        assert text.startswith("(σ mean ")
+    finally:
+        server.stop()

@@ -21,7 +21,7 @@ API (σ on the 0–255 scale, pixels ``x`` = column, ``y`` = row)::
     GET  /api/decomposition?model=[&sigma=]         norms of A_y y and b_y
     GET  /api/spectrum?model=&x=&y=[&sigma=&patch=] SVD of the Jacobian of a patch
     GET  /api/eigen?model=[&sigma=]                 eigenvalues of an NTK/NLM filter
-    GET  /api/image/KIND?[model=&sigma=&index=]     PNG: noisy clean denoised residual
+    GET  /api/image/KIND?[model=&sigma=&index=]     PNG: noisy clean denoised residual noise-map
                                                     linear bias eigen
     POST /api/upload                                explore another image (raw file body)
 """

@@ -414,7 +414,9 @@ class Explorer:
         dict or None
             ``x_hat`` (Tensor ``(1, C, H, W)``, not clipped), ``info`` (JSON-ready:
             ``psnr`` with a clean image, ``noisy_psnr``, ``seconds``, ``sigma`` the noise
-            level told to non-blind methods, ``t`` for twicing); None when not cached and
+            level told to non-blind methods, ``t`` for twicing, ``noise_map_255`` the
+            mean/min/max of the map a network with a noise-map estimator was fed) and
+            ``noise_map`` (that map, ``(1, k, H, W)``, or None); None when not cached and
             ``compute`` is False.
         """
         model = self.model(name)
@@ -424,11 +426,16 @@ class Explorer:
             start = time.perf_counter()
             y = self.noisy(sigma)
             info: dict[str, Any] = {"model": model.name}
+            level = None
             if model.kind == "jacobian":
-                from ..inference import denoise_tensor
+                from ..inference import denoise_tensor, estimated_noise_map, noise_map_summary
 
                 with torch.no_grad():
                     x_hat = denoise_tensor(model.denoiser, y.float()).double()
+                # What a model with a noise-map estimator fed its network, blind.
+                level = estimated_noise_map(model.denoiser, y.float())
+                if level is not None:
+                    info["noise_map_255"] = noise_map_summary(level)
             elif model.kind == "nonlocal":
                 from ..ntk.twicing import select_steps, twicing
 
@@ -449,7 +456,7 @@ class Explorer:
                 info["psnr"] = float(psnr(x_hat, self.clean)[0])
                 info["noisy_psnr"] = float(psnr(y, self.clean)[0])
             info["seconds"] = time.perf_counter() - start
-            return {"x_hat": x_hat, "info": info}
+            return {"x_hat": x_hat, "info": info, "noise_map": level}
 
         return self._cached("output", (model.name, sigma), make if compute else None)
 
@@ -742,7 +749,8 @@ class Explorer:
         compute: bool = True,
     ) -> bytes | None:
         """A PNG for the page: ``noisy``, ``clean``, ``denoised``, ``residual``,
-        ``linear``, ``bias`` or ``eigen`` (signed images: mid-gray is 0)."""
+        ``noise-map`` (white is the map's largest σ), ``linear``, ``bias`` or ``eigen``
+        (signed images: mid-gray is 0)."""
         if kind not in PICTURES:
             raise InputError(f"image kind must be one of {', '.join(PICTURES)}, got {kind[:40]!r}")
         sigma = self.check_sigma(sigma_255)
@@ -754,10 +762,15 @@ class Explorer:
             return png_bytes(self.clean[0])
         if name is None:
             raise InputError(f"the {kind} image needs a model")
-        if kind in ("denoised", "residual"):
+        if kind in ("denoised", "residual", "noise-map"):
             result = self.output(name, sigma_255, compute=compute)
             if result is None:
                 return None
+            if kind == "noise-map":
+                level = result["noise_map"]
+                if level is None:
+                    raise InputError(f"{name} has no noise-map estimator: no noise map to show")
+                return png_bytes(level[0] / max(float(level.max()), 1e-12))
             if kind == "denoised":
                 return png_bytes(result["x_hat"][0])
             residual = self.noisy(sigma) - result["x_hat"]
@@ -884,4 +897,4 @@ def decode_filter(answer: dict) -> np.ndarray:
     return np.frombuffer(data, dtype="<f4").reshape(answer["filter_shape"])
 
 
-PICTURES = ("noisy", "clean", "denoised", "residual", "linear", "bias", "eigen")
+PICTURES = ("noisy", "clean", "denoised", "residual", "noise-map", "linear", "bias", "eigen")

@@ -248,6 +248,13 @@ async function loadOutput() {
   const info = await request("/api/output", { model, sigma });
   $("denoised-psnr").textContent = info.psnr !== undefined ? `(PSNR ${fmt(info.psnr, 2)} dB)` : "";
   $("noisy-psnr").textContent = info.noisy_psnr !== undefined ? `(PSNR ${fmt(info.noisy_psnr, 2)} dB)` : "";
+  const map = info.noise_map_255;
+  $("noise-map-figure").hidden = map === undefined;
+  if (map !== undefined) {
+    await setImage("noise-map", { model, sigma });
+    $("noise-map-info").textContent =
+      `(σ mean ${fmt(map.mean, 2)}, from ${fmt(map.min, 2)} to ${fmt(map.max, 2)} = white, 0–255)`;
+  }
 }
 
 // The noisy image first: once it is shown the page can be used; the outputs follow.
