@@ -517,6 +517,8 @@ def test_a_model_with_a_noise_map_estimator_shows_the_map_it_was_fed(tmp_path):
         "drunet", noise_estimator=True, pooled_noise_map=True, **options
     ).eval()
     plain = filterscope.create_model("drunet", **options).eval()
+    with torch.no_grad():
+        pooled.estimator.mix_root *= 2.0  # its map reads twice the noise: told apart below
     paths = [filterscope.save_model(net, tmp_path / f"{name}.safetensors")
              for name, net in (("pooled", pooled), ("plain", plain))]  # fmt: skip
     colour = clean_image().expand(1, 3, HEIGHT, WIDTH).contiguous()
@@ -536,3 +538,12 @@ def test_a_model_with_a_noise_map_estimator_shows_the_map_it_was_fed(tmp_path):
         assert "noise_map_255" not in client.get("/api/output", params={"model": plain_name}).json()
         refused = client.get("/api/image/noise-map", params={"model": plain_name})
         assert refused.status_code == 400 and "noise-map estimator" in refused.json()["error"]
+        # The residual spans ±3 times the level the model was fed.
+        residual = client.get("/api/image/residual", params={"model": pooled_name}).content
+        shown = np.asarray(Image.open(io.BytesIO(residual)), dtype=np.float64) / 255.0
+        with torch.no_grad():
+            x_hat = pooled(y)
+        span = 3.0 * float(level.square().mean().sqrt())
+        assert span > 1.5 * 3.0 * SIGMA / 255.0  # not the image's σ
+        expected = (0.5 + 0.5 * (y - x_hat)[0] / span).clamp(0, 1).permute(1, 2, 0).numpy()
+        assert np.abs(shown - expected).max() < 2.5 / 255

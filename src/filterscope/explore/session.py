@@ -774,8 +774,12 @@ class Explorer:
             if kind == "denoised":
                 return png_bytes(result["x_hat"][0])
             residual = self.noisy(sigma) - result["x_hat"]
-            # ±3 noise standard deviations span the gray scale.
-            return png_bytes(signed_to_unit(residual[0], 3.0 * self.noise_level(sigma)))
+            # ±3 noise standard deviations span the gray scale: the level the model was
+            # fed when it estimates a map (on camera noise the wavelet σ reads far less).
+            level = self.noise_level(sigma)
+            if result["noise_map"] is not None:
+                level = float(result["noise_map"].square().mean().sqrt())
+            return png_bytes(signed_to_unit(residual[0], 3.0 * level))
         if kind in ("linear", "bias"):
             result = self.decomposition(name, sigma_255, compute=compute)
             if result is None:
