@@ -38,6 +38,7 @@ from .io import check_output_path, list_images, read_image, to_tensor, write_ima
 from .machine import AUTO, choose_precision, return_large_blocks
 from .models.base import Denoiser, module_device
 from .models.fast import optimize_for_inference
+from .models.noise_map import noise_map_summary
 
 #: Input pixels (summed over the tiles of one batch) per model call: with 64 hidden
 #: channels in float32 one activation is then 256 MiB, so a few live ones fit in 1–2 GiB.
@@ -790,15 +791,6 @@ def _pooled_map(model: nn.Module, y: torch.Tensor) -> torch.Tensor:
         level = model.image_noise_level(images.float()).float()
     map_channels = channels if gray_on_color else getattr(model, "noise_map_channels", 1)
     return level.reshape(batch, -1, 1, 1).expand(batch, map_channels, height, width)
-
-
-def noise_map_summary(level: torch.Tensor) -> dict[str, float]:
-    """``mean``, ``min`` and ``max`` of a noise map, on the 0-255 scale (JSON-ready)."""
-    return {
-        "mean": 255.0 * float(level.mean()),
-        "min": 255.0 * float(level.min()),
-        "max": 255.0 * float(level.max()),
-    }
 
 
 def save_noise_map(

@@ -34,6 +34,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..models.base import with_sigma
+from ..models.noise_map import noise_map_summary
 from ._core import Function, check_dense_size
 from .decomposition import Decomposition, decomposition_vs_sigma, random_patches
 from .filters import AdaptiveFilter, adaptive_filters
@@ -609,14 +610,6 @@ def analyze_dimension(
 # ----------------------------------------------------------------------------- noise map
 
 
-def _map_255(level: torch.Tensor) -> dict[str, float]:
-    return {
-        "mean": 255.0 * float(level.mean()),
-        "min": 255.0 * float(level.min()),
-        "max": 255.0 * float(level.max()),
-    }
-
-
 @dataclass
 class NoiseMapReport:
     """Result of :func:`analyze_noise_map`: the noisy image, the noise map its blind path
@@ -633,14 +626,14 @@ class NoiseMapReport:
         return {
             "sigma": self.sigma_255,
             "seed": self.seed,
-            "noise_map_255": _map_255(self.fed),
-            "local_map_255": _map_255(self.local),
+            "noise_map_255": noise_map_summary(self.fed),
+            "local_map_255": noise_map_summary(self.local),
         }
 
     def summary(self) -> list[str]:
         lines = []
         for name, level in (("fed to the network", self.fed), ("local estimate", self.local)):
-            m = _map_255(level)
+            m = noise_map_summary(level)
             lines.append(
                 f"noise map {name}: mean {m['mean']:.2f}, min {m['min']:.2f}, "
                 f"max {m['max']:.2f} (0-255)"

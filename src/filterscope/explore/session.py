@@ -428,7 +428,8 @@ class Explorer:
             info: dict[str, Any] = {"model": model.name}
             level = None
             if model.kind == "jacobian":
-                from ..inference import denoise_tensor, estimated_noise_map, noise_map_summary
+                from ..inference import denoise_tensor, estimated_noise_map
+                from ..models.noise_map import noise_map_summary
 
                 with torch.no_grad():
                     x_hat = denoise_tensor(model.denoiser, y.float()).double()

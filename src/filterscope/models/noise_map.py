@@ -92,6 +92,15 @@ def noise_level_map(
     return level.view(-1, 1, 1, 1).expand(batch, channels, height, width)
 
 
+def noise_map_summary(level: torch.Tensor) -> dict[str, float]:
+    """``mean``, ``min`` and ``max`` of a noise map, on the 0-255 scale (JSON-ready)."""
+    return {
+        "mean": 255.0 * float(level.mean()),
+        "min": 255.0 * float(level.min()),
+        "max": 255.0 * float(level.max()),
+    }
+
+
 def root_mean_square(level: torch.Tensor) -> torch.Tensor:
     """Each image's root mean square of a ``(B, k, H, W)`` noise map, shape ``(B,)``:
     the one level a pooled blind path feeds (gradient 0 at a level of 0)."""
