@@ -111,9 +111,11 @@ def run_model(spec: str, polyu, gaussian, probe: Probe, held_out=()) -> dict:
 def _pooled_probe(model, level, pair, probe: Probe, table: dict) -> None:
     """The crop told one level everywhere: each of ``probe.pooled_scales`` times the
     root mean square of its estimated map (positively homogeneous like the map)."""
+    from filterscope.models.noise_map import pooled_map
+
     if level is None:
         return
-    pooled = level.square().mean(dim=(1, 2, 3), keepdim=True).sqrt().expand_as(level)
+    pooled = pooled_map(level)
     for factor in probe.pooled_scales:
         psnr = score(model(pair.noisy, factor * pooled).clamp(0, 1), pair.clean)[0]
         table.setdefault(f"{factor:g}", []).append(psnr)

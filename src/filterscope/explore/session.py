@@ -25,6 +25,7 @@ import torch
 
 from ..errors import InputError
 from ..models.base import module_device
+from ..models.noise_map import noise_map_summary, root_mean_square
 from .models import ExploreModel
 
 #: Side (pixels) of the patch whose Jacobian spectrum is computed, and its limits:
@@ -429,7 +430,6 @@ class Explorer:
             level = None
             if model.kind == "jacobian":
                 from ..inference import denoise_tensor, estimated_noise_map
-                from ..models.noise_map import noise_map_summary
 
                 with torch.no_grad():
                     x_hat = denoise_tensor(model.denoiser, y.float()).double()
@@ -779,7 +779,7 @@ class Explorer:
             # fed when it estimates a map (on camera noise the wavelet σ reads far less).
             level = self.noise_level(sigma)
             if result["noise_map"] is not None:
-                level = float(result["noise_map"].square().mean().sqrt())
+                level = float(root_mean_square(result["noise_map"])[0])
             return png_bytes(signed_to_unit(residual[0], 3.0 * level))
         if kind in ("linear", "bias"):
             result = self.decomposition(name, sigma_255, compute=compute)

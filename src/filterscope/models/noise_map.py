@@ -107,6 +107,12 @@ def root_mean_square(level: torch.Tensor) -> torch.Tensor:
     return _sqrt_at_zero_flat(level.square().mean(dim=(1, 2, 3)))
 
 
+def pooled_map(level: torch.Tensor) -> torch.Tensor:
+    """A ``(B, k, H, W)`` noise map with each image's map replaced by its
+    :func:`root_mean_square` everywhere: what a pooled blind path feeds."""
+    return root_mean_square(level).view(-1, 1, 1, 1).expand_as(level)
+
+
 def _sqrt_at_zero_flat(energy: torch.Tensor) -> torch.Tensor:
     """``sqrt(energy)`` for ``energy >= 0``, with gradient 0 (not infinity) at 0; no
     additive constant, so it stays exactly homogeneous: ``sqrt(a² e) = a sqrt(e)``."""

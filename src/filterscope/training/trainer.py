@@ -36,7 +36,7 @@ from ..metrics import psnr
 from ..models import create_model
 from ..models.base import CNNDenoiser
 from ..models.checkpoints import load_pickle_safely, save_model, save_pickle
-from ..models.noise_map import noise_level_map, root_mean_square
+from ..models.noise_map import noise_level_map, pooled_map
 from ..models.user import build_network, is_object_path, trusting_code
 from ..models.zoo import load_model as load_trained_model
 from ..noise import NOISE_KINDS, SIGNAL_DEPENDENT_MODELS, mixed_noise, sample_sigmas
@@ -240,9 +240,7 @@ def optimizer_step(
         estimated = None
         if estimator is not None and sigma is not None:
             estimated = estimator(noisy)
-            fed = estimated
-            if pooled:
-                fed = root_mean_square(estimated).view(-1, 1, 1, 1).expand_as(estimated)
+            fed = pooled_map(estimated) if pooled else estimated
             sigma = blind_rows_estimated(noisy, sigma, fed)
         estimate = model(noisy, sigma)
     loss = F.mse_loss(estimate.float(), clean)
