@@ -16,7 +16,10 @@ memory, ``_common.peak_rss_gib``, is its own), on a synthetic scene:
   default: the choice's own cost;
 - ``auto, camera-like noise``: the choice on correlated noise, which takes the real-noise
   model;
-- ``real``: ``noise_type="real"``, the real-noise model without the choice.
+- ``real``: ``noise_type="real"``, the real-noise model without the choice;
+- ``gaussian, float32``: the default alone in float32 arithmetic, as ``filterscope.denoise``
+  ran before it took the command line's numeric path (``precision="auto"``: bfloat16
+  where the CPU has it natively, float32 elsewhere, where the two rows are one path).
 
 Each scene is saved once as an 8-bit PNG (a photo as people have it) and read back by every
 case. 512x512: ``filterscope.denoise`` on the decoded image, median of ``--repeats`` runs
@@ -40,12 +43,13 @@ from pathlib import Path
 
 from _common import peak_rss_gib, print_table, run_fresh, write_results
 
-#: (label, noise_type, noise added to the scene)
+#: (label, noise_type, noise added to the scene, precision)
 CASES = (
-    ("gaussian", "gaussian", "white"),
-    ("auto, white noise", "auto", "white"),
-    ("auto, camera-like noise", "auto", "correlated"),
-    ("real", "real", "correlated"),
+    ("gaussian", "gaussian", "white", "auto"),
+    ("auto, white noise", "auto", "white", "auto"),
+    ("auto, camera-like noise", "auto", "correlated", "auto"),
+    ("real", "real", "correlated", "auto"),
+    ("gaussian, float32", "gaussian", "white", "float32"),
 )
 TARGET_RATIO = 1.2
 TARGET_PEAK_GIB = 1.0
@@ -87,39 +91,43 @@ def save_scene(folder: Path, height: int, width: int, noise: str) -> Path:
     return path
 
 
-def child(noise_type: str, path: str, repeats: int) -> dict:
+def child(noise_type: str, path: str, repeats: int, precision: str) -> dict:
     """One case, in this process: median seconds of ``filterscope.denoise`` on the
     decoded image and the process's peak memory."""
     import filterscope as fs
     from filterscope.io import read_image
 
     image = read_image(path)[0]
-    fs.denoise(image[:64, :64], noise_type=noise_type)  # loads the models, warms up
+    options = {"noise_type": noise_type, "precision": precision}
+    fs.denoise(image[:64, :64], **options)  # loads the models, warms up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fs.denoise(image, noise_type=noise_type)
+        fs.denoise(image, **options)
         times.append(time.perf_counter() - start)
     return {"seconds": statistics.median(times), "peak_gib": peak_rss_gib()}
 
 
-def child_cli(noise_type: str, path: str) -> dict:
+def child_cli(noise_type: str, path: str, precision: str) -> dict:
     """One case, in this process: the command line on the file, its seconds and the
     process's peak memory."""
     from filterscope.cli.main import main
 
-    out = Path(path).with_name(f"denoised-{noise_type}.png")
+    out = Path(path).with_name(f"denoised-{noise_type}-{precision}.png")
     start = time.perf_counter()
     argv = ["denoise", path, "-o", str(out), "--noise-type", noise_type, "--force"]
+    argv += ["--precision", precision]
     if main(argv) != 0:
         raise RuntimeError(f"filterscope {' '.join(argv)} failed")
     return {"seconds": time.perf_counter() - start, "peak_gib": peak_rss_gib()}
 
 
-def run_case(noise_type: str, path: Path, repeats: int, *, cli: bool) -> dict:
+def run_case(noise_type: str, path: Path, repeats: int, precision: str, *, cli: bool) -> dict:
     if cli:
-        return run_fresh("blind_denoise_speed", f"child_cli({noise_type!r}, {str(path)!r})")
-    return run_fresh("blind_denoise_speed", f"child({noise_type!r}, {str(path)!r}, {repeats})")
+        call = f"child_cli({noise_type!r}, {str(path)!r}, {precision!r})"
+    else:
+        call = f"child({noise_type!r}, {str(path)!r}, {repeats}, {precision!r})"
+    return run_fresh("blind_denoise_speed", call)
 
 
 #: Sizes above this many pixels run as the command line (a photo file to a file).
@@ -130,15 +138,16 @@ def run_size(folder: Path, height: int, width: int, repeats: int) -> list[dict]:
     """Every case of :data:`CASES` at one size; ``ratio`` against the first."""
     cli = height * width > CLI_ABOVE_PIXELS
     rows, baseline = [], None
-    for label, noise_type, noise in CASES:
+    for label, noise_type, noise, precision in CASES:
         path = save_scene(folder, height, width, noise)
-        result = run_case(noise_type, path, repeats, cli=cli)
+        result = run_case(noise_type, path, repeats, precision, cli=cli)
         baseline = baseline or result["seconds"]
         rows.append(
             {
                 "image": f"{width}x{height}x3",
                 "case": label,
                 "run": "command line" if cli else "filterscope.denoise",
+                "precision": precision,
                 "seconds": round(result["seconds"], 3),
                 "ratio": round(result["seconds"] / baseline, 3),
                 "peak_gib": round(result["peak_gib"], 3),
@@ -167,7 +176,7 @@ def main() -> int:
         "rows": rows,
     }
     path = write_results("blind_denoise_speed", payload)
-    print_table(rows, ["image", "case", "run", "seconds", "ratio", "peak_gib"])
+    print_table(rows, ["image", "case", "run", "precision", "seconds", "ratio", "peak_gib"])
     print(f"results: {path}")
     return 0
 

@@ -77,6 +77,7 @@ def denoise(
     channel_axis: int | None = None,
     tile: int = 512,
     noise_type: str = "auto",
+    precision: str | None = None,
 ) -> np.ndarray:
     """Denoise one image held as a NumPy array.
 
@@ -110,6 +111,12 @@ def denoise(
         (colour images), ``"gaussian"`` the default, ``"auto"`` chooses by the image
         (:func:`filterscope.inference.choose_shipped_model`; a given ``sigma`` means
         Gaussian noise). Ignored for other models.
+    precision : {"auto", "float32", "bfloat16"} or None, keyword-only
+        Arithmetic of a filterscope network (:func:`filterscope.inference.prepare_model`,
+        as ``filterscope denoise`` runs it): None or ``"auto"`` takes bfloat16 where the
+        CPU runs it natively (about 3x faster there, a few thousandths of a dB apart) and
+        float32 elsewhere. Methods without weights (BM3D, NLM) and modules of the user's
+        that are no :class:`~filterscope.models.base.Denoiser` run as they are.
 
     Returns
     -------
@@ -136,19 +143,32 @@ def denoise(
     import torch
 
     from .hub import load_model
-    from .inference import check_noise_type, choose_shipped_model, denoise_tensor, validate_sigma
+    from .inference import (
+        check_noise_type,
+        choose_shipped_model,
+        denoise_tensor,
+        prepare_model,
+        validate_sigma,
+    )
+    from .machine import AUTO, choose_precision
     from .models.base import Denoiser
 
     original = np.asarray(image)
     array = _as_float_image(original, channel_axis)
     sigma = validate_sigma(sigma)
     check_noise_type(noise_type)
+    choose_precision("denoise", requested=AUTO if precision is None else precision)
     y = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)[None]
     if isinstance(model, str) and model == "default":
         model, _ = choose_shipped_model(y, sigma=sigma, noise_type=noise_type, load=load_model)
     denoiser = model if isinstance(model, torch.nn.Module) else load_model(model)
+    # A filterscope network runs as the command line runs it; a module of the user's
+    # (which need not take sigma) runs as it is.
+    runner = (
+        prepare_model(denoiser, precision=precision) if isinstance(denoiser, Denoiser) else denoiser
+    )
     try:
-        x_hat = denoise_tensor(denoiser, y, tile=tile, sigma=sigma)
+        x_hat = denoise_tensor(runner, y, tile=tile, sigma=sigma)
     except (RuntimeError, TypeError, ValueError) as exc:
         if isinstance(exc, (FilterscopeError, torch.OutOfMemoryError)) or isinstance(
             denoiser, Denoiser
