@@ -117,3 +117,26 @@ def test_bad_input(image, options, error, message):
 def test_a_colour_model_refuses_a_gray_image():
     with pytest.raises(ChannelError):
         fs.denoise(clean_image(), model=zoo.DEFAULT_MODELS[3])
+
+
+def test_shipped_models_are_read_once_per_weights_file(monkeypatch, tmp_path):
+    import os
+
+    from filterscope import api, hub
+
+    api._load_once.cache_clear()
+    loads = []
+    read = hub.load_model
+    monkeypatch.setattr(hub, "load_model", lambda name: loads.append(name) or read(name))
+    y = noisy(clean_image(3))
+    name = zoo.default_model_name(3)
+    first = fs.denoise(y, noise_type="gaussian")
+    assert np.array_equal(fs.denoise(y, noise_type="gaussian"), first)
+    assert loads == [name]
+    # a weights file written since (another mtime) is read again
+    weights = tmp_path / f"{name}.safetensors"
+    weights.write_bytes(zoo.shipped_weights(name).read_bytes())
+    os.utime(weights, ns=(1, 1))
+    monkeypatch.setattr(zoo, "shipped_weights", lambda _: weights)
+    fs.denoise(y, noise_type="gaussian")
+    assert loads == [name, name]
