@@ -26,6 +26,9 @@ from filterscope.models import create_model
 from filterscope.models.checkpoints import card_path, load_checkpoint, save_model
 from filterscope.models.zoo import shipped_weights, weights_dir
 
+REPOSITORY = Path(__file__).resolve().parent.parent
+LOGS_DIR = REPOSITORY / "benchmarks" / "results" / "training_logs"
+
 
 def with_blind_path(model, option: str):
     """The same DRUNet weights, with the blind-path ``option`` (``blind_estimate`` or
@@ -234,7 +237,7 @@ def name_recipe_files(training: dict) -> None:
 
     defaults = dataclasses.asdict(TrainConfig())
     recipes = {}
-    for path in sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.toml")):
+    for path in sorted((REPOSITORY / "recipes").glob("*.toml")):
         try:
             recipes[path.name] = {**defaults, **tomllib.loads(path.read_text())}
         except (tomllib.TOMLDecodeError, UnicodeDecodeError):
@@ -250,13 +253,28 @@ def name_recipe_files(training: dict) -> None:
         record = record.get("initialised_from", {}).get("training", {})
 
 
-def keep_log(log: Path, stem: str) -> str:
-    """Copy a training log into ``benchmarks/results/training_logs`` (learning curves
-    are evidence and stay in the repository); the copy's repository path."""
-    logs = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "training_logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    (logs / f"{stem}.csv").write_text(log.read_text())
-    return f"benchmarks/results/training_logs/{stem}.csv"
+def keep_log(log: Path, stem: str, *, logs_dir: Path = LOGS_DIR) -> str:
+    """Copy a training log into ``logs_dir`` (learning curves are evidence and stay in
+    the repository); the copy's path from the repository root.
+
+    ``STEM.csv`` holding another run's log (two runs of one stage number, such as two
+    fine-tunes of the same parent) is kept: the copy is then ``STEM-RUN.csv``, RUN the
+    run folder's name, and another log there too stops the script. A file that the
+    log continues (the same run, since resumed) is updated.
+    """
+    text = log.read_text()
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    for name in (f"{stem}.csv", f"{stem}-{log.resolve().parent.name}.csv"):
+        target = logs_dir / name
+        # the same run's log, or its log before the run was resumed, is updated
+        if not target.exists() or text.startswith(target.read_text()):
+            target.write_text(text)
+            return (
+                str(target.relative_to(REPOSITORY))
+                if target.is_relative_to(REPOSITORY)
+                else str(target)
+            )
+    sys.exit(f"{log}: {target} holds another log; move it away or rename the run folder")
 
 
 def stage_suffix(training: dict) -> str:
