@@ -788,3 +788,29 @@ def test_moving_average_update_warms_up_then_follows_the_decay():
     average["w"].zero_()
     update_average(average, current, 0.5, step=1000)  # the decay itself
     torch.testing.assert_close(average["w"], torch.full((3,), 0.5))
+
+
+@pytest.mark.parametrize("loss", ["mse", "l1"])
+def test_the_step_minimises_the_recipes_loss(loss):
+    from filterscope.models import create_model
+    from filterscope.training.trainer import optimizer_step
+
+    torch.manual_seed(0)
+    model = create_model("dncnn", bias=False, num_layers=3, hidden=4)
+    clean = torch.rand(2, 1, 37, 31)
+    noisy = clean + 0.1 * torch.randn_like(clean)
+    with torch.no_grad():
+        error = model(noisy) - clean
+    expected = error.abs().mean() if loss == "l1" else error.square().mean()
+    sgd = torch.optim.SGD(model.parameters(), lr=1e-4)
+    returned = optimizer_step(model, sgd, noisy, clean, loss=loss)
+    torch.testing.assert_close(returned, expected, rtol=1e-5, atol=0)
+    with torch.no_grad():
+        after = model(noisy) - clean
+    assert (after.abs().mean() if loss == "l1" else after.square().mean()) < expected
+
+
+def test_an_unknown_loss_is_refused(tmp_path):
+    data = make_image_folder(tmp_path / "data")
+    with pytest.raises(InputError, match="loss: must be one of mse, l1, got 'l2'"):
+        _tiny_config(data, loss="l2").validate()

@@ -17,6 +17,10 @@ from ..models import list_models
 from ..models.user import is_object_path, network_factory
 from ..noise import NOISE_MODELS
 
+#: Denoising losses a recipe may name (``loss``); :data:`filterscope.training.trainer.
+#: DENOISING_LOSSES` holds their functions.
+LOSSES = ("mse", "l1")
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
@@ -162,6 +166,10 @@ class TrainConfig:
         model card (``numeric_path``).
     tensorboard : bool
         Also log to TensorBoard (``RUN_DIR/tensorboard``) when it is installed.
+    loss : {"mse", "l1"}
+        The denoising loss: mean squared error (the papers'), or mean absolute error,
+        which weighs the many small errors of low-noise and real-camera patches more
+        against the few large ones.
     noise_map_loss : float
         Models with a noise-map estimator (``arch_options.noise_estimator``): weight of
         the mean squared error between the estimated map and the true noise std (where
@@ -219,6 +227,7 @@ class TrainConfig:
     precision: str = AUTO
     channels_last: bool | str = AUTO
     tensorboard: bool = True
+    loss: str = "mse"
     noise_map_loss: float = 0.0
     estimator_lr_scale: float = 1.0
 
@@ -279,6 +288,8 @@ class TrainConfig:
             )
         if not 0 < self.lr_gamma <= 1:
             raise InputError(f"lr_gamma: must be in (0, 1], got {self.lr_gamma}")
+        if self.loss not in LOSSES:
+            raise InputError(f"loss: must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if not 0 <= self.ema_decay < 1:
             raise InputError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.sigma_known_fraction <= 1:

@@ -435,6 +435,7 @@ class _DeviceRun:
             clean,
             sigma=sigma_given,
             precision=self.numeric["precision"],
+            loss=config.loss,
         )
         self.loss_count += 1
         self.step += 1

@@ -206,6 +206,10 @@ def _as_map(std: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return per_patch.expand(shape).clone()
 
 
+#: The functions of the recipe's ``loss`` names (:data:`filterscope.training.config.LOSSES`).
+DENOISING_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
+
+
 def optimizer_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -216,9 +220,11 @@ def optimizer_step(
     precision: str = "float32",
     noise_std: torch.Tensor | None = None,
     noise_map_loss: float = 0.0,
+    loss: str = "mse",
 ) -> torch.Tensor:
-    """One Adam step on the mean squared error; returns the loss as a detached 0-d
-    tensor on the batch's device (not read, so a GPU is not waited for).
+    """One Adam step on the denoising ``loss`` (:data:`DENOISING_LOSSES`: mean squared
+    or absolute error); returns the loss as a detached 0-d tensor on the batch's device
+    (not read, so a GPU is not waited for).
 
     ``sigma`` (``(B,)`` or a map, image scale, 0 = unknown) is passed to the model;
     blind models ignore it. ``precision="bfloat16"`` runs the forward pass under
@@ -243,13 +249,13 @@ def optimizer_step(
             fed = pooled_map(estimated) if pooled else estimated
             sigma = blind_rows_estimated(noisy, sigma, fed)
         estimate = model(noisy, sigma)
-    loss = F.mse_loss(estimate.float(), clean)
+    total = DENOISING_LOSSES[loss](estimate.float(), clean)
     if estimated is not None and noise_map_loss > 0 and noise_std is not None:
-        loss = loss + noise_map_loss * _map_error(estimated.float(), noise_std, noisy.shape)
+        total = total + noise_map_loss * _map_error(estimated.float(), noise_std, noisy.shape)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    total.backward()
     optimizer.step()
-    return loss.detach()
+    return total.detach()
 
 
 def blind_rows_estimated(
@@ -287,6 +293,7 @@ def training_step(
     precision: str = "float32",
     noise_std: torch.Tensor | None = None,
     noise_map_loss: float = 0.0,
+    loss: str = "mse",
 ) -> float:
     """:func:`optimizer_step`, returning this process's loss as a float."""
     return optimizer_step(
@@ -298,6 +305,7 @@ def training_step(
         precision=precision,
         noise_std=noise_std,
         noise_map_loss=noise_map_loss,
+        loss=loss,
     ).item()
 
 
@@ -780,6 +788,7 @@ class _Run:
             precision=self.numeric["precision"],
             noise_std=noise_std,
             noise_map_loss=config.noise_map_loss,
+            loss=config.loss,
         )
         if self.ema is not None:
             update_average(self.ema, self.model.state_dict(), config.ema_decay, self.step)
