@@ -533,7 +533,9 @@ def test_a_model_with_a_noise_map_estimator_shows_the_map_it_was_fed(tmp_path):
         assert summary["min"] == pytest.approx(summary["max"], rel=1e-6)  # one level, pooled
         picture = client.get("/api/image/noise-map", params={"model": pooled_name})
         assert picture.status_code == 200
-        assert Image.open(io.BytesIO(picture.content)).size == (WIDTH, HEIGHT)
+        shown_map = Image.open(io.BytesIO(picture.content))
+        assert shown_map.size == (WIDTH, HEIGHT)
+        assert np.allclose(np.asarray(shown_map, dtype=np.float64), 127.5, atol=1)  # 1 level
         # A network without an estimator has no map: none reported, the picture refused.
         assert "noise_map_255" not in client.get("/api/output", params={"model": plain_name}).json()
         refused = client.get("/api/image/noise-map", params={"model": plain_name})

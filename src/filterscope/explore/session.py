@@ -750,7 +750,7 @@ class Explorer:
         compute: bool = True,
     ) -> bytes | None:
         """A PNG for the page: ``noisy``, ``clean``, ``denoised``, ``residual``,
-        ``noise-map`` (white is the map's largest σ), ``linear``, ``bias`` or ``eigen``
+        ``noise-map`` (white is twice the map's RMS), ``linear``, ``bias`` or ``eigen``
         (signed images: mid-gray is 0)."""
         if kind not in PICTURES:
             raise InputError(f"image kind must be one of {', '.join(PICTURES)}, got {kind[:40]!r}")
@@ -771,7 +771,10 @@ class Explorer:
                 level = result["noise_map"]
                 if level is None:
                     raise InputError(f"{name} has no noise-map estimator: no noise map to show")
-                return png_bytes(level[0] / max(float(level.max()), 1e-12))
+                # Twice the RMS is white, so one level per image (a pooled map) is mid-gray
+                # rather than a white square, and a local map shows where it reads more.
+                span = 2.0 * float(root_mean_square(level)[0])
+                return png_bytes((level[0] / max(span, 1e-12)).clamp(max=1.0))
             if kind == "denoised":
                 return png_bytes(result["x_hat"][0])
             residual = self.noisy(sigma) - result["x_hat"]
