@@ -204,6 +204,24 @@ def test_heavy_clipped_noise_is_read_through_its_truncation(monkeypatch):
     assert float(estimate_noise_level(stored)) < 0.88 * 75 / 255
 
 
+def test_nearly_all_clipped_noise_is_read_as_censored(monkeypatch):
+    # σ = 100 around mid-grays, clipped and stored as 8 bits: almost every window holds
+    # a clipped pixel, and the few that do not are those whose noise stayed small.
+    x = 0.35 + 0.3 * _smooth_image(1, 128, 112)
+    y = x + gaussian_noise(x.shape, 100 / 255, generator=4, dtype=torch.float64)
+    stored = (y.clamp(0, 1) * 255).round() / 255
+    estimate = float(estimate_noise_level(stored))
+    assert estimate == pytest.approx(100 / 255, rel=0.1)
+    assert float(estimate_noise_level(0.5 * stored)) == pytest.approx(0.5 * estimate, rel=1e-9)
+    leaf = stored.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(estimate_noise_level(leaf).sum(), leaf)
+    assert float((grad * stored).sum()) == pytest.approx(estimate, rel=1e-9)  # Euler
+    from filterscope import noise
+
+    monkeypatch.setattr(noise, "HEAVY_CLIPPING", 1.1)  # the unclipped windows alone
+    assert float(estimate_noise_level(stored)) < 0.7 * 100 / 255
+
+
 def test_unclipped_noise_skips_the_truncation_correction(monkeypatch):
     from filterscope import noise
 
