@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -364,27 +365,16 @@ def _truncation_mad_factor(sigma_read: float, means: np.ndarray, low: float, hig
     """
     from scipy.special import ndtr  # scikit-image's dependency, so always installed
 
-    if not sigma_read > 0:
-        return 1.0
-    sigma = sigma_read
-    for _ in range(30):
-        a = np.minimum((low - means) / sigma, 0.0)
-        b = np.maximum((high - means) / sigma, 0.0)
+    def truncated_mad(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         half = (ndtr(b) - ndtr(a)) / 2
         lo_t, hi_t = np.zeros_like(a), np.maximum(-a, b)
         for _ in range(30):  # the bracket shrinks to 1e-9 of its width
             t = (lo_t + hi_t) / 2
             below = ndtr(np.minimum(t, b)) - ndtr(np.maximum(-t, a)) < half
             lo_t, hi_t = np.where(below, t, lo_t), np.where(below, hi_t, t)
-        factor = float(((lo_t + hi_t) / 2).mean()) / NORMAL_MAD
-        # Noise wider than half the range is barely seen inside it: not identifiable,
-        # and the iteration can run away there.
-        updated = min(sigma_read / factor, (high - low) / 2)
-        converged = abs(updated - sigma) <= 1e-6 * updated
-        sigma = updated
-        if converged:
-            break
-    return sigma_read / sigma
+        return (lo_t + hi_t) / 2 / NORMAL_MAD
+
+    return _shrinkage_at_fixed_point(truncated_mad, sigma_read, means, low, high)
 
 
 def _censoring_std_factor(sigma_read: float, means: np.ndarray, low: float, high: float) -> float:
@@ -402,9 +392,6 @@ def _censoring_std_factor(sigma_read: float, means: np.ndarray, low: float, high
     """
     from scipy.special import ndtr
 
-    if not sigma_read > 0:
-        return 1.0
-
     def censored_std(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         below, above = ndtr(a), 1.0 - ndtr(b)
         density_a, density_b = (np.exp(-z * z / 2) / math.sqrt(2 * math.pi) for z in (a, b))
@@ -412,11 +399,29 @@ def _censoring_std_factor(sigma_read: float, means: np.ndarray, low: float, high
         second = a * a * below + (1 - below - above) - (b * density_b - a * density_a)
         return np.sqrt(np.maximum(second + b * b * above - mean * mean, 0.0))
 
+    return _shrinkage_at_fixed_point(censored_std, sigma_read, means, low, high)
+
+
+def _shrinkage_at_fixed_point(
+    shrinkage: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    sigma_read: float,
+    means: np.ndarray,
+    low: float,
+    high: float,
+) -> float:
+    """``sigma_read / σ`` at the σ that solves ``σ·mean(shrinkage(a, b)) = sigma_read``,
+    ``a = (low − x)/σ`` and ``b = (high − x)/σ`` for each window mean ``x`` (fixed-point
+    iteration from ``sigma_read``, σ capped at half the range): the factor of
+    :func:`_truncation_mad_factor` and :func:`_censoring_std_factor`."""
+    if not sigma_read > 0:
+        return 1.0
     sigma = sigma_read
     for _ in range(50):
         a = np.minimum((low - means) / sigma, 0.0)
         b = np.maximum((high - means) / sigma, 0.0)
-        factor = max(float(censored_std(a, b).mean()), 1e-6)
+        factor = max(float(shrinkage(a, b).mean()), 1e-6)
+        # Noise wider than half the range is barely seen inside it: not identifiable,
+        # and the iteration can run away there.
         updated = min(sigma_read / factor, (high - low) / 2)
         converged = abs(updated - sigma) <= 1e-6 * updated
         sigma = updated
