@@ -184,15 +184,24 @@ def test_clipped_sky_is_left_out_of_the_estimate(monkeypatch):
     assert float(estimate_noise_level(stored)) < 0.8 * 25 / 255
 
 
-def test_heavy_clipped_noise_is_read_through_its_truncation(monkeypatch):
-    # σ = 75 around mid-grays, clipped and stored as 8 bits: the windows without a
-    # clipped pixel hold noise truncated to the range, whose median absolute value
-    # is smaller; the estimate undoes that shrinkage.
+@pytest.mark.parametrize(
+    ("sigma_255", "bypass", "bypassed_below"),
+    [(75, "CLIPPED_FRACTION", 0.88), (100, "HEAVY_CLIPPING", 0.7)],
+    ids=["truncated", "censored"],
+)
+def test_heavy_clipped_noise_is_read_through_its_correction(
+    monkeypatch, sigma_255, bypass, bypassed_below
+):
+    # Noise around mid-grays, clipped and stored as 8 bits. At σ = 75 the windows without
+    # a clipped pixel hold noise truncated to the range, whose median absolute value is
+    # smaller; at σ = 100 almost every window holds a clipped pixel, the few that do not
+    # are those whose noise stayed small, and every window is read as censored noise.
+    # Either way the estimate undoes the shrinkage.
     x = 0.35 + 0.3 * _smooth_image(1, 128, 112)
-    y = x + gaussian_noise(x.shape, 75 / 255, generator=4, dtype=torch.float64)
+    y = x + gaussian_noise(x.shape, sigma_255 / 255, generator=4, dtype=torch.float64)
     stored = (y.clamp(0, 1) * 255).round() / 255
     estimate = float(estimate_noise_level(stored))
-    assert estimate == pytest.approx(75 / 255, rel=0.1)
+    assert estimate == pytest.approx(sigma_255 / 255, rel=0.1)
     assert float(estimate_noise_level(0.5 * stored)) == pytest.approx(0.5 * estimate, rel=1e-9)
     # Euler's identity: the correction is homogeneous of degree 0 (a constant factor).
     leaf = stored.clone().requires_grad_(True)
@@ -200,26 +209,9 @@ def test_heavy_clipped_noise_is_read_through_its_truncation(monkeypatch):
     assert float((grad * stored).sum()) == pytest.approx(estimate, rel=1e-9)
     from filterscope import noise
 
-    monkeypatch.setattr(noise, "CLIPPED_FRACTION", 1.1)  # never taken as clipped
-    assert float(estimate_noise_level(stored)) < 0.88 * 75 / 255
-
-
-def test_nearly_all_clipped_noise_is_read_as_censored(monkeypatch):
-    # σ = 100 around mid-grays, clipped and stored as 8 bits: almost every window holds
-    # a clipped pixel, and the few that do not are those whose noise stayed small.
-    x = 0.35 + 0.3 * _smooth_image(1, 128, 112)
-    y = x + gaussian_noise(x.shape, 100 / 255, generator=4, dtype=torch.float64)
-    stored = (y.clamp(0, 1) * 255).round() / 255
-    estimate = float(estimate_noise_level(stored))
-    assert estimate == pytest.approx(100 / 255, rel=0.1)
-    assert float(estimate_noise_level(0.5 * stored)) == pytest.approx(0.5 * estimate, rel=1e-9)
-    leaf = stored.clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(estimate_noise_level(leaf).sum(), leaf)
-    assert float((grad * stored).sum()) == pytest.approx(estimate, rel=1e-9)  # Euler
-    from filterscope import noise
-
-    monkeypatch.setattr(noise, "HEAVY_CLIPPING", 1.1)  # the unclipped windows alone
-    assert float(estimate_noise_level(stored)) < 0.7 * 100 / 255
+    # Without the correction (never taken as clipped / never as censored) it reads low.
+    monkeypatch.setattr(noise, bypass, 1.1)
+    assert float(estimate_noise_level(stored)) < bypassed_below * sigma_255 / 255
 
 
 def test_unclipped_noise_skips_the_truncation_correction(monkeypatch):

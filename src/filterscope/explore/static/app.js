@@ -253,7 +253,7 @@ async function loadOutput() {
   if (map !== undefined) {
     await setImage("noise-map", { model, sigma });
     $("noise-map-info").textContent =
-      `(σ mean ${fmt(map.mean, 2)}, from ${fmt(map.min, 2)} to ${fmt(map.max, 2)} = white, 0–255)`;
+      `(σ mean ${fmt(map.mean, 2)}, from ${fmt(map.min, 2)} to ${fmt(map.max, 2)}, 0–255; white is twice the RMS)`;
   }
 }
 
