@@ -133,10 +133,10 @@ class Methods:
         from filterscope.inference import real_noise_threshold
         from filterscope.models.zoo import default_model_name, real_noise_model_name
 
-        names = [n for n in (default_model_name(3), real_noise_model_name(3)) if n]
-        parts = [weights_tag(self.load(n)) for n in names]
-        if real_noise_model_name(3):
-            parts.append(f"{real_noise_threshold(self.load(real_noise_model_name(3))):g}")
+        real = real_noise_model_name(3)
+        parts = [weights_tag(self.load(n)) for n in (default_model_name(3), real) if n]
+        if real:
+            parts.append(f"{real_noise_threshold(self.load(real)):g}")
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
 
     def network(self, spec: str, y: torch.Tensor, sigma: float | None):
