@@ -378,6 +378,36 @@ def test_init_from_another_architecture_is_refused_by_name(tmp_path):
     assert not (tmp_path / "second" / "checkpoint.pt").exists()
 
 
+def test_init_sha256_pins_the_weights_a_run_starts_from(tmp_path):
+    import hashlib
+
+    data = _image_folder(tmp_path / "data")
+    train(_tiny_config(data, steps=3), tmp_path / "first", progress=False)
+    first = tmp_path / "first" / "model.safetensors"
+    digest = hashlib.sha256(first.read_bytes()).hexdigest()
+    pinned = _tiny_config(data, steps=1, init_from=str(first), init_sha256=digest)
+    train(pinned, tmp_path / "pinned", progress=False)
+    assert (tmp_path / "pinned" / "model.safetensors").exists()
+    # Another file under the same name (the start retrained) is refused, naming both.
+    other = _tiny_config(data, steps=1, init_from=str(first), init_sha256="0" * 64)
+    with pytest.raises(CheckpointError, match=f"init_from: .*{digest[:12]}.*0{{12}}"):
+        train(other, tmp_path / "other", progress=False)
+    assert not (tmp_path / "other" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"init_from": "x", "init_sha256": "abc"}, "64 lowercase hex"),
+        ({"init_from": "x", "init_sha256": "A" * 64}, "64 lowercase hex"),
+        ({"init_sha256": "0" * 64}, "init_from, which is not set"),
+    ],
+)
+def test_a_malformed_or_orphan_init_sha256_is_refused(fields, message):
+    with pytest.raises(InputError, match=f"init_sha256: .*{message}"):
+        TrainConfig(**fields).validate()
+
+
 def test_recipe_refuses_a_non_positive_sigma_power(tmp_path):
     with pytest.raises(InputError, match="sigma_power"):
         TrainConfig(sigma_power=0.0).validate()
@@ -456,6 +486,22 @@ def test_every_shipped_recipe_is_valid(recipe):
     # A recipe is run hours after it is written: a bad key or range must show here.
     config = load_recipe(recipe)
     assert config.steps > 0 and config.data_dir.startswith("../shared/data/")
+
+
+def test_recipes_that_start_from_a_shipped_model_pin_its_weights():
+    # A recipe that fine-tunes a shipped model by name reproduces only from the weights it
+    # was run from: retraining that model must either keep the old file's recipe working
+    # (init_sha256 refuses the new weights) or be a deliberate edit of this pin.
+    import hashlib
+
+    from filterscope.models.zoo import list_shipped, model_file
+
+    by_name = [load_recipe(path) for path in RECIPES]
+    by_name = [config for config in by_name if config.init_from in list_shipped()]
+    assert by_name, "no recipe starts from a shipped model: drop this test"
+    for config in by_name:
+        digest = hashlib.sha256(model_file(config.init_from).read_bytes()).hexdigest()
+        assert config.init_sha256 == digest, config.init_from
 
 
 # ------------------------------------------------------------- noise models (issue 33)

@@ -65,6 +65,25 @@ def _load_file(path: Path, name: str) -> CNNDenoiser:
         ) from None
 
 
+def model_file(name_or_path: str | Path) -> Path:
+    """The weights file a shipped model name or a checkpoint path stands for.
+
+    Raises
+    ------
+    CheckpointError
+        When ``name_or_path`` is neither a shipped name nor an existing file.
+    """
+    text = str(name_or_path)
+    weights = shipped.shipped_weights(text)
+    if weights is not None:
+        return weights
+    path = Path(text)
+    if path.exists():
+        return path
+    names = ", ".join(shipped.list_shipped()) or "none"
+    raise CheckpointError(f"{text}: neither a shipped model ({names}) nor an existing file")
+
+
 def load_model(name_or_path: str | Path) -> CNNDenoiser:
     """Load a shipped model by name, or any checkpoint by path.
 
@@ -74,15 +93,7 @@ def load_model(name_or_path: str | Path) -> CNNDenoiser:
         When ``name_or_path`` is neither a shipped name nor a loadable file (damaged
         or hostile files included, whatever their parser raises).
     """
-    text = str(name_or_path)
-    weights = shipped.shipped_weights(text)
-    if weights is not None:
-        return _load_file(weights, text)
-    path = Path(text)
-    if path.exists():
-        return _load_file(path, text)
-    names = ", ".join(shipped.list_shipped()) or "none"
-    raise CheckpointError(f"{text}: neither a shipped model ({names}) nor an existing file")
+    return _load_file(model_file(name_or_path), str(name_or_path))
 
 
 __all__ = [
@@ -91,6 +102,7 @@ __all__ = [
     "real_noise_model_name",
     "list_shipped",
     "load_model",
+    "model_file",
     "shipped_weights",
     "weights_dir",
 ]

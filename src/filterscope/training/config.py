@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +147,11 @@ class TrainConfig:
     init_from : str
         Shipped model name or model file whose weights start the run (fine-tuning;
         ``""`` = random weights). Its architecture and options must be this recipe's.
+    init_sha256 : str
+        SHA-256 (64 lowercase hex digits) of the ``init_from`` weights file the recipe
+        was run from: a different file (say, a shipped model retrained since) is
+        refused, instead of the run silently starting from other weights. ``""`` = not
+        checked.
     seed : int
         Seeds the weights, the patch order and the noise.
     threads : int
@@ -221,6 +227,7 @@ class TrainConfig:
     val_every: int = 200
     checkpoint_every: int = 50
     init_from: str = ""
+    init_sha256: str = ""
     seed: int = 0
     threads: int = 0
     device: str = "auto"
@@ -288,6 +295,12 @@ class TrainConfig:
             )
         if not 0 < self.lr_gamma <= 1:
             raise InputError(f"lr_gamma: must be in (0, 1], got {self.lr_gamma}")
+        if self.init_sha256 and not re.fullmatch(r"[0-9a-f]{64}", self.init_sha256):
+            raise InputError(
+                f"init_sha256: must be 64 lowercase hex digits, got {self.init_sha256!r}"
+            )
+        if self.init_sha256 and not self.init_from:
+            raise InputError("init_sha256: pins the weights of init_from, which is not set")
         if self.loss not in LOSSES:
             raise InputError(f"loss: must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if not 0 <= self.ema_decay < 1:

@@ -339,7 +339,7 @@ class _DeviceRun:
                 config.val_dir, channels=config.in_channels, limit=config.val_images
             )
         numeric = config.numeric_path(device)
-        model = _build_model(config).to(device)
+        model = _build_model(config, verify_init=state is None).to(device)
         if numeric["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type == "cuda")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import json
 import math
 import sys
@@ -39,6 +40,7 @@ from ..models.checkpoints import load_pickle_safely, save_model, save_pickle
 from ..models.noise_map import noise_level_map, pooled_map
 from ..models.user import build_network, is_object_path, trusting_code
 from ..models.zoo import load_model as load_trained_model
+from ..models.zoo import model_file
 from ..noise import NOISE_KINDS, SIGNAL_DEPENDENT_MODELS, mixed_noise, sample_sigmas
 from .config import TrainConfig, config_from_dict, recipe_text
 from .data import (
@@ -392,8 +394,10 @@ def _gather_generator_states(
     return gathered
 
 
-def _build_model(config: TrainConfig) -> torch.nn.Module:
-    """The recipe's network: random weights (seeded), or those of ``init_from``.
+def _build_model(config: TrainConfig, *, verify_init: bool = True) -> torch.nn.Module:
+    """The recipe's network: random weights (seeded), or those of ``init_from`` (whose
+    file must have the recipe's ``init_sha256`` when ``verify_init``; a resumed run
+    replaces them by its checkpoint's, so it skips that).
 
     A Python object path is built by :func:`filterscope.models.user.build_network` (made
     bias-free when ``bias`` is false); what it refuses is an error naming ``arch``.
@@ -414,6 +418,8 @@ def _build_model(config: TrainConfig) -> torch.nn.Module:
             config.arch, bias=config.bias, in_channels=config.in_channels, **config.arch_options
         )
     if config.init_from:
+        if verify_init:
+            _check_init_digest(config)
         # The recipe names its own network: a file of that network may rebuild it.
         with trusting_code(config.arch if is_object_path(config.arch) else False):
             source = load_trained_model(config.init_from)
@@ -442,6 +448,23 @@ def _build_model(config: TrainConfig) -> torch.nn.Module:
         else:
             model.load_state_dict(source.state_dict())
     return model
+
+
+def _check_init_digest(config: TrainConfig) -> None:
+    """Refuse an ``init_from`` file whose SHA-256 is not the recipe's ``init_sha256``."""
+    if not config.init_sha256:
+        return
+    path = model_file(config.init_from)
+    digest = hashlib.sha256()
+    with open(path, "rb") as weights:
+        for block in iter(lambda: weights.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != config.init_sha256:
+        raise CheckpointError(
+            f"init_from: {config.init_from} ({path}) has SHA-256 {digest.hexdigest()[:12]}..., "
+            f"not the recipe's init_sha256 {config.init_sha256[:12]}...: the weights it "
+            "starts from have changed since the recipe was run"
+        )
 
 
 _ESTIMATOR_OPTIONS = ("noise_estimator", "estimator_width", "blind_estimate", "pooled_noise_map")
@@ -671,7 +694,7 @@ class _Run:
             raise InputError(f"val_dir: {config.val_dir!r} has no validation images")
 
         numeric = config.numeric_path(ctx.device)
-        model = _build_model(config).to(ctx.device)
+        model = _build_model(config, verify_init=state is None).to(ctx.device)
         if numeric["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(_parameter_groups(model, config), lr=config.lr)
