@@ -22,6 +22,11 @@ evidence, side by side, on
 - **held-out checks**: the same Gaussian cases on CBSD68 (``--images`` of them) and the
   real camera noise of PolyU-Canon (every crop, evaluation only).
 
+A gray real-noise model (``--gray`` picks the shipped one; a ``--model`` of one channel
+is gray) is measured the same way on the gray sets: Set12 (calibration, the gray recipes'
+validation set), BSD68 (held out) and PolyU-Canon as gray photos
+(``real_noise.gray_photo``: each crop's luminance, stored at 8 bits).
+
 Reported per case: the evidence's minimum, median and maximum and the fraction of images
 that take the real-noise model with the shipped threshold. Results:
 ``benchmarks/results/noise_type_choice.json`` (with the machine record).
@@ -43,6 +48,7 @@ from filterscope.hub import load_model
 from filterscope.inference import real_noise_evidence, real_noise_threshold
 from filterscope.io import read_image, to_tensor
 from filterscope.models.zoo import real_noise_model_name
+from real_noise import gray_photo
 
 DATA = SHARED / "data"
 GAUSSIAN_SIGMAS = (5.0, 10.0, 15.0, 25.0, 35.0, 50.0, 75.0)
@@ -82,10 +88,15 @@ def _camera_cases(images, options: NoiseOptions, seed: int) -> dict[str, list[to
     return cases
 
 
-def _polyu(count: int | None) -> list[torch.Tensor]:
+def _polyu(count: int | None, channels: int) -> list[torch.Tensor]:
     folder = DATA / "PolyU-Canon" / "noisy"
     files = sorted(folder.iterdir())[:count]
-    return [to_tensor(read_image(path)[0]) for path in files]
+    crops = [to_tensor(read_image(path)[0]) for path in files]
+    return crops if channels == 3 else [gray_photo(y, y)[0] for y in crops]
+
+
+#: (calibration, held-out) folders of ../shared/data per channel count
+SETS = {3: ("Set9color", "CBSD68"), 1: ("Set12", "BSD68")}
 
 
 def _row(group: str, case: str, evidence: list[float], threshold: float) -> dict:
@@ -118,24 +129,30 @@ def main() -> int:
     parser.add_argument(
         "--model", default=None, help="real-noise model spec (default: the shipped one)"
     )
+    parser.add_argument("--gray", action="store_true", help="the shipped gray real model")
     parser.add_argument(
         "--name", default="noise_type_choice", help="results file stem", type=results_name
     )
     args = parser.parse_args()
-    name = args.model or real_noise_model_name(3)
+    name = args.model or real_noise_model_name(1 if args.gray else 3)
     if name is None:
         print("filterscope: error: no real-noise model ships", file=sys.stderr)
         return 2
     model = load_model(name).eval()
+    channels = int(getattr(model, "in_channels", 3))
+    calibration_set, held_out_set = SETS[channels]
     # The camera noise the model was trained on (its card's recipe).
     recipe = getattr(model, "card", {}).get("training", {}).get("recipe", {})
     options = NoiseOptions.from_dict(recipe.get("noise_options", {}))
-    calibration = _images(DATA / "Set9color", None)
-    held_out = _images(DATA / "CBSD68", args.images)
+    calibration = _images(DATA / calibration_set, None)
+    held_out = _images(DATA / held_out_set, args.images)
     plan = [
-        ("Set9color", _gaussian_cases(calibration, 0) | _camera_cases(calibration, options, 100)),
-        ("CBSD68", _gaussian_cases(held_out, 1000)),
-        ("PolyU-Canon", {"real camera noise": _polyu(args.polyu)}),
+        (
+            calibration_set,
+            _gaussian_cases(calibration, 0) | _camera_cases(calibration, options, 100),
+        ),
+        (held_out_set, _gaussian_cases(held_out, 1000)),
+        ("PolyU-Canon", {"real camera noise": _polyu(args.polyu, channels)}),
     ]
     threshold = real_noise_threshold(model)
     rows = []
@@ -153,7 +170,7 @@ def main() -> int:
     camera = [
         e
         for r in rows
-        if r["set"] == "Set9color" and r["case"].startswith("camera")
+        if r["set"] == calibration_set and r["case"].startswith("camera")
         for e in r["_evidence"]
     ]
     suggested = suggested_threshold(max(gaussian), min(camera))

@@ -5,6 +5,7 @@ Run from the repository root (needs ../shared/data/PolyU-Canon, evaluation only)
     nice -n 10 python benchmarks/real_noise.py                  # all 55 crops
     nice -n 10 python benchmarks/real_noise.py --images 4       # a quick look
     nice -n 10 python benchmarks/real_noise.py --models bf-drunet-color,path/to/new.safetensors
+    nice -n 10 python benchmarks/real_noise.py --gray --name real_noise_gray    # gray photos
 
 Side by side on the same full 512x512 crops (PSNR on the 0-255 scale over all three
 channels, SSIM, means over the crops):
@@ -16,6 +17,8 @@ channels, SSIM, means over the crops):
 - ``MODEL (oracle σ=S)``: the first model told the single σ that is best for the set
   (an oracle no blind user has), searched over ``--grid`` on ``--search-images`` crops,
   then scored on every crop;
+- ``MODEL (blind, self-ensemble)``: each spec blind with its 8 flips and rotations
+  averaged, as ``filterscope denoise --ensemble`` runs it (8 times the time);
 - ``cbm3d (σ estimated)``: CBM3D with each crop's wavelet σ estimate (``bm3d:estimate``);
 - ``cbm3d (oracle σ=S)``: CBM3D with the single σ of ``--cbm3d-grid`` that is best on
   ``--cbm3d-search-images`` crops (an oracle, as the model's), then scored on every crop
@@ -26,12 +29,17 @@ CBM3D costs about a minute per RGB crop on this machine's shared cores, so it ru
 ``--cbm3d-images`` crops (spread over the set); the table says how many crops each row
 has, and a second table compares every method on the crops they all have.
 
+``--gray`` makes gray photos of the same crops: each crop's luminance
+(``filterscope.camera_noise.LUMA_WEIGHTS``, as gray recipes convert RGB images), the noisy
+one stored at 8 bits as a gray photo is; the models are then the gray ones (``default`` and
+``auto`` for one channel) and CBM3D is BM3D. PSNR is then over the one channel.
+
 Every (method, crop, σ) score is cached in ``benchmarks/results/real_noise.partial.json``
 (keyed by the model's weights), so a rerun only computes what is new; ``--methods``
 restricts a run to some method families (two processes may fill the cache at once).
-Results: ``benchmarks/results/real_noise.json``; ``--figure`` draws crops of
-noisy | ours | CBM3D | clean and the blind model's noise map to
-``benchmarks/results/real_noise.png``.
+Results: ``benchmarks/results/NAME.json`` (``--name``, default ``real_noise``); ``--figure``
+draws crops of noisy | ours | CBM3D | clean and the blind model's noise map to
+``benchmarks/results/NAME.png``.
 """
 
 from __future__ import annotations
@@ -54,7 +62,7 @@ from _common import RESULTS_DIR, SHARED, print_table, results_name, write_result
 
 DATA = SHARED / "data" / "PolyU-Canon"
 CACHE = RESULTS_DIR / "real_noise.partial.json"
-FAMILIES = ("noisy", "blind", "oracle", "cbm3d", "nlm")
+FAMILIES = ("noisy", "blind", "ensemble", "oracle", "cbm3d", "nlm")
 AUTO = "auto"
 
 
@@ -69,6 +77,11 @@ class Config:
     cbm3d_images: int = 55
     cbm3d_search_images: int = 5
     methods: tuple[str, ...] = FAMILIES
+    gray: bool = False
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.gray else 3
 
 
 @dataclass
@@ -86,10 +99,10 @@ def spread(items: Sequence, count: int) -> list:
     return [items[int(i * step)] for i in range(count)]
 
 
-def resolve(spec: str) -> str:
+def resolve(spec: str, channels: int = 3) -> str:
     from filterscope.models.zoo import default_model_name
 
-    return default_model_name(3) if spec == "default" else spec
+    return default_model_name(channels) if spec == "default" else spec
 
 
 def weights_tag(model: torch.nn.Module) -> str:
@@ -113,12 +126,13 @@ class Methods:
     the shipped default or the shipped real-noise model, chosen per image
     (:func:`filterscope.inference.choose_shipped_model`)."""
 
-    def __init__(self, models: list[str]):
+    def __init__(self, models: list[str], channels: int = 3):
         from filterscope.hub import load_model
 
         self._load = load_model
         self._loaded: dict[str, torch.nn.Module] = {}
-        self.models = {spec: self.load(resolve(spec)) for spec in models if spec != AUTO}
+        self.channels = channels
+        self.models = {spec: self.load(resolve(spec, channels)) for spec in models if spec != AUTO}
         self.tags = {spec: weights_tag(m) for spec, m in self.models.items()}
         if AUTO in models:
             self.tags[AUTO] = self._auto_tag()
@@ -133,13 +147,13 @@ class Methods:
         from filterscope.inference import real_noise_threshold
         from filterscope.models.zoo import default_model_name, real_noise_model_name
 
-        real = real_noise_model_name(3)
-        parts = [weights_tag(self.load(n)) for n in (default_model_name(3), real) if n]
+        real = real_noise_model_name(self.channels)
+        parts = [weights_tag(self.load(n)) for n in (default_model_name(self.channels), real) if n]
         if real:
             parts.append(f"{real_noise_threshold(self.load(real)):g}")
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
 
-    def network(self, spec: str, y: torch.Tensor, sigma: float | None):
+    def network(self, spec: str, y: torch.Tensor, sigma: float | None, *, ensemble: bool = False):
         from filterscope.inference import choose_shipped_model, denoise_tensor
 
         level = None if sigma is None else sigma / 255.0
@@ -149,7 +163,7 @@ class Methods:
                 model = self.load(name)
             else:
                 model = self.models[spec]
-            return denoise_tensor(model, y, sigma=level), None
+            return denoise_tensor(model, y, sigma=level, ensemble=ensemble), None
 
     def baseline(self, name: str, y: torch.Tensor, sigma: float | None):
         denoiser = self.load(name)
@@ -245,6 +259,10 @@ def compute(pairs: list[Pair], config: Config, methods: Methods, cache: Cache) -
         for spec in config.models:
             label = f"{spec}#{methods.tags[spec]}"
             fill(cache, label, pairs, None, lambda y, s, spec=spec: methods.network(spec, y, s))
+    if "ensemble" in config.methods:
+        for spec in config.models:
+            run = lambda y, s, spec=spec: methods.network(spec, y, s, ensemble=True)  # noqa: E731
+            fill(cache, f"{spec}+ensemble#{methods.tags[spec]}", pairs, None, run)
     if "nlm" in config.methods:
         fill(
             cache, "nlm:estimate", pairs, None, lambda y, s: methods.baseline("nlm:estimate", y, s)
@@ -288,11 +306,15 @@ def rows_for(pairs: list[Pair], config: Config, tags: dict[str, str], cache: Cac
     plan = [("noisy", "noisy", None, names)]
     for spec in config.models:
         plan.append((f"{spec} (blind)", f"{spec}#{tags[spec]}", None, names))
+    for spec in config.models:
+        label = f"{spec}+ensemble#{tags[spec]}"
+        plan.append((f"{spec} (blind, self-ensemble)", label, None, names))
     if oracle is not None:
         plan.append((f"{first} (oracle σ={oracle:g} for the set)", first_label, oracle, names))
-    plan.append(("cbm3d (σ estimated per crop)", "bm3d:estimate", None, cbm3d_names))
+    bm3d = "cbm3d" if config.channels == 3 else "bm3d"
+    plan.append((f"{bm3d} (σ estimated per crop)", "bm3d:estimate", None, cbm3d_names))
     if cbm3d_oracle is not None:
-        label = f"cbm3d (oracle σ={cbm3d_oracle:g} for the set)"
+        label = f"{bm3d} (oracle σ={cbm3d_oracle:g} for the set)"
         plan.append((label, "bm3d", cbm3d_oracle, cbm3d_names))
     plan.append(("nlm (σ estimated per crop)", "nlm:estimate", None, names))
     rows = []
@@ -358,17 +380,31 @@ def search_curves(pairs, config: Config, tags: dict[str, str], cache: Cache) -> 
     }
 
 
-def load_pairs(folder: Path, images: int) -> list[Pair]:
+def load_pairs(folder: Path, images: int, *, gray: bool = False) -> list[Pair]:
+    """``images`` crops spread over the folder's pairs; ``gray``: their luminance, the noisy
+    one stored at 8 bits (named ``CROP@gray``, so cached scores never mix)."""
     from filterscope.io import read_image, to_tensor
 
     files = sorted((folder / "noisy").iterdir())
     pairs = []
     for path in spread(files, images):
-        clean = folder / "clean" / path.name
-        pairs.append(
-            Pair(path.stem, to_tensor(read_image(path)[0]), to_tensor(read_image(clean)[0]))
-        )
+        noisy = to_tensor(read_image(path)[0])
+        clean = to_tensor(read_image(folder / "clean" / path.name)[0])
+        if gray:
+            pairs.append(Pair(f"{path.stem}@gray", *gray_photo(noisy, clean)))
+        else:
+            pairs.append(Pair(path.stem, noisy, clean))
     return pairs
+
+
+def gray_photo(noisy: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An RGB pair (1, 3, H, W) as a gray photo: the luminance of each, the noisy one
+    rounded to 8 bits as a stored gray image is."""
+    from filterscope.camera_noise import LUMA_WEIGHTS, quantize
+
+    weights = torch.tensor(LUMA_WEIGHTS, dtype=noisy.dtype).view(1, 3, 1, 1)
+    luma = lambda image: (image * weights).sum(dim=1, keepdim=True)  # noqa: E731
+    return quantize(luma(noisy), 8), luma(clean)
 
 
 def noise_map(model: torch.nn.Module, y: torch.Tensor) -> tuple[torch.Tensor, str]:
@@ -398,15 +434,16 @@ def figure(pair: Pair, config: Config, methods: Methods, cbm3d_sigma: float, pat
     h, w = pair.noisy.shape[-2:]
     top, left = (h - 192) // 2, (w - 192) // 2
     crop = lambda t: t[0, :, top : top + 192, left : left + 192].clamp(0, 1).permute(1, 2, 0)  # noqa: E731
+    bm3d = "CBM3D" if config.channels == 3 else "BM3D"
     panels = [
         (f"noisy {score(pair.noisy, pair.clean)[0]:.2f} dB", crop(pair.noisy)),
         (f"{first} blind {score(ours, pair.clean)[0]:.2f} dB", crop(ours)),
-        (f"CBM3D σ={cbm3d_sigma:g} (oracle) {score(cbm3d, pair.clean)[0]:.2f} dB", crop(cbm3d)),
+        (f"{bm3d} σ={cbm3d_sigma:g} (oracle) {score(cbm3d, pair.clean)[0]:.2f} dB", crop(cbm3d)),
         ("clean (mean of many shots)", crop(pair.clean)),
     ]
     fig, axes = plt.subplots(1, 5, figsize=(20, 4.4))
     for ax, (title, image) in zip(axes, panels, strict=False):
-        ax.imshow(image.numpy())
+        ax.imshow(image.squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     shown = axes[4].imshow(level.numpy(), cmap="magma")
@@ -421,7 +458,7 @@ def figure(pair: Pair, config: Config, methods: Methods, cbm3d_sigma: float, pat
 
 def benchmark(pairs: list[Pair], config: Config, cache: Cache) -> dict:
     """Compute what is missing and summarise: the core of the script (tests call it)."""
-    methods = Methods(config.models)
+    methods = Methods(config.models, config.channels)
     compute(pairs, config, methods, cache)
     rows = rows_for(pairs, config, methods.tags, cache)
     paired, crops = common_rows(rows, cache, [p.name for p in pairs])
@@ -456,7 +493,8 @@ def main() -> int:
         "--cbm3d-search-images", type=int, default=5, help="crops of CBM3D's σ search"
     )
     parser.add_argument("--methods", default=",".join(FAMILIES), help="families to compute")
-    parser.add_argument("--figure", action="store_true", help="draw real_noise.png")
+    parser.add_argument("--gray", action="store_true", help="gray photos of the crops")
+    parser.add_argument("--figure", action="store_true", help="draw NAME.png (--name)")
     parser.add_argument("--name", default="real_noise", type=results_name, help="results file name")
     args = parser.parse_args()
     counts = (args.images, args.search_images, args.cbm3d_images, args.cbm3d_search_images)
@@ -475,6 +513,7 @@ def main() -> int:
         cbm3d_images=args.cbm3d_images,
         cbm3d_search_images=args.cbm3d_search_images,
         methods=families,
+        gray=args.gray,
     )
     if not config.models:
         parser.error("--models: name at least one model")
@@ -484,7 +523,7 @@ def main() -> int:
     from filterscope.errors import FilterscopeError
     from filterscope.machine import machine_info
 
-    pairs = load_pairs(DATA, args.images)
+    pairs = load_pairs(DATA, args.images, gray=args.gray)
     try:
         result = benchmark(pairs, config, Cache(CACHE))
     except FilterscopeError as exc:
@@ -500,7 +539,7 @@ def main() -> int:
         Cache(CACHE), "bm3d", cbm3d_search_names(pairs, config), config.cbm3d_grid
     )
     if args.figure and cbm3d_sigma is not None:
-        path = RESULTS_DIR / "real_noise.png"
+        path = RESULTS_DIR / f"{args.name}.png"
         figure(spread(pairs, config.cbm3d_images)[0], config, methods, cbm3d_sigma, path)
         print(f"figure: {path}")
     write_results(
@@ -508,7 +547,8 @@ def main() -> int:
         {
             "command": " ".join(["python benchmarks/real_noise.py"] + sys.argv[1:]),
             "data": "PolyU-Canon (55 pairs of 512x512 crops; evaluation only, see its README)",
-            "protocol": "PSNR on the 0-255 scale over all 3 channels of each full crop, "
+            "protocol": f"PSNR on the 0-255 scale over all {config.channels} channel(s) of each "
+            "full crop (gray: luminance, the noisy one stored at 8 bits), "
             "estimate clipped to [0, 1]; SSIM (7x7 uniform window); means over crops",
             "config": {k: v for k, v in vars(config).items()},
             "machine": machine_info(),

@@ -14,7 +14,7 @@ from filterscope.models import create_model
 from filterscope.models.checkpoints import load_checkpoint, save_model
 from filterscope.models.noise_map import NoiseMapEstimator, noise_level_map, root_mean_square
 from filterscope.training.config import config_from_dict
-from filterscope.training.trainer import _build_model, optimizer_step
+from filterscope.training.trainer import _build_model, _parameter_groups, optimizer_step
 
 # float64 throughout: these identities hold to round-off (about 1e-15 relative); the
 # tolerance leaves three orders of magnitude for ReLU-heavy sums.
@@ -181,6 +181,44 @@ def test_init_from_a_model_without_estimator_adds_one(tmp_path):
     wider = {**options, "widths": [4, 8, 16]}
     with pytest.raises(Exception, match="init_from"):
         _build_model(config_from_dict({**config.to_dict(), "arch_options": wider}))
+
+
+def test_denoiser_lr_scale_0_trains_the_estimator_alone():
+    options = {"widths": [4, 8, 8], "blocks": 1, "noise_map": True, "noise_estimator": True}
+    config = config_from_dict(
+        {"arch": "drunet", "in_channels": 3, "arch_options": options, "denoiser_lr_scale": 0.0}
+    )
+    model = _tiny(noise_estimator=True, pooled_noise_map=True).float().train()
+    optimizer = torch.optim.Adam(_parameter_groups(model, config), lr=1e-3)
+    for group in optimizer.param_groups:  # as the trainer sets each step's rate
+        group["lr"] = 1e-3 * group.get("lr_scale", 1.0)
+    estimator = {id(p) for p in model.estimator.parameters()}
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    clean = torch.rand(4, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))
+    for _ in range(3):  # blind patches: only the denoising loss reaches the estimator
+        optimizer_step(model, optimizer, noisy, clean, sigma=torch.zeros(4))
+    for name, p in model.named_parameters():
+        if id(p) in estimator:
+            continue
+        assert torch.equal(p, before[name]), name  # exactly the init_from weights
+    assert any(
+        not torch.equal(p, before[name])
+        for name, p in model.named_parameters()
+        if id(p) in estimator
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"denoiser_lr_scale": -1.0}, "must be >= 0"),
+        ({"denoiser_lr_scale": 0.0, "arch_options": {"noise_map": True}}, "noise-map estimator"),
+    ],
+)
+def test_a_bad_denoiser_lr_scale_is_refused(fields, message):
+    with pytest.raises(InputError, match=f"denoiser_lr_scale: .*{message}"):
+        config_from_dict({"arch": "drunet", "in_channels": 3, **fields})
 
 
 def test_a_training_step_trains_the_estimator_through_blind_patches_and_supervision():

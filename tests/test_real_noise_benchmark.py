@@ -30,12 +30,15 @@ def test_table_has_every_method_on_the_right_crops():
         models=["default"],
         grid=[4.0, 12.0],
         search_images=1,
-        methods=("noisy", "blind", "oracle", "nlm"),
+        methods=("noisy", "blind", "ensemble", "oracle", "nlm"),
     )
     cache = real_noise.Cache(None)
     result = real_noise.benchmark(_pairs(), config, cache)
     methods = [row["method"] for row in result["rows"]]
-    assert methods[0] == "noisy" and methods[1] == "default (blind)"
+    assert methods[:3] == ["noisy", "default (blind)", "default (blind, self-ensemble)"]
+    blind, ensemble = result["rows"][1:3]
+    # The ensemble averages 8 different runs: close to the single run, not the same.
+    assert ensemble["psnr"] != blind["psnr"] and abs(ensemble["psnr"] - blind["psnr"]) < 1.0
     oracle = [m for m in methods if "oracle" in m]
     assert len(oracle) == 1 and ("σ=4 " in oracle[0] or "σ=12 " in oracle[0])
     assert any(m.startswith("nlm") for m in methods)
@@ -56,6 +59,35 @@ def test_table_has_every_method_on_the_right_crops():
     # Cached: a second run computes nothing and gives the same table.
     again = real_noise.benchmark(_pairs(), config, cache)
     assert again["rows"] == result["rows"]
+
+
+def test_gray_photos_run_the_gray_models_and_bm3d():
+    pairs = [
+        real_noise.Pair(f"{p.name}@gray", *real_noise.gray_photo(p.noisy, p.clean))
+        for p in _pairs()
+    ]
+    noisy, clean = pairs[0].noisy, pairs[0].clean
+    assert noisy.shape == (1, 1, 31, 37) and clean.shape == (1, 1, 31, 37)
+    assert torch.equal(noisy, torch.round(noisy * 255) / 255)  # stored at 8 bits
+    # The luminance of the clean ramp: the weights sum to 1, so a gray ramp stays itself.
+    torch.testing.assert_close(clean[0, 0], _pairs()[0].clean[0, 0], atol=1e-6, rtol=0)
+    config = real_noise.Config(
+        models=["default"],
+        cbm3d_grid=[12.0],
+        cbm3d_images=1,
+        cbm3d_search_images=1,
+        methods=("noisy", "blind", "cbm3d"),
+        gray=True,
+    )
+    result = real_noise.benchmark(pairs, config, real_noise.Cache(None))
+    methods = [row["method"] for row in result["rows"]]
+    assert methods[:2] == ["noisy", "default (blind)"]
+    assert "bm3d (oracle σ=12 for the set)" in methods and not any("cbm3d" in m for m in methods)
+    gray_default = real_noise.Methods(["default"], 1).models["default"]
+    assert gray_default.in_channels == 1
+    assert result["weights"]["default"] == real_noise.weights_tag(gray_default)
+    blind = result["rows"][1]
+    assert blind["gain"] > 3  # 12/255 white noise on a ramp: the gray default removes most
 
 
 def test_an_unknown_model_is_refused():

@@ -184,6 +184,10 @@ class TrainConfig:
     estimator_lr_scale : float
         The estimator's learning rate is ``lr`` times this (a new estimator on a trained
         denoiser needs to move faster than the denoiser).
+    denoiser_lr_scale : float
+        The rest of the network's learning rate is ``lr`` times this; 0 keeps a trained
+        denoiser (``init_from``) exactly as it is and trains its new estimator alone, to
+        tell it the level it denoises best with (only with a noise-map estimator).
     """
 
     arch: str = "dncnn"
@@ -237,6 +241,7 @@ class TrainConfig:
     loss: str = "mse"
     noise_map_loss: float = 0.0
     estimator_lr_scale: float = 1.0
+    denoiser_lr_scale: float = 1.0
 
     def total_steps(self) -> int:
         """Number of optimizer steps of the whole run."""
@@ -351,6 +356,12 @@ class TrainConfig:
             raise InputError(f"noise_map_loss: must be >= 0, got {self.noise_map_loss}")
         if not 0 < self.estimator_lr_scale < math.inf:
             raise InputError(f"estimator_lr_scale: must be positive, got {self.estimator_lr_scale}")
+        if not 0 <= self.denoiser_lr_scale < math.inf:
+            raise InputError(f"denoiser_lr_scale: must be >= 0, got {self.denoiser_lr_scale}")
+        if self.denoiser_lr_scale != 1 and not self.arch_options.get("noise_estimator"):
+            raise InputError(
+                "denoiser_lr_scale: needs a noise-map estimator (arch_options.noise_estimator)"
+            )
         if self.warmup_steps < 0:
             raise InputError("warmup_steps: must be non-negative")
         if self.lr <= 0:

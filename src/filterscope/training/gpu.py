@@ -202,6 +202,8 @@ def _check_supported(config: TrainConfig) -> None:
         raise InputError("keep_best: GPU training keeps the last weights")
     if config.ema_decay:
         raise InputError("ema_decay: GPU training keeps no moving average; use filterscope train")
+    if config.denoiser_lr_scale != 1:
+        raise InputError("denoiser_lr_scale: GPU training trains every weight alike")
 
 
 def train_on_device(

@@ -962,14 +962,16 @@ def numeric_record(config: TrainConfig, numeric: dict[str, Any]) -> dict[str, An
 
 def _parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
     """Adam's parameter groups: a noise-map estimator's weights (new, small, when a
-    trained denoiser is fine-tuned with one) learn ``estimator_lr_scale`` times faster."""
+    trained denoiser is fine-tuned with one) learn ``estimator_lr_scale`` times faster,
+    the rest ``denoiser_lr_scale`` times (0: Adam's step is exactly 0, they stay)."""
     estimator = getattr(model, "estimator", None)
-    if estimator is None or config.estimator_lr_scale == 1:
+    scales = (config.estimator_lr_scale, config.denoiser_lr_scale)
+    if estimator is None or scales == (1, 1):
         return [{"params": list(model.parameters())}]
     mine = {id(p) for p in estimator.parameters()}
     rest = [p for p in model.parameters() if id(p) not in mine]
     return [
-        {"params": rest},
+        {"params": rest, "lr_scale": config.denoiser_lr_scale},
         {"params": list(estimator.parameters()), "lr_scale": config.estimator_lr_scale},
     ]
 
