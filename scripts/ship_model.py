@@ -140,7 +140,7 @@ def real_noise_scores(path: Path, spec: str) -> dict | None:
     ours = [r for r in table["rows"] if r["method"].startswith(spec + " (")]
     if not ours:
         return None
-    others = [r for r in table["rows"] if r["method"].split(" ")[0] in ("noisy", "cbm3d")]
+    others = [r for r in table["rows"] if r["method"].split(" ")[0] in ("noisy", "cbm3d", "bm3d")]
     keep = lambda row: {k: v for k, v in row.items() if not k.startswith("_")}  # noqa: E731
     return {
         "benchmark": "benchmarks/real_noise.py",

@@ -25,6 +25,7 @@ from filterscope.io import write_image
 from filterscope.models import zoo
 
 REAL = zoo.real_noise_model_name(3)
+GRAY_REAL = zoo.real_noise_model_name(1)
 pytestmark = pytest.mark.skipif(REAL is None, reason="no real-noise model shipped")
 
 
@@ -65,14 +66,19 @@ def test_evidence_does_not_change_with_the_image_scale(real_model):
         assert real_noise_evidence(real_model, scale * y) == pytest.approx(evidence, rel=1e-4)
 
 
-def test_white_noise_takes_the_default_and_camera_like_noise_the_real_model(real_model):
-    load = {REAL: real_model}.get
-    x = _scene()
+@pytest.mark.parametrize("channels", [3, 1])
+def test_white_noise_takes_the_default_and_camera_like_noise_the_real_model(channels):
+    real = zoo.real_noise_model_name(channels)
+    if real is None:
+        pytest.skip(f"no real-noise model ships for {channels}-channel images")
+    real_model = load_model(real)
+    load = {real: real_model}.get
+    x = _scene()[:, :channels]
     name, choice = choose_shipped_model(_white(x), sigma=None, load=load)
-    assert name == zoo.default_model_name(3) and choice["noise_type"] == "gaussian"
+    assert name == zoo.default_model_name(channels) and choice["noise_type"] == "gaussian"
     assert choice["real_noise_evidence"] < real_noise_threshold(real_model)
     name, choice = choose_shipped_model(_blotchy(x), sigma=None, load=load)
-    assert name == REAL and choice["noise_type"] == "real"
+    assert name == real and choice["noise_type"] == "real"
     assert choice["real_noise_evidence"] >= real_noise_threshold(real_model)
 
 
@@ -112,7 +118,15 @@ def test_forced_and_given_sigma_choices_need_no_evidence():
     name, choice = choose_shipped_model(y, sigma=6 / 255, load=no_load)
     assert name == default and choice == {"noise_type": "gaussian"}
     gray = y[:, :1]
-    assert choose_shipped_model(gray, sigma=None, load=no_load) == (zoo.default_model_name(1), {})
+    forced = choose_shipped_model(gray, sigma=None, noise_type="gaussian", load=no_load)
+    assert forced == (zoo.default_model_name(1), {})
+    if GRAY_REAL is None:  # nothing to choose from for gray images
+        assert choose_shipped_model(gray, sigma=None, load=no_load) == (forced[0], {})
+    else:
+        assert choose_shipped_model(gray, sigma=None, noise_type="real", load=no_load) == (
+            GRAY_REAL,
+            {"noise_type": "real"},
+        )
 
 
 @pytest.mark.parametrize(
@@ -122,7 +136,8 @@ def test_forced_and_given_sigma_choices_need_no_evidence():
         (lambda y: fs.denoise(y[..., 0], noise_type="real"), "no real-noise model ships for 1"),
     ],
 )
-def test_bad_noise_types_are_refused_by_name(call, message):
+def test_bad_noise_types_are_refused_by_name(call, message, monkeypatch):
+    monkeypatch.delitem(zoo.REAL_NOISE_MODELS, 1, raising=False)  # as before one shipped
     y = _white(_scene())[0].permute(1, 2, 0).numpy()
     with pytest.raises(InputError, match=message):
         call(y)

@@ -267,10 +267,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "noise-map",
         run_noise_map,
         "the noise map a model's blind path feeds its network",
-        "For a model with a noise-map estimator (bf-drunet-color-real): the map its blind "
-        "path feeds the network (one level per image for a pooled map) and the estimator's "
-        "local map, summarised in the JSON (0-255 scale); --plot writes OUT.png: noisy | "
-        "map fed | local map.",
+        "For a model with a noise-map estimator (bf-drunet-color-real, bf-drunet-gray-real): "
+        "the map its blind path feeds the network (one level per image for a pooled map) "
+        "and the estimator's local map, summarised in the JSON (0-255 scale); --plot writes "
+        "OUT.png: noisy | map fed | local map.",
     )
     return parser
 

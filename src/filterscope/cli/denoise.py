@@ -62,9 +62,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         choices=("auto", "gaussian", "real"),
         default="auto",
         help="with no --model: 'real' takes the shipped real-camera-noise model "
-        "(bf-drunet-color-real), 'gaussian' the default, 'auto' chooses per image by how "
-        "much more noise the real model's noise-map estimator sees than a white-noise "
-        "estimate (colour images; a given --sigma means Gaussian). The choice is printed "
+        "(bf-drunet-color-real, bf-drunet-gray-real), 'gaussian' the default, 'auto' chooses "
+        "per image by how much more noise the real model's noise-map estimator sees than a "
+        "white-noise estimate (a given --sigma means Gaussian). The choice is printed "
         "and in --json (default: auto)",
     )
     parser.add_argument(

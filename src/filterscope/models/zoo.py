@@ -25,7 +25,7 @@ DEFAULT_MODELS = {1: "bf-drunet-gray", 3: "bf-drunet-color"}
 #: Shipped models for real camera noise (signal-dependent, correlated, JPEG), per channel
 #: count; ``denoise`` takes one when the image's noise looks like a camera's
 #: (:func:`filterscope.inference.choose_noise_type`).
-REAL_NOISE_MODELS = {3: "bf-drunet-color-real"}
+REAL_NOISE_MODELS = {3: "bf-drunet-color-real", 1: "bf-drunet-gray-real"}
 
 
 def real_noise_model_name(channels: int) -> str | None:
