@@ -494,6 +494,12 @@ def main() -> int:
     )
     parser.add_argument("--methods", default=",".join(FAMILIES), help="families to compute")
     parser.add_argument("--gray", action="store_true", help="gray photos of the crops")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DATA,
+        help="another folder of noisy/ and clean/ pairs (say, held-out real pairs)",
+    )
     parser.add_argument("--figure", action="store_true", help="draw NAME.png (--name)")
     parser.add_argument("--name", default="real_noise", type=results_name, help="results file name")
     args = parser.parse_args()
@@ -517,20 +523,20 @@ def main() -> int:
     )
     if not config.models:
         parser.error("--models: name at least one model")
-    if not (DATA / "noisy").is_dir():
-        print(f"filterscope: error: needs {DATA} (see its README)", file=sys.stderr)
+    if not (args.data / "noisy").is_dir() or not (args.data / "clean").is_dir():
+        print(f"filterscope: error: needs {args.data}/noisy and /clean", file=sys.stderr)
         return 2
     from filterscope.errors import FilterscopeError
     from filterscope.machine import machine_info
 
-    pairs = load_pairs(DATA, args.images, gray=args.gray)
+    pairs = load_pairs(args.data, args.images, gray=args.gray)
     try:
         result = benchmark(pairs, config, Cache(CACHE))
     except FilterscopeError as exc:
         print(f"filterscope: error: {exc}", file=sys.stderr)
         return 2
     methods = result.pop("_methods")
-    print(f"PolyU-Canon, full 512x512 crops, PSNR (dB, 0-255) / SSIM; {len(pairs)} crops asked")
+    print(f"{args.data.name}, full crops, PSNR (dB, 0-255) / SSIM; {len(pairs)} crops asked")
     print_table(result["rows"], ["method", "crops", "psnr", "gain", "ssim", "mean σ̂"])
     print(f"\nPaired: every method on the {result['paired']['crops']} crops they all have")
     print_table(result["paired"]["rows"], ["method", "psnr", "gain", "ssim"])
@@ -546,7 +552,11 @@ def main() -> int:
         args.name,
         {
             "command": " ".join(["python benchmarks/real_noise.py"] + sys.argv[1:]),
-            "data": "PolyU-Canon (55 pairs of 512x512 crops; evaluation only, see its README)",
+            "data": (
+                "PolyU-Canon (55 pairs of 512x512 crops; evaluation only, see its README)"
+                if args.data == DATA
+                else str(args.data)
+            ),
             "protocol": f"PSNR on the 0-255 scale over all {config.channels} channel(s) of each "
             "full crop (gray: luminance, the noisy one stored at 8 bits), "
             "estimate clipped to [0, 1]; SSIM (7x7 uniform window); means over crops",
