@@ -4,6 +4,7 @@ Run from the repository root on a quiet machine (timings on a loaded one mean no
 
     python benchmarks/blind_denoise_speed.py            # a few minutes on 2 cores
     python benchmarks/blind_denoise_speed.py --quick    # 256x256 and 512x384 only
+    python benchmarks/blind_denoise_speed.py --gray     # gray photos (the gray models)
 
 ``filterscope.denoise(image)`` (what the command line runs) with no model named reads the
 image's noise before choosing the shipped default or the shipped real-noise model
@@ -28,7 +29,9 @@ after one warm-up. 3000x2000: the command line, ``filterscope denoise in.png -o 
 encoding included), whose peak is what a user's photo costs. ``ratio`` is each case's
 time over ``gaussian`` at the same size. Targets (issue 33): the
 blind default no more than 20% slower than before on a 512x512 photo, and a 3000x2000
-photo within 1 GiB. Results: ``benchmarks/results/blind_denoise_speed.json``.
+photo within 1 GiB. Results: ``benchmarks/results/blind_denoise_speed.json``
+(``--gray``: the scene's luminance, the gray default and ``bf-drunet-gray-real``;
+``blind_denoise_speed_gray.json``).
 """
 
 from __future__ import annotations
@@ -55,13 +58,14 @@ TARGET_RATIO = 1.2
 TARGET_PEAK_GIB = 1.0
 
 
-def noisy_scene(height: int, width: int, noise: str):
-    """A smooth RGB scene with edges plus white (σ = 15) or correlated noise, (H, W, 3)
-    float32 in [0, 1], the same for every case of a size."""
+def noisy_scene(height: int, width: int, noise: str, channels: int = 3):
+    """A smooth RGB scene with edges (``channels`` = 1: its luminance) plus white (σ = 15)
+    or correlated noise, (H, W, channels) float32 in [0, 1], the same for every case of a
+    size."""
     import numpy as np
     import torch
 
-    from filterscope.camera_noise import NoiseOptions, correlated_noise
+    from filterscope.camera_noise import LUMA_WEIGHTS, NoiseOptions, correlated_noise
 
     rows = torch.linspace(0, 1, height)[:, None]
     cols = torch.linspace(0, 1, width)[None, :]
@@ -72,6 +76,8 @@ def noisy_scene(height: int, width: int, noise: str):
             0.6 - 0.3 * rows + 0.1 * (cols > 0.3),
         ]
     )[None]
+    if channels == 1:
+        scene = (scene * torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)).sum(1, keepdim=True)
     generator = torch.Generator().manual_seed(0)
     if noise == "white":
         noisy = scene + 15 / 255 * torch.randn(scene.shape, generator=generator)
@@ -81,13 +87,13 @@ def noisy_scene(height: int, width: int, noise: str):
     return np.ascontiguousarray(noisy[0].permute(1, 2, 0).clamp(0, 1).numpy())
 
 
-def save_scene(folder: Path, height: int, width: int, noise: str) -> Path:
+def save_scene(folder: Path, height: int, width: int, noise: str, channels: int = 3) -> Path:
     """:func:`noisy_scene` as an 8-bit PNG in ``folder`` (made once per size and noise)."""
     from filterscope.io import write_image
 
-    path = folder / f"{noise}-{width}x{height}.png"
+    path = folder / f"{noise}-{width}x{height}x{channels}.png"
     if not path.exists():
-        write_image(path, noisy_scene(height, width, noise), dtype="uint8")
+        write_image(path, noisy_scene(height, width, noise, channels), dtype="uint8")
     return path
 
 
@@ -134,17 +140,17 @@ def run_case(noise_type: str, path: Path, repeats: int, precision: str, *, cli: 
 CLI_ABOVE_PIXELS = 1_000_000
 
 
-def run_size(folder: Path, height: int, width: int, repeats: int) -> list[dict]:
+def run_size(folder: Path, height: int, width: int, repeats: int, channels: int) -> list[dict]:
     """Every case of :data:`CASES` at one size; ``ratio`` against the first."""
     cli = height * width > CLI_ABOVE_PIXELS
     rows, baseline = [], None
     for label, noise_type, noise, precision in CASES:
-        path = save_scene(folder, height, width, noise)
+        path = save_scene(folder, height, width, noise, channels)
         result = run_case(noise_type, path, repeats, precision, cli=cli)
         baseline = baseline or result["seconds"]
         rows.append(
             {
-                "image": f"{width}x{height}x3",
+                "image": f"{width}x{height}x{channels}",
                 "case": label,
                 "run": "command line" if cli else "filterscope.denoise",
                 "precision": precision,
@@ -161,6 +167,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs at the small size")
+    parser.add_argument("--gray", action="store_true", help="gray photos (the gray models)")
     args = parser.parse_args()
     sizes = [(256, 256, 1), (384, 512, 1)] if args.quick else [(512, 512, args.repeats)]
     if not args.quick:
@@ -168,14 +175,15 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="blind_denoise_speed-") as folder:
         for height, width, repeats in sizes:
-            rows += run_size(Path(folder), height, width, repeats)
+            rows += run_size(Path(folder), height, width, repeats, 1 if args.gray else 3)
     payload = {
         "command": " ".join(["python benchmarks/blind_denoise_speed.py"] + sys.argv[1:]),
         "targets": {"ratio_512": TARGET_RATIO, "peak_gib_3000x2000": TARGET_PEAK_GIB},
         "load_average": os.getloadavg(),
         "rows": rows,
     }
-    path = write_results("blind_denoise_speed", payload)
+    name = "blind_denoise_speed_gray" if args.gray else "blind_denoise_speed"
+    path = write_results(name, payload)
     print_table(rows, ["image", "case", "run", "precision", "seconds", "ratio", "peak_gib"])
     print(f"results: {path}")
     return 0

@@ -556,7 +556,8 @@ def main() -> int:
                 "PolyU-Canon (55 pairs of 512x512 crops; evaluation only, see its README)"
                 if args.data == DATA
                 else str(args.data)
-            ),
+            )
+            + (", as gray photos (luminance, the noisy one stored at 8 bits)" if args.gray else ""),
             "protocol": f"PSNR on the 0-255 scale over all {config.channels} channel(s) of each "
             "full crop (gray: luminance, the noisy one stored at 8 bits), "
             "estimate clipped to [0, 1]; SSIM (7x7 uniform window); means over crops",

@@ -127,7 +127,7 @@ def denoise(
         radius, so a convolutional network gives the whole-image result.
     noise_type : {"auto", "gaussian", "real"}, keyword-only
         With ``model="default"``: ``"real"`` takes the shipped real-camera-noise model
-        (colour images), ``"gaussian"`` the default, ``"auto"`` chooses by the image
+        of the image's channel count, ``"gaussian"`` the default, ``"auto"`` chooses by the image
         (:func:`filterscope.inference.choose_shipped_model`; a given ``sigma`` means
         Gaussian noise). Ignored for other models.
     precision : {"auto", "float32", "bfloat16"} or None, keyword-only
