@@ -53,7 +53,7 @@ from real_noise import gray_photo
 DATA = SHARED / "data"
 GAUSSIAN_SIGMAS = (5.0, 10.0, 15.0, 25.0, 35.0, 50.0, 75.0)
 CAMERA_SIGMAS = (2.0, 4.0, 8.0, 15.0, 30.0)
-CROP = 256  # centre crops: the evidence reads at most 512 x 512 of an image anyway
+CROP = 256  # centre crops, as the evidence reads an image (inference.EVIDENCE_SIDE)
 
 
 def _images(folder: Path, count: int | None) -> list[torch.Tensor]:
