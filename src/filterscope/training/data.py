@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..blur import gaussian_blur
+from ..camera_noise import LUMA_WEIGHTS
 from ..errors import InputError
 from ..io import list_images, read_image, to_tensor
 
@@ -403,7 +404,7 @@ def _match_channels(image: np.ndarray, channels: int, path: Path) -> np.ndarray:
     if image.shape[2] == channels:
         return image
     if channels == 1:
-        weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        weights = np.array(LUMA_WEIGHTS, dtype=np.float32)
         return (image @ weights)[:, :, None]
     raise InputError(f"{path}: gray image in a color training set")
 
