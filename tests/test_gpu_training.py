@@ -168,6 +168,11 @@ def test_refusals(tmp_path):
         train_on_device(_tiny_config(data, blur_range=[0.0, 2.0]), tmp_path / "b", minutes=1)
     with pytest.raises(InputError, match="ema_decay: GPU training keeps no moving average"):
         train_on_device(_tiny_config(data, ema_decay=0.99), tmp_path / "e", minutes=1)
+    # What the CPU trainer does with a noise-map estimator, this one would silently skip.
+    with pytest.raises(InputError, match="estimator_lr_scale: GPU training"):
+        train_on_device(_tiny_config(data, estimator_lr_scale=10.0), tmp_path / "s", minutes=1)
+    with pytest.raises(InputError, match="noise_map_loss: GPU training has no map loss"):
+        train_on_device(_tiny_config(data, noise_map_loss=1.0), tmp_path / "n", minutes=1)
     with pytest.raises(InputError, match="minutes"):
         train_on_device(_tiny_config(data), tmp_path / "m", minutes=0)
     train_on_device(_tiny_config(data, steps=1), tmp_path / "run", minutes=1)

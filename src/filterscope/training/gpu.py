@@ -204,6 +204,10 @@ def _check_supported(config: TrainConfig) -> None:
         raise InputError("ema_decay: GPU training keeps no moving average; use filterscope train")
     if config.denoiser_lr_scale != 1:
         raise InputError("denoiser_lr_scale: GPU training trains every weight alike")
+    if config.estimator_lr_scale != 1:
+        raise InputError("estimator_lr_scale: GPU training trains every weight alike")
+    if config.noise_map_loss:
+        raise InputError("noise_map_loss: GPU training has no map loss; use filterscope train")
 
 
 def train_on_device(
