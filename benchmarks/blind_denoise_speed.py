@@ -65,7 +65,7 @@ def noisy_scene(height: int, width: int, noise: str, channels: int = 3):
     import numpy as np
     import torch
 
-    from filterscope.camera_noise import LUMA_WEIGHTS, NoiseOptions, correlated_noise
+    from filterscope.camera_noise import NoiseOptions, correlated_noise, luminance
 
     rows = torch.linspace(0, 1, height)[:, None]
     cols = torch.linspace(0, 1, width)[None, :]
@@ -77,7 +77,7 @@ def noisy_scene(height: int, width: int, noise: str, channels: int = 3):
         ]
     )[None]
     if channels == 1:
-        scene = (scene * torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        scene = luminance(scene)
     generator = torch.Generator().manual_seed(0)
     if noise == "white":
         noisy = scene + 15 / 255 * torch.randn(scene.shape, generator=generator)

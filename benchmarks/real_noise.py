@@ -30,7 +30,7 @@ CBM3D costs about a minute per RGB crop on this machine's shared cores, so it ru
 has, and a second table compares every method on the crops they all have.
 
 ``--gray`` makes gray photos of the same crops: each crop's luminance
-(``filterscope.camera_noise.LUMA_WEIGHTS``, as gray recipes convert RGB images), the noisy
+(``filterscope.camera_noise.luminance``, as gray recipes convert RGB images), the noisy
 one stored at 8 bits as a gray photo is; the models are then the gray ones (``default`` and
 ``auto`` for one channel) and CBM3D is BM3D. PSNR is then over the one channel.
 
@@ -400,11 +400,9 @@ def load_pairs(folder: Path, images: int, *, gray: bool = False) -> list[Pair]:
 def gray_photo(noisy: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """An RGB pair (1, 3, H, W) as a gray photo: the luminance of each, the noisy one
     rounded to 8 bits as a stored gray image is."""
-    from filterscope.camera_noise import LUMA_WEIGHTS, quantize
+    from filterscope.camera_noise import luminance, quantize
 
-    weights = torch.tensor(LUMA_WEIGHTS, dtype=noisy.dtype).view(1, 3, 1, 1)
-    luma = lambda image: (image * weights).sum(dim=1, keepdim=True)  # noqa: E731
-    return quantize(luma(noisy), 8), luma(clean)
+    return quantize(luminance(noisy), 8), luminance(clean)
 
 
 def noise_map(model: torch.nn.Module, y: torch.Tensor) -> tuple[torch.Tensor, str]:

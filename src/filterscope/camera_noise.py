@@ -39,6 +39,14 @@ from .errors import InputError
 #: ``convert("L")``, MATLAB's ``rgb2gray``; BSD68's gray images were made so).
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
+
+def luminance(x: torch.Tensor) -> torch.Tensor:
+    """The gray image of RGB images ``x`` (B, 3, H, W): :data:`LUMA_WEIGHTS` summed over
+    the channels, shape (B, 1, H, W), dtype and device of ``x``."""
+    luma = torch.tensor(LUMA_WEIGHTS, dtype=x.dtype, device=x.device)
+    return torch.einsum("c,bchw->bhw", luma, x)[:, None]
+
+
 #: sRGB (D65) → CIE XYZ.
 _RGB_TO_XYZ = (
     (0.4124564, 0.3575761, 0.1804375),
@@ -646,7 +654,7 @@ def camera_noise(
     slope = torch.where(linear_std > 0, output_std / linear_std.clamp(min=1e-12), 0.0)
     if channels == 1:
         luma = torch.tensor(LUMA_WEIGHTS, dtype=dtype, device=device)
-        noisy = torch.einsum("c,bchw->bhw", luma, noisy)[:, None]
+        noisy = luminance(noisy)
         # gray noise = Σ_c w_c t_c Σ_k M_ck n_k: variance Σ_k (Σ_c w_c t_c M_ck)² v_k
         weights = torch.einsum("c,bchw,bck->bkhw", luma, slope, camera_to_rgb)
         variance = (weights.square() * raw_variance).sum(dim=1, keepdim=True)
