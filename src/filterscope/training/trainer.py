@@ -963,17 +963,21 @@ def numeric_record(config: TrainConfig, numeric: dict[str, Any]) -> dict[str, An
 def _parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
     """Adam's parameter groups: a noise-map estimator's weights (new, small, when a
     trained denoiser is fine-tuned with one) learn ``estimator_lr_scale`` times faster,
-    the rest ``denoiser_lr_scale`` times (0: Adam's step is exactly 0, they stay)."""
+    the rest ``denoiser_lr_scale`` times. At 0 the rest is frozen instead
+    (``requires_grad`` off, no group): it stays exactly as it is, and backward computes
+    no gradients for it nor Adam any state."""
     estimator = getattr(model, "estimator", None)
     scales = (config.estimator_lr_scale, config.denoiser_lr_scale)
     if estimator is None or scales == (1, 1):
         return [{"params": list(model.parameters())}]
     mine = {id(p) for p in estimator.parameters()}
     rest = [p for p in model.parameters() if id(p) not in mine]
-    return [
-        {"params": rest, "lr_scale": config.denoiser_lr_scale},
-        {"params": list(estimator.parameters()), "lr_scale": config.estimator_lr_scale},
-    ]
+    groups = [{"params": list(estimator.parameters()), "lr_scale": config.estimator_lr_scale}]
+    if config.denoiser_lr_scale == 0:
+        for parameter in rest:
+            parameter.requires_grad_(False)
+        return groups
+    return [{"params": rest, "lr_scale": config.denoiser_lr_scale}, *groups]
 
 
 def _write_run_folder(
