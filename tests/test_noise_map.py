@@ -145,12 +145,30 @@ def test_blind_path_with_a_biased_estimator_breaks_euler():
 
 
 def test_the_blind_path_uses_the_estimated_map():
+    """On sides of the stride grid (4 here); on others the blind path also estimates
+    the map of the rows it pads, where a told map is replicated (next test)."""
     model = _tiny(noise_estimator=True)
-    y = _image()
+    y = _image()[..., :36, :28]
     with torch.no_grad():
         assert torch.equal(model(y), model(y, model.estimate_noise_map(y)))
         assert model.image_noise_level(y) is None  # tiles estimate their own maps
         assert model.receptive_radius == _tiny().receptive_radius + model.estimator.radius
+
+
+def test_a_local_map_model_gives_the_whole_image_result_in_tiles():
+    """37×31 is off the stride grid: each tile and the whole image are extended past
+    the border, and the local map is estimated on that extension in both."""
+    from filterscope.inference import denoise_tensor
+
+    model = _tiny(noise_estimator=True).float()
+    y = _image().float()
+    with torch.no_grad():
+        whole = model(y)
+        tiled = denoise_tensor(model, y, tile=model.receptive_radius)
+        assert float((tiled - whole).abs().max()) < 1e-5
+        # The map of the image alone differs near the border: told it, the output moves.
+        alone = model.estimator(y)
+        assert float((model(y, alone) - whole).abs().max()) > 1e-3
 
 
 def test_estimator_and_map_channels_survive_a_save_and_load(tmp_path):
@@ -257,6 +275,29 @@ def test_image_level_in_strips_is_the_rms_of_the_whole_map(strip_rows):
         estimator.image_level(y, strip_rows=0)
 
 
+@pytest.mark.parametrize("size", [(37, 31), (5, 4), (1, 12)])
+def test_box_mean_is_the_two_dimensional_box_average(size):
+    """The separable box mean against avg_pool2d's square box, on images larger and
+    smaller than the box; its border weights give the sum of the pooled map."""
+    from filterscope.models.noise_map import _box_mean, _box_mean_weights
+
+    x = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    reference = torch.nn.functional.avg_pool2d(x, 9, stride=1, padding=4, count_include_pad=False)
+    assert _relative(_box_mean(x, 9), reference) < TOL
+    weights = _box_mean_weights(size[0], 9, x)[:, None] * _box_mean_weights(size[1], 9, x)
+    assert _relative((x * weights).sum(dim=(2, 3)), reference.sum(dim=(2, 3))) < TOL
+    # A square box that counts the padding (avg_pool2d's default) is another average.
+    padded = torch.nn.functional.avg_pool2d(x, 9, stride=1, padding=4)
+    assert _relative(_box_mean(x, 9), padded) > 1e-3
+
+
+def test_image_level_of_an_image_smaller_than_the_box():
+    estimator = _tiny(noise_estimator=True).estimator
+    y = _image()[..., :5, :4]
+    with torch.no_grad():
+        assert _relative(estimator.image_level(y), root_mean_square(estimator(y))) < TOL
+
+
 def test_pooled_blind_path_feeds_one_level_per_image_and_stays_bias_free():
     model = _tiny(noise_estimator=True, pooled_noise_map=True)
     local = _tiny(noise_estimator=True)  # same weights (same seed), local map
@@ -356,7 +397,7 @@ def test_denoise_reports_and_saves_the_estimated_noise_map(tmp_path, estimator_m
     out, report, saved = tmp_path / "out.png", tmp_path / "r.json", tmp_path / "map.png"
     code, _, err = _run_cli(
         capsys, "denoise", source, "-o", out, "--model", estimator_model_path,
-        "--json", report, "--save-noise-map", saved, "-q",
+        "--json", report, "--save-noise-map", saved, "--precision", "float32", "-q",
     )  # fmt: skip
     assert code == 0, err
     summary = json.loads(report.read_text())["files"][0]["noise_map_255"]
@@ -481,3 +522,62 @@ def test_analyze_noise_map_plot(tmp_path, estimator_model_path, capsys):
     )  # fmt: skip
     assert code == 0, err
     assert (tmp_path / "map.png").stat().st_size > 1000
+
+
+# ------------------------------------------------------- the map that ran
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@pytest.mark.parametrize("pooled", [False, True])
+def test_the_run_gives_back_the_noise_map_its_network_read(precision, pooled):
+    """Told the map a blind run gives back, the prepared network repeats its output bit
+    for bit; the float32 estimate of the same map does not do that for bfloat16.
+    36×28: sides on the network's stride grid, so one tile is the whole image and the
+    whole-image call below sees what the tiled run saw."""
+    from filterscope.inference import _run_tiled, estimated_noise_map, prepare_model
+
+    model = _tiny(noise_estimator=True, pooled_noise_map=pooled).float()
+    y = _image()[..., :36, :28].float().clamp(0, 1)
+    prepared = prepare_model(model, precision=precision)
+    options = {"in_channels": 3, "tile": 64, "overlap": 8, "batch_pixels": 1 << 20}
+    run = _run_tiled(prepared, y, progress=False, keep_noise_map=True, **options)
+    assert run.noise_map.shape == (2, 1, 36, 28) and run.tiles == 1
+    with torch.inference_mode():
+        assert torch.equal(prepared(y, run.noise_map), run.estimate)
+        float32_map = estimated_noise_map(model, y)
+        assert torch.allclose(run.noise_map, float32_map, rtol=2e-2, atol=0)
+        if precision == "bfloat16" and not pooled:
+            assert not torch.equal(run.noise_map, float32_map)
+            assert not torch.equal(prepared(y, float32_map), run.estimate)
+    if pooled:  # one level per image
+        spread = run.noise_map.amax(dim=(1, 2, 3)) - run.noise_map.amin(dim=(1, 2, 3))
+        assert float(spread.max()) == 0
+    assert _run_tiled(prepared, y, progress=False, **options).noise_map is None
+
+
+def test_the_map_of_a_tiled_ensembled_run_is_the_untransformed_pass_map():
+    from filterscope.ensemble import SelfEnsemble
+    from filterscope.inference import _run_tiled, estimated_noise_map
+
+    model = _tiny(noise_estimator=True).float()
+    y = torch.rand(1, 3, 181, 163, generator=torch.Generator().manual_seed(2))
+    options = {"in_channels": 3, "overlap": model.receptive_radius, "batch_pixels": 1 << 20}
+    whole = _run_tiled(model, y, tile=256, progress=False, keep_noise_map=True, **options)
+    tiled = _run_tiled(
+        SelfEnsemble(model), y, tile=40, progress=False, keep_noise_map=True, **options
+    )
+    assert tiled.tiles > 1
+    assert torch.allclose(tiled.noise_map, whole.noise_map, atol=1e-6)
+    assert torch.allclose(whole.noise_map, estimated_noise_map(model, y), atol=1e-6)
+
+
+def test_denoise_told_sigma_reports_the_level_it_was_told(tmp_path, estimator_model_path, capsys):
+    source = _rgb_png(tmp_path / "noisy.png")
+    report = tmp_path / "r.json"
+    code, _, err = _run_cli(
+        capsys, "denoise", source, "-o", tmp_path / "out.png", "--model", estimator_model_path,
+        "--sigma", "12", "--json", report, "-q",
+    )  # fmt: skip
+    assert code == 0, err
+    summary = json.loads(report.read_text())["files"][0]["noise_map_255"]
+    assert summary == pytest.approx({"mean": 12.0, "min": 12.0, "max": 12.0}, rel=1e-6)

@@ -17,6 +17,7 @@ and in :func:`filterscope.evaluation.evaluate`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ from .io import check_output_path, list_images, read_image, to_tensor, write_ima
 from .machine import AUTO, choose_precision, return_large_blocks
 from .models.base import Denoiser, module_device
 from .models.fast import optimize_for_inference
-from .models.noise_map import noise_map_summary
+from .models.noise_map import NoiseMapEstimator, noise_level_map, noise_map_summary
 
 #: Input pixels (summed over the tiles of one batch) per model call: with 64 hidden
 #: channels in float32 one activation is then 256 MiB, so a few live ones fit in 1–2 GiB.
@@ -269,13 +270,19 @@ def _run_tiled(
     progress: bool,
     sigma: float | None = None,
     model_name: str = "the model",
-) -> tuple[torch.Tensor, int]:
-    """Tiled forward pass; returns the estimate (shape and device of ``y``) and the tile count.
+    keep_noise_map: bool = False,
+) -> TiledRun:
+    """Tiled forward pass of ``model`` over the images ``y``.
 
     ``sigma`` (image scale) is passed to ``model(tiles, sigma)`` for every batch of
     tiles. None calls ``model(tiles)``, unless the model estimates σ in its blind mode
     (:meth:`~filterscope.models.base.Denoiser.image_noise_level`): then each whole
     image's estimate goes to its tiles, so they agree with the whole-image result.
+
+    With ``keep_noise_map``, a model holding a noise-map estimator also gives back the
+    map its network was fed: the tiles' own local maps (the estimator's output, caught
+    as it runs; under a self-ensemble, the untransformed pass's), or the level it was
+    told or pooled, spread over the image.
     """
     _validate_options(tile, overlap)
     if y.dim() != 4 or y.shape[1] not in (1, 3):
@@ -295,6 +302,12 @@ def _run_tiled(
     device = module_device(model)
     if sigma is None and isinstance(model, Denoiser):
         sigma = model.image_noise_level(model_input.to(device=device, dtype=torch.float32))
+    estimator = _noise_map_estimator(model) if keep_noise_map else None
+    fed_maps: list[torch.Tensor] = []  # the estimator's output for the current batch
+    hook = None
+    if estimator is not None and sigma is None:
+        hook = estimator.register_forward_hook(lambda module, args, output: fed_maps.append(output))
+    noise_map = None
     align = int(getattr(model, "tile_alignment", 1))
     tiles = tile_grid(height, width, tile=tile, overlap=overlap, align=align)
     if len(tiles) > 1:
@@ -313,7 +326,7 @@ def _run_tiled(
     )
     images = model_input.shape[0]
     per_batch = max(1, batch_pixels // (images * box_height * box_width))
-    with torch.inference_mode(), bar:
+    with torch.inference_mode(), bar, _removing(hook):
         for start in range(0, len(tiles), per_batch):
             chunk = tiles[start : start + per_batch]
             x = torch.cat([_box(model_input, padded) for _, padded in chunk], dim=0)
@@ -329,16 +342,60 @@ def _run_tiled(
                     f"{model_name} returned shape {tuple(x_hat.shape)} for input "
                     f"{tuple(x.shape)}; a denoiser keeps the shape"
                 )
-            for index, (core, padded) in enumerate(chunk):
-                rows = slice(core[0] - padded[0], core[1] - padded[0])
-                cols = slice(core[2] - padded[2], core[3] - padded[2])
-                part = x_hat[index * images : (index + 1) * images, :, rows, cols]
-                out[:, :, core[0] : core[1], core[2] : core[3]] = part.to(
-                    device=out.device, dtype=torch.float32
-                )
+            _paste_cores(out, x_hat, chunk)
+            if fed_maps:
+                if noise_map is None:
+                    shape = (images, fed_maps[0].shape[1], height, width)
+                    noise_map = torch.empty(shape, dtype=torch.float32, device=y.device)
+                _paste_cores(noise_map, fed_maps[0], chunk)
+                fed_maps.clear()
             bar.update(len(chunk))
             del x, x_hat
-    return out.reshape(batch, channels, height, width), len(tiles)
+    if estimator is not None and sigma is not None:
+        channels_fed = int(estimator.mix_root.shape[0])
+        noise_map = noise_level_map(model_input, sigma, channels=channels_fed, check=False)
+    if noise_map is not None:
+        noise_map = noise_map.to(device=y.device, dtype=torch.float32).reshape(
+            batch, -1, height, width
+        )  # a gray model on RGB images: one map per channel
+    return TiledRun(out.reshape(batch, channels, height, width), len(tiles), noise_map)
+
+
+class TiledRun(NamedTuple):
+    """What :func:`_run_tiled` gives back."""
+
+    estimate: torch.Tensor  #: (B, C, H, W) float32, on the device of the input
+    tiles: int  #: how many tiles the image was cut into
+    #: (B, k, H, W) float32, the noise map the network was fed; None unless asked for and
+    #: the model has a noise-map estimator
+    noise_map: torch.Tensor | None
+
+
+def _noise_map_estimator(model: nn.Module) -> nn.Module | None:
+    """The noise-map estimator inside ``model`` (a prepared or ensembled one too)."""
+    return next((m for m in model.modules() if isinstance(m, NoiseMapEstimator)), None)
+
+
+@contextlib.contextmanager
+def _removing(hook):
+    """Remove the forward ``hook`` (or nothing, for None) when the block ends."""
+    try:
+        yield
+    finally:
+        if hook is not None:
+            hook.remove()
+
+
+def _paste_cores(target: torch.Tensor, tiles_out: torch.Tensor, chunk: list) -> None:
+    """Copy each tile's core of ``tiles_out`` (the model's output on the padded tiles of
+    ``chunk``, each holding ``target.shape[0]`` images) into ``target``, converted to its
+    dtype and device."""
+    images = target.shape[0]
+    for index, (core, padded) in enumerate(chunk):
+        rows = slice(core[0] - padded[0], core[1] - padded[0])
+        cols = slice(core[2] - padded[2], core[3] - padded[2])
+        part = tiles_out[index * images : (index + 1) * images, :, rows, cols]
+        target[:, :, core[0] : core[1], core[2] : core[3]] = part
 
 
 def _with_ensemble(model: nn.Module, ensemble: bool) -> nn.Module:
@@ -413,7 +470,7 @@ def denoise_tensor(
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
-        x_hat, _ = _run_tiled(
+        x_hat = _run_tiled(
             _with_ensemble(model, ensemble),
             y,
             in_channels=getattr(model, "in_channels", None),
@@ -423,7 +480,7 @@ def denoise_tensor(
             progress=progress,
             sigma=sigma,
             model_name=_model_name(model),
-        )
+        ).estimate
     finally:
         for module, training in modes:
             module.training = training
@@ -673,10 +730,7 @@ class _Runner:
         noise = _estimate_noise_255(image) if estimate_noise else None
         height, width, channels = image.shape
         del image  # keep one full-size copy of the input in memory, not two
-        level = None
-        if estimate_noise or noise_map_path is not None:
-            level = estimated_noise_map(net, y, tile=self.tile)
-        x_hat, tiles = _run_tiled(
+        run = _run_tiled(
             runner,
             y,
             in_channels=in_channels,
@@ -686,9 +740,11 @@ class _Runner:
             progress=progress,
             sigma=self.sigma,
             model_name=name,
+            keep_noise_map=estimate_noise or noise_map_path is not None,
         )
         del y
-        result = x_hat[0].permute(1, 2, 0).numpy()
+        level, tiles = run.noise_map, run.tiles
+        result = run.estimate[0].permute(1, 2, 0).numpy()
         if out_dtype != "float32":
             # Integer output: the estimate must lie in the representable range.
             np.clip(result, 0.0, 1.0, out=result)
@@ -724,11 +780,14 @@ class _Runner:
 
 class _MapAsImage(nn.Module):
     """A noise-map estimator as a model of :func:`_run_tiled`: its map repeated over
-    the image's channels (tiles are cut and put back like images)."""
+    the image's channels (tiles are cut and put back like images). Its tiles lie on the
+    grid of the network it feeds (``tile_alignment``), extended past the border as that
+    network's are, so the map is the one the network reads."""
 
-    def __init__(self, estimator: nn.Module):
+    def __init__(self, estimator: nn.Module, tile_alignment: int = 1):
         super().__init__()
         self.estimator = estimator
+        self.tile_alignment = tile_alignment
 
     def forward(self, x: torch.Tensor, sigma: None = None) -> torch.Tensor:
         level = self.estimator(x)
@@ -765,17 +824,21 @@ def estimated_noise_map(
     if not isinstance(estimator, nn.Module):
         return None
     in_channels = getattr(model, "in_channels", None)
-    if getattr(model, "config", {}).get("pooled_noise_map") and not per_pixel:
+    pooled = getattr(model, "config", {}).get("pooled_noise_map", False)
+    if pooled and not per_pixel:
         return _pooled_map(model, y)
-    level, _ = _run_tiled(
-        _MapAsImage(estimator).eval(),
+    # A local map is read on the network's grid; a pooled one's level is the RMS of the
+    # map of the image alone (NoiseMapEstimator.image_level).
+    align = 1 if pooled else int(getattr(model, "tile_alignment", 1))
+    level = _run_tiled(
+        _MapAsImage(estimator, align).eval(),
         y,
         in_channels=in_channels,
         tile=tile,
         overlap=int(getattr(estimator, "radius", DEFAULT_OVERLAP)),
         batch_pixels=DEFAULT_BATCH_PIXELS,
         progress=False,
-    )
+    ).estimate
     map_channels = getattr(model, "noise_map_channels", 1)
     return level[:, :map_channels] if in_channels == y.shape[1] else level
 

@@ -189,14 +189,21 @@ class DRUNet(CNNDenoiser):
         """``"true"`` with a noise-level input (σ used when given, blind without it)."""
         return "true" if self.config["noise_map"] else "blind"
 
+    @property
+    def local_noise_map(self) -> bool:
+        """Whether the blind path feeds the estimator's per-pixel map (not one level)."""
+        return self.estimator is not None and not self.config.get("pooled_noise_map", False)
+
     def estimate_noise_map(self, y: torch.Tensor) -> torch.Tensor | None:
         """The noise map the blind path (``sigma=None``) feeds the network, on the image
         scale: the estimator's ``(B, noise_map_channels, H, W)`` map; or each image's
         level (the RMS of that map with ``pooled_noise_map``, the wavelet σ with
         ``blind_estimate``) as a constant ``(B, 1, H, W)`` map; None for the trained
-        blind mode."""
-        if self.estimator is not None and not self.config.get("pooled_noise_map"):
-            return self.estimator(y)
+        blind mode. A local map is estimated on the image extended to the stride grid,
+        as the network reads it, and cropped back."""
+        if self.local_noise_map:
+            height, width = y.shape[-2:]
+            return self.estimator(self._pad_to_grid(y))[..., :height, :width]
         level = self.image_noise_level(y)
         return None if level is None else noise_level_map(y, level)
 
@@ -207,13 +214,19 @@ class DRUNet(CNNDenoiser):
         a local noise map (each tile of a tiled run estimates its own, within the
         receptive radius)."""
         if self.estimator is not None:
-            if not self.config.get("pooled_noise_map", False):
+            if self.local_noise_map:
                 return None
             return self.estimator.image_level(y.to(self.input_dtype)).to(y.dtype)
         estimates = self.config["noise_map"] and self.config.get("blind_estimate", False)
         if estimates and min(y.shape[-2:]) >= MIN_ESTIMATE_SIDE:
             return estimate_noise_level(y)
         return None
+
+    def _pad_to_grid(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` extended at the bottom and right, by replication, to sides that are
+        multiples of :attr:`multiple`."""
+        pad_h, pad_w = -x.shape[-2] % self.multiple, -x.shape[-1] % self.multiple
+        return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
 
     @property
     def multiple(self) -> int:
@@ -236,26 +249,28 @@ class DRUNet(CNNDenoiser):
         radius += 2 * self.config["blocks"] * scale + self.multiple - 1
         # A local map at a pixel reads its own neighbourhood; a pooled one (one level per
         # image, like blind_estimate's) reads the whole image and is not counted here.
-        local_map = self.estimator is not None and not self.config.get("pooled_noise_map")
-        return radius + (self.estimator.radius if local_map else 0)
+        return radius + (self.estimator.radius if self.local_noise_map else 0)
 
     def forward(
         self, y: torch.Tensor, sigma: float | torch.Tensor | None = None, **kwargs
     ) -> torch.Tensor:
         self._check_input(y)
         height, width = y.shape[-2:]
-        inputs = y
+        padded = self._pad_to_grid(y)
+        inputs = padded
         if self.config["noise_map"]:
-            if sigma is None:
-                sigma = self.estimate_noise_map(y)
-            level = noise_level_map(
-                y, sigma, channels=self.noise_map_channels, check=not self.training
-            )
-            inputs = torch.cat([y, level], dim=1)
-        pad_h, pad_w = -height % self.multiple, -width % self.multiple
-        if pad_h or pad_w:
-            inputs = F.pad(inputs, (0, pad_w, 0, pad_h), mode="replicate")
-        padded = inputs[:, : self.in_channels]
+            if sigma is None and self.local_noise_map:
+                # The local map of the padded image, as each tile of a tiled run (cut
+                # from the image extended the same way) estimates its own.
+                level = self.estimator(padded)
+            else:
+                if sigma is None:
+                    sigma = self.estimate_noise_map(y)
+                level = noise_level_map(
+                    y, sigma, channels=self.noise_map_channels, check=not self.training
+                )
+                level = self._pad_to_grid(level)
+            inputs = torch.cat([padded, level], dim=1)
         h = self.head(inputs)
         skips = []
         for blocks, down in zip(self.down_blocks, self.downs, strict=True):
