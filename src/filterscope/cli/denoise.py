@@ -82,13 +82,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         help="write a JSON summary per file: size, tiles, seconds, estimated noise level "
         "of the input (0-255 scale), for a model with a noise-map estimator the mean, "
-        "min and max of its map (noise_map_255), or the error",
+        "min and max of the map its network was fed (noise_map_255), or the error",
     )
     parser.add_argument(
         "--save-noise-map",
         metavar="FILE",
         default=None,
-        help="write the noise map the model's blind path estimated (one input image; "
+        help="write the noise map the model's network was fed (one input image; "
         "models with a noise-map estimator) as an image whose intensity is the noise "
         "level: in an 8-bit file, pixel value 10 = sigma 10 on the 0-255 scale",
     )
