@@ -22,6 +22,7 @@ import json
 import sys
 from pathlib import Path
 
+from filterscope.errors import FilterscopeError
 from filterscope.models import create_model
 from filterscope.models.checkpoints import card_path, load_checkpoint, save_model
 from filterscope.models.zoo import shipped_weights, weights_dir
@@ -30,13 +31,17 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 LOGS_DIR = REPOSITORY / "benchmarks" / "results" / "training_logs"
 
 
+class ShipError(Exception):
+    """A problem the user can fix; printed as one line, exit code 2."""
+
+
 def with_blind_path(model, option: str):
     """The same DRUNet weights, with the blind-path ``option`` (``blind_estimate`` or
     ``pooled_noise_map``) switched on in its config."""
     if model.arch != "drunet" or not model.config.get("noise_map"):
-        sys.exit(f"{option}: needs a drunet with a noise-level input (noise_map)")
+        raise ShipError(f"{option}: needs a drunet with a noise-level input (noise_map)")
     if option == "pooled_noise_map" and not model.config.get("noise_estimator"):
-        sys.exit("pooled_noise_map: needs a drunet with a noise-map estimator")
+        raise ShipError("pooled_noise_map: needs a drunet with a noise-map estimator")
     config = {k: v for k, v in model.config.items() if k not in ("bias", "in_channels")}
     rebuilt = create_model(
         "drunet",
@@ -274,7 +279,7 @@ def keep_log(log: Path, stem: str, *, logs_dir: Path = LOGS_DIR) -> str:
                 if target.is_relative_to(REPOSITORY)
                 else str(target)
             )
-    sys.exit(f"{log}: {target} holds another log; move it away or rename the run folder")
+    raise ShipError(f"{log}: {target} holds another log; move it away or rename the run folder")
 
 
 def stage_suffix(training: dict) -> str:
@@ -287,6 +292,15 @@ def stage_suffix(training: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return ship(argv)
+    except (ShipError, FilterscopeError, OSError) as exc:
+        print(f"ship_model.py: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def ship(argv: list[str] | None) -> int:
+    """Parse the arguments and ship the run (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="training run folder (holds model.safetensors)")
     parser.add_argument("name", help="shipped model name, e.g. bf-dncnn-gray")
@@ -354,22 +368,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.bsd68:
         scores = bsd68_scores(args.bsd68, args.name)
         if scores is None:
-            sys.exit(f"{args.bsd68}: no results for model {args.name!r}")
+            raise ShipError(f"{args.bsd68}: no results for model {args.name!r}")
         card.setdefault("metrics", {})["bsd68"] = scores
     if args.zoo:
         scores = zoo_scores(args.zoo, args.name)
         if scores is None:
-            sys.exit(f"{args.zoo}: no results for model {args.name!r}")
+            raise ShipError(f"{args.zoo}: no results for model {args.name!r}")
         card.setdefault("metrics", {})["color_test_sets"] = scores
     if args.quality:
         scores = quality_scores(args.quality, args.name)
         if scores is None:
-            sys.exit(f"{args.quality}: no results for model {args.name!r}")
+            raise ShipError(f"{args.quality}: no results for model {args.name!r}")
         card.setdefault("metrics", {})["side_by_side"] = scores
     if args.real_noise:
         scores = real_noise_scores(Path(args.real_noise[0]), args.real_noise[1])
         if scores is None:
-            sys.exit(f"{args.real_noise[0]}: no rows for model {args.real_noise[1]!r}")
+            raise ShipError(f"{args.real_noise[0]}: no rows for model {args.real_noise[1]!r}")
         card.setdefault("metrics", {})["real_noise"] = scores
     if args.noise_type_choice:
         card.update(noise_type_scores(args.noise_type_choice))

@@ -51,6 +51,13 @@ def test_a_third_log_for_both_names_stops_the_script(ship_model, tmp_path):
     (logs / "m.stage9.csv").write_text("step,loss\n1,0.5\n")
     (logs / "m.stage9-real31.csv").write_text("step,loss\n1,0.4\n")
     log = run_log(tmp_path, "real31", "step,loss\n1,0.9\n")
-    with pytest.raises(SystemExit, match="holds another log"):
+    with pytest.raises(ship_model.ShipError, match="holds another log"):
         ship_model.keep_log(log, "m.stage9", logs_dir=logs)
     assert (logs / "m.stage9-real31.csv").read_text() == "step,loss\n1,0.4\n"
+
+
+def test_a_run_folder_without_weights_is_one_line_and_exit_code_2(ship_model, tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    code = ship_model.main([str(tmp_path / "run"), "m", "--recipe", "r.toml"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("ship_model.py: error:") and err.count("\n") == 1
