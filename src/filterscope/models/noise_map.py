@@ -127,13 +127,14 @@ def _box_mean(x: torch.Tensor, side: int) -> torch.Tensor:
 def _box_mean_weights(size: int, side: int, like: torch.Tensor) -> torch.Tensor:
     """Along one axis of ``size`` pixels, how much each pixel weighs in the sum of the
     :func:`_box_mean` of that axis: the sum, over the boxes that hold it, of one over
-    each box's pixel count (1 away from the borders). Dtype and device of ``like``."""
+    each box's pixel count (1 away from the borders). On the device of ``like``, in its
+    dtype or float32, whichever is wider."""
     half = side // 2
     index = torch.arange(size, device=like.device)
     counts = (index + half).clamp(max=size - 1) - (index - half).clamp(min=0) + 1
     inverse = counts.to(torch.float64).reciprocal()[None, None]
     weights = F.avg_pool1d(inverse, side, stride=1, padding=half, count_include_pad=True)
-    return (weights[0, 0] * side).to(like.dtype)
+    return (weights[0, 0] * side).to(torch.promote_types(like.dtype, torch.float32))
 
 
 def _sqrt_at_zero_flat(energy: torch.Tensor) -> torch.Tensor:
