@@ -304,7 +304,8 @@ def _run_tiled(
         sigma = model.image_noise_level(model_input.to(device=device, dtype=torch.float32))
     estimator = _noise_map_estimator(model) if keep_noise_map else None
     fed_maps: list[torch.Tensor] = []  # the estimator's output for the current batch
-    hook = None
+    # A hook handle removes itself when its with-block ends, even on an error.
+    hook: contextlib.AbstractContextManager = contextlib.nullcontext()
     if estimator is not None and sigma is None:
         hook = estimator.register_forward_hook(lambda module, args, output: fed_maps.append(output))
     noise_map = None
@@ -326,7 +327,7 @@ def _run_tiled(
     )
     images = model_input.shape[0]
     per_batch = max(1, batch_pixels // (images * box_height * box_width))
-    with torch.inference_mode(), bar, _removing(hook):
+    with torch.inference_mode(), bar, hook:
         for start in range(0, len(tiles), per_batch):
             chunk = tiles[start : start + per_batch]
             x = torch.cat([_box(model_input, padded) for _, padded in chunk], dim=0)
@@ -374,16 +375,6 @@ class TiledRun(NamedTuple):
 def _noise_map_estimator(model: nn.Module) -> nn.Module | None:
     """The noise-map estimator inside ``model`` (a prepared or ensembled one too)."""
     return next((m for m in model.modules() if isinstance(m, NoiseMapEstimator)), None)
-
-
-@contextlib.contextmanager
-def _removing(hook):
-    """Remove the forward ``hook`` (or nothing, for None) when the block ends."""
-    try:
-        yield
-    finally:
-        if hook is not None:
-            hook.remove()
 
 
 def _paste_cores(target: torch.Tensor, tiles_out: torch.Tensor, chunk: list) -> None:

@@ -430,10 +430,11 @@ def _shrinkage_at_fixed_point(
         return 1.0
     centre, spread = float(means.mean()), float(means.var())
     sigma, factor = sigma_read, 1.0
+    clean_means = means
     for _ in range(50):
-        noise_variance = (sigma * factor) ** 2 / 4 if noisy_means else 0.0
-        keep = math.sqrt(max(1.0 - noise_variance / spread, 0.0)) if spread > 0 else 1.0
-        clean_means = centre + keep * (means - centre)
+        if noisy_means and spread > 0:
+            keep = math.sqrt(max(1.0 - (sigma * factor) ** 2 / 4 / spread, 0.0))
+            clean_means = centre + keep * (means - centre)
         a = np.minimum((low - clean_means) / sigma, 0.0)
         b = np.maximum((high - clean_means) / sigma, 0.0)
         factor = max(float(shrinkage(a, b).mean()), 1e-6)
